@@ -1,0 +1,402 @@
+"""The fake Twilio caller: a sans-IO core (no sockets, no clock of its own).
+
+It stands where Twilio stands in a bidirectional ``<Connect><Stream>`` call.
+Whoever drives it (the trio driver, a Locust greenlet, a test) feeds it the time
+and what arrived on the socket, and sends what it returns:
+
+* :meth:`CallerCore.begin` → ``connected`` and ``start``;
+* :meth:`CallerCore.advance` at (or after) :meth:`next_deadline_ns` → the 20 ms
+  ``media`` frames (speech from fixtures or line silence, *continuously*),
+  ``dtmf``, mark echoes and finally ``stop``;
+* :meth:`CallerCore.receive` for each message from the app → immediate mark
+  echoes (nothing queued, or a ``clear``).
+
+Frames are scheduled on an absolute grid ``t0 + k·20 ms`` so pacing never drifts:
+a late driver gets every overdue frame at once rather than silently shifting the
+rest. One 20 ms tick also plays one frame of the app's audio (see
+:mod:`.playback`), which is recorded, so the heard audio lines up sample for
+sample with the send grid.
+
+Every observation lands in :attr:`timeline` stamped with the driver's clock
+(``time.monotonic_ns`` in real runs — the clock the mock and the bridge share).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import logging
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import twilio_wire as tw
+from .codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, frame_peak
+from .impairments import Impairer, Impairments
+from .playback import Playback
+from .script import DTMF_DIGITS, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
+from .utterances import UtteranceBank, default_bank
+
+log = logging.getLogger("callsim.caller")
+
+FRAME_NS = FRAME_MS * 1_000_000
+_SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
+# Non-silent audio separated by less than this is one stretch of assistant speech.
+ONSET_HANGOVER_FRAMES = 15  # 300 ms
+
+
+@dataclass
+class CallerConfig:
+    identity: tw.StreamIdentity
+    impairments: Impairments = field(default_factory=Impairments)
+    wire_policy: tw.WirePolicy = field(default_factory=tw.WirePolicy)
+    max_duration_ms: int = 300_000  # hang up whatever the script says, so no call runs forever
+    max_queued_bytes: int = 8000 * 600
+    record_media_in: bool = True  # one timeline event per received media message
+    max_warnings_kept: int = 200  # warnings are all counted; this many are kept verbatim
+
+
+@dataclass(frozen=True)
+class _Out:
+    """A message waiting in the outbox; sequence numbers are given at release time."""
+
+    kind: str  # media | dtmf | mark | stop
+    arg: Any
+    tags: tuple[dict[str, Any], ...] = ()
+
+
+class CallerCore:
+    def __init__(self, config: CallerConfig, script: list[Step], bank: UtteranceBank | None = None) -> None:
+        self.config = config
+        self.ident = config.identity
+        self.script = list(script)
+        self.bank = bank or default_bank()
+        for step in self.script:  # fail before the call, not in the middle of it
+            if isinstance(step, Say) and step.fixture not in self.bank:
+                raise KeyError(f"unknown fixture {step.fixture!r}; known: {', '.join(self.bank.library.names())}")
+            if isinstance(step, Dtmf) and not set(step.digits) <= DTMF_DIGITS:
+                raise ValueError(f"DTMF digits must be in {''.join(sorted(DTMF_DIGITS))}: {step.digits!r}")
+        self.playback = Playback(config.max_queued_bytes)
+        self.impairer = Impairer(config.impairments)
+
+        self.timeline: list[dict[str, Any]] = []
+        self.warnings: list[dict[str, Any]] = []
+        self.warning_counts: Counter[int] = Counter()
+        self.heard = bytearray()  # μ-law, one 160-byte frame per tick, silence where nothing played
+        self.tick_ns = array("q")  # when each tick was processed (shared clock)
+        self.played_bytes = array("H")  # app audio bytes in each tick's frame
+        self.media_sent_grid = array("q")  # grid index of each media frame sent ...
+        self.media_sent_ns = array("q")  # ... and when it was released to the socket
+        self.marks_echoed: Counter[str] = Counter()  # by reason: played | idle | cleared
+        self.counts: Counter[str] = Counter()
+
+        self.t0_ns: int | None = None
+        self._tick = 0
+        self._seq = 0  # sequenceNumber: one counter for everything after 'connected'
+        self._chunk = 0
+        self._outbox: list[tuple[int, int, _Out]] = []  # heap of (due_ns, order, message)
+        self._order = 0
+        self._hung_up = False
+        self.finished = False
+        self.end_reason: str | None = None
+
+        # script state
+        self._step_i = -1
+        self._step: Step | None = None
+        self._step_tick = 0  # ticks spent in the current step
+        self._step_mark = 0  # step-specific progress
+        self._step_heard = -1  # tick of first non-silent audio heard during the step
+        # playback state for events
+        self._was_playing = False
+        self._loud_run_end = -10**9  # last tick with non-silent audio
+        self._in_audio = False
+        self._next_step()
+
+    # ------------------------------------------------------------------ API
+
+    def begin(self, now_ns: int) -> list[str]:
+        """Start the stream: ``connected`` then ``start``; frames follow from ``now_ns``."""
+        if self.t0_ns is not None:
+            raise RuntimeError("begin() called twice")
+        self.t0_ns = now_ns
+        self._seq = 1
+        self._event(now_ns, "connected")
+        self._event(now_ns, "start", stream_sid=self.ident.stream_sid, call_sid=self.ident.call_sid,
+                    custom_parameters=dict(self.ident.custom_parameters))
+        return [tw.connected_message(), tw.start_message(self.ident, 1)]
+
+    def next_deadline_ns(self) -> int | None:
+        """When :meth:`advance` must next be called; ``None`` once the call is over."""
+        if self.finished or self.t0_ns is None:
+            return None
+        due = [] if self._hung_up else [self.t0_ns + self._tick * FRAME_NS]
+        if self._outbox:
+            due.append(self._outbox[0][0])
+        return min(due) if due else None
+
+    def advance(self, now_ns: int) -> list[str]:
+        """Run every tick due by ``now_ns`` and release due messages."""
+        if self.t0_ns is None or self.finished:
+            return []
+        while not self._hung_up and self.t0_ns + self._tick * FRAME_NS <= now_ns:
+            self._run_tick(now_ns)
+        return self._release(now_ns)
+
+    def receive(self, now_ns: int, data: str | bytes) -> list[str]:
+        """Handle one message from the app; returns what to send back at once."""
+        if self.t0_ns is None or self._hung_up:
+            self.counts["after_stop" if self._hung_up else "before_start"] += 1
+            return []
+        parsed = tw.parse_outbound(data, self.ident.stream_sid, self.config.wire_policy)
+        if isinstance(parsed, tw.Invalid):
+            self._warn(now_ns, parsed)
+            if parsed.salvaged is None:
+                return []
+            parsed = parsed.salvaged
+        if isinstance(parsed, tw.OutMedia):
+            self.counts["media_in"] += 1
+            dropped = self.playback.add_audio(parsed.payload)
+            if self.config.record_media_in:
+                self._event(now_ns, "media_in", bytes=len(parsed.payload), queued=self.playback.queued_bytes)
+            if dropped:
+                self._event(now_ns, "overflow", dropped_bytes=dropped)
+            return []
+        if isinstance(parsed, tw.OutMark):
+            self.counts["mark_in"] += 1
+            self._event(now_ns, "mark_in", name=parsed.name, queued=self.playback.queued_bytes)
+            if self.playback.add_mark(parsed.name):
+                self._queue(now_ns, _Out("mark", parsed.name, ({"event": "mark_echo", "name": parsed.name, "reason": "idle"},)))
+                return self._release(now_ns)
+            return []
+        # clear
+        self.counts["clear_in"] += 1
+        dropped, names = self.playback.clear()
+        self._event(now_ns, "clear_in", dropped_bytes=dropped, marks=list(names))
+        for name in names:
+            self._queue(now_ns, _Out("mark", name, ({"event": "mark_echo", "name": name, "reason": "cleared"},)))
+        return self._release(now_ns)
+
+    def peer_closed(self, now_ns: int, code: int | None = None, reason: str | None = None) -> None:
+        """The app closed the WebSocket (or it broke): the stream is over."""
+        if self.finished:
+            return
+        self._event(now_ns, "closed_by_app", code=code, reason=reason, after_stop=self._hung_up)
+        self._finish(now_ns, "hangup" if self._hung_up else "closed_by_app")
+
+    def hang_up(self, now_ns: int) -> list[str]:
+        """Hang up now, whatever the script says (e.g. the driver was cancelled)."""
+        if self.t0_ns is None or self.finished:
+            return []
+        if not self._hung_up:
+            self._do_hangup(now_ns, "aborted")
+        # Flush at once: frames an impairment was holding go out now, then stop.
+        return self._release(max([now_ns] + [d for d, _, _ in self._outbox]))
+
+    # ------------------------------------------------------------- summary
+
+    @property
+    def stream_sid(self) -> str:
+        return self.ident.stream_sid
+
+    def summary(self) -> dict[str, Any]:
+        pb = self.playback
+        return {
+            "call_sid": self.ident.call_sid,
+            "stream_sid": self.ident.stream_sid,
+            "end_reason": self.end_reason,
+            "duration_ms": self._tick * FRAME_MS,
+            "frames_sent": len(self.media_sent_ns),
+            "frames_lost": self.impairer.lost,
+            "audio_received_ms": pb.bytes_received / 8,
+            "audio_played_ms": pb.bytes_played / 8,
+            "audio_cleared_ms": pb.bytes_cleared / 8,
+            "audio_dropped_ms": pb.bytes_dropped / 8,
+            "partial_frames": pb.partial_frames,
+            "marks_echoed": dict(self.marks_echoed),
+            "clears": self.counts["clear_in"],
+            "media_in": self.counts["media_in"],
+            "warnings": {str(k): v for k, v in sorted(self.warning_counts.items())},
+            "utterances": sum(1 for e in self.timeline if e["event"] == "utterance_start"),
+        }
+
+    # ------------------------------------------------------------ internals
+
+    def _event(self, now_ns: int, name: str, /, **fields: Any) -> dict[str, Any]:
+        ev = {"event": name, "t_ns": now_ns, "t_ms": round((now_ns - (self.t0_ns or now_ns)) / 1e6, 3)}
+        ev.update(fields)
+        self.timeline.append(ev)
+        return ev
+
+    def _warn(self, now_ns: int, inv: tw.Invalid) -> None:
+        self.warning_counts[inv.code] += 1
+        if len(self.warnings) < self.config.max_warnings_kept:
+            self.warnings.append({"t_ns": now_ns, "code": inv.code, "reason": inv.reason})
+        self._event(now_ns, "warning", code=inv.code, reason=inv.reason)
+        log.warning("call %s: Twilio warning %d: %s", self.ident.call_sid, inv.code, inv.reason)
+
+    def _queue(self, due_ns: int, out: _Out) -> None:
+        self._order += 1
+        heapq.heappush(self._outbox, (due_ns, self._order, out))
+
+    def _release(self, now_ns: int) -> list[str]:
+        msgs: list[str] = []
+        box = self._outbox
+        while box and box[0][0] <= now_ns:
+            _, _, out = heapq.heappop(box)
+            self._seq += 1
+            if out.kind == "media":
+                grid, ts, b64 = out.arg
+                self._chunk += 1
+                msgs.append(tw.media_message(self.ident.stream_sid, self._seq, self._chunk, ts, b64))
+                self.media_sent_grid.append(grid)
+                self.media_sent_ns.append(now_ns)
+            elif out.kind == "mark":
+                msgs.append(tw.mark_message(self.ident.stream_sid, self._seq, out.arg))
+            elif out.kind == "dtmf":
+                msgs.append(tw.dtmf_message(self.ident.stream_sid, self._seq, out.arg))
+            elif out.kind == "stop":
+                msgs.append(tw.stop_message(self.ident, self._seq))
+            for tag in out.tags:
+                ev = dict(tag)
+                name = ev.pop("event")
+                if name == "mark_echo":
+                    self.marks_echoed[ev["reason"]] += 1
+                self._event(now_ns, name, **ev)
+        if self._hung_up and not box and not self.finished:
+            self._finish(now_ns, self.end_reason or "hangup")
+        return msgs
+
+    def _finish(self, now_ns: int, reason: str) -> None:
+        self.finished = True
+        self.end_reason = reason
+        self._outbox.clear()
+
+    def _next_step(self) -> None:
+        self._step_i += 1
+        self._step = self.script[self._step_i] if self._step_i < len(self.script) else Hangup()
+        self._step_tick = 0
+        self._step_mark = 0
+        self._step_heard = -1
+
+    def _do_hangup(self, now_ns: int, why: str) -> None:
+        grid = self.t0_ns + self._tick * FRAME_NS  # type: ignore[operator]
+        last_due = max((d for d, _, _ in self._outbox), default=grid)
+        self._queue(max(grid, last_due), _Out("stop", None, ({"event": "stop", "why": why},)))
+        self._hung_up = True
+        self.end_reason = "hangup" if why in ("script", "end_of_script") else why
+
+    def _run_tick(self, now_ns: int) -> None:
+        k = self._tick
+        grid_ns = self.t0_ns + k * FRAME_NS  # type: ignore[operator]
+        self.tick_ns.append(now_ns)
+
+        # 1. playback: finish the last frame, play the next
+        frame = self.playback.tick()
+        self.heard += frame.audio
+        self.played_bytes.append(frame.played_bytes)
+        for name in frame.echoed:
+            self._queue(grid_ns, _Out("mark", name, ({"event": "mark_echo", "name": name, "reason": "played"},)))
+        playing = frame.played_bytes > 0
+        if playing != self._was_playing:
+            if playing:
+                self._event(now_ns, "playback_start", tick=k)
+            else:
+                self._event(now_ns, "playback_stop", tick=k, queued=self.playback.queued_bytes)
+            self._was_playing = playing
+        loud = playing and frame_peak(frame.audio) >= SILENCE_PEAK
+        if loud:
+            if not self._in_audio:
+                self._event(now_ns, "audio_onset", tick=k)
+                self._in_audio = True
+            self._loud_run_end = k
+            if self._step_heard < 0:
+                self._step_heard = k
+        elif self._in_audio and k - self._loud_run_end >= ONSET_HANGOVER_FRAMES:
+            self._event(now_ns, "audio_offset", tick=self._loud_run_end + 1)
+            self._in_audio = False
+
+        # 2. the caller's side of the line
+        if k * FRAME_MS >= self.config.max_duration_ms:
+            self._event(now_ns, "max_duration", ms=self.config.max_duration_ms)
+            self._do_hangup(now_ns, "max_duration")
+            self._tick += 1
+            return
+        b64, tags = self._script_frame(now_ns, k)
+        if self._hung_up:
+            self._tick += 1
+            return
+        fate = self.impairer.fate(grid_ns)
+        if fate.send:
+            self._queue(grid_ns + fate.delay_ns, _Out("media", (k, k * FRAME_MS + fate.ts_shift_ms, b64), tags))
+        elif tags:  # a lost frame still carried speech: keep its timeline marks
+            for tag in tags:
+                ev = dict(tag)
+                self._event(now_ns, ev.pop("event"), lost=True, **ev)
+        self._tick += 1
+
+    def _script_frame(self, now_ns: int, k: int) -> tuple[str, tuple[dict[str, Any], ...]]:
+        """Advance the script by one frame; return the payload to send and timeline tags."""
+        while True:
+            step = self._step
+            if isinstance(step, Say):
+                utt = self.bank.get(step.fixture)
+                i = self._step_mark
+                if i >= utt.frame_count:
+                    self._next_step()
+                    continue
+                tags: list[dict[str, Any]] = []
+                if i == 0:
+                    tags.append({"event": "utterance_start", "fixture": utt.name, "text": utt.text})
+                if i == utt.speech_start_frame:
+                    tags.append({"event": "speech_start", "fixture": utt.name})
+                if i == utt.speech_end_frame:
+                    tags.append({"event": "speech_end", "fixture": utt.name})
+                if i == utt.frame_count - 1:
+                    tags.append({"event": "utterance_end", "fixture": utt.name})
+                self._step_mark += 1
+                return utt.frames_b64[i], tuple(tags)
+            if isinstance(step, Pause):
+                if self._step_tick * FRAME_MS >= step.ms:
+                    self._next_step()
+                    continue
+                self._step_tick += 1
+                return _SILENCE_B64, ()
+            if isinstance(step, Dtmf):
+                i = self._step_mark
+                if i >= len(step.digits):
+                    self._next_step()
+                    continue
+                gap = max(1, step.gap_ms // FRAME_MS)
+                if self._step_tick % gap == 0:
+                    digit = step.digits[i]
+                    self._queue(self.t0_ns + k * FRAME_NS,  # type: ignore[operator]
+                                _Out("dtmf", digit, ({"event": "dtmf", "digit": digit},)))
+                    self._step_mark += 1
+                self._step_tick += 1
+                return _SILENCE_B64, ()
+            if isinstance(step, WaitForReply):
+                elapsed = self._step_tick * FRAME_MS
+                quiet = (k - self._loud_run_end) * FRAME_MS
+                if self._step_heard >= 0 and quiet >= step.quiet_ms and not self.playback.busy:
+                    self._next_step()
+                    continue
+                if elapsed >= step.timeout_ms:
+                    self._event(now_ns, "wait_timeout", step="wait_for_reply", heard=self._step_heard >= 0)
+                    self._next_step()
+                    continue
+                self._step_tick += 1
+                return _SILENCE_B64, ()
+            if isinstance(step, WaitForAudio):
+                if self._step_heard >= 0 and (k - self._step_heard) * FRAME_MS >= step.after_ms:
+                    self._next_step()
+                    continue
+                if self._step_tick * FRAME_MS >= step.timeout_ms:
+                    self._event(now_ns, "wait_timeout", step="wait_for_audio", heard=self._step_heard >= 0)
+                    self._next_step()
+                    continue
+                self._step_tick += 1
+                return _SILENCE_B64, ()
+            # Hangup (explicit, or the script ran out)
+            self._do_hangup(now_ns, "script")
+            return _SILENCE_B64, ()

@@ -1,0 +1,234 @@
+"""The trio driver of the fake caller: real sockets around :class:`CallerCore`.
+
+One call is one nursery: a ticker task that sleeps to the core's absolute
+deadlines and sends what :meth:`CallerCore.advance` returns, and a receiver task
+that feeds every message to :meth:`CallerCore.receive`. When either side ends
+the call (script hangs up, app closes, cancellation) the whole nursery goes, and
+the socket is closed — nothing of a call outlives it.
+
+Timestamps come from a :class:`Clock`. Real runs use ``time.monotonic_ns`` (the
+clock the mock and the bridge share, design.md rule 4) and sleep *relative* to
+it, because trio's own clock carries a random offset (stack.md). Tests that only
+need order pass :class:`TrioClock`, which reads trio's (possibly mocked) clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from . import twilio_wire as tw
+from .caller import CallerConfig, CallerCore
+from .impairments import Impairments
+from .script import Step
+from .sids import make_sid
+from .utterances import UtteranceBank
+from .webhook import (
+    CallParties, NoStream, StreamTarget, TwimlError, WebhookExchange,
+    parse_twiml, stream_headers, webhook_form, webhook_headers,
+)
+
+log = logging.getLogger("callsim.caller")
+
+MAX_MESSAGE_BYTES = 16 * 2**20  # Twilio documents no limit; a whole long reply fits
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int: ...
+    async def sleep_until_ns(self, deadline_ns: int) -> None: ...
+
+
+class MonotonicClock:
+    """``time.monotonic_ns``: shared by every process on the machine."""
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    async def sleep_until_ns(self, deadline_ns: int) -> None:
+        await trio.sleep(max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
+
+
+class TrioClock:
+    """trio's clock (works with ``MockClock``); not comparable across processes."""
+
+    def now_ns(self) -> int:
+        return int(trio.current_time() * 1e9)
+
+    async def sleep_until_ns(self, deadline_ns: int) -> None:
+        await trio.sleep_until(deadline_ns / 1e9)
+
+
+@dataclass
+class CallResult:
+    target: str
+    core: CallerCore | None = None
+    stream_url: str | None = None
+    webhook: WebhookExchange | None = None
+    error: str | None = None  # the call could not be placed or broke abnormally
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.core is not None
+
+    def summary_line(self) -> str:
+        if self.core is None:
+            return f"call to {self.target} failed: {self.error}"
+        s = self.core.summary()
+        marks = s["marks_echoed"]
+        warn = sum(s["warnings"].values())
+        line = (
+            f"call {s['call_sid']} → {self.stream_url}: {s['duration_ms'] / 1000:.1f} s, "
+            f"said {s['utterances']} utterance(s), heard {s['audio_played_ms'] / 1000:.2f} s of app audio "
+            f"({s['audio_cleared_ms'] / 1000:.2f} s cleared), marks echoed {sum(marks.values())} "
+            f"({marks.get('cleared', 0)} by clear), {s['clears']} clear(s), {warn} warning(s), "
+            f"ended: {s['end_reason']}"
+        )
+        if self.error:
+            line += f"; error: {self.error}"
+        return line
+
+
+async def fetch_twiml(client: httpx.AsyncClient, url: str, parties: CallParties,
+                      auth_token: str | None) -> WebhookExchange:
+    """POST the voice webhook like Twilio and read its TwiML."""
+    form = webhook_form(parties)
+    ex = WebhookExchange(url, form, signed=bool(auth_token))
+    resp = await client.post(url, data=form, headers=webhook_headers(auth_token, url, form))
+    ex.status = resp.status_code
+    ex.content_type = resp.headers.get("content-type")
+    ex.body = resp.text
+    if resp.status_code != 200:
+        raise TwimlError(f"webhook {url} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
+    ex.result = parse_twiml(resp.content, url)
+    ct = (ex.content_type or "").split(";")[0].strip()
+    if ct not in ("text/xml", "application/xml"):
+        ex.notes.append(f"webhook Content-Type is {ct or 'missing'}; Twilio expects text/xml")
+    return ex
+
+
+async def place_call(
+    target: str,
+    script: list[Step],
+    *,
+    auth_token: str | None = None,
+    bank: UtteranceBank | None = None,
+    impairments: Impairments | None = None,
+    wire_policy: tw.WirePolicy | None = None,
+    parties: CallParties | None = None,
+    custom_parameters: dict[str, str] | None = None,
+    max_duration_ms: int = 300_000,
+    clock: Clock | None = None,
+    connect_timeout: float = 10.0,
+    rng: random.Random | None = None,
+) -> CallResult:
+    """Place one call at ``target`` (an ``http(s)://`` webhook or ``ws(s)://`` stream URL).
+
+    Never raises for what the far end does: refusals, bad TwiML and broken
+    sockets end up in :attr:`CallResult.error` with what was recorded so far.
+    """
+    clock = clock or MonotonicClock()
+    rng = rng or random.Random()
+    parties = parties or CallParties.new(rng)
+    result = CallResult(target)
+    params = dict(custom_parameters or {})
+
+    scheme = target.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        try:
+            with trio.fail_after(connect_timeout):
+                async with httpx.AsyncClient() as client:
+                    result.webhook = await fetch_twiml(client, target, parties, auth_token)
+        except (httpx.HTTPError, TwimlError, trio.TooSlowError) as exc:
+            result.error = f"webhook failed: {exc or type(exc).__name__}"
+            return result
+        answer = result.webhook.result
+        result.notes += result.webhook.notes
+        if isinstance(answer, NoStream):
+            result.error = f"no stream: {answer.reason}" + (f" (said: {' / '.join(answer.says)})" if answer.says else "")
+            return result
+        assert isinstance(answer, StreamTarget)
+        result.stream_url = answer.url
+        result.notes += list(answer.notes)
+        params = {**answer.parameters, **params}
+    elif scheme in ("ws", "wss"):
+        result.stream_url = target
+    else:
+        result.error = f"target must be http(s):// (voice webhook) or ws(s):// (stream), not {target!r}"
+        return result
+
+    ident = tw.StreamIdentity(parties.account_sid, parties.call_sid, make_sid("MZ", rng), params)
+    core = CallerCore(
+        CallerConfig(ident, impairments=impairments or Impairments(),
+                     wire_policy=wire_policy or tw.WirePolicy(), max_duration_ms=max_duration_ms),
+        script, bank,
+    )
+    result.core = core
+    try:
+        async with open_websocket_url(
+            result.stream_url, extra_headers=stream_headers(auth_token, result.stream_url),
+            max_message_size=MAX_MESSAGE_BYTES, connect_timeout=connect_timeout, disconnect_timeout=2,
+        ) as ws:
+            await _run(ws, core, clock)
+    except (HandshakeError, OSError) as exc:
+        if core.t0_ns is None:
+            result.error = f"stream connect to {result.stream_url} failed: {_describe(exc)}"
+        elif not core.finished:  # broke mid-call: keep what was recorded
+            core.peer_closed(clock.now_ns(), None, _describe(exc))
+            result.error = f"stream broke: {_describe(exc)}"
+    if core.end_reason == "aborted":
+        result.error = "call aborted"
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return f"HTTP {status}"
+    return str(exc) or type(exc).__name__
+
+
+async def _run(ws, core: CallerCore, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    sid = core.ident.call_sid
+
+    async def send_all(msgs: list[str]) -> None:
+        for m in msgs:
+            await ws.send_message(m)
+
+    async def receiver(cancel: trio.CancelScope) -> None:
+        try:
+            while True:
+                data = await ws.get_message()
+                await send_all(core.receive(clock.now_ns(), data))
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            core.peer_closed(clock.now_ns(), getattr(reason, "code", None), getattr(reason, "reason", None))
+            log.info("call %s: stream closed by the app (%s)", sid, reason)
+        cancel.cancel()
+
+    try:
+        await send_all(core.begin(clock.now_ns()))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver, nursery.cancel_scope)
+            while (deadline := core.next_deadline_ns()) is not None:
+                await clock.sleep_until_ns(deadline)
+                await send_all(core.advance(clock.now_ns()))
+            nursery.cancel_scope.cancel()
+    except ConnectionClosed as exc:
+        reason = exc.reason
+        core.peer_closed(clock.now_ns(), getattr(reason, "code", None), getattr(reason, "reason", None))
+    finally:
+        if not core.finished:
+            # Cancelled from outside: hang up like Twilio would, briefly and shielded.
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await send_all(core.hang_up(clock.now_ns()))
+                except ConnectionClosed:
+                    pass

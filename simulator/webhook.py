@@ -1,0 +1,179 @@
+"""Twilio's voice webhook and TwiML, sans-IO (protocols.md 1.4–1.6).
+
+When a call comes in, Twilio POSTs a form to the number's voice URL, signs it
+with ``X-Twilio-Signature``, reads the TwiML it gets back and, for
+``<Connect><Stream url=…>``, opens the media WebSocket — signing that upgrade
+too. This module builds the request and reads the answer; the HTTP itself is
+the driver's job, so the Locust driver can reuse every line of it.
+
+Signatures come from the ``twilio`` package's own ``RequestValidator`` so they
+match what a bridge validating with the same package expects.
+"""
+
+from __future__ import annotations
+
+import random
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from twilio.request_validator import RequestValidator
+
+from .sids import make_sid
+
+API_VERSION = "2010-04-01"
+# What Twilio's HTTP client and media-stream client announce. The webhook UA is
+# widely seen in logs; the stream UA is **unconfirmed** (seen in third-party logs).
+WEBHOOK_USER_AGENT = "TwilioProxy/1.1"
+STREAM_USER_AGENT = "Twilio.TmeWs/1.0"
+
+
+@dataclass(frozen=True)
+class CallParties:
+    account_sid: str
+    call_sid: str
+    from_: str = "+15005550006"
+    to: str = "+15005550001"
+    direction: str = "inbound"
+    call_status: str = "ringing"
+    legacy_fields: bool = True  # Caller/Called: seen in real requests, not in the doc
+
+    @classmethod
+    def new(cls, rng: random.Random | None = None, **kw: object) -> "CallParties":
+        return cls(make_sid("AC", rng), make_sid("CA", rng), **kw)  # type: ignore[arg-type]
+
+
+def webhook_form(p: CallParties) -> dict[str, str]:
+    """The form fields Twilio POSTs for a new call (TwiML request page)."""
+    form = {
+        "CallSid": p.call_sid,
+        "AccountSid": p.account_sid,
+        "From": p.from_,
+        "To": p.to,
+        "CallStatus": p.call_status,
+        "Direction": p.direction,
+        "ApiVersion": API_VERSION,
+    }
+    if p.legacy_fields:
+        form["Caller"] = p.from_
+        form["Called"] = p.to
+    return form
+
+
+def sign(auth_token: str, url: str, params: dict[str, str] | None = None) -> str:
+    """``X-Twilio-Signature`` for ``url`` (exactly as requested) and POST ``params``."""
+    return RequestValidator(auth_token).compute_signature(url, params or {})
+
+
+def webhook_headers(auth_token: str | None, url: str, form: dict[str, str]) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": WEBHOOK_USER_AGENT,
+        "Accept": "*/*",
+    }
+    if auth_token:
+        headers["X-Twilio-Signature"] = sign(auth_token, url, form)
+    return headers
+
+
+def stream_headers(auth_token: str | None, stream_url: str) -> list[tuple[bytes, bytes]]:
+    """Headers of the media WebSocket upgrade.
+
+    Twilio signs the stream's own ``wss://host/path`` URL with empty params
+    (protocols.md 1.6; twilio-agent-connect-python#16). We sign the URL we
+    actually connect to, so a local ``ws://`` stream is signed as ``ws://``.
+    """
+    headers = [(b"User-Agent", STREAM_USER_AGENT.encode())]
+    if auth_token:
+        headers.append((b"X-Twilio-Signature", sign(auth_token, stream_url).encode()))
+    return headers
+
+
+# ------------------------------------------------------------------- TwiML
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """Where ``<Connect><Stream>`` says to send the media, and what to announce."""
+
+    url: str  # ws:// or wss://, after mapping http(s) and resolving relative URLs
+    twiml_url: str  # as written in the TwiML
+    parameters: dict[str, str]
+    notes: tuple[str, ...] = ()  # things real Twilio would reject or handle differently
+    says: tuple[str, ...] = ()  # <Say> text before <Connect> (Twilio speaks it first)
+
+
+@dataclass(frozen=True)
+class NoStream:
+    """TwiML that does not connect a bidirectional stream (busy, reject, hang up...)."""
+
+    reason: str
+    says: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ()
+
+
+class TwimlError(ValueError):
+    pass
+
+
+def _to_ws(url: str) -> tuple[str, list[str]]:
+    notes: list[str] = []
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    mapped = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(scheme)
+    if mapped is None:
+        raise TwimlError(f"<Stream url={url!r}>: scheme {scheme!r} is not a WebSocket URL")
+    if mapped != "wss":
+        notes.append(f"stream URL {url} is not wss://; real Twilio rejects it (error 31922), "
+                     "accepted here for local runs")
+    if parts.query:
+        notes.append(f"stream URL {url} has a query string; real Twilio drops it, "
+                     "use <Parameter> instead")
+    return urlunsplit((mapped, parts.netloc, parts.path or "/", parts.query, "")), notes
+
+
+def parse_twiml(xml: str | bytes, webhook_url: str) -> StreamTarget | NoStream:
+    """Read the webhook's TwiML the way Twilio executes it, up to the stream."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise TwimlError(f"webhook answer is not XML: {exc}") from None
+    if root.tag != "Response":
+        raise TwimlError(f"TwiML root is <{root.tag}>, expected <Response>")
+    says: list[str] = []
+    verbs: list[str] = []
+    for verb in root:
+        verbs.append(verb.tag)
+        if verb.tag == "Say":
+            says.append((verb.text or "").strip())
+        elif verb.tag == "Connect":
+            streams = [c for c in verb if c.tag == "Stream"]
+            if not streams:
+                return NoStream("<Connect> without <Stream>", tuple(says), tuple(verbs))
+            s = streams[0]
+            raw = s.get("url")
+            if not raw:
+                raise TwimlError("<Stream> without a url attribute")
+            url, notes = _to_ws(urljoin(webhook_url, raw))
+            params = {p.get("name", ""): p.get("value", "") for p in s if p.tag == "Parameter"}
+            return StreamTarget(url, raw, params, tuple(notes), tuple(says))
+        elif verb.tag == "Start" and any(c.tag == "Stream" for c in verb):
+            # Unidirectional: Twilio would stream but never play what the app sends.
+            verbs[-1] = "Start/Stream"
+        elif verb.tag in ("Hangup", "Reject"):
+            return NoStream(f"<{verb.tag}> before any <Connect><Stream>", tuple(says), tuple(verbs))
+    return NoStream("no <Connect><Stream> in the TwiML", tuple(says), tuple(verbs))
+
+
+@dataclass
+class WebhookExchange:
+    """What happened on the webhook leg, for the timeline and the report."""
+
+    url: str
+    form: dict[str, str]
+    signed: bool
+    status: int | None = None
+    content_type: str | None = None
+    body: str = ""
+    result: StreamTarget | NoStream | None = None
+    notes: list[str] = field(default_factory=list)

@@ -79,7 +79,7 @@ class CallResult:
         return self.error is None and self.core is not None
 
     def summary_line(self) -> str:
-        if self.core is None:
+        if self.core is None or self.core.t0_ns is None:
             return f"call to {self.target} failed: {self.error}"
         s = self.core.summary()
         marks = s["marks_echoed"]
@@ -189,10 +189,16 @@ async def place_call(
 
 
 def _describe(exc: BaseException) -> str:
+    """A one-line reason, digging out the OS error or HTTP status under trio-websocket's wrapper."""
     status = getattr(exc, "status_code", None)
     if status is not None:
         return f"HTTP {status}"
-    return str(exc) or type(exc).__name__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) or str(seen):
+            return f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 async def _run(ws, core: CallerCore, clock: Clock) -> None:  # type: ignore[no-untyped-def]

@@ -145,8 +145,8 @@ class CallerCore:
 
     def receive(self, now_ns: int, data: str | bytes) -> list[str]:
         """Handle one message from the app; returns what to send back at once."""
-        if self.t0_ns is None or self._hung_up:
-            self.counts["after_stop" if self._hung_up else "before_start"] += 1
+        if self.t0_ns is None or self._hung_up or self.finished:
+            self.counts["before_start" if self.t0_ns is None else "after_stop"] += 1
             return []
         parsed = tw.parse_outbound(data, self.ident.stream_sid, self.config.wire_policy)
         if isinstance(parsed, tw.Invalid):
@@ -277,7 +277,8 @@ class CallerCore:
         self._step = self.script[self._step_i] if self._step_i < len(self.script) else Hangup()
         self._step_tick = 0
         self._step_mark = 0
-        self._step_heard = -1
+        # audio heard on the tick this step begins counts for it (playback runs before the script)
+        self._step_heard = self._tick if self._loud_run_end == self._tick else -1
 
     def _do_hangup(self, now_ns: int, why: str) -> None:
         grid = self.t0_ns + self._tick * FRAME_NS  # type: ignore[operator]

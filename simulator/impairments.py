@@ -63,7 +63,20 @@ class Impairments:
                     f"bad impairment {part!r} ({exc}); expected e.g. "
                     "jitter=5,loss=0.01,bunch=0.02x5,gap=0.01x40,seed=7"
                 ) from None
-        return cls(**kw)  # type: ignore[arg-type]
+        imp = cls(**kw)  # type: ignore[arg-type]
+        imp.check()
+        return imp
+
+    def check(self) -> None:
+        """Reject values that make no sense (a probability of 2, a bunch of 0 frames)."""
+        for name in ("bunch_prob", "loss_prob", "gap_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if self.bunch_frames < 1:
+            raise ValueError(f"a bunch holds at least 1 frame, got {self.bunch_frames}")
+        if self.jitter_ms < 0 or self.gap_ms < 0:
+            raise ValueError("jitter and gap must not be negative")
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class FrameFate:
 
 class Impairer:
     def __init__(self, imp: Impairments) -> None:
+        imp.check()
         self.imp = imp
         self._rng = random.Random(imp.seed)
         self._bunch_left = 0
@@ -94,6 +108,8 @@ class Impairer:
             self.gaps += 1
         if imp.loss_prob and rng.random() < imp.loss_prob:
             self.lost += 1
+            if self._bunch_left > 0:  # a lost frame still uses up its slot in a bunch
+                self._bunch_left -= 1
             return FrameFate(False, 0, self._ts_shift)
         due = grid_ns
         if self._bunch_left:

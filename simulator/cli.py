@@ -119,6 +119,142 @@ def _cmd_fixtures(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_MOCK_KEY = "sk-callsim-mock"
+
+
+def _add_mock(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "mock-openai",
+        help="run the mock OpenAI Realtime server (point any bridge at it)",
+        description=(
+            "A WebSocket server that behaves like wss://api.openai.com/v1/realtime: session events, "
+            "server VAD on the input audio, scripted replies streamed faster than real time, "
+            "barge-in cancellation, truncate/cancel rules and errors, tool calls, injected faults. "
+            "Introspection and control over HTTP on the same port under /_mock/."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  callsim mock-openai --port 8765 --any-key\n"
+            "  callsim mock-openai --reply assistant_long_reply --think-ms uniform:200-600 --seed 1\n"
+            "  callsim mock-openai --rule caller_weather_question=tool:get_weather:'{\"city\":\"Paris\"}'\n"
+            "  callsim mock-openai --fault drop:after_ms=500 --fault refuse:status=429,sessions=3\n"
+            "\n"
+            "fault kinds (KIND[:key=value,...]; keys after_ms/after_s, status, code, nth, prob, sessions=1+3):\n"
+            "  refuse (HTTP status at the handshake), drop (abort TCP mid-response), close (close frame\n"
+            "  mid-response), stall (go silent mid-response), error (error event after after_ms),\n"
+            "  expire (session_expired then close), fail_response (response nth ends failed),\n"
+            "  slow_start (session.created after after_ms)\n"
+            "\n"
+            "HTTP: GET /_mock/sessions, GET /_mock/sessions/ID (or 1-based index),\n"
+            "      POST /_mock/behaviour[?next_sessions=N] with behaviour JSON, GET /_mock/health"
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--api-key", default=os.environ.get("CALLSIM_MOCK_API_KEY", DEFAULT_MOCK_KEY),
+                   help=f"the bearer key clients must send (default $CALLSIM_MOCK_API_KEY or {DEFAULT_MOCK_KEY})")
+    p.add_argument("--any-key", action="store_true", help="accept any non-empty bearer key")
+    p.add_argument("--dialect", choices=["ga", "beta", "auto"], default="ga",
+                   help="ga (default; beta clients get beta_api_shape_disabled + close 4000 as today), "
+                        "beta (the historical dialect), auto (beta when the client speaks it)")
+    p.add_argument("--model", default="gpt-realtime", help="model reported when the URL names none")
+    p.add_argument("--reply", action="append", metavar="FIXTURE", default=None,
+                   help="reply fixture, in turn (repeat; the last repeats; default assistant_short_reply)")
+    p.add_argument("--rule", action="append", default=[], metavar="HEARD=REPLY",
+                   help="when the caller says fixture HEARD, reply with fixture REPLY, or "
+                        "HEARD=tool:NAME[:JSON_ARGS[:THEN_REPLY]] to call a tool first")
+    p.add_argument("--echo", action="store_true", help="reply with exactly the audio of the caller's last turn")
+    p.add_argument("--think-ms", default="300", metavar="SPEC",
+                   help="think time before the first audio: MS, uniform:LO-HI or normal:MEAN,SD (default 300)")
+    p.add_argument("--realtime-factor", type=float, default=5.0,
+                   help="audio is sent this many times faster than real time (default 5)")
+    p.add_argument("--chunk-ms", type=int, default=100, help="audio per delta in ms (default 100)")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault (see below)")
+    p.add_argument("--seed", type=int, default=None, help="seed for think times, ids and faults")
+    p.add_argument("--behaviour", type=Path, default=None, metavar="FILE",
+                   help="behaviour as JSON or TOML (keys of simulator.mock.behaviour.Behaviour); flags override")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip checking every sent event against the openai SDK's types")
+    p.add_argument("-v", "--verbose", action="store_true", help="log sessions, errors and faults")
+    p.set_defaults(func=_cmd_mock)
+
+
+def _mock_behaviour(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import json
+
+    from .mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
+
+    base = Behaviour()
+    if args.behaviour:
+        text = args.behaviour.read_text()
+        if args.behaviour.suffix == ".toml":
+            import tomllib
+
+            base = Behaviour.from_dict(tomllib.loads(text))
+        else:
+            base = Behaviour.from_dict(json.loads(text))
+    changes: dict = {"think": ThinkTime.parse(args.think_ms), "realtime_factor": args.realtime_factor,
+                     "chunk_ms": args.chunk_ms}
+    if args.reply:
+        changes["replies"] = tuple(args.reply)
+    if args.echo:
+        changes["echo"] = True
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.fault:
+        changes["faults"] = base.faults + tuple(Fault.parse(f) for f in args.fault)
+    rules = list(base.rules)
+    for spec in args.rule:
+        heard, sep, what = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--rule wants HEARD=REPLY or HEARD=tool:NAME[:JSON[:THEN]], got {spec!r}")
+        if what.startswith("tool:"):
+            parts = what[5:].split(":", 1)
+            name = parts[0]
+            rest = parts[1] if len(parts) > 1 else ""
+            then = "assistant_short_reply"
+            args_json = rest
+            if rest and not rest.rstrip().endswith("}"):
+                args_json, _, then = rest.rpartition(":")
+            rules.append(Rule(heard, tool=ToolCall(name, json.loads(args_json) if args_json else {}, then)))
+        else:
+            rules.append(Rule(heard, reply=what))
+    changes["rules"] = tuple(rules)
+    return base.with_(**changes)
+
+
+def _cmd_mock(args: argparse.Namespace) -> int:
+    import trio
+
+    from .mock.server import MockConfig, MockServer
+
+    try:
+        behaviour = _mock_behaviour(args)
+    except (ValueError, OSError) as exc:
+        print(f"callsim mock-openai: {exc}", file=sys.stderr)
+        return 2
+    config = MockConfig(host=args.host, port=args.port, api_key=None if args.any_key else args.api_key,
+                        any_key=args.any_key, dialect=args.dialect, model=args.model, behaviour=behaviour,
+                        validate_outgoing=not args.no_validate)
+    server = MockServer(config)
+
+    async def run() -> None:
+        async with trio.open_nursery() as n:
+            await n.start(server.serve)
+            key = "any key" if args.any_key else f"key {args.api_key}"
+            print(f"mock OpenAI Realtime on {server.realtime_url} ({args.dialect}, {key})", flush=True)
+            print(f"  point a bridge at it: OPENAI_REALTIME_URL={server.realtime_url} "
+                  f"OPENAI_API_KEY={'sk-anything' if args.any_key else args.api_key}", flush=True)
+            print(f"  sessions: {server.http_url}/_mock/sessions", flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        print(f"stopped after {server.session_count} session(s)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callsim",
@@ -127,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"callsim {__version__}")
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     _add_call(sub)
+    _add_mock(sub)
     _add_fixtures(sub)
     return parser
 

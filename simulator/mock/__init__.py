@@ -1,0 +1,1 @@
+"""The mock OpenAI Realtime server: sans-IO session logic, audio side, and a thin server."""

@@ -1,0 +1,246 @@
+"""The mock's audio formats: wire bytes of a Realtime session <-> int16 samples.
+
+A Realtime session carries one of three input/output formats (protocols.md
+2.2): ``"pcm16"`` (24 kHz 16-bit little-endian mono, 48 bytes/ms), ``"pcmu"``
+(G.711 μ-law, 8 kHz) and ``"pcma"`` (G.711 A-law, 8 kHz). The mock decodes what
+a bridge appends (to run its VAD and recogniser on it) and encodes fixture
+audio to stream replies.
+
+Why these implementations:
+
+* G.711 *decoding* is a 256-entry table built once from libsndfile's decoder
+  (the harness's codec, ``simulator.codec``; design.md rule 1: never the
+  bridge's code). Decoders agree exactly across implementations (stack.md), and
+  a table lookup costs a few µs per 20 ms frame instead of a libsndfile call.
+* G.711 *encoding* goes through libsndfile (``soundfile`` RAW ULAW/ALAW), like
+  the fake caller's. Its μ-law encoder differs from the g711.c reference by one
+  code on 381 negative inputs (stack.md) — harmless: replies only need *some*
+  valid G.711, and the codec checks compare bytes no encoder touched.
+* Resampling is soxr: one-shot HQ for rendering fixtures, and a streaming
+  ``ResampleStream`` at quality ``"QQ"`` for the live input path (see
+  :class:`InputConverter` for why QQ).
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .. import codec
+
+if TYPE_CHECKING:
+    from ..fixtures import FixtureLibrary
+
+__all__ = [
+    "KINDS",
+    "RATES",
+    "BYTES_PER_MS",
+    "ANALYSIS_RATE",
+    "CONVERTER_QUALITY",
+    "CONVERTER_DELAY_SAMPLES",
+    "CONVERTER_DELAY_MS",
+    "decode",
+    "encode",
+    "duration_ms",
+    "InputConverter",
+    "fixture_audio",
+]
+
+KINDS: Final = ("pcm16", "pcmu", "pcma")
+#: Sample rate of each wire format (GA only allows 24 kHz for audio/pcm).
+RATES: Final[dict[str, int]] = {"pcm16": 24000, "pcmu": 8000, "pcma": 8000}
+#: Wire bytes per millisecond of audio.
+BYTES_PER_MS: Final[dict[str, int]] = {"pcm16": 48, "pcmu": 8, "pcma": 8}
+_BYTES_PER_SAMPLE: Final[dict[str, int]] = {"pcm16": 2, "pcmu": 1, "pcma": 1}
+
+#: The rate the VAD and recogniser work at (webrtcvad accepts it natively).
+ANALYSIS_RATE: Final = 16000
+#: soxr quality of the streaming input path. QQ ("quick", cubic) emits output
+#: at once; HQ holds back ~40 ms and LQ/MQ emit in bursts 20-60 ms late
+#: (stack.md, and measured here: LQ 8k->16k emits nothing until 80 ms are in).
+#: A VAD fed late decides late, which would shift every speech_stopped the mock
+#: sends by that much of wall time. QQ's lower fidelity — against HQ, ≈ 22 dB
+#: SNR on speech fixtures for 8k->16k (≈ 25 dB below 3.8 kHz), ≈ 37 dB for
+#: 24k->16k — does not matter to an energy/webrtcvad decision (webrtcvad works
+#: at 8 kHz internally) nor to the recogniser's coarse bands.
+CONVERTER_QUALITY: Final = "QQ"
+#: Samples (at 16 kHz) QQ holds back until :meth:`InputConverter.flush`: 4 for
+#: 8 kHz input (0.25 ms), 1 for 24 kHz input (0.0625 ms). Sample *times* are not
+#: shifted: output sample ``i`` is input time ``i / 16000`` s, as in one-shot.
+CONVERTER_DELAY_SAMPLES: Final[dict[str, int]] = {"pcm16": 1, "pcmu": 4, "pcma": 4}
+CONVERTER_DELAY_MS: Final[dict[str, float]] = {
+    k: v * 1000 / ANALYSIS_RATE for k, v in CONVERTER_DELAY_SAMPLES.items()
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in RATES:
+        raise ValueError(f"unknown audio format kind {kind!r}; expected one of {KINDS}")
+
+
+def _g711_table(subtype: str) -> np.ndarray:
+    """Decoded int16 value of each of the 256 G.711 codes, via libsndfile."""
+    data, _ = sf.read(
+        io.BytesIO(bytes(range(256))), dtype="int16", format="RAW", subtype=subtype,
+        samplerate=8000, channels=1,
+    )
+    table = np.asarray(data, dtype=np.int16)
+    table.setflags(write=False)
+    return table
+
+
+_ULAW_TABLE: Final = _g711_table("ULAW")
+_ALAW_TABLE: Final = _g711_table("ALAW")
+
+
+def decode(kind: str, data: bytes) -> np.ndarray:
+    """Wire bytes of ``kind`` → int16 samples at ``RATES[kind]`` (a new, writable array).
+
+    pcm16 with an odd byte count: the last byte is dropped (half a sample
+    cannot be decoded; the streaming :class:`InputConverter` instead carries it
+    over to the next chunk).
+    """
+    _check_kind(kind)
+    if kind == "pcm16":
+        n = len(data) // 2
+        return np.frombuffer(data, dtype="<i2", count=n).astype(np.int16)
+    codes = np.frombuffer(data, dtype=np.uint8)
+    return (_ULAW_TABLE if kind == "pcmu" else _ALAW_TABLE).take(codes)
+
+
+def _as_int16(samples: np.ndarray) -> np.ndarray:
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"expected mono 1-D samples, got shape {x.shape}")
+    if x.dtype != np.int16:
+        raise TypeError(f"expected int16 samples, got {x.dtype}")
+    return x
+
+
+def encode(kind: str, samples: np.ndarray, rate: int) -> bytes:
+    """int16 mono ``samples`` at ``rate`` → the wire bytes of ``kind``.
+
+    Resampled with soxr HQ one-shot when ``rate`` is not the format's rate.
+    """
+    _check_kind(kind)
+    x = _as_int16(samples)
+    target = RATES[kind]
+    if rate != target:
+        x = np.asarray(soxr.resample(x, rate, target, quality="HQ"), dtype=np.int16)
+    if kind == "pcm16":
+        return x.astype("<i2", copy=False).tobytes()
+    if kind == "pcmu":
+        return codec.pcm16_to_ulaw(x)
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=8000, channels=1, format="RAW", subtype="ALAW") as f:
+        f.write(np.ascontiguousarray(x))
+    return buf.getvalue()
+
+
+def duration_ms(kind: str, nbytes: int) -> float:
+    """Milliseconds of audio in ``nbytes`` of ``kind`` (whole samples only, like :func:`decode`)."""
+    _check_kind(kind)
+    if nbytes < 0:
+        raise ValueError("nbytes must be >= 0")
+    samples = nbytes // _BYTES_PER_SAMPLE[kind]
+    return samples * 1000 / RATES[kind]
+
+
+class InputConverter:
+    """Streaming wire bytes of ``kind`` → int16 at 16 kHz, for the VAD and recogniser.
+
+    State is kept across :meth:`feed` calls (soxr's filter history, and for
+    pcm16 an odd trailing byte), so a session's appends can be converted one by
+    one and give the same samples as converting the whole stream at once —
+    within ±2 LSB: soxr dithers its int16 output, and the dither sequence
+    depends on the call boundaries. Line silence thus comes out as ±1 LSB
+    (-90 dBFS), far below anything the VAD calls sound.
+
+    Quality ``"QQ"`` (see :data:`CONVERTER_QUALITY`): no burst delay, only
+    :data:`CONVERTER_DELAY_SAMPLES` held back until :meth:`flush`. Cost per
+    20 ms append ≈ 15 µs here, any format (soxr's C call ≈ 7 µs of it).
+    """
+
+    __slots__ = ("kind", "_table", "_stream", "_odd", "_in_samples", "_out_samples")
+
+    def __init__(self, kind: str) -> None:
+        _check_kind(kind)
+        self.kind: str = kind
+        self._table: np.ndarray | None = (
+            _ULAW_TABLE if kind == "pcmu" else _ALAW_TABLE if kind == "pcma" else None
+        )
+        self._stream = soxr.ResampleStream(
+            RATES[kind], ANALYSIS_RATE, 1, dtype="int16", quality=CONVERTER_QUALITY
+        )
+        self._odd = b""  # pcm16: a byte left over from an odd-length chunk
+        self._in_samples = 0
+        self._out_samples = 0
+
+    @property
+    def input_ms(self) -> float:
+        """Milliseconds of (whole-sample) input consumed so far."""
+        return self._in_samples * 1000 / RATES[self.kind]
+
+    @property
+    def output_ms(self) -> float:
+        """Milliseconds of 16 kHz output emitted so far."""
+        return self._out_samples * 1000 / ANALYSIS_RATE
+
+    def _samples(self, data: bytes) -> np.ndarray:
+        if self._table is not None:
+            return self._table.take(np.frombuffer(data, dtype=np.uint8))
+        if self._odd:
+            data = self._odd + data
+            self._odd = b""
+        if len(data) % 2:
+            self._odd = data[-1:]
+            data = data[:-1]
+        return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+    def feed(self, data: bytes) -> np.ndarray:
+        """Convert one chunk; returns the 16 kHz samples ready so far."""
+        x = self._samples(data)
+        self._in_samples += len(x)
+        y = self._stream.resample_chunk(x)
+        self._out_samples += len(y)
+        return y
+
+    def flush(self) -> np.ndarray:
+        """Emit what the resampler still holds (end of stream). Feeding after it is an error."""
+        y = self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        self._out_samples += len(y)
+        return y
+
+
+@lru_cache(maxsize=64)
+def _render(root: Path, name: str, kind: str) -> bytes:
+    from ..fixtures import FixtureLibrary, default_library
+
+    lib = default_library()
+    if lib.root != root:
+        lib = FixtureLibrary(root)
+    samples, rate = lib.read_pcm(name)
+    return encode(kind, samples, rate)
+
+
+def fixture_audio(name: str, kind: str, library: FixtureLibrary | None = None) -> bytes:
+    """Fixture ``name`` rendered to the wire bytes of ``kind``, once per process.
+
+    Replies stream the same few fixtures over and over in hundreds of sessions;
+    resampling and encoding them each time would dominate the mock's CPU. The
+    cache key is (library root, name, kind), so libraries at different roots
+    never share entries; at most 64 renderings are kept.
+    """
+    _check_kind(kind)
+    if library is None:
+        from ..fixtures import default_library
+
+        library = default_library()
+    _ = library[name]  # unknown name: the library's KeyError lists the known ones
+    return _render(library.root, name, kind)

@@ -1,0 +1,384 @@
+"""The mock Realtime server: trio sockets around :class:`MockSession`.
+
+One TCP port serves both what a bridge needs and what the harness needs:
+
+* ``GET /v1/realtime?model=…`` with ``Upgrade: websocket`` — a Realtime session,
+  refused at the handshake like the API (401 without a valid ``Authorization:
+  Bearer``, 404 on another path, 429/500 when a ``refuse`` fault says so);
+* plain HTTP under ``/_mock/`` — introspection (sessions, what each received
+  and sent) and control (set the behaviour of the next sessions).
+
+The request head is read once; WebSocket upgrades are handed to trio-websocket
+with those bytes replayed in front of the stream (:class:`_Replay`), plain HTTP
+requests are answered with h11. Each session is one nursery: a receiver task
+and a timer task; when the socket goes, both go, and the session's record stays
+for introspection (bounded to the last ``keep_sessions``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import struct
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
+
+from .behaviour import Behaviour
+from .dialect import BETA_HEADER
+from .recognizer import Recognizer
+from .session import MockSession
+
+log = logging.getLogger("callsim.mock")
+
+MAX_HEAD_BYTES = 32 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 16 * 2**20  # the API accepts appends up to 15 MiB
+
+
+@dataclass
+class MockConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None  # the key a client must present ...
+    any_key: bool = False  # ... or accept any non-empty bearer token
+    dialect: str = "ga"  # ga | beta | auto
+    model: str = "gpt-realtime"
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    validate_outgoing: bool = True  # check every sent event against the openai SDK types
+    recognize: bool = True  # identify which fixture the caller said
+    keep_sessions: int = 1000
+
+
+class _Replay(trio.abc.Stream):
+    """A stream that first yields bytes already read off the socket."""
+
+    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+        self._s = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return await self._s.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._s.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._s.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._s.aclose()
+
+
+def _error_body(message: str, type_: str, code: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}})
+
+
+class MockServer:
+    """Runs sessions; keeps their records; usable from Python and over HTTP."""
+
+    def __init__(self, config: MockConfig | None = None) -> None:
+        self.config = config or MockConfig()
+        self.sessions: OrderedDict[str, MockSession] = OrderedDict()
+        self.port: int | None = None
+        self.session_count = 0
+        self.refused = 0
+        self._next_behaviours: list[Behaviour] = []
+        self._rng = random.Random(self.config.behaviour.seed)
+        self.recognizer = Recognizer() if self.config.recognize else None
+        self._changed = trio.Event()
+
+    # ---------------------------------------------------------------- info
+
+    @property
+    def base_url(self) -> str:
+        """What to give a client as its WebSocket base (the SDK's ``websocket_base_url``)."""
+        return f"ws://{self.config.host}:{self.port}/v1"
+
+    @property
+    def realtime_url(self) -> str:
+        """The full Realtime URL, for a bridge's ``OPENAI_REALTIME_URL``."""
+        return f"{self.base_url}/realtime"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def open_sessions(self) -> int:
+        return sum(1 for s in self.sessions.values() if not s.closed)
+
+    def set_behaviour(self, behaviour: Behaviour, *, next_sessions: int | None = None) -> None:
+        """Default behaviour from now on, or only for the next ``next_sessions`` sessions."""
+        if next_sessions is None:
+            self.config.behaviour = behaviour
+        else:
+            self._next_behaviours.extend([behaviour] * next_sessions)
+
+    async def wait_all_closed(self, timeout: float) -> bool:
+        """Wait until no session is open; False on timeout (a leak the harness must report)."""
+        with trio.move_on_after(timeout):
+            while self.open_sessions:
+                await self._changed.wait()
+            return True
+        return False
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -------------------------------------------------------------- serving
+
+    async def serve(self, *, task_status: trio.TaskStatus[MockServer] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("mock OpenAI Realtime listening on %s (dialect %s)", self.realtime_url, self.config.dialect)
+        task_status.started(self)
+        await trio.serve_listeners(self._handle_conn, listeners)
+
+    async def _handle_conn(self, stream: trio.SocketStream) -> None:
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return
+                head += data
+                if len(head) > MAX_HEAD_BYTES:
+                    await stream.send_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
+                    return
+            if b"upgrade: websocket" in head.lower():
+                async with trio.open_nursery() as nursery:
+                    request = await wrap_server_stream(nursery, _Replay(stream, head),
+                                                       max_message_size=MAX_MESSAGE_BYTES)
+                    await self._handle_ws(request, stream)
+                    nursery.cancel_scope.cancel()
+            else:
+                await self._handle_http(stream, head)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    # ------------------------------------------------------------ websocket
+
+    async def _handle_ws(self, request: WebSocketRequest, raw: trio.SocketStream) -> None:
+        url = urlsplit(request.path)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        if url.path.rstrip("/") != "/v1/realtime":
+            await request.reject(404, body=_error_body(f"Invalid URL (GET {url.path})", "invalid_request_error", None))
+            return
+        key = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        for p in protocols:  # browser-style auth (protocols.md 2.1)
+            if p.startswith("openai-insecure-api-key."):
+                key = key or p.removeprefix("openai-insecure-api-key.")
+        cfg = self.config
+        if not key or (not cfg.any_key and cfg.api_key is not None and key != cfg.api_key) or \
+                (not cfg.any_key and cfg.api_key is None and not key):
+            self.refused += 1
+            log.info("mock: refused a session: bad API key")
+            await request.reject(401, extra_headers=[(b"content-type", b"application/json")], body=_error_body(
+                "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "invalid_request_error", "invalid_api_key"))
+            return
+        self.session_count += 1
+        index = self.session_count
+        behaviour = self._next_behaviours.pop(0) if self._next_behaviours else cfg.behaviour
+        frng = random.Random(None if behaviour.seed is None else f"{behaviour.seed}:{index}:handshake")
+        for f in behaviour.faults:
+            if f.kind == "refuse" and f.applies(index, frng):
+                self.refused += 1
+                log.info("mock: session %d refused with HTTP %d (fault)", index, f.status)
+                msg = "Rate limit reached" if f.status == 429 else "The server had an error"
+                await request.reject(f.status, extra_headers=[(b"content-type", b"application/json")],
+                                     body=_error_body(msg, "rate_limit_error" if f.status == 429 else "server_error",
+                                                      None))
+                return
+        beta = headers.get(BETA_HEADER[0], "").strip().lower() == BETA_HEADER[1]
+        model = parse_qs(url.query).get("model", [cfg.model])[0]
+        session = MockSession(index=index, dialect=cfg.dialect, beta_header=beta, model=model,
+                              behaviour=behaviour, recognizer=self.recognizer,
+                              validate_outgoing=cfg.validate_outgoing)
+        ws = await request.accept(subprotocol="realtime" if "realtime" in protocols else None)
+        self._register(session)
+        log.info("mock: session %s opened (#%d, %s, model %s)", session.id, index, session.dialect, model)
+        try:
+            await self._run_session(session, ws, raw)
+        finally:
+            session.on_closed(time.monotonic_ns(), session.close_info["by"] if session.close_info else "client")
+            log.info("mock: session %s closed", session.id)
+            self._notify()
+
+    def _register(self, session: MockSession) -> None:
+        self.sessions[session.id] = session
+        while len(self.sessions) > self.config.keep_sessions:
+            oldest, s = next(iter(self.sessions.items()))
+            if not s.closed:
+                break
+            del self.sessions[oldest]
+        self._notify()
+
+    async def _run_session(self, session: MockSession, ws: WebSocketConnection, raw: trio.SocketStream) -> None:
+        wake = trio.Event()
+
+        async def send(events: list[dict[str, Any]]) -> bool:
+            """Send; then honour a close/abort the session asked for. False = the session is over."""
+            for ev in events:
+                await ws.send_message(orjson.dumps(ev).decode())
+            if session.abort_request:
+                _set_linger_zero(raw)  # RST, no close frame: an abrupt drop
+                session.on_closed(time.monotonic_ns(), "abort")
+                await raw.aclose()
+                return False
+            if session.close_request:
+                code, reason = session.close_request
+                session.on_closed(time.monotonic_ns(), "server", code, reason)
+                await ws.aclose(code, reason)
+                return False
+            return True
+
+        async def receiver(cancel: trio.CancelScope) -> None:
+            nonlocal wake
+            try:
+                while True:
+                    data = await ws.get_message()
+                    if not await send(session.receive(time.monotonic_ns(), data)):
+                        break
+                    wake.set()
+            except ConnectionClosed as exc:
+                reason = exc.reason
+                session.on_closed(time.monotonic_ns(), "client", getattr(reason, "code", None),
+                                  getattr(reason, "reason", None))
+            cancel.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receiver, nursery.cancel_scope)
+                if not await send(session.open(time.monotonic_ns())):
+                    nursery.cancel_scope.cancel()
+                    return
+                while not session.closed:
+                    deadline = session.next_deadline_ns()
+                    timeout = float("inf") if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+                    with trio.move_on_after(timeout):
+                        await wake.wait()
+                    wake = trio.Event()
+                    if not await send(session.advance(time.monotonic_ns())):
+                        break
+                nursery.cancel_scope.cancel()
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            session.on_closed(time.monotonic_ns(), "client")
+
+    # ----------------------------------------------------------------- http
+
+    async def _handle_http(self, stream: trio.SocketStream, head: bytes) -> None:
+        """Answer one plain HTTP request (introspection/control), then close."""
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(head)
+        status: int
+        payload: Any
+        try:
+            req = conn.next_event()
+            while req is h11.NEED_DATA:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return
+                conn.receive_data(data)
+                req = conn.next_event()
+            if not isinstance(req, h11.Request):
+                return
+            body = b""
+            too_big = False
+            while True:
+                ev = conn.next_event()
+                if ev is h11.NEED_DATA:
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        break
+                    conn.receive_data(data)
+                elif isinstance(ev, h11.Data):
+                    body += ev.data
+                    if len(body) > MAX_BODY_BYTES:
+                        too_big = True
+                        break
+                else:
+                    break
+            if too_big:
+                status, payload = 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}
+            else:
+                status, payload = self._route(req.method.decode(), req.target.decode(), body)
+        except h11.RemoteProtocolError as exc:
+            status, payload = 400, {"error": str(exc)}
+            conn = h11.Connection(h11.SERVER)
+            conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            conn.next_event()
+        data = orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        resp = h11.Response(status_code=status, headers=[("content-type", "application/json"),
+                                                          ("content-length", str(len(data))),
+                                                          ("connection", "close")])
+        await stream.send_all(conn.send(resp) + conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
+
+    def _route(self, method: str, target: str, body: bytes) -> tuple[int, Any]:
+        url = urlsplit(target)
+        path = url.path.rstrip("/")
+        if path == "/_mock/health":
+            return 200, {"ok": True, "open_sessions": self.open_sessions, "sessions": self.session_count}
+        if path == "/_mock/sessions" and method == "GET":
+            return 200, {"open_sessions": self.open_sessions, "sessions_total": self.session_count,
+                         "refused": self.refused,
+                         "sessions": [s.snapshot(full=False) for s in self.sessions.values()]}
+        if path.startswith("/_mock/sessions/") and method == "GET":
+            sid = path.rsplit("/", 1)[1]
+            s = self.sessions.get(sid)
+            if s is None and sid.isdigit():  # by 1-based index
+                s = next((x for x in self.sessions.values() if x.index == int(sid)), None)
+            return (200, s.snapshot(full=True)) if s else (404, {"error": f"no session {sid}"})
+        if path == "/_mock/behaviour" and method in ("POST", "PUT"):
+            try:
+                b = Behaviour.from_dict(orjson.loads(body or b"{}"))
+            except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+                return 400, {"error": str(exc)}
+            n = parse_qs(url.query).get("next_sessions")
+            self.set_behaviour(b, next_sessions=int(n[0]) if n else None)
+            return 200, {"ok": True}
+        if path.startswith("/v1/realtime"):
+            return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}
+        return 404, {"error": f"no route {method} {path}"}
+
+
+def _set_linger_zero(stream: trio.SocketStream) -> None:
+    try:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+@asynccontextmanager
+async def running_mock(config: MockConfig | None = None) -> AsyncIterator[MockServer]:
+    """``async with running_mock(MockConfig(any_key=True)) as mock: ... mock.realtime_url``"""
+    server = MockServer(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()

@@ -142,7 +142,23 @@ class MockServer:
 
     # -------------------------------------------------------------- serving
 
+    def warm_up(self) -> None:
+        """Build the SDK validators and caches once, before the first caller.
+
+        The first session otherwise pays ~150 ms of one-off pydantic schema
+        building inside the event loop — stalling every other call in the process.
+        """
+        for dialect in ("ga", "beta"):
+            s = MockSession(dialect=dialect, behaviour=Behaviour(seed=0), recognizer=self.recognizer,
+                            validate_outgoing=self.config.validate_outgoing)
+            s.open(0)
+            update = ({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+                      if dialect == "ga" else {"input_audio_format": "g711_ulaw"})
+            s.receive(0, orjson.dumps({"type": "session.update", "session": update}).decode())
+            s.receive(0, '{"type":"input_audio_buffer.append","audio":"//8="}')
+
     async def serve(self, *, task_status: trio.TaskStatus[MockServer] = trio.TASK_STATUS_IGNORED) -> None:
+        self.warm_up()
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("mock OpenAI Realtime listening on %s (dialect %s)", self.realtime_url, self.config.dialect)
@@ -172,8 +188,8 @@ class MockServer:
                     nursery.cancel_scope.cancel()
             else:
                 await self._handle_http(stream, head)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+            pass  # the peer went away; for the websocket these come out of a nursery, grouped
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -186,8 +202,10 @@ class MockServer:
         if url.path.rstrip("/") != "/v1/realtime":
             await request.reject(404, body=_error_body(f"Invalid URL (GET {url.path})", "invalid_request_error", None))
             return
-        key = headers.get("authorization", "").removeprefix("Bearer ").strip()
-        protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else ""
+        # wsproto moves Sec-WebSocket-Protocol out of the headers into proposed_subprotocols
+        protocols = [p.strip() for p in request.proposed_subprotocols if p.strip()]
         for p in protocols:  # browser-style auth (protocols.md 2.1)
             if p.startswith("openai-insecure-api-key."):
                 key = key or p.removeprefix("openai-insecure-api-key.")
@@ -285,7 +303,8 @@ class MockServer:
                     if not await send(session.advance(time.monotonic_ns())):
                         break
                 nursery.cancel_scope.cancel()
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        # except*: out of a nursery these arrive wrapped in an ExceptionGroup (strict groups)
+        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             session.on_closed(time.monotonic_ns(), "client")
 
     # ----------------------------------------------------------------- http
@@ -325,7 +344,11 @@ class MockServer:
             if too_big:
                 status, payload = 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}
             else:
-                status, payload = self._route(req.method.decode(), req.target.decode(), body)
+                try:
+                    status, payload = self._route(req.method.decode(), req.target.decode(), body)
+                except Exception as exc:  # a control-request bug must not take the whole server down
+                    log.exception("mock: error answering %s %s", req.method, req.target)
+                    status, payload = 500, {"error": repr(exc)}
         except h11.RemoteProtocolError as exc:
             status, payload = 400, {"error": str(exc)}
             conn = h11.Connection(h11.SERVER)
@@ -353,16 +376,34 @@ class MockServer:
                 s = next((x for x in self.sessions.values() if x.index == int(sid)), None)
             return (200, s.snapshot(full=True)) if s else (404, {"error": f"no session {sid}"})
         if path == "/_mock/behaviour" and method in ("POST", "PUT"):
+            n = parse_qs(url.query).get("next_sessions")
+            if n and not (n[0].isdigit() and int(n[0]) > 0):
+                return 400, {"error": f"next_sessions must be a positive integer, got {n[0]!r}"}
             try:
                 b = Behaviour.from_dict(orjson.loads(body or b"{}"))
-            except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-                return 400, {"error": str(exc)}
-            n = parse_qs(url.query).get("next_sessions")
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # bad JSON is a ValueError
+                return 400, {"error": f"invalid behaviour: {exc!r}"}
+            if unknown := unknown_fixtures(b):
+                return 400, {"error": f"unknown fixture(s) {', '.join(unknown)}"}
             self.set_behaviour(b, next_sessions=int(n[0]) if n else None)
             return 200, {"ok": True}
         if path.startswith("/v1/realtime"):
             return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}
         return 404, {"error": f"no route {method} {path}"}
+
+
+def unknown_fixtures(behaviour: Behaviour) -> list[str]:
+    """Fixture names ``behaviour`` refers to that the fixture library lacks. A reply
+    naming one would fail mid-session, so callers refuse such a behaviour up front."""
+    from ..fixtures import default_library
+
+    names = list(behaviour.replies)
+    for rule in behaviour.rules:
+        names.append(rule.when)
+        names += [rule.reply] if rule.reply else []
+        names += [rule.tool.then] if rule.tool is not None else []
+    known = set(default_library().names())
+    return sorted({n for n in names if n not in known})
 
 
 def _set_linger_zero(stream: trio.SocketStream) -> None:

@@ -49,7 +49,8 @@ log = logging.getLogger("callsim.mock")
 
 MS = 1_000_000  # ns
 MAX_LOG_EVENTS = 2000  # per session, for introspection
-MAX_RECORDS = 500  # turns / responses / truncates kept per session
+MAX_RECORDS = 500  # turns / responses / truncates / errors kept per session
+MAX_ITEMS = 5000  # conversation items kept per session (the oldest are forgotten)
 MAX_IDLE_BUFFER_MS = 2000  # with VAD on, audio kept while nobody speaks
 MAX_TURN_MS = 120_000  # longest user turn kept (memory bound per session)
 MIN_COMMIT_MS = 100  # real: "Expected at least 100ms of audio"
@@ -339,7 +340,8 @@ class MockSession:
                 self.invalid_sent.append(msg)
                 log.error("session %s: mock sent an event the SDK rejects: %s", self.id, msg)
         if ev["type"] == "error":
-            self.errors_sent.append({"t_ns": now_ns, **ev["error"]})
+            if len(self.errors_sent) < MAX_RECORDS:  # bounded: a client can provoke errors at will
+                self.errors_sent.append({"t_ns": now_ns, **ev["error"]})
             log.info("session %s: error %s: %s", self.id, ev["error"].get("code"), ev["error"].get("message"))
         if ev["type"] not in (self.names.audio_delta, self.names.transcript_delta):
             self._log(now_ns, "out", ev["type"], **_summary(ev))
@@ -554,12 +556,19 @@ class MockSession:
                                  "item_id": item.id, "content_index": 0, "transcript": text,
                                  "usage": {"type": "duration", "seconds": round(seconds, 3)}})
 
-    def _add_item(self, now_ns: int, out: list, item: Item, previous: str | None) -> None:
+    def _remember_item(self, item: Item, pos: int | None = None) -> None:
+        """Add an item to the conversation (at the end, or at index ``pos``), keeping it bounded:
+        every path that adds an item comes here."""
         self.items[item.id] = item
-        self.order.append(item.id)
-        if len(self.order) > 5000:  # bounded conversation
-            old = self.order.pop(0)
-            self.items.pop(old, None)
+        if pos is None:
+            self.order.append(item.id)
+        else:
+            self.order.insert(pos, item.id)
+        while len(self.order) > MAX_ITEMS:
+            self.items.pop(self.order.pop(0), None)
+
+    def _add_item(self, now_ns: int, out: list, item: Item, previous: str | None, pos: int | None = None) -> None:
+        self._remember_item(item, pos)
         self._emit(now_ns, out, {"type": self.names.item_created, "previous_item_id": previous,
                                  "item": item.wire(self.dialect == "beta")})
         if self.names.item_done:
@@ -609,10 +618,14 @@ class MockSession:
             item.output = raw.get("output")
         elif itype == "function_call":
             item.call_id, item.name, item.arguments = raw.get("call_id"), raw.get("name"), raw.get("arguments")
-        previous = self.order[-1] if self.order else None
-        if prev == "root":
-            previous = None
-        self._add_item(now_ns, out, item, previous)
+        # omitted: append; "root": insert at the start; an item id: insert right after it
+        if prev is None:
+            previous, pos = (self.order[-1] if self.order else None), None
+        elif prev == "root":
+            previous, pos = None, 0
+        else:
+            previous, pos = prev, self.order.index(prev) + 1
+        self._add_item(now_ns, out, item, previous, pos)
 
     def _on_conversation_item_retrieve(self, now_ns: int, ev: dict[str, Any], eid: str | None, out: list) -> None:
         item = self.items.get(ev["item_id"])
@@ -758,8 +771,7 @@ class MockSession:
             r.transcript = fx_text
         item = Item(new_id("item", self.rng), "message", "assistant", status="in_progress", has_audio=True)
         r.items.append(item)
-        self.items[item.id] = item
-        self.order.append(item.id)
+        self._remember_item(item)
         self.config.audio_produced = True
         self._emit(now_ns, out, {"type": "response.output_item.added", "response_id": r.id, "output_index": 0,
                                  "item": item.wire(self.dialect == "beta")})
@@ -849,8 +861,7 @@ class MockSession:
         item = Item(new_id("item", self.rng), "function_call", status="in_progress", name=tool.name,
                     call_id=new_id("call", self.rng), arguments="")
         r.items.append(item)
-        self.items[item.id] = item
-        self.order.append(item.id)
+        self._remember_item(item)
         self._emit(now_ns, out, {"type": "response.output_item.added", "response_id": r.id, "output_index": 0,
                                  "item": item.wire(self.dialect == "beta")})
         self._emit(now_ns, out, {"type": self.names.item_created, "previous_item_id": previous,

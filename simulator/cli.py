@@ -227,12 +227,17 @@ def _mock_behaviour(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_mock(args: argparse.Namespace) -> int:
     import trio
 
-    from .mock.server import MockConfig, MockServer
+    from .fixtures import default_library
+    from .mock.server import MockConfig, MockServer, unknown_fixtures
 
     try:
         behaviour = _mock_behaviour(args)
     except (ValueError, OSError) as exc:
         print(f"callsim mock-openai: {exc}", file=sys.stderr)
+        return 2
+    if unknown := unknown_fixtures(behaviour):
+        print(f"callsim mock-openai: unknown fixture(s) {', '.join(unknown)}; known: "
+              f"{', '.join(default_library().names())}", file=sys.stderr)
         return 2
     config = MockConfig(host=args.host, port=args.port, api_key=None if args.any_key else args.api_key,
                         any_key=args.any_key, dialect=args.dialect, model=args.model, behaviour=behaviour,
@@ -250,9 +255,24 @@ def _cmd_mock(args: argparse.Namespace) -> int:
 
     try:
         trio.run(run)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # Ctrl-C arrives wrapped by the nursery (strict exception groups)
         print(f"stopped after {server.session_count} session(s)", file=sys.stderr)
     return 0
+
+
+def _add_bridge(sub: argparse._SubParsersAction) -> None:
+    # The bridge is a separate product: the CLI hands over to it by entry point so the
+    # harness never imports bridge code (design.md rule 1).
+    p = sub.add_parser("bridge", help="run the Twilio <-> OpenAI Realtime bridge (same as python -m bridge)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bridge)
+
+
+def _cmd_bridge(args: argparse.Namespace) -> int:
+    os.environ["CALLSIM_PROG"] = "callsim bridge"
+    os.execv(sys.executable, [sys.executable, "-m", "bridge", *args.rest])
+    return 0  # not reached
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     _add_call(sub)
     _add_mock(sub)
+    _add_bridge(sub)
     _add_fixtures(sub)
     return parser
 

@@ -1,0 +1,213 @@
+"""The bridge's HTTP + WebSocket application (ASGI, served by hypercorn on trio).
+
+HTTP routes are a quart-trio app: ``/incoming-call`` (TwiML), ``/health``,
+``/metrics``, ``/api/conversations``. The media stream (``/media-stream``) is
+handled as raw ASGI before Quart sees it: it is the hot path — 50 caller frames
+a second per call plus the replies — and Quart's per-message machinery buys
+nothing there.
+
+Security: with ``TWILIO_AUTH_TOKEN`` set, the webhook's ``X-Twilio-Signature``
+is checked against the *configured* public URL (never an unchecked Host
+header), the stream upgrade's signature against the stream URL, and the
+per-call token the TwiML hands out (HMAC of the CallSid) against the stream's
+``customParameters``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from .call import CallCore, CallStarted, SaveTranscript
+from .codec import Transcoder
+from .driver import CallDriver
+from .metrics import BridgeMetrics
+from .realtime import SessionParams
+from .security import call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
+from .settings import Settings
+from .store import AsyncStore, Store
+from .tools import ToolRegistry, default_tools
+from .twiml import busy_twiml, connect_twiml
+
+log = logging.getLogger("callsim.bridge")
+
+APOLOGY = (Path(__file__).resolve().parent / "assets" / "apology.ulaw").read_bytes()
+
+
+class BridgeApp:
+    """Everything shared by the calls of one bridge process."""
+
+    def __init__(self, settings: Settings | None = None, *, tools: ToolRegistry | None = None) -> None:
+        self.settings = s = settings or Settings()
+        self.metrics = BridgeMetrics()
+        self.tools = tools or default_tools()
+        self.store = AsyncStore(Store(s.database_path))
+        secret = s.stream_token_secret or s.twilio_auth_token
+        self.token_secret = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
+        self.calls: set[CallCore] = set()
+        self._calls_changed = trio.Event()
+        self.params = SessionParams(
+            dialect=s.openai_dialect, model=s.openai_model, audio_mode=s.audio_mode, voice=s.voice,
+            instructions=s.instructions, vad_type=s.vad_type, vad_threshold=s.vad_threshold,
+            vad_prefix_padding_ms=s.vad_prefix_padding_ms, vad_silence_duration_ms=s.vad_silence_duration_ms,
+            vad_eagerness=s.vad_eagerness, interrupt_response=s.interrupt_response,
+            transcription_model=s.transcription_model or None, tools=tuple(self.tools.schemas()),
+        )
+        self.quart = self._build_quart()
+        self.metrics.bind_calls(lambda: self.calls)
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/media-stream":
+            await self.media_stream(scope, receive, send)
+        else:
+            await self.quart(scope, receive, send)
+
+    async def media_stream(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        s = self.settings
+        if s.twilio_auth_token is not None:
+            sig = _header(scope, b"x-twilio-signature")
+            if not stream_signature_ok(s.twilio_auth_token.get_secret_value(), s.stream_url, sig):
+                self.count_error("stream_signature")
+                log.warning("media stream refused: bad X-Twilio-Signature from %s", scope.get("client"))
+                await _reject(send, 403, b"invalid signature")
+                return
+        if len(self.calls) >= s.max_concurrent_calls:
+            self.metrics.busy()
+            await _reject(send, 503, b"busy")
+            return
+        await send({"type": "websocket.accept"})
+        transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
+        core = CallCore(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting)
+        self.calls.add(core)
+        self.metrics.call_started()
+        try:
+            await CallDriver(self, core, receive, send).run()
+        finally:
+            self.calls.discard(core)
+            self.metrics.call_ended(core.stats)
+            self._calls_changed.set()
+            self._calls_changed = trio.Event()
+            if core.call_sid:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self.store.end_call(core.call_sid, "completed" if core.ended else "failed")
+                    except Exception:
+                        log.exception("call %s: could not record the end of the call", core.tag)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is active; False on timeout (a leaked call)."""
+        with trio.move_on_after(timeout):
+            while self.calls:
+                await self._calls_changed.wait()
+            return True
+        return False
+
+    # ------------------------------------------------------ call callbacks
+
+    async def call_started(self, driver: CallDriver, a: CallStarted) -> bool:
+        """Check the per-call token, record the call. False = refuse the stream."""
+        s = self.settings
+        if s.twilio_auth_token is not None:
+            token = a.parameters.get("token", "")
+            if not call_token_ok(self.token_secret, a.call_sid, token):
+                self.count_error("call_token")
+                log.warning("call %s: stream refused: missing or wrong per-call token", a.call_sid or "?")
+                return False
+        try:
+            await self.store.start_call(a.call_sid, a.stream_sid, a.parameters.get("from", ""),
+                                        a.parameters.get("to", ""))
+        except Exception:
+            log.exception("call %s: could not record the call", a.call_sid)
+        return True
+
+    async def save_transcript(self, core: CallCore, t: SaveTranscript) -> None:
+        if not core.call_sid:
+            return
+        try:
+            await self.store.put_utterance(core.call_sid, t.item_id, t.role, t.text,
+                                           truncated=t.truncated, audio_end_ms=t.audio_end_ms)
+        except Exception:
+            log.exception("call %s: could not store a transcript", core.tag)
+
+    async def run_tool(self, name: str, arguments: str) -> str:
+        output = await self.tools.call(name, arguments, self.settings.tool_timeout_s)
+        self.metrics.tool_call(name, "error" if output.startswith('{"error"') else "ok")
+        return output
+
+    def count_error(self, kind: str) -> None:
+        self.metrics.error(kind)
+
+    # ------------------------------------------------------------- HTTP
+
+    def _build_quart(self) -> QuartTrio:
+        app = QuartTrio("callsim-bridge")
+        s = self.settings
+
+        @app.route("/incoming-call", methods=["GET", "POST"])
+        async def incoming_call():  # type: ignore[no-untyped-def]
+            params = (await request.form).to_dict() if request.method == "POST" else request.args.to_dict()
+            if s.twilio_auth_token is not None:
+                url = s.public_url.rstrip("/") + request.path
+                if request.query_string:
+                    url += "?" + request.query_string.decode()
+                if not webhook_signature_ok(s.twilio_auth_token.get_secret_value(), url,
+                                            params if request.method == "POST" else {},
+                                            request.headers.get("X-Twilio-Signature")):
+                    self.count_error("webhook_signature")
+                    log.warning("webhook refused: bad X-Twilio-Signature for %s", url)
+                    return Response("invalid signature", status=403, content_type="text/plain")
+            if len(self.calls) >= s.max_concurrent_calls:
+                self.metrics.busy()
+                return Response(busy_twiml(s.busy_message), content_type="text/xml")
+            call_sid = params.get("CallSid", "")
+            parameters = {"callSid": call_sid, "token": call_token(self.token_secret, call_sid),
+                          "from": params.get("From", ""), "to": params.get("To", "")}
+            return Response(connect_twiml(s.stream_url, parameters, greeting=s.greeting_say),
+                            content_type="text/xml")
+
+        @app.get("/health")
+        async def health():  # type: ignore[no-untyped-def]
+            return {"status": "ok", "active_calls": len(self.calls)}
+
+        @app.get("/metrics")
+        async def metrics():  # type: ignore[no-untyped-def]
+            body, ctype = self.metrics.render()
+            return Response(body, content_type=ctype)
+
+        @app.get("/api/conversations")
+        async def conversations():  # type: ignore[no-untyped-def]
+            return {"conversations": await self.store.list_conversations()}
+
+        @app.get("/api/conversations/<call_sid>")
+        async def conversation(call_sid: str):  # type: ignore[no-untyped-def]
+            conv = await self.store.get_conversation(call_sid)
+            if conv is None:
+                return {"error": f"no conversation {call_sid}"}, 404
+            return conv
+
+        return app
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def _reject(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "websocket.http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "websocket.http.response.body", "body": body})

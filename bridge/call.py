@@ -1,0 +1,534 @@
+"""One phone call through the bridge: a sans-IO state machine.
+
+The driver feeds it Twilio and OpenAI messages (and the outcome of things it
+asked for: the OpenAI socket opening or failing, a tool's result) and carries
+out the :class:`Action`\\ s it returns. No sockets, no clock of its own, so every
+decision below is testable with synthetic times.
+
+What it does better than the seeds (protocols.md part 3):
+
+* **Nothing before the session is configured**: the OpenAI socket is opened
+  when the stream starts and ``session.update`` goes first; caller audio that
+  arrives before ``session.updated`` is buffered (bounded), never dropped or
+  sent in the wrong format.
+* **Barge-in from what the caller actually heard.** Every audio delta forwarded
+  to Twilio is followed by a *named* mark ``gen:item:end_byte``. An echoed mark
+  of the current playback generation says exactly how much of that item has
+  played; between marks, playback advances at 8 bytes/ms, capped at the next
+  unacknowledged mark. On ``speech_started`` the bridge computes
+  ``audio_end_ms`` from that *before* sending ``clear``, clamps it to the audio
+  received for the item, skips the truncate if nothing is playing, bumps the
+  generation (so marks echoed by the clear are ignored), drops late deltas of
+  the cancelled response, and sends ``response.cancel`` only when the server
+  will not cancel by itself (``interrupt_response`` off).
+* **Never dead air**: if OpenAI refuses, fails or drops, the caller hears a
+  short apology and the stream is closed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from . import realtime as rt
+from . import twilio_wire as tw
+from .realtime import NAMES, OUTPUT_BYTES_PER_MS, SessionParams
+
+log = logging.getLogger("callsim.bridge.call")
+
+MAX_EARLY_FRAMES = 500  # 10 s of caller audio held while the OpenAI session is being set up
+ULAW_BYTES_PER_MS = 8
+FRAME_BYTES = 160  # Twilio plays 20 ms frames of μ-law
+FRAME_NS = 20_000_000
+# A mark echo reaches us a little after Twilio's frame boundary (transit, scheduling);
+# count from a few ms earlier so a boundary crossed in that gap is not missed.
+ECHO_SLACK_NS = 3_000_000
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class ToTwilio:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToOpenAI:
+    text: str
+
+
+@dataclass(frozen=True)
+class ConnectOpenAI:
+    """Open the OpenAI socket now (the stream has started)."""
+
+
+@dataclass(frozen=True)
+class CloseOpenAI:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Close the Twilio stream once mark ``after_mark`` is echoed (or at once if None)."""
+
+    reason: str
+    after_mark: str | None = None
+
+
+@dataclass(frozen=True)
+class RunTool:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class SaveTranscript:
+    item_id: str
+    role: str  # caller | assistant
+    text: str
+    truncated: bool = False
+    audio_end_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    call_sid: str
+    stream_sid: str
+    parameters: dict[str, str]
+
+
+Action = ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | RunTool | SaveTranscript | CallStarted
+
+
+# ------------------------------------------------------------------ playback
+
+
+@dataclass
+class ItemPlayback:
+    """What Twilio was given of one assistant audio item, and what it has played."""
+
+    item_id: str
+    seq: int
+    response_id: str | None
+    received: int = 0  # bytes received from OpenAI (output format)
+    sent: int = 0  # μ-law bytes forwarded to Twilio
+    acked: int = 0  # μ-law bytes confirmed played by an echoed mark
+    t_ref_ns: int | None = None  # when playback was at `acked` (mark echo, or first send)
+    pending: deque[int] = field(default_factory=deque)  # end bytes of marks not yet echoed
+    transcript: str = ""
+
+    def played(self, now_ns: int) -> int:
+        """μ-law bytes of this item the caller has heard by ``now_ns`` (best estimate).
+
+        Twilio plays 20 ms frames: when the mark for byte ``acked`` comes back,
+        the next frame starts playing at once, and one more starts every 20 ms.
+        A frame that has started is heard (a ``clear`` cannot recall it), so
+        count whole frames begun since the reference point. Never past what was
+        sent, nor more than a frame past the next mark not yet echoed (that mark
+        says the audio before it has not all played).
+        """
+        if self.t_ref_ns is None or self.sent <= self.acked:
+            return min(self.acked, self.sent)
+        frames = max(0, now_ns - self.t_ref_ns + ECHO_SLACK_NS) // FRAME_NS + 1
+        est = self.acked + frames * FRAME_BYTES
+        cap = min(self.sent, self.pending[0] + FRAME_BYTES - 1) if self.pending else self.sent
+        return max(self.acked, min(est, cap))
+
+    @property
+    def playing(self) -> bool:
+        return self.sent > self.acked
+
+
+class CallCore:
+    def __init__(self, params: SessionParams, *, transcoder: Any = None, apology_ulaw: bytes = b"",
+                 ai_greeting: str | None = None) -> None:
+        self.p = params
+        self.names = NAMES[params.dialect]
+        self.out_bpm = OUTPUT_BYTES_PER_MS[params.audio_mode]
+        self.transcoder = transcoder
+        if params.audio_mode == "transcode" and transcoder is None:
+            raise ValueError("transcode mode needs a transcoder")
+        self.apology = apology_ulaw
+        self.ai_greeting = ai_greeting
+
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.parameters: dict[str, str] = {}
+        self.openai_ready = False
+        self.openai_open = False
+        self.ending = False
+        self.ended = False
+        self._early: deque[str] = deque()  # payloads before session.updated
+        self.early_dropped = 0
+
+        self.gen = 0  # playback generation, bumped by every clear
+        self._seq = 0
+        self.items: dict[str, ItemPlayback] = {}
+        self._by_seq: dict[int, ItemPlayback] = {}
+        self.current: ItemPlayback | None = None
+        self.active_response: str | None = None
+        self._dropped_responses: set[str] = set()
+        self._dropped_items: set[str] = set()
+        self._pending_tools: set[str] = set()
+        self._want_response = False
+        self._tool_names: dict[str, str] = {}
+        self.stats: dict[str, int] = {
+            "frames_in": 0, "frames_out": 0, "barge_ins": 0, "truncates": 0, "truncate_errors": 0,
+            "marks_ignored": 0, "deltas_dropped": 0, "openai_errors": 0, "twilio_bad": 0, "openai_bad": 0,
+            "tool_calls": 0,
+        }
+        self.truncates: list[dict[str, Any]] = []
+
+    @property
+    def tag(self) -> str:
+        return self.call_sid or self.stream_sid or "call?"
+
+    # ============================================================ Twilio side
+
+    def twilio_message(self, now_ns: int, data: str | bytes) -> list[Action]:
+        if isinstance(data, (bytes, bytearray)):
+            return self._bad_twilio("binary frame")
+        try:
+            msg = orjson.loads(data)
+            event = msg["event"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return self._bad_twilio(f"not a Twilio event: {data[:80]!r}")
+        try:
+            if event == "media":
+                return self._twilio_media(msg["media"]["payload"])
+            if event == "mark":
+                return self._twilio_mark(now_ns, msg["mark"]["name"])
+            if event == "start":
+                return self._twilio_start(msg)
+            if event == "stop":
+                return self._end("caller hung up")
+            if event in ("connected", "dtmf"):
+                if event == "dtmf":
+                    log.info("call %s: DTMF %s", self.tag, msg.get("dtmf", {}).get("digit"))
+                return []
+        except (KeyError, TypeError, ValueError) as exc:
+            return self._bad_twilio(f"malformed {event}: {exc!r}")
+        return self._bad_twilio(f"unknown event {event!r}")
+
+    def _bad_twilio(self, why: str) -> list[Action]:
+        self.stats["twilio_bad"] += 1
+        log.warning("call %s: ignoring bad Twilio message: %s", self.tag, why)
+        return []
+
+    def _twilio_start(self, msg: dict[str, Any]) -> list[Action]:
+        start = msg["start"]
+        self.stream_sid = msg.get("streamSid") or start["streamSid"]
+        self.call_sid = start.get("callSid")
+        self.parameters = dict(start.get("customParameters") or {})
+        fmt = start.get("mediaFormat") or {}
+        if fmt and (fmt.get("encoding"), fmt.get("sampleRate")) != ("audio/x-mulaw", 8000):
+            log.warning("call %s: unexpected media format %s", self.tag, fmt)
+        log.info("call %s: stream %s started", self.tag, self.stream_sid)
+        return [CallStarted(self.call_sid or "", self.stream_sid or "", self.parameters), ConnectOpenAI()]
+
+    def _twilio_media(self, payload: str) -> list[Action]:
+        if not isinstance(payload, str):
+            raise TypeError("payload is not a string")
+        self.stats["frames_in"] += 1
+        if self.ending:
+            return []
+        if self.transcoder is not None:
+            try:
+                pcm = self.transcoder.inbound(base64.b64decode(payload, validate=True))
+            except (binascii.Error, ValueError):
+                return self._bad_twilio("media payload is not base64")
+            payload = base64.b64encode(pcm).decode("ascii")
+        if not self.openai_ready:
+            if len(self._early) >= MAX_EARLY_FRAMES:
+                self._early.popleft()
+                self.early_dropped += 1
+            self._early.append(payload)
+            return []
+        return [ToOpenAI(rt.append(payload))]
+
+    def _twilio_mark(self, now_ns: int, name: str) -> list[Action]:
+        if name == "apology":
+            return [Hangup("apology played")] if self.ending else []
+        try:
+            gen_s, seq_s, end_s = name.split(":")
+            gen, seq, end = int(gen_s), int(seq_s), int(end_s)
+        except ValueError:
+            self.stats["marks_ignored"] += 1
+            return []
+        item = self._by_seq.get(seq)
+        if gen != self.gen or item is None:
+            self.stats["marks_ignored"] += 1  # echoed by a clear: says nothing about playback
+            return []
+        while item.pending and item.pending[0] <= end:
+            item.pending.popleft()
+        if end > item.acked:
+            item.acked = end
+            item.t_ref_ns = now_ns
+        return []
+
+    # ============================================================ OpenAI side
+
+    def openai_opened(self, now_ns: int) -> list[Action]:
+        self.openai_open = True
+        return [ToOpenAI(rt.session_update(self.p))]
+
+    def openai_failed(self, now_ns: int, reason: str) -> list[Action]:
+        """Could not connect, or the socket broke: apologise and end the call."""
+        self.openai_open = False
+        self.openai_ready = False
+        if self.ended or self.ending:
+            return []
+        log.error("call %s: OpenAI session failed: %s", self.tag, reason)
+        self.stats["openai_errors"] += 1
+        return self._apologise(reason)
+
+    def _apologise(self, reason: str) -> list[Action]:
+        self.ending = True
+        actions: list[Action] = []
+        if self.stream_sid is None:
+            return [Hangup(reason), CloseOpenAI(reason)]
+        if self.current is not None and self.current.playing:
+            actions.append(ToTwilio(tw.clear(self.stream_sid)))
+            self.gen += 1
+        if self.apology:
+            actions.append(ToTwilio(tw.media(self.stream_sid, base64.b64encode(self.apology).decode("ascii"))))
+            actions.append(ToTwilio(tw.mark(self.stream_sid, "apology")))
+            actions.append(Hangup(reason, after_mark="apology"))
+        else:
+            actions.append(Hangup(reason))
+        actions.append(CloseOpenAI(reason))
+        return actions
+
+    def openai_message(self, now_ns: int, data: str | bytes) -> list[Action]:
+        try:
+            ev = orjson.loads(data)
+            etype = ev["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.stats["openai_bad"] += 1
+            log.warning("call %s: ignoring bad OpenAI message %r", self.tag, bytes(data[:80]) if isinstance(data, bytes) else data[:80])
+            return []
+        try:
+            if etype == self.names.audio_delta:
+                return self._delta(now_ns, ev)
+            if etype == "input_audio_buffer.speech_started":
+                return self._speech_started(now_ns)
+            if etype == "response.created":
+                self.active_response = ev["response"]["id"]
+                return []
+            if etype == "response.done":
+                return self._response_done(ev)
+            if etype == self.names.audio_done:
+                return self._audio_done(now_ns, ev)
+            if etype == self.names.transcript_done:
+                return self._assistant_transcript(ev)
+            if etype == "conversation.item.input_audio_transcription.completed":
+                return [SaveTranscript(ev["item_id"], "caller", ev.get("transcript") or "")]
+            if etype == "response.function_call_arguments.done":
+                return self._tool_call(ev)
+            if etype == "session.updated":
+                return self._session_ready()
+            if etype == "error":
+                return self._openai_error(ev.get("error") or {})
+            if etype == "response.output_item.added":
+                item = ev.get("item") or {}
+                if item.get("type") == "function_call":
+                    self._tool_names[item["id"]] = item.get("name", "")
+                return []
+        except (KeyError, TypeError, ValueError) as exc:
+            self.stats["openai_bad"] += 1
+            log.warning("call %s: malformed OpenAI %s: %r", self.tag, etype, exc)
+        return []
+
+    def _session_ready(self) -> list[Action]:
+        if self.openai_ready:
+            return []
+        self.openai_ready = True
+        actions: list[Action] = [ToOpenAI(rt.append(p)) for p in self._early]
+        self._early.clear()
+        if self.early_dropped:
+            log.warning("call %s: dropped %d early frames (session set-up took > %d ms)",
+                        self.tag, self.early_dropped, MAX_EARLY_FRAMES * 20)
+        if self.ai_greeting:
+            actions += [ToOpenAI(rt.user_text(self.ai_greeting)), ToOpenAI(rt.response_create())]
+        return actions
+
+    def _openai_error(self, err: dict[str, Any]) -> list[Action]:
+        code = err.get("code")
+        self.stats["openai_errors"] += 1
+        if code in ("conversation_already_has_active_response", "response_cancel_not_active"):
+            log.info("call %s: OpenAI: %s (benign)", self.tag, code)
+            return []
+        if "truncat" in str(err.get("message", "")).lower() or "shorter than" in str(err.get("message", "")):
+            self.stats["truncate_errors"] += 1
+        log.warning("call %s: OpenAI error %s: %s", self.tag, code, err.get("message"))
+        if code in ("beta_api_shape_disabled", "session_expired", "invalid_api_key"):
+            return self._apologise(f"OpenAI error {code}")
+        return []
+
+    def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
+        item_id = ev["item_id"]
+        resp = ev.get("response_id")
+        if self.ending or item_id in self._dropped_items or resp in self._dropped_responses:
+            self.stats["deltas_dropped"] += 1
+            return []
+        item = self.items.get(item_id)
+        if item is None:
+            self._seq += 1
+            item = ItemPlayback(item_id, self._seq, resp)
+            self.items[item_id] = item
+            self._by_seq[item.seq] = item
+            self.current = item
+            if len(self.items) > 64:  # keep only recent items
+                old = next(iter(self.items))
+                self._by_seq.pop(self.items.pop(old).seq, None)
+        payload: str = ev["delta"]
+        n = tw.b64_len(payload)
+        item.received += n
+        if self.transcoder is not None:
+            ulaw = self.transcoder.outbound(base64.b64decode(payload))
+            if not ulaw:
+                return []
+            payload = base64.b64encode(ulaw).decode("ascii")
+            n = len(ulaw)
+        return self._forward(now_ns, item, payload, n)
+
+    def _forward(self, now_ns: int, item: ItemPlayback, payload: str, n: int) -> list[Action]:
+        assert self.stream_sid is not None
+        if item.t_ref_ns is None or not item.playing:
+            item.t_ref_ns = now_ns  # Twilio starts playing what arrives when it is idle
+        item.sent += n
+        item.pending.append(item.sent)
+        self.stats["frames_out"] += 1
+        return [ToTwilio(tw.media(self.stream_sid, payload)),
+                ToTwilio(tw.mark(self.stream_sid, f"{self.gen}:{item.seq}:{item.sent}"))]
+
+    def _audio_done(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
+        if self.transcoder is None:
+            return []
+        item = self.items.get(ev.get("item_id", ""))
+        if item is None or item.item_id in self._dropped_items:
+            return []
+        tail = self.transcoder.outbound_flush()
+        if not tail:
+            return []
+        return self._forward(now_ns, item, base64.b64encode(tail).decode("ascii"), len(tail))
+
+    def _assistant_transcript(self, ev: dict[str, Any]) -> list[Action]:
+        item_id = ev["item_id"]
+        text = ev.get("transcript") or ""
+        item = self.items.get(item_id)
+        if item is not None:
+            item.transcript = text
+            if item_id in self._dropped_items:  # already truncated: keep only what was heard
+                t = next((t for t in reversed(self.truncates) if t["item_id"] == item_id), None)
+                if t is not None:
+                    return [SaveTranscript(item_id, "assistant", _cut(text, t["audio_end_ms"], item.received / self.out_bpm),
+                                           truncated=True, audio_end_ms=t["audio_end_ms"])]
+        return [SaveTranscript(item_id, "assistant", text)]
+
+    def _response_done(self, ev: dict[str, Any]) -> list[Action]:
+        r = ev["response"]
+        if r.get("id") == self.active_response:
+            self.active_response = None
+        status = r.get("status")
+        if status == "failed":
+            self.stats["openai_errors"] += 1
+            log.warning("call %s: response %s failed: %s", self.tag, r.get("id"), r.get("status_details"))
+        if self._want_response and not self._pending_tools:
+            self._want_response = False
+            return [ToOpenAI(rt.response_create())]
+        return []
+
+    # ================================================================ barge-in
+
+    def _speech_started(self, now_ns: int) -> list[Action]:
+        actions: list[Action] = []
+        server_cancels = self.p.interrupt_response
+        if self.active_response is not None:
+            # Whatever the server still sends for it is stale once the caller talks.
+            if server_cancels:
+                self._dropped_responses.add(self.active_response)
+            else:
+                actions.append(ToOpenAI(rt.response_cancel()))
+                self._dropped_responses.add(self.active_response)
+        item = self.current
+        if item is None or not item.playing or self.stream_sid is None:
+            return actions
+        self.stats["barge_ins"] += 1
+        # 1. what was heard, before the clear makes marks meaningless
+        played = item.played(now_ns)
+        heard_ms = played // ULAW_BYTES_PER_MS
+        received_ms = item.received // self.out_bpm
+        audio_end_ms = int(min(heard_ms, received_ms))
+        # 2. stop playback; marks echoed by this clear belong to the old generation
+        actions.insert(0, ToTwilio(tw.clear(self.stream_sid)))
+        self.gen += 1
+        item.pending.clear()
+        item.acked = item.sent = played
+        self._dropped_items.add(item.item_id)
+        if item.response_id:
+            self._dropped_responses.add(item.response_id)
+        if self.transcoder is not None:
+            self.transcoder.outbound_reset()
+        # 3. tell the model what the caller really heard
+        if item.received > 0:
+            actions.append(ToOpenAI(rt.truncate(item.item_id, audio_end_ms)))
+            self.stats["truncates"] += 1
+            self.truncates.append({"t_ns": now_ns, "item_id": item.item_id, "audio_end_ms": audio_end_ms,
+                                   "received_ms": received_ms})
+            if item.transcript:
+                actions.append(SaveTranscript(item.item_id, "assistant",
+                                              _cut(item.transcript, audio_end_ms, item.received / self.out_bpm),
+                                              truncated=True, audio_end_ms=audio_end_ms))
+        log.info("call %s: barge-in: cleared, truncated %s at %d ms", self.tag, item.item_id, audio_end_ms)
+        return actions
+
+    # =================================================================== tools
+
+    def _tool_call(self, ev: dict[str, Any]) -> list[Action]:
+        call_id = ev["call_id"]
+        # GA names the function here; beta only in response.output_item.added
+        name = ev.get("name") or self._tool_names.get(ev.get("item_id", ""), "")
+        self._pending_tools.add(call_id)
+        self._want_response = True
+        self.stats["tool_calls"] += 1
+        return [RunTool(call_id, name, ev.get("arguments") or "{}")]
+
+    def tool_result(self, now_ns: int, call_id: str, output: str) -> list[Action]:
+        if call_id not in self._pending_tools or self.ending:
+            return []
+        self._pending_tools.discard(call_id)
+        actions: list[Action] = [ToOpenAI(rt.tool_output(call_id, output))]
+        if not self._pending_tools and self.active_response is None and self._want_response:
+            self._want_response = False
+            actions.append(ToOpenAI(rt.response_create()))
+        return actions
+
+    # ================================================================ the end
+
+    def _end(self, reason: str) -> list[Action]:
+        if self.ended:
+            return []
+        self.ended = True
+        self.ending = True
+        log.info("call %s: ending: %s", self.tag, reason)
+        return [CloseOpenAI(reason)]
+
+    def twilio_closed(self, now_ns: int) -> list[Action]:
+        return self._end("Twilio stream closed")
+
+
+def _cut(text: str, heard_ms: float, total_ms: float) -> str:
+    """The words of ``text`` the caller heard, in proportion to the audio heard."""
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return text
+    words = text.split()
+    return " ".join(words[: round(len(words) * max(0.0, heard_ms) / total_ms)])

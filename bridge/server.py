@@ -1,0 +1,108 @@
+"""Serve the bridge with hypercorn's trio worker (``callsim bridge``, ``python -m bridge``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from .app import BridgeApp
+from .settings import Settings
+
+log = logging.getLogger("callsim.bridge")
+
+
+def hypercorn_config(settings: Settings, *, port: int | None = None) -> Config:
+    cfg = Config()
+    cfg.bind = [f"{settings.host}:{settings.port if port is None else port}"]
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    cfg.websocket_max_message_size = 16 * 2**20
+    if settings.tls_cert_file and settings.tls_key_file:
+        cfg.certfile = str(settings.tls_cert_file)
+        cfg.keyfile = str(settings.tls_key_file)
+    return cfg
+
+
+@asynccontextmanager
+async def running_bridge(settings: Settings, *, port: int | None = None) -> AsyncIterator[tuple[BridgeApp, str]]:
+    """Start the bridge in this trio run; yields (app, base URL).
+
+    Port 0 picks a free port; the socket is bound here first (and handed to
+    hypercorn as ``fd://``) so the public URL — which the TwiML and the
+    signature checks use — can name the real port before the first request.
+    """
+    want = settings.port if port is None else port
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, want))
+    bound = sock.getsockname()[1]
+    if want == 0:
+        settings = settings.model_copy(update={"port": bound, "public_url": f"http://{settings.host}:{bound}"})
+    app = BridgeApp(settings)
+    cfg = hypercorn_config(settings, port=bound)
+    cfg.bind = [f"fd://{sock.fileno()}"]
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, app, cfg)
+            try:
+                yield app, f"http://{settings.host}:{bound}"
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        try:
+            sock.close()
+        except OSError:  # hypercorn closed the fd it was given
+            pass
+
+
+def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Run the Twilio Media Streams <-> OpenAI Realtime bridge under hypercorn (trio). "
+            "Configuration comes from the environment and .env (see README: OPENAI_API_KEY, "
+            "OPENAI_REALTIME_URL, PUBLIC_URL, TWILIO_AUTH_TOKEN, AUDIO_MODE, ...); the flags "
+            "below override the most common ones."
+        ),
+    )
+    p.add_argument("--host", help="address to bind (HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (PORT; default 8080)")
+    p.add_argument("--public-url", help="URL Twilio reaches this bridge at (PUBLIC_URL)")
+    p.add_argument("--openai-url", help="Realtime WebSocket URL, e.g. the mock's (OPENAI_REALTIME_URL)")
+    p.add_argument("--audio-mode", choices=["passthrough", "transcode"], help="AUDIO_MODE")
+    p.add_argument("--dialect", choices=["ga", "beta"], help="OPENAI_DIALECT")
+    p.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
+    p.add_argument("--print-settings", action="store_true", help="print the effective settings (secrets hidden) and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
+    args = build_parser(prog).parse_args(argv)
+    overrides = {k: v for k, v in {
+        "host": args.host, "port": args.port, "public_url": args.public_url,
+        "openai_realtime_url": args.openai_url, "audio_mode": args.audio_mode, "openai_dialect": args.dialect,
+    }.items() if v is not None}
+    settings = Settings(_env_file=args.env_file if os.path.exists(args.env_file) else None, **overrides)  # type: ignore[call-arg]
+    logging.basicConfig(level=logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.print_settings:
+        for k, v in settings.redacted().items():
+            print(f"{k} = {v}")
+        return 0
+    app = BridgeApp(settings)
+    log.info("bridge on %s:%d, public URL %s, OpenAI %s (%s, %s)", settings.host, settings.port,
+             settings.public_url, settings.openai_realtime_url, settings.openai_dialect, settings.audio_mode)
+    try:
+        trio.run(serve, app, hypercorn_config(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,207 @@
+"""Bridge configuration from the environment and a ``.env`` file.
+
+Why pydantic-settings: every knob is typed and validated once at startup, so a
+typo'd ``PUBLIC_URL`` or ``AUDIO_MODE`` fails loudly before the first call rather
+than as dead air mid-call. Secrets are ``SecretStr`` so that ``repr()``, ``str()``
+and :meth:`Settings.redacted` (what the app logs) can never print them.
+
+Environment variable names are the field names, case-insensitive, no prefix
+(``OPENAI_API_KEY``, ``PUBLIC_URL``, ``PORT`` …), matching what Twilio/OpenAI
+tutorials and hosting platforms already set.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "REDACTED"]
+
+REDACTED = "**********"
+
+# One random secret per process: used for per-call stream tokens when neither
+# STREAM_TOKEN_SECRET nor TWILIO_AUTH_TOKEN is configured. Module-level so every
+# Settings instance in the process (app, tests) agrees on it.
+_PROCESS_SECRET = secrets.token_urlsafe(32)
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise voice assistant answering a phone call. "
+    "Speak naturally in short sentences, one idea at a time, and let the caller "
+    "interrupt you. Ask a clarifying question when a request is ambiguous. "
+    "Never read out URLs, markdown or long lists. If you use a tool, say briefly "
+    "what you are checking. If you cannot help, say so plainly."
+)
+
+
+class Settings(BaseSettings):
+    """All bridge settings; construct once at startup and pass around."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",  # a shared .env may hold keys for other tools
+    )
+
+    # --- OpenAI leg -------------------------------------------------------
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), description="OpenAI API key (required for real calls; never logged)."
+    )
+    openai_realtime_url: str = Field(
+        "wss://api.openai.com/v1/realtime",
+        description="Realtime WebSocket endpoint; point it at the mock for tests.",
+    )
+    openai_model: str = Field("gpt-realtime", description="Realtime model, sent as ?model=.")
+    openai_dialect: Literal["ga", "beta"] = Field(
+        "ga", description="Realtime API dialect: GA event names/session shape, or the beta one."
+    )
+    openai_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Give up on the OpenAI handshake after this long (then apologise)."
+    )
+
+    # --- audio ------------------------------------------------------------
+    audio_mode: Literal["passthrough", "transcode"] = Field(
+        "passthrough",
+        description="passthrough: forward G.711 mu-law untouched; transcode: mu-law <-> pcm16 24 kHz.",
+    )
+    resample_quality: str = Field("HQ", description="soxr quality for transcode mode (QQ/LQ/MQ/HQ/VHQ).")
+    voice: str = Field("marin", description="Assistant voice.")
+    instructions: str = Field(DEFAULT_INSTRUCTIONS, description="System instructions for the session.")
+
+    # --- turn detection ---------------------------------------------------
+    vad_type: Literal["server_vad", "semantic_vad"] = Field("server_vad", description="Turn detection kind.")
+    vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="server_vad activation threshold.")
+    vad_prefix_padding_ms: int = Field(300, ge=0, description="server_vad audio kept before speech start.")
+    vad_silence_duration_ms: int = Field(500, ge=0, description="server_vad silence that ends a turn.")
+    vad_eagerness: str = Field("auto", description="semantic_vad eagerness (low/medium/high/auto).")
+    interrupt_response: bool = Field(
+        True, description="Let the server cancel the reply when the caller starts speaking."
+    )
+    transcription_model: str | None = Field(
+        "gpt-4o-mini-transcribe",
+        description="Caller-audio transcription model; empty disables caller transcripts.",
+    )
+
+    # --- greeting ---------------------------------------------------------
+    greeting_say: str | None = Field(
+        None, description="Optional TwiML <Say> text played before the stream connects."
+    )
+    ai_greeting: str | None = Field(
+        None, description="If set, the AI speaks first, prompted with this text."
+    )
+
+    # --- Twilio leg / HTTP server -----------------------------------------
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="If set, X-Twilio-Signature is checked on the webhook and the stream."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Externally reachable base URL (https://… in production); the stream URL derives from it.",
+    )
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Bind port.")
+    tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS/WSS directly.")
+    tls_key_file: Path | None = Field(None, description="TLS private key (PEM).")
+    max_concurrent_calls: int = Field(200, ge=1, description="Beyond this the webhook answers 'busy'.")
+    busy_message: str = Field(
+        "Sorry, all of our lines are busy right now. Please call again in a few minutes.",
+        description="Spoken (TwiML <Say>) when max_concurrent_calls is reached.",
+    )
+    apology_message: str = Field(
+        "Sorry, we are having technical difficulties. Please call again later. Goodbye.",
+        description="Spoken when the OpenAI leg fails, so the caller never gets dead air.",
+    )
+    stream_token_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret for per-call stream tokens; default: TWILIO_AUTH_TOKEN, else random per process.",
+    )
+
+    # --- misc -------------------------------------------------------------
+    tool_timeout_s: float = Field(5.0, gt=0, description="Per tool-call timeout.")
+    database_path: Path = Field(Path("callsim-bridge.sqlite3"), description="SQLite transcript store.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    # ---------------------------------------------------------------- validators
+    @field_validator(
+        "transcription_model", "greeting_say", "ai_greeting", "tls_cert_file", "tls_key_file",
+        "twilio_auth_token", "stream_token_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        """``FOO=`` in a .env file means "off", not "the empty string"."""
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        """The stream URL is derived from this, never from a request's Host header."""
+        v = v.strip()
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"public_url must be http(s)://host[:port][/prefix], got {v!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("public_url must not contain a query string or fragment")
+        return v.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, v: str) -> str:
+        return v.strip().upper()
+
+    @model_validator(mode="after")
+    def _derive_stream_secret(self) -> Settings:
+        if self.stream_token_secret is None:
+            self.stream_token_secret = self.twilio_auth_token or SecretStr(_PROCESS_SECRET)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        return self
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def stream_url(self) -> str:
+        """``wss://…/media-stream`` (``ws://`` for a local http public_url)."""
+        base = self.public_url
+        if base.startswith("https://"):
+            base = "wss://" + base[len("https://"):]
+        else:
+            base = "ws://" + base[len("http://"):]
+        return base + "/media-stream"
+
+    def webhook_url(self, path: str) -> str:
+        """Public URL of one of our HTTP endpoints: what Twilio signs for webhooks."""
+        return self.public_url + "/" + path.lstrip("/")
+
+    @property
+    def stream_secret_bytes(self) -> bytes:
+        """Key for :func:`bridge.security.call_token`."""
+        assert self.stream_token_secret is not None  # set by the validator
+        return self.stream_token_secret.get_secret_value().encode("utf-8")
+
+    @property
+    def validate_signatures(self) -> bool:
+        """Twilio signatures are only checked when the auth token is configured."""
+        return bool(self.twilio_auth_token and self.twilio_auth_token.get_secret_value())
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-friendly dict of the settings, safe to log.
+
+        Secrets become ``"**********"`` when set and ``None``/``""`` when not, so a
+        log still tells an operator *whether* a key is configured.
+        """
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = REDACTED if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out

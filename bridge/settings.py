@@ -100,8 +100,9 @@ class Settings(BaseSettings):
         None, description="If set, X-Twilio-Signature is checked on the webhook and the stream."
     )
     public_url: str = Field(
-        "http://127.0.0.1:8080",
-        description="Externally reachable base URL (https://… in production); the stream URL derives from it.",
+        "",
+        description="Externally reachable base URL (https://… in production); the stream URL derives from it. "
+                    "Default: http://HOST:PORT, for local runs.",
     )
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Bind port.")
@@ -144,6 +145,8 @@ class Settings(BaseSettings):
     def _check_public_url(cls, v: str) -> str:
         """The stream URL is derived from this, never from a request's Host header."""
         v = v.strip()
+        if not v:
+            return v  # filled from host/port below
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"public_url must be http(s)://host[:port][/prefix], got {v!r}")
@@ -158,6 +161,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_stream_secret(self) -> Settings:
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
         if self.stream_token_secret is None:
             self.stream_token_secret = self.twilio_auth_token or SecretStr(_PROCESS_SECRET)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

@@ -228,17 +228,18 @@ def _cmd_mock(args: argparse.Namespace) -> int:
     import trio
 
     from .fixtures import default_library
-    from .mock.server import MockConfig, MockServer, unknown_fixtures
+    from .mock.behaviour import unknown_fixtures
 
     try:
         behaviour = _mock_behaviour(args)
     except (ValueError, OSError) as exc:
         print(f"callsim mock-openai: {exc}", file=sys.stderr)
         return 2
-    if unknown := unknown_fixtures(behaviour):
+    if unknown := unknown_fixtures(behaviour):  # a reply naming one would fail mid-session
         print(f"callsim mock-openai: unknown fixture(s) {', '.join(unknown)}; known: "
               f"{', '.join(default_library().names())}", file=sys.stderr)
         return 2
+    from .mock.server import MockConfig, MockServer  # slow (the openai types): only once the args are good
     config = MockConfig(host=args.host, port=args.port, api_key=None if args.any_key else args.api_key,
                         any_key=args.any_key, dialect=args.dialect, model=args.model, behaviour=behaviour,
                         validate_outgoing=not args.no_validate)
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bridge"]:  # hand every flag, --help included, to the bridge itself
+        return _cmd_bridge(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,11 @@ FRAME_NS = 20_000_000
 # A mark echo reaches us a little after Twilio's frame boundary (transit, scheduling);
 # count from a few ms earlier so a boundary crossed in that gap is not missed.
 ECHO_SLACK_NS = 3_000_000
+# Payloads and SIDs are pasted into JSON templates unescaped (twilio_wire, realtime.append):
+# only let through what needs no escaping, so a malformed message cannot break or inject JSON.
+# (Syntax only — no decoding: ~2.5 ns per character.)
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_SID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 # ------------------------------------------------------------------ actions
@@ -173,7 +179,10 @@ class CallCore:
         self._seq = 0
         self.items: dict[str, ItemPlayback] = {}
         self._by_seq: dict[int, ItemPlayback] = {}
-        self.current: ItemPlayback | None = None
+        # Items Twilio has been given and not finished playing, in playback order:
+        # a second reply can be queued behind one still playing (e.g. "let me check"
+        # then the answer after a tool call).
+        self.queue: deque[ItemPlayback] = deque()
         self.active_response: str | None = None
         self._dropped_responses: set[str] = set()
         self._dropped_items: set[str] = set()
@@ -214,7 +223,7 @@ class CallCore:
                 if event == "dtmf":
                     log.info("call %s: DTMF %s", self.tag, msg.get("dtmf", {}).get("digit"))
                 return []
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return self._bad_twilio(f"malformed {event}: {exc!r}")
         return self._bad_twilio(f"unknown event {event!r}")
 
@@ -224,11 +233,16 @@ class CallCore:
         return []
 
     def _twilio_start(self, msg: dict[str, Any]) -> list[Action]:
+        if self.stream_sid is not None:
+            raise ValueError("second start on one stream")
         start = msg["start"]
-        self.stream_sid = msg.get("streamSid") or start["streamSid"]
-        self.call_sid = start.get("callSid")
-        self.parameters = dict(start.get("customParameters") or {})
+        stream_sid = msg.get("streamSid") or start["streamSid"]
+        if not isinstance(stream_sid, str) or not _SID.fullmatch(stream_sid):
+            raise ValueError("bad streamSid")
+        call_sid = start.get("callSid")
+        parameters = dict(start.get("customParameters") or {})
         fmt = start.get("mediaFormat") or {}
+        self.stream_sid, self.call_sid, self.parameters = stream_sid, call_sid, parameters
         if fmt and (fmt.get("encoding"), fmt.get("sampleRate")) != ("audio/x-mulaw", 8000):
             log.warning("call %s: unexpected media format %s", self.tag, fmt)
         log.info("call %s: stream %s started", self.tag, self.stream_sid)
@@ -237,6 +251,8 @@ class CallCore:
     def _twilio_media(self, payload: str) -> list[Action]:
         if not isinstance(payload, str):
             raise TypeError("payload is not a string")
+        if self.transcoder is None and not _is_b64(payload):
+            raise ValueError("payload is not base64")
         self.stats["frames_in"] += 1
         if self.ending:
             return []
@@ -245,6 +261,8 @@ class CallCore:
                 pcm = self.transcoder.inbound(base64.b64decode(payload, validate=True))
             except (binascii.Error, ValueError):
                 return self._bad_twilio("media payload is not base64")
+            if not pcm:  # the resampler is holding this frame back: nothing to append yet
+                return []
             payload = base64.b64encode(pcm).decode("ascii")
         if not self.openai_ready:
             if len(self._early) >= MAX_EARLY_FRAMES:
@@ -272,6 +290,11 @@ class CallCore:
         if end > item.acked:
             item.acked = end
             item.t_ref_ns = now_ns
+        # Finished items leave the queue; the next one starts playing now.
+        while self.queue and not self.queue[0].playing:
+            self.queue.popleft()
+            if self.queue and self.queue[0].acked == 0:
+                self.queue[0].t_ref_ns = now_ns
         return []
 
     # ============================================================ OpenAI side
@@ -295,7 +318,7 @@ class CallCore:
         actions: list[Action] = []
         if self.stream_sid is None:
             return [Hangup(reason), CloseOpenAI(reason)]
-        if self.current is not None and self.current.playing:
+        if any(i.playing for i in self.queue):
             actions.append(ToTwilio(tw.clear(self.stream_sid)))
             self.gen += 1
         if self.apology:
@@ -311,6 +334,8 @@ class CallCore:
         try:
             ev = orjson.loads(data)
             etype = ev["type"]
+            if not isinstance(etype, str):
+                raise TypeError("type is not a string")
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.stats["openai_bad"] += 1
             log.warning("call %s: ignoring bad OpenAI message %r", self.tag, bytes(data[:80]) if isinstance(data, bytes) else data[:80])
@@ -321,7 +346,7 @@ class CallCore:
             if etype == "input_audio_buffer.speech_started":
                 return self._speech_started(now_ns)
             if etype == "response.created":
-                self.active_response = ev["response"]["id"]
+                self.active_response = _str(ev["response"]["id"])
                 return []
             if etype == "response.done":
                 return self._response_done(ev)
@@ -330,7 +355,7 @@ class CallCore:
             if etype == self.names.transcript_done:
                 return self._assistant_transcript(ev)
             if etype == "conversation.item.input_audio_transcription.completed":
-                return [SaveTranscript(ev["item_id"], "caller", ev.get("transcript") or "")]
+                return [SaveTranscript(_str(ev["item_id"]), "caller", _str(ev.get("transcript") or ""))]
             if etype == "response.function_call_arguments.done":
                 return self._tool_call(ev)
             if etype == "session.updated":
@@ -342,7 +367,7 @@ class CallCore:
                 if item.get("type") == "function_call":
                     self._tool_names[item["id"]] = item.get("name", "")
                 return []
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.stats["openai_bad"] += 1
             log.warning("call %s: malformed OpenAI %s: %r", self.tag, etype, exc)
         return []
@@ -374,22 +399,24 @@ class CallCore:
         return []
 
     def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
-        item_id = ev["item_id"]
+        item_id = _str(ev["item_id"])
         resp = ev.get("response_id")
-        if self.ending or item_id in self._dropped_items or resp in self._dropped_responses:
+        if (self.ending or self.stream_sid is None or item_id in self._dropped_items
+                or resp in self._dropped_responses):
             self.stats["deltas_dropped"] += 1
             return []
+        payload = ev["delta"]
+        if not isinstance(payload, str) or not _is_b64(payload):
+            raise ValueError("delta is not base64")
         item = self.items.get(item_id)
         if item is None:
             self._seq += 1
             item = ItemPlayback(item_id, self._seq, resp)
             self.items[item_id] = item
             self._by_seq[item.seq] = item
-            self.current = item
             if len(self.items) > 64:  # keep only recent items
                 old = next(iter(self.items))
                 self._by_seq.pop(self.items.pop(old).seq, None)
-        payload: str = ev["delta"]
         n = tw.b64_len(payload)
         item.received += n
         if self.transcoder is not None:
@@ -402,8 +429,11 @@ class CallCore:
 
     def _forward(self, now_ns: int, item: ItemPlayback, payload: str, n: int) -> list[Action]:
         assert self.stream_sid is not None
-        if item.t_ref_ns is None or not item.playing:
+        if item not in self.queue:
+            self.queue.append(item)
+        if item is self.queue[0] and not item.playing:
             item.t_ref_ns = now_ns  # Twilio starts playing what arrives when it is idle
+        # (an item queued behind another starts when that one's last mark comes back)
         item.sent += n
         item.pending.append(item.sent)
         self.stats["frames_out"] += 1
@@ -411,7 +441,7 @@ class CallCore:
                 ToTwilio(tw.mark(self.stream_sid, f"{self.gen}:{item.seq}:{item.sent}"))]
 
     def _audio_done(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
-        if self.transcoder is None:
+        if self.transcoder is None or self.ending:
             return []
         item = self.items.get(ev.get("item_id", ""))
         if item is None or item.item_id in self._dropped_items:
@@ -422,8 +452,8 @@ class CallCore:
         return self._forward(now_ns, item, base64.b64encode(tail).decode("ascii"), len(tail))
 
     def _assistant_transcript(self, ev: dict[str, Any]) -> list[Action]:
-        item_id = ev["item_id"]
-        text = ev.get("transcript") or ""
+        item_id = _str(ev["item_id"])
+        text = _str(ev.get("transcript") or "")
         item = self.items.get(item_id)
         if item is not None:
             item.transcript = text
@@ -459,27 +489,30 @@ class CallCore:
             else:
                 actions.append(ToOpenAI(rt.response_cancel()))
                 self._dropped_responses.add(self.active_response)
-        item = self.current
-        if item is None or not item.playing or self.stream_sid is None:
+        playing = [i for i in self.queue if i.playing]
+        self.queue.clear()
+        if not playing or self.stream_sid is None:
             return actions
         self.stats["barge_ins"] += 1
-        # 1. what was heard, before the clear makes marks meaningless
-        played = item.played(now_ns)
-        heard_ms = played // ULAW_BYTES_PER_MS
-        received_ms = item.received // self.out_bpm
-        audio_end_ms = int(min(heard_ms, received_ms))
-        # 2. stop playback; marks echoed by this clear belong to the old generation
+        # 1. stop playback; marks echoed by this clear belong to the old generation.
+        #    (What was heard is computed below from the state before the clear.)
         actions.insert(0, ToTwilio(tw.clear(self.stream_sid)))
         self.gen += 1
-        item.pending.clear()
-        item.acked = item.sent = played
-        self._dropped_items.add(item.item_id)
-        if item.response_id:
-            self._dropped_responses.add(item.response_id)
         if self.transcoder is not None:
             self.transcoder.outbound_reset()
-        # 3. tell the model what the caller really heard
-        if item.received > 0:
+        # 2. tell the model what the caller really heard of each item: the one
+        #    playing up to now, the ones queued behind it nothing at all.
+        for item in playing:
+            played = item.played(now_ns)
+            received_ms = item.received // self.out_bpm
+            audio_end_ms = int(min(played // ULAW_BYTES_PER_MS, received_ms))
+            item.pending.clear()
+            item.acked = item.sent = played
+            self._dropped_items.add(item.item_id)
+            if item.response_id:
+                self._dropped_responses.add(item.response_id)
+            if item.received <= 0:
+                continue
             actions.append(ToOpenAI(rt.truncate(item.item_id, audio_end_ms)))
             self.stats["truncates"] += 1
             self.truncates.append({"t_ns": now_ns, "item_id": item.item_id, "audio_end_ms": audio_end_ms,
@@ -488,19 +521,20 @@ class CallCore:
                 actions.append(SaveTranscript(item.item_id, "assistant",
                                               _cut(item.transcript, audio_end_ms, item.received / self.out_bpm),
                                               truncated=True, audio_end_ms=audio_end_ms))
-        log.info("call %s: barge-in: cleared, truncated %s at %d ms", self.tag, item.item_id, audio_end_ms)
+            log.info("call %s: barge-in: truncated %s at %d ms", self.tag, item.item_id, audio_end_ms)
         return actions
 
     # =================================================================== tools
 
     def _tool_call(self, ev: dict[str, Any]) -> list[Action]:
-        call_id = ev["call_id"]
+        call_id = _str(ev["call_id"])
         # GA names the function here; beta only in response.output_item.added
-        name = ev.get("name") or self._tool_names.get(ev.get("item_id", ""), "")
+        name = _str(ev.get("name") or self._tool_names.get(ev.get("item_id", ""), ""))
+        arguments = _str(ev.get("arguments") or "{}")
         self._pending_tools.add(call_id)
         self._want_response = True
         self.stats["tool_calls"] += 1
-        return [RunTool(call_id, name, ev.get("arguments") or "{}")]
+        return [RunTool(call_id, name, arguments)]
 
     def tool_result(self, now_ns: int, call_id: str, output: str) -> list[Action]:
         if call_id not in self._pending_tools or self.ending:
@@ -524,6 +558,17 @@ class CallCore:
 
     def twilio_closed(self, now_ns: int) -> list[Action]:
         return self._end("Twilio stream closed")
+
+
+def _is_b64(s: str) -> bool:
+    return len(s) % 4 == 0 and _B64.fullmatch(s) is not None
+
+
+def _str(v: Any) -> str:
+    """``v`` if it is a string; a wrong type from the wire is a malformed message."""
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return v
 
 
 def _cut(text: str, heard_ms: float, total_ms: float) -> str:

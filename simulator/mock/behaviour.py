@@ -196,3 +196,18 @@ class Behaviour:
         if "faults" in kw:
             kw["faults"] = tuple(Fault.parse(f) if isinstance(f, str) else Fault(**f) for f in kw["faults"])
         return cls(**kw)
+
+
+def unknown_fixtures(behaviour: Behaviour) -> list[str]:
+    """Fixture names ``behaviour`` refers to that the fixture library lacks. A reply
+    naming one would fail mid-session, so the CLI and the control endpoint refuse
+    such a behaviour up front."""
+    from ..fixtures import default_library
+
+    names = list(behaviour.replies)
+    for rule in behaviour.rules:
+        names.append(rule.when)
+        names += [rule.reply] if rule.reply else []
+        names += [rule.tool.then] if rule.tool is not None else []
+    known = set(default_library().names())
+    return sorted({n for n in names if n not in known})

@@ -33,7 +33,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
-from .behaviour import Behaviour
+from .behaviour import Behaviour, unknown_fixtures
 from .dialect import BETA_HEADER
 from .recognizer import Recognizer
 from .session import MockSession
@@ -390,20 +390,6 @@ class MockServer:
         if path.startswith("/v1/realtime"):
             return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}
         return 404, {"error": f"no route {method} {path}"}
-
-
-def unknown_fixtures(behaviour: Behaviour) -> list[str]:
-    """Fixture names ``behaviour`` refers to that the fixture library lacks. A reply
-    naming one would fail mid-session, so callers refuse such a behaviour up front."""
-    from ..fixtures import default_library
-
-    names = list(behaviour.replies)
-    for rule in behaviour.rules:
-        names.append(rule.when)
-        names += [rule.reply] if rule.reply else []
-        names += [rule.tool.then] if rule.tool is not None else []
-    known = set(default_library().names())
-    return sorted({n for n in names if n not in known})
 
 
 def _set_linger_zero(stream: trio.SocketStream) -> None:

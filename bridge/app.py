@@ -44,7 +44,11 @@ APOLOGY = (Path(__file__).resolve().parent / "assets" / "apology.ulaw").read_byt
 class BridgeApp:
     """Everything shared by the calls of one bridge process."""
 
-    def __init__(self, settings: Settings | None = None, *, tools: ToolRegistry | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, tools: ToolRegistry | None = None,
+                 core_class: type[CallCore] = CallCore, driver_class: type[CallDriver] = CallDriver) -> None:
+        # core_class/driver_class let tests build deliberately broken bridges (negative controls)
+        self.core_class = core_class
+        self.driver_class = driver_class
         self.settings = s = settings or Settings()
         self.metrics = BridgeMetrics()
         self.tools = tools or default_tools()
@@ -89,11 +93,11 @@ class BridgeApp:
             return
         await send({"type": "websocket.accept"})
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
-        core = CallCore(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting)
+        core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting)
         self.calls.add(core)
         self.metrics.call_started()
         try:
-            await CallDriver(self, core, receive, send).run()
+            await self.driver_class(self, core, receive, send).run()
         finally:
             self.calls.discard(core)
             self.metrics.call_ended(core.stats)

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import trio
 from hypercorn.config import Config
@@ -32,7 +32,8 @@ def hypercorn_config(settings: Settings, *, port: int | None = None) -> Config:
 
 
 @asynccontextmanager
-async def running_bridge(settings: Settings, *, port: int | None = None) -> AsyncIterator[tuple[BridgeApp, str]]:
+async def running_bridge(settings: Settings, *, port: int | None = None,
+                         **app_kwargs: Any) -> AsyncIterator[tuple[BridgeApp, str]]:
     """Start the bridge in this trio run; yields (app, base URL).
 
     Port 0 picks a free port; the socket is bound here first (and handed to
@@ -46,7 +47,7 @@ async def running_bridge(settings: Settings, *, port: int | None = None) -> Asyn
     bound = sock.getsockname()[1]
     if want == 0:
         settings = settings.model_copy(update={"port": bound, "public_url": f"http://{settings.host}:{bound}"})
-    app = BridgeApp(settings)
+    app = BridgeApp(settings, **app_kwargs)
     cfg = hypercorn_config(settings, port=bound)
     cfg.bind = [f"fd://{sock.fileno()}"]
     try:
@@ -106,3 +107,19 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+@asynccontextmanager
+async def embedded(config: dict[str, Any], **app_kwargs: Any) -> AsyncIterator[str]:
+    """A bridge for the harness to run in-process: settings as a dict in, base URL out.
+
+    This is the generic hook ``callsim demo`` and the pytest plugin load by name
+    (``bridge.server:embedded``), so the harness never imports the bridge: any
+    bridge offering the same hook can be measured the same way. Hermetic: no
+    ``.env`` is read, secrets default to off, the port is picked freely.
+    """
+    defaults: dict[str, Any] = {"openai_api_key": "sk-callsim-embedded", "twilio_auth_token": None,
+                                "port": 0, "public_url": ""}
+    settings = Settings(_env_file=None, **{**defaults, **config})  # type: ignore[call-arg]
+    async with running_bridge(settings, port=0, **app_kwargs) as (_app, base):
+        yield base

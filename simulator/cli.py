@@ -49,12 +49,34 @@ def _add_call(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for SIDs (reproducible runs)")
     p.add_argument("--fixtures", type=Path, default=None,
                    help="folder with manifest.json (default: the bundled fixtures/audio or $CALLSIM_FIXTURES)")
+    p.add_argument("--scenario", action="append", default=None, metavar="NAME_OR_FILE",
+                   help="run a scenario (fixtures/scenarios/NAME.toml or a path; repeat for several) with its "
+                        "expectations, instead of --say; writes reports to --report")
+    p.add_argument("--mock-url", default=None, metavar="URL",
+                   help="http://host:port of a running `callsim mock-openai` the bridge is pointed at: the "
+                        "scenario's mock behaviour is set there and its records checked (else expectations that "
+                        "need the mock are skipped)")
+    p.add_argument("--calls", type=int, default=None, help="calls per scenario (default: the scenario's)")
+    p.add_argument("--report", type=Path, default=Path("callsim-report"),
+                   help="report folder for --scenario runs (default ./callsim-report)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every warning and connection event")
     p.set_defaults(func=_cmd_call)
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
     import trio
+
+    if args.scenario:
+        from .demo import run_and_report
+        from .scenario import ScenarioError, find_scenario
+
+        try:
+            scenarios = [find_scenario(s) for s in args.scenario]
+        except ScenarioError as exc:
+            print(f"callsim call: {exc}", file=sys.stderr)
+            return 2
+        return run_and_report(scenarios, report_dir=args.report, target=args.target, calls=args.calls,
+                              auth_token=args.auth_token, mock_url=args.mock_url, seed=args.seed)
 
     from .caller_trio import place_call
     from .fixtures import FixtureLibrary
@@ -101,6 +123,50 @@ def _cmd_call(args: argparse.Namespace) -> int:
               f"p99 {pacing['lateness_ms_p99']:.2f} ms, drift {pacing['drift_frames']:.2f} frames")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0 if result.ok else 1
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="run every scenario on mock OpenAI + our bridge + fake callers, in one process",
+        description=(
+            "The main job: for each scenario in fixtures/scenarios/, start the mock OpenAI Realtime server and "
+            "the bridge on loopback in this process, place the scenario's calls as Twilio would, measure what "
+            "the callers experienced (turn latency, overhead, barge-in, truncation, codec, underruns), check "
+            "the expectations, print a table and write report.json, junit.xml and report.html. "
+            "Exit status 1 when an expectation fails."
+        ),
+    )
+    p.add_argument("--scenarios", type=Path, default=None, metavar="DIR_OR_FILE",
+                   help="scenario folder or file (default fixtures/scenarios)")
+    p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this scenario (repeat)")
+    p.add_argument("--calls", type=int, default=None, help="calls per scenario, at once (default: the scenario's)")
+    p.add_argument("--report", type=Path, default=Path("callsim-report"), help="report folder (default ./callsim-report)")
+    p.add_argument("--bridge-hook", default="bridge.server:embedded", metavar="MODULE:CALLABLE",
+                   help="the in-process bridge to run: an async context manager taking a settings dict and "
+                        "yielding its base URL (default: ours, bridge.server:embedded)")
+    p.add_argument("--seed", type=int, default=1, help="seed for the mock and the callers (default 1)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log connection events and warnings")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_and_report
+    from .scenario import ScenarioError, load_scenarios
+
+    try:
+        scenarios = load_scenarios(args.scenarios)
+    except ScenarioError as exc:
+        print(f"callsim demo: {exc}", file=sys.stderr)
+        return 2
+    if args.only:
+        unknown = set(args.only) - {s.name for s in scenarios}
+        if unknown:
+            print(f"callsim demo: unknown scenario(s) {', '.join(sorted(unknown))}; known: "
+                  f"{', '.join(s.name for s in scenarios)}", file=sys.stderr)
+            return 2
+        scenarios = [s for s in scenarios if s.name in args.only]
+    return run_and_report(scenarios, report_dir=args.report, calls=args.calls, hook=args.bridge_hook,
+                          seed=args.seed)
 
 
 def _add_fixtures(sub: argparse._SubParsersAction) -> None:
@@ -283,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"callsim {__version__}")
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    _add_demo(sub)
     _add_call(sub)
     _add_mock(sub)
     _add_bridge(sub)

@@ -1,0 +1,113 @@
+"""``callsim demo`` and ``callsim call --scenario``: run scenarios, show progress, print the table, write reports."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .measurements import CallMetrics
+from .metrics import summarize
+from .report import write_reports
+from .runner import DEFAULT_BRIDGE_HOOK, ScenarioRun, run_embedded, run_external
+from .scenario import Scenario
+
+log = logging.getLogger("callsim.demo")
+
+
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f}"
+
+
+def _worst(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+def results_table(runs: list[ScenarioRun]) -> Table:
+    t = Table(title="callsim results", header_style="bold")
+    for col in ("scenario", "calls", "result", "turn latency max ms", "overhead max ms", "barge-in clear ms",
+                "truncate err ms", "codec", "underrun ms", "failed expectations"):
+        t.add_column(col, overflow="fold")
+    for run in runs:
+        ms = run.metrics
+        turns = [tm for m in ms for tm in m.turns]
+        bis = [b for m in ms for b in m.barge_ins]
+        codec = [m.codec for m in ms if m.codec.checked]
+        if codec:
+            c = "bit-exact" if all(x.bit_exact for x in codec) else \
+                f"SNR {min((x.snr_db for x in codec if x.snr_db is not None), default=float('nan')):.1f} dB"
+        else:
+            c = "—"
+        errors = sum(m.status == "error" for m in ms)
+        failed = [e for e in run.expectations if e.status == "failed"]
+        result = "[green]passed" if run.passed else ("[red]error" if errors else "[red]failed")
+        t.add_row(
+            run.scenario.name, str(len(ms)), result,
+            _ms(_worst([x.latency_ms for x in turns])), _ms(_worst([x.overhead_ms for x in turns])),
+            _ms(_worst([b.clear_ms for b in bis])), _ms(_worst([b.truncate_error_ms for b in bis])), c,
+            _ms(sum(m.underrun_ms for m in ms)),
+            "\n".join(f"{e.name}: {e.message}" for e in failed) or
+            "\n".join(m.error or "" for m in ms if m.error),
+        )
+    return t
+
+
+async def _run_all(scenarios: list[Scenario], *, target: str | None, calls: int | None, hook: str,
+                   auth_token: str | None, mock_url: str | None, seed: int | None,
+                   console: Console) -> list[ScenarioRun]:
+    total = sum(calls or s.calls for s in scenarios)
+    runs: list[ScenarioRun] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False, disable=not console.is_terminal) as progress:
+        task = progress.add_task("calls", total=total)
+        for s in scenarios:
+            progress.update(task, description=f"{s.name}")
+            if not console.is_terminal:
+                console.print(f"running {s.name} ({calls or s.calls} call(s)) ...")
+            if target is None:
+                run = await run_embedded(s, calls=calls, hook=hook, seed=seed,
+                                         on_call_done=lambda: progress.advance(task))
+            else:
+                run = await run_external(s, target, calls=calls, auth_token=auth_token, mock_url=mock_url,
+                                         seed=seed, on_call_done=lambda: progress.advance(task))
+            runs.append(run)
+            status = "passed" if run.passed else "FAILED"
+            console.print(f"  {s.name}: {status} in {run.seconds:.1f} s")
+    return runs
+
+
+def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str | None = None,
+                   calls: int | None = None, hook: str = DEFAULT_BRIDGE_HOOK, auth_token: str | None = None,
+                   mock_url: str | None = None, seed: int | None = 1, command: str = "") -> int:
+    """Run, print the table, write report.json/junit.xml/report.html; exit code 1 if anything failed."""
+    console = Console(stderr=False)
+    if not console.is_terminal:  # CI logs: wide enough for the table
+        console = Console(stderr=False, width=160)
+    t0 = time.time()
+    runs = trio.run(lambda: _run_all(scenarios, target=target, calls=calls, hook=hook, auth_token=auth_token,
+                                     mock_url=mock_url, seed=seed, console=console))
+    console.print(results_table(runs))
+    metrics: list[CallMetrics] = [m for r in runs for m in r.metrics]
+    summary = summarize(metrics)
+    meta: dict[str, Any] = {
+        "command": command or " ".join(sys.argv), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
+        "seconds": round(time.time() - t0, 1), "target": target or f"embedded ({hook})",
+        "mock_in_loop": all(r.mock_in_loop for r in runs),
+        "scenarios": [{"name": r.scenario.name, "description": r.scenario.description, "passed": r.passed,
+                       "expectations": [e.to_json() for e in r.expectations]} for r in runs],
+    }
+    paths = write_reports(report_dir, [c for r in runs for c in r.calls], summary, meta=meta)
+    failed = [r.scenario.name for r in runs if not r.passed]
+    console.print(f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed; "
+                  f"reports: " + ", ".join(str(p) for p in paths.values()))
+    if failed:
+        console.print(f"[red]failed: {', '.join(failed)}")
+    return 1 if failed else 0

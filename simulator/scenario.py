@@ -1,0 +1,196 @@
+"""Call scenarios: TOML files saying what the caller does, what the mock does, what must hold.
+
+A scenario is data, so teams can write their own without Python::
+
+    name = "barge_in"
+    description = "The caller interrupts a long reply"
+
+    [caller]
+    steps = [
+      { pause_ms = 300 },
+      { say = "caller_weather_question" },
+      { wait_for_audio_ms = 1500 },       # barge in 1.5 s after the reply starts
+      { say = "caller_barge_in" },
+      { wait_for_reply = true },
+      { hangup = true },
+    ]
+
+    [mock]                                 # simulator.mock.behaviour.Behaviour keys (+ dialect)
+    replies = ["assistant_long_reply", "assistant_short_reply"]
+
+    [bridge]                               # settings for in-process runs of our bridge
+    audio_mode = "passthrough"
+
+    [expect]
+    barge_in_clear_max_ms = 600
+    truncate_error_max_ms = 20
+    no_rejected_truncate = true
+
+Unknown keys are errors (a typo must not silently disable an expectation).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .impairments import Impairments
+from .mock.behaviour import Behaviour
+from .script import DTMF_DIGITS, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What must hold for every call of the scenario. ``None`` = not checked."""
+
+    turn_latency_p95_ms: float | None = None
+    overhead_p95_ms: float | None = None  # needs the mock
+    barge_in_clear_max_ms: float | None = None
+    talk_over_max_ms: float | None = None
+    no_rejected_truncate: bool | None = None  # needs the mock
+    truncate_error_max_ms: float | None = None  # needs the mock
+    transcript_contains: tuple[str, ...] = ()  # needs the mock: what it heard the caller say
+    tool_called: str | None = None  # needs the mock
+    codec: str | None = None  # "bit_exact"; needs the mock in echo mode
+    snr_min_db: float | None = None  # needs the mock in echo mode
+    no_underruns: bool | None = None
+    underrun_max_ms: float | None = None
+    end_reason: str | None = None  # hangup | closed_by_app
+    openai_closed_within_ms: float | None = None  # needs the mock: session closed after the caller hung up
+    heard_min_ms: float | None = None  # at least this much assistant audio heard
+    heard_max_ms: float | None = None
+    no_twilio_warnings: bool | None = None  # the bridge sent nothing Twilio would flag
+    barge_ins: int | None = None  # exactly this many barge-ins detected
+
+    #: expectations that can only be judged with the mock in the loop
+    NEEDS_MOCK = frozenset({"overhead_p95_ms", "no_rejected_truncate", "truncate_error_max_ms",
+                            "transcript_contains", "tool_called", "codec", "snr_min_db",
+                            "openai_closed_within_ms"})
+
+    def items(self) -> list[tuple[str, Any]]:
+        """The expectations that are set, in declaration order."""
+        out = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None and v != ():
+                out.append((f.name, v))
+        return out
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    calls: int = 1
+    impairments: Impairments = field(default_factory=Impairments)
+    mock: Behaviour = field(default_factory=Behaviour)
+    mock_dialect: str = "ga"
+    bridge: dict[str, Any] = field(default_factory=dict)
+    expect: Expectations = field(default_factory=Expectations)
+    path: Path | None = None
+
+    @property
+    def says(self) -> list[str]:
+        return [s.fixture for s in self.steps if isinstance(s, Say)]
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def _step(raw: dict[str, Any], where: str) -> Step:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ScenarioError(f"{where}: a step is a table with exactly one key, got {raw!r}")
+    (key, value), = raw.items()
+    if key == "say":
+        return Say(str(value))
+    if key == "pause_ms":
+        return Pause(int(value))
+    if key == "dtmf":
+        digits = str(value)
+        if not set(digits) <= DTMF_DIGITS:
+            raise ScenarioError(f"{where}: DTMF digits must be in {''.join(sorted(DTMF_DIGITS))}")
+        return Dtmf(digits)
+    if key == "wait_for_reply":
+        if value is True:
+            return WaitForReply()
+        if isinstance(value, dict):
+            return WaitForReply(**{k: int(v) for k, v in value.items()})
+        raise ScenarioError(f"{where}: wait_for_reply = true or {{quiet_ms=…, timeout_ms=…}}")
+    if key == "wait_for_audio_ms":
+        return WaitForAudio(after_ms=int(value))
+    if key == "hangup":
+        return Hangup()
+    raise ScenarioError(f"{where}: unknown step {key!r}; steps: say, pause_ms, dtmf, wait_for_reply, "
+                        "wait_for_audio_ms, hangup")
+
+
+def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path | None = None) -> Scenario:
+    where = str(path or name)
+    known = {"name", "description", "calls", "caller", "mock", "bridge", "expect"}
+    if unknown := set(data) - known:
+        raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    caller = dict(data.get("caller") or {})
+    raw_steps = caller.pop("steps", None)
+    impairments = Impairments.parse(caller.pop("impairments", "") or "")
+    if caller:
+        raise ScenarioError(f"{where}: unknown [caller] keys {sorted(caller)}; known: steps, impairments")
+    if not raw_steps:
+        raise ScenarioError(f"{where}: [caller] steps is empty")
+    steps = tuple(_step(s, f"{where} step {i + 1}") for i, s in enumerate(raw_steps))
+    mock = dict(data.get("mock") or {})
+    dialect = mock.pop("dialect", "ga")
+    try:
+        behaviour = Behaviour.from_dict(mock)
+    except (ValueError, TypeError) as exc:
+        raise ScenarioError(f"{where}: [mock]: {exc}") from None
+    expect_raw = dict(data.get("expect") or {})
+    names = {f.name for f in fields(Expectations)}
+    if unknown := set(expect_raw) - names:
+        raise ScenarioError(f"{where}: unknown [expect] keys {sorted(unknown)}; known: {sorted(names)}")
+    if "transcript_contains" in expect_raw:
+        tc = expect_raw["transcript_contains"]
+        expect_raw["transcript_contains"] = (tc,) if isinstance(tc, str) else tuple(tc)
+    if expect_raw.get("codec") not in (None, "bit_exact"):
+        raise ScenarioError(f"{where}: [expect] codec must be \"bit_exact\" (use snr_min_db for transcoding)")
+    return Scenario(
+        name=str(data.get("name") or name), steps=steps, description=str(data.get("description", "")),
+        calls=int(data.get("calls", 1)), impairments=impairments, mock=behaviour, mock_dialect=dialect,
+        bridge=dict(data.get("bridge") or {}), expect=Expectations(**expect_raw), path=path,
+    )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{p}: {exc}") from None
+    return parse_scenario(data, name=p.stem, path=p)
+
+
+def load_scenarios(where: str | Path | None = None) -> list[Scenario]:
+    """All ``*.toml`` in a folder (default: fixtures/scenarios), or one file; sorted by file name."""
+    p = Path(where) if where is not None else DEFAULT_DIR
+    if p.is_file():
+        return [load_scenario(p)]
+    if not p.is_dir():
+        raise ScenarioError(f"no scenario file or folder at {p}")
+    return [load_scenario(f) for f in sorted(p.glob("*.toml"))]
+
+
+def find_scenario(name_or_path: str, where: str | Path | None = None) -> Scenario:
+    """A scenario by file path, or by name within the scenario folder."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return load_scenario(p)
+    for s in load_scenarios(where):
+        if s.name == name_or_path or (s.path and s.path.stem == name_or_path):
+            return s
+    names = ", ".join(s.name for s in load_scenarios(where))
+    raise ScenarioError(f"no scenario {name_or_path!r}; known: {names}")

@@ -1,0 +1,94 @@
+"""Deliberately broken bridges: the negative controls of the harness.
+
+Each is our bridge with one defect the seeds and peers really have
+(protocols.md part 3), exposed as a bridge hook (``tests.broken_bridges:NAME``)
+so the harness runs it exactly like any other bridge. A harness that passes
+these would be worthless; the tests in test_negative_controls.py assert that
+the matching expectation fails with a message a user understands.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import trio
+
+from bridge.call import Action, CallCore, ItemPlayback, ToTwilio
+from bridge.driver import CallDriver
+from bridge.server import embedded
+
+
+class NoClearCore(CallCore):
+    """Truncates on barge-in but never tells Twilio to stop playing (cloudflare/agents#2261)."""
+
+    def _speech_started(self, now_ns: int) -> list[Action]:
+        return [a for a in super()._speech_started(now_ns)
+                if not (isinstance(a, ToTwilio) and '"event":"clear"' in a.text)]
+
+
+class BytesSentItem(ItemPlayback):
+    """Counts audio as heard as soon as it was forwarded (pitfall 5: bytes sent ≠ audio heard)."""
+
+    def played(self, now_ns: int) -> int:
+        return self.sent
+
+
+class BytesSentTruncateCore(CallCore):
+    def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
+        item_id = ev.get("item_id")
+        if isinstance(item_id, str) and item_id not in self.items and not self.ending:
+            self._seq += 1
+            item = BytesSentItem(item_id, self._seq, ev.get("response_id"))
+            self.items[item_id] = item
+            self._by_seq[item.seq] = item
+        return super()._delta(now_ns, ev)
+
+
+class LeakyDriver(CallDriver):
+    """Leaves the OpenAI session open after the caller hangs up (it costs money)."""
+
+    async def _close_openai(self, reason: str) -> None:
+        pass
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._twilio_reader()
+            await trio.sleep(3)  # the OpenAI task lives on after the call
+            nursery.cancel_scope.cancel()
+
+
+class WrongFormatCore(CallCore):
+    """Asks OpenAI for pcm16 but forwards the deltas to Twilio as if they were μ-law."""
+
+    def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
+        saved, self.transcoder = self.transcoder, None
+        try:
+            return super()._delta(now_ns, ev)
+        finally:
+            self.transcoder = saved
+
+
+@asynccontextmanager
+async def no_clear(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, core_class=NoClearCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def bytes_sent_truncate(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, core_class=BytesSentTruncateCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def leaky_openai(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, driver_class=LeakyDriver) as url:
+        yield url
+
+
+@asynccontextmanager
+async def wrong_format(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded({**config, "audio_mode": "transcode"}, core_class=WrongFormatCore) as url:
+        yield url

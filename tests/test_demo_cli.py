@@ -1,0 +1,83 @@
+"""`callsim demo` and `callsim call --scenario` as a user runs them (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import trio
+
+from bridge.server import embedded
+from simulator.mock.server import MockConfig, running_mock
+
+CALLSIM = [sys.executable, "-m", "simulator"]
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # so the broken-bridge hooks in tests/ import
+
+
+def test_demo_runs_a_scenario_and_writes_the_three_reports(tmp_path):
+    proc = subprocess.run(CALLSIM + ["demo", "--only", "hangup_mid_reply", "--report", str(tmp_path)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hangup_mid_reply" in proc.stdout and "passed" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    s = report["summary"]
+    for key in ("calls", "passed", "failed", "turn_latency_ms", "overhead_ms", "barge_in_clear_ms",
+                "talk_over_ms", "truncate_error_ms", "codec", "underrun_ms_total"):
+        assert key in s, key
+    assert s["calls"] == 1 and s["passed"] == 1 and s["turn_latency_ms"]["p50"] > 0
+    call = report["calls"][0]
+    assert call["scenario"] == "hangup_mid_reply" and call["status"] == "passed"
+    assert {"turns", "barge_ins", "codec", "expectations"} <= set(call)
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suite.find(".//testcase") is not None
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html
+
+
+def test_demo_exits_1_when_an_expectation_fails(tmp_path):
+    proc = subprocess.run(CALLSIM + ["demo", "--only", "hangup_mid_reply", "--report", str(tmp_path),
+                                     "--bridge-hook", "tests.broken_bridges:leaky_openai"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failed: hangup_mid_reply" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["summary"]["failed"] == 1
+    failed = [e for e in report["calls"][0]["expectations"] if e["status"] == "failed"]
+    assert [e["name"] for e in failed] == ["openai_closed_within_ms"]
+    assert ET.parse(tmp_path / "junit.xml").getroot().find(".//failure") is not None
+
+
+def test_unknown_scenario_is_a_usage_error(tmp_path):
+    proc = subprocess.run(CALLSIM + ["demo", "--only", "nope", "--report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown scenario" in proc.stderr
+
+
+async def test_call_scenario_against_an_external_bridge_with_and_without_the_mock(tmp_path):
+    """A bridge reached only over the wire; with --mock-url every expectation is judged."""
+    async with running_mock(MockConfig(any_key=True)) as mock:
+        async with embedded({"openai_realtime_url": mock.realtime_url,
+                             "database_path": tmp_path / "b.sqlite3"}) as base:
+            with_mock = await trio.run_process(
+                CALLSIM + ["call", "--target", base + "/incoming-call", "--scenario", "hangup_mid_reply",
+                           "--mock-url", mock.http_url, "--report", str(tmp_path / "a")],
+                capture_stdout=True, capture_stderr=True, check=False)
+            without = await trio.run_process(
+                CALLSIM + ["call", "--target", base + "/incoming-call", "--scenario", "hangup_mid_reply",
+                           "--report", str(tmp_path / "b")],
+                capture_stdout=True, capture_stderr=True, check=False)
+    assert with_mock.returncode == 0, with_mock.stdout.decode() + with_mock.stderr.decode()
+    assert without.returncode == 0, without.stdout.decode() + without.stderr.decode()
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    exp_a = {e["name"]: e for e in a["calls"][0]["expectations"]}
+    exp_b = {e["name"]: e for e in b["calls"][0]["expectations"]}
+    assert exp_a["openai_closed_within_ms"]["status"] == "passed"
+    assert exp_b["openai_closed_within_ms"]["status"] == "skipped"
+    assert "mock" in exp_b["openai_closed_within_ms"]["message"]
+    assert exp_b["end_reason"]["status"] == "passed"  # judged at the caller alone

@@ -1,0 +1,55 @@
+"""The harness must fail bad bridges, not only pass good ones.
+
+Each broken bridge (tests/broken_bridges.py) runs the scenario that should
+catch it, through the same runner as ``callsim demo``; the matching expectation
+must fail, with a message that says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.runner import run_embedded
+from simulator.scenario import find_scenario
+
+
+def _failed(run, name):
+    return next((e for e in run.expectations if e.name == name and e.status == "failed"), None)
+
+
+async def test_good_bridge_passes_the_same_scenarios():
+    """Control of the controls: our bridge passes what the broken ones fail."""
+    for name in ("barge_in", "hangup_mid_reply"):
+        run = await run_embedded(find_scenario(name))
+        assert run.passed, [(e.name, e.message) for e in run.expectations if e.status != "passed"]
+
+
+async def test_no_clear_on_barge_in_is_caught():
+    run = await run_embedded(find_scenario("barge_in"), hook="tests.broken_bridges:no_clear")
+    assert not run.passed
+    e = _failed(run, "barge_in_clear_max_ms")
+    assert e is not None and "clear" in e.message.lower()
+    assert run.calls[0].metrics.status == "failed"
+
+
+async def test_truncate_from_bytes_sent_is_caught():
+    run = await run_embedded(find_scenario("barge_in"), hook="tests.broken_bridges:bytes_sent_truncate")
+    assert not run.passed
+    e = _failed(run, "truncate_error_max_ms")
+    assert e is not None and "heard" in e.message
+    assert e.measured > 1000  # it claimed the whole fast-streamed reply was heard
+
+
+async def test_openai_session_left_open_is_caught():
+    run = await run_embedded(find_scenario("hangup_mid_reply"), hook="tests.broken_bridges:leaky_openai")
+    assert not run.passed
+    e = _failed(run, "openai_closed_within_ms")
+    assert e is not None and "open" in e.message.lower()
+    assert e.measured >= 1900  # still open when the harness gave up waiting (2 s)
+
+
+async def test_audio_in_the_wrong_format_is_caught():
+    run = await run_embedded(find_scenario("codec_transcode"), hook="tests.broken_bridges:wrong_format")
+    assert not run.passed
+    e = _failed(run, "snr_min_db")
+    assert e is not None and "dB" in e.message

@@ -374,7 +374,8 @@ class MockServer:
             s = self.sessions.get(sid)
             if s is None and sid.isdigit():  # by 1-based index
                 s = next((x for x in self.sessions.values() if x.index == int(sid)), None)
-            return (200, s.snapshot(full=True)) if s else (404, {"error": f"no session {sid}"})
+            timings = parse_qs(url.query).get("timings", ["0"])[0] not in ("0", "false", "")
+            return (200, s.snapshot(full=True, timings=timings)) if s else (404, {"error": f"no session {sid}"})
         if path == "/_mock/behaviour" and method in ("POST", "PUT"):
             n = parse_qs(url.query).get("next_sessions")
             if n and not (n[0].isdigit() and int(n[0]) > 0):

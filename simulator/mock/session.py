@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from array import array
 import heapq
 import logging
 import random
@@ -50,6 +51,7 @@ log = logging.getLogger("callsim.mock")
 MS = 1_000_000  # ns
 MAX_LOG_EVENTS = 2000  # per session, for introspection
 MAX_RECORDS = 500  # turns / responses / truncates / errors kept per session
+MAX_TIMINGS = 60_000  # per-append / per-delta timestamps kept (20 minutes of 20 ms frames)
 MAX_ITEMS = 5000  # conversation items kept per session (the oldest are forgotten)
 MAX_IDLE_BUFFER_MS = 2000  # with VAD on, audio kept while nobody speaks
 MAX_TURN_MS = 120_000  # longest user turn kept (memory bound per session)
@@ -208,6 +210,8 @@ class MockSession:
         self.counts: dict[str, int] = {"appends": 0, "audio_in_bytes": 0, "events_in": 0, "events_out": 0,
                                        "audio_out_bytes": 0, "dropped_input_bytes": 0}
         self.close_info: dict[str, Any] | None = None
+        self.append_ns = array("q")  # arrival of each input_audio_buffer.append
+        self.delta_ns = array("q")  # emission of each audio delta
 
     # ================================================================ API
 
@@ -296,8 +300,13 @@ class MockSession:
             self.response = None
         self._log(now_ns, "closed", by, code=code, reason=reason)
 
-    def snapshot(self, full: bool = True) -> dict[str, Any]:
-        """Introspection: everything the harness may want to know about this session."""
+    def snapshot(self, full: bool = True, timings: bool = False) -> dict[str, Any]:
+        """Introspection: everything the harness may want to know about this session.
+
+        ``timings`` adds the arrival time of every audio append and the send time
+        of every audio delta (ns, shared clock): the k-th append is the caller's
+        k-th frame, so per-frame latency through a bridge can be measured.
+        """
         d: dict[str, Any] = {
             "id": self.id, "index": self.index, "dialect": self.dialect, "model": self.model,
             "open": not self.closed, "t_open_ns": self.t_open_ns, "close": self.close_info,
@@ -315,6 +324,9 @@ class MockSession:
                 vad_decisions=list(self._vad.decisions) if self._vad else [],
                 events=list(self.log), invalid_sent=list(self.invalid_sent),
             )
+        if timings:
+            d["append_ns"] = self.append_ns.tolist()
+            d["delta_ns"] = self.delta_ns.tolist()
         return d
 
     # ============================================================ plumbing
@@ -424,6 +436,8 @@ class MockSession:
         kind = self.config.input_format.kind
         bpm = BYTES_PER_MS[kind]
         self.counts["appends"] += 1
+        if len(self.append_ns) < MAX_TIMINGS:
+            self.append_ns.append(now_ns)
         self.counts["audio_in_bytes"] += len(data)
         self._buffer += data
         self._input_ms += len(data) / bpm
@@ -818,6 +832,8 @@ class MockSession:
                                      "output_index": 0, "content_index": 0,
                                      "delta": base64.b64encode(piece).decode("ascii")})
             r.sent_bytes += len(piece)
+            if len(self.delta_ns) < MAX_TIMINGS:
+                self.delta_ns.append(now_ns)
             item.audio_ms_sent = r.audio_ms_sent
             self.counts["audio_out_bytes"] += len(piece)
         if r.sent_bytes >= len(r.audio):

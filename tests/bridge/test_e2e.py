@@ -12,13 +12,13 @@ import random
 from contextlib import asynccontextmanager
 
 import httpx
-import numpy as np
 import trio
 
 from bridge.server import running_bridge
 from bridge.settings import Settings
 from simulator.caller_trio import place_call
 from simulator.codec import ulaw_to_pcm16
+from simulator.metrics import heard_ms_between, snr_db
 from simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
 from simulator.mock.server import MockConfig, running_mock
 from simulator.script import Hangup, Pause, Say, WaitForAudio, WaitForReply
@@ -40,17 +40,10 @@ async def stack(tmp_path, behaviour: Behaviour | None = None, **settings):
 
 
 def _heard_ms_before_clear(core) -> float:
-    """Assistant audio the caller played from the start of the barged-in reply to the clear.
-
-    Frames are placed at their 20 ms grid time (where heard.wav has them), so a
-    caller tick processed a few ms late under load does not shift the count.
-    """
+    """Assistant audio the caller played from the start of the barged-in reply to the clear."""
     clear_t = next(e["t_ns"] for e in core.timeline if e["event"] == "clear_in")
     start = [e["tick"] for e in core.timeline if e["event"] == "playback_start" and e["t_ns"] < clear_t][-1]
-    played = np.frombuffer(core.played_bytes, dtype=np.uint16)
-    grid = core.t0_ns + np.arange(len(played), dtype=np.int64) * 20_000_000
-    n = int(np.searchsorted(grid, clear_t))
-    return float(played[start:n].sum()) / 8
+    return heard_ms_between(core, start, clear_t)
 
 
 async def test_two_turn_call_with_transcripts(tmp_path):
@@ -149,19 +142,6 @@ async def test_tool_call_round_trip(tmp_path):
     assert 'callsim_bridge_tool_calls_total{outcome="ok",tool="get_weather"} 1.0' in metrics
 
 
-def _snr_db(sent: np.ndarray, heard: np.ndarray) -> float:
-    """SNR of ``heard`` against ``sent`` after finding the best alignment."""
-    a = sent.astype(np.float64)
-    b = heard.astype(np.float64)
-    corr = np.correlate(b, a, mode="valid") if len(b) >= len(a) else np.correlate(a, b, mode="valid")
-    lag = int(np.argmax(corr))
-    seg = b[lag:lag + len(a)] if len(b) >= len(a) else b
-    ref = a if len(b) >= len(a) else a[lag:lag + len(b)]
-    n = min(len(seg), len(ref))
-    seg, ref = seg[:n], ref[:n]
-    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((seg - ref) ** 2)))
-
-
 async def test_transcode_mode_echo_snr(tmp_path):
     """μ-law → pcm16 24 kHz → mock echo → μ-law: the caller hears itself at ≥ 30 dB SNR."""
     behaviour = Behaviour(echo=True, think=ThinkTime("fixed", 100.0), seed=2)
@@ -175,7 +155,7 @@ async def test_transcode_mode_echo_snr(tmp_path):
     start, end = utt.speech_segments_ms[0][0], utt.speech_segments_ms[-1][1]
     sent = ulaw_to_pcm16(utt.ulaw)[int(start * 8): int(end * 8)]
     heard = ulaw_to_pcm16(bytes(result.core.heard))
-    snr = _snr_db(sent, heard)
+    snr = snr_db(sent, heard)
     assert snr >= 30, snr
 
 
@@ -237,6 +217,27 @@ async def test_caller_hanging_up_mid_reply_closes_openai_within_1s(tmp_path):
     assert snap["close"]["by"] == "client"
     assert 0 <= (snap["close"]["t_ns"] - stop_t) / 1e6 < 1000
     assert snap["responses"][-1]["status"] == "incomplete"  # closed while the reply was streaming
+
+
+async def test_busy_line_beyond_max_concurrent_calls(tmp_path):
+    """Beyond MAX_CONCURRENT_CALLS the webhook answers TwiML saying the line is busy."""
+    behaviour = Behaviour(replies=("assistant_long_reply",), think=ThinkTime("fixed", 100.0), seed=6)
+    async with stack(tmp_path, behaviour, max_concurrent_calls=1) as (mock, app, base):
+        first: dict = {}
+
+        async def long_call() -> None:
+            first["r"] = await place_call(base + "/incoming-call",
+                                          [Pause(300), Say("caller_stop"), WaitForReply(), Hangup()])
+
+        async with trio.open_nursery() as n:
+            n.start_soon(long_call)
+            while not app.calls:  # wait until the first call holds the only line
+                await trio.sleep(0.01)
+            second = await place_call(base + "/incoming-call", [Pause(200), Hangup()])
+        metrics = app.metrics.render()[0].decode()
+    assert first["r"].ok
+    assert not second.ok and "no stream" in second.error and "busy" in second.error
+    assert "callsim_bridge_busy_total 1.0" in metrics
 
 
 async def test_twenty_concurrent_calls(tmp_path):

@@ -18,7 +18,6 @@ import logging
 import random
 import ssl
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
@@ -26,6 +25,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from . import twilio_wire as tw
+from .call_result import CallResult  # its home; re-exported here for existing imports
 from .caller import CallerConfig, CallerCore
 from .impairments import Impairments
 from .script import Step
@@ -64,37 +64,6 @@ class TrioClock:
 
     async def sleep_until_ns(self, deadline_ns: int) -> None:
         await trio.sleep_until(deadline_ns / 1e9)
-
-
-@dataclass
-class CallResult:
-    target: str
-    core: CallerCore | None = None
-    stream_url: str | None = None
-    webhook: WebhookExchange | None = None
-    error: str | None = None  # the call could not be placed or broke abnormally
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.core is not None
-
-    def summary_line(self) -> str:
-        if self.core is None or self.core.t0_ns is None:
-            return f"call to {self.target} failed: {self.error}"
-        s = self.core.summary()
-        marks = s["marks_echoed"]
-        warn = sum(s["warnings"].values())
-        line = (
-            f"call {s['call_sid']} → {self.stream_url}: {s['duration_ms'] / 1000:.1f} s, "
-            f"said {s['utterances']} utterance(s), heard {s['audio_played_ms'] / 1000:.2f} s of app audio "
-            f"({s['audio_cleared_ms'] / 1000:.2f} s cleared), marks echoed {sum(marks.values())} "
-            f"({marks.get('cleared', 0)} by clear), {s['clears']} clear(s), {warn} warning(s), "
-            f"ended: {s['end_reason']}"
-        )
-        if self.error:
-            line += f"; error: {self.error}"
-        return line
 
 
 async def fetch_twiml(client: httpx.AsyncClient, url: str, parties: CallParties,
@@ -141,6 +110,7 @@ async def place_call(
     result = CallResult(target)
     params = dict(custom_parameters or {})
 
+    result.timings["placed_ns"] = clock.now_ns()
     scheme = target.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
         try:
@@ -150,6 +120,7 @@ async def place_call(
         except (httpx.HTTPError, TwimlError, trio.TooSlowError) as exc:
             result.error = f"webhook failed: {exc or type(exc).__name__}"
             return result
+        result.timings["webhook_ns"] = clock.now_ns()
         answer = result.webhook.result
         result.notes += result.webhook.notes
         if isinstance(answer, NoStream):
@@ -177,7 +148,8 @@ async def place_call(
             result.stream_url, extra_headers=stream_headers(auth_token, result.stream_url),
             max_message_size=MAX_MESSAGE_BYTES, connect_timeout=connect_timeout, disconnect_timeout=2,
         ) as ws:
-            await _run(ws, core, clock)
+            result.timings["connected_ns"] = clock.now_ns()
+            await _run(ws, core, clock, result.timings)
     except (HandshakeError, OSError) as exc:
         if core.t0_ns is None:
             result.error = f"stream connect to {result.stream_url} failed: {_describe(exc)}"
@@ -214,7 +186,7 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def _run(ws, core: CallerCore, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+async def _run(ws, core: CallerCore, clock: Clock, timings: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
     sid = core.ident.call_sid
 
     async def send_all(msgs: list[str]) -> None:
@@ -234,6 +206,7 @@ async def _run(ws, core: CallerCore, clock: Clock) -> None:  # type: ignore[no-u
 
     try:
         await send_all(core.begin(clock.now_ns()))
+        timings["started_ns"] = clock.now_ns()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receiver, nursery.cancel_scope)
             while (deadline := core.next_deadline_ns()) is not None:

@@ -245,7 +245,11 @@ class MockSession:
         self.counts["events_in"] += 1
         parsed = parse_client_event(self.dialect, raw)
         if isinstance(parsed, ClientEventError):
-            # A beta-shaped session.update on a GA-only server is the retired dialect.
+            # A beta-shaped session.update on a GA-only server is the retired dialect: the
+            # issue (and protocols.md's summary) say the real service answers it with
+            # beta_api_shape_disabled + close 4000; protocols.md 2.3 also quotes a GA
+            # validation error ("Missing required parameter: 'session.type'.") for a flat
+            # update. Which one a given deployment sends is unconfirmed; we follow the issue.
             ev = _peek_json(raw)
             if (ev and ev.get("type") == "session.update" and isinstance(ev.get("session"), dict)
                     and looks_beta(ev["session"])):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -100,6 +101,10 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
             print(f"{k} = {v}")
         return 0
     app = BridgeApp(settings)
+    # ~70k objects are alive after the imports; a full collection over them pauses
+    # every call for 40-66 ms (measured by loadtests/capacity.py). Freeze them.
+    gc.collect()
+    gc.freeze()
     log.info("bridge on %s:%d, public URL %s, OpenAI %s (%s, %s)", settings.host, settings.port,
              settings.public_url, settings.openai_realtime_url, settings.openai_dialect, settings.audio_mode)
     try:

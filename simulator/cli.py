@@ -308,7 +308,7 @@ def _cmd_mock(args: argparse.Namespace) -> int:
     from .mock.server import MockConfig, MockServer  # slow (the openai types): only once the args are good
     config = MockConfig(host=args.host, port=args.port, api_key=None if args.any_key else args.api_key,
                         any_key=args.any_key, dialect=args.dialect, model=args.model, behaviour=behaviour,
-                        validate_outgoing=not args.no_validate)
+                        validate_outgoing=not args.no_validate, freeze_gc=True)
     server = MockServer(config)
 
     async def run() -> None:

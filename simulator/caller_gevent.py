@@ -49,7 +49,7 @@ from .sids import make_sid
 from .utterances import UtteranceBank
 from .webhook import (
     CallParties, NoStream, StreamTarget, TwimlError, WebhookExchange,
-    parse_twiml, stream_headers, webhook_form, webhook_headers,
+    read_answer, stream_headers, webhook_form, webhook_headers,
 )
 
 log = logging.getLogger("callsim.caller")
@@ -68,16 +68,7 @@ def fetch_twiml(url: str, parties: CallParties, auth_token: str | None, *, timeo
     # No redirects: the trio driver (httpx) does not follow them either, so both report the same.
     resp = post(url, data=form, headers=webhook_headers(auth_token, url, form), timeout=timeout,
                 allow_redirects=False)
-    ex.status = resp.status_code
-    ex.content_type = resp.headers.get("content-type")
-    ex.body = resp.text
-    if resp.status_code != 200:
-        raise TwimlError(f"webhook {url} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
-    ex.result = parse_twiml(resp.content, url)
-    ct = (ex.content_type or "").split(";")[0].strip()
-    if ct not in ("text/xml", "application/xml"):
-        ex.notes.append(f"webhook Content-Type is {ct or 'missing'}; Twilio expects text/xml")
-    return ex
+    return read_answer(ex, resp.status_code, resp.headers.get("content-type"), resp.text, resp.content)
 
 
 class GeventCall:

@@ -33,7 +33,7 @@ from .sids import make_sid
 from .utterances import UtteranceBank
 from .webhook import (
     CallParties, NoStream, StreamTarget, TwimlError, WebhookExchange,
-    parse_twiml, stream_headers, webhook_form, webhook_headers,
+    read_answer, stream_headers, webhook_form, webhook_headers,
 )
 
 log = logging.getLogger("callsim.caller")
@@ -72,16 +72,7 @@ async def fetch_twiml(client: httpx.AsyncClient, url: str, parties: CallParties,
     form = webhook_form(parties)
     ex = WebhookExchange(url, form, signed=bool(auth_token))
     resp = await client.post(url, data=form, headers=webhook_headers(auth_token, url, form))
-    ex.status = resp.status_code
-    ex.content_type = resp.headers.get("content-type")
-    ex.body = resp.text
-    if resp.status_code != 200:
-        raise TwimlError(f"webhook {url} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
-    ex.result = parse_twiml(resp.content, url)
-    ct = (ex.content_type or "").split(";")[0].strip()
-    if ct not in ("text/xml", "application/xml"):
-        ex.notes.append(f"webhook Content-Type is {ct or 'missing'}; Twilio expects text/xml")
-    return ex
+    return read_answer(ex, resp.status_code, resp.headers.get("content-type"), resp.text, resp.content)
 
 
 async def place_call(

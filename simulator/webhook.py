@@ -177,3 +177,21 @@ class WebhookExchange:
     body: str = ""
     result: StreamTarget | NoStream | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def read_answer(ex: WebhookExchange, status: int, content_type: str | None, text: str, body: bytes) -> WebhookExchange:
+    """Record the webhook's HTTP answer in ``ex`` and read its TwiML as Twilio would.
+
+    Shared by the trio (httpx) and gevent (requests) drivers so both judge an
+    answer the same way. Raises :class:`TwimlError` for a non-200 or bad TwiML.
+    """
+    ex.status = status
+    ex.content_type = content_type
+    ex.body = text
+    if status != 200:
+        raise TwimlError(f"webhook {ex.url} answered HTTP {status}: {text[:200]!r}")
+    ex.result = parse_twiml(body, ex.url)
+    ct = (content_type or "").split(";")[0].strip()
+    if ct not in ("text/xml", "application/xml"):
+        ex.notes.append(f"webhook Content-Type is {ct or 'missing'}; Twilio expects text/xml")
+    return ex

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .caller import CallerCore
-from .webhook import WebhookExchange
+import random
+from typing import Any
+
+from . import twilio_wire as tw
+from .caller import CallerConfig, CallerCore
+from .impairments import Impairments
+from .script import Step
+from .sids import make_sid
+from .utterances import UtteranceBank
+from .webhook import CallParties, NoStream, StreamTarget, WebhookExchange
 
 
 @dataclass
@@ -58,3 +66,43 @@ class CallResult:
         if self.error:
             line += f"; error: {self.error}"
         return line
+
+
+# The steps both drivers take around their I/O, kept in one place so the trio and
+# gevent callers cannot drift apart.
+
+
+def target_kind(target: str) -> str | None:
+    """``"webhook"`` for http(s)://, ``"stream"`` for ws(s)://, else None."""
+    scheme = target.split(":", 1)[0].lower()
+    return "webhook" if scheme in ("http", "https") else "stream" if scheme in ("ws", "wss") else None
+
+
+def bad_target(result: CallResult) -> CallResult:
+    result.error = f"target must be http(s):// (voice webhook) or ws(s):// (stream), not {result.target!r}"
+    return result
+
+
+def follow_twiml(result: CallResult, params: dict[str, str]) -> dict[str, str] | None:
+    """Apply the webhook's answer to ``result``: the stream URL and its parameters
+    (``params`` win over the TwiML's), or an error and None when there is no stream."""
+    assert result.webhook is not None
+    answer = result.webhook.result
+    result.notes += result.webhook.notes
+    if isinstance(answer, NoStream):
+        result.error = f"no stream: {answer.reason}" + (f" (said: {' / '.join(answer.says)})" if answer.says else "")
+        return None
+    assert isinstance(answer, StreamTarget)
+    result.stream_url = answer.url
+    result.notes += list(answer.notes)
+    return {**answer.parameters, **params}
+
+
+def new_core(parties: CallParties, params: dict[str, str], rng: random.Random, script: list[Step],
+             bank: UtteranceBank | None, *, impairments: Impairments | None = None,
+             wire_policy: tw.WirePolicy | None = None, max_duration_ms: int = 300_000,
+             **_: Any) -> CallerCore:
+    ident = tw.StreamIdentity(parties.account_sid, parties.call_sid, make_sid("MZ", rng), params)
+    return CallerCore(CallerConfig(ident, impairments=impairments or Impairments(),
+                                   wire_policy=wire_policy or tw.WirePolicy(), max_duration_ms=max_duration_ms),
+                      script, bank)

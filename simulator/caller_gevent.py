@@ -41,14 +41,13 @@ import websocket
 from websocket import ABNF, WebSocketException
 
 from . import twilio_wire as tw
-from .call_result import CallResult
-from .caller import CallerConfig, CallerCore
+from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind
+from .caller import CallerCore
 from .impairments import Impairments
 from .script import Step
-from .sids import make_sid
 from .utterances import UtteranceBank
 from .webhook import (
-    CallParties, NoStream, StreamTarget, TwimlError, WebhookExchange,
+    CallParties, TwimlError, WebhookExchange,
     read_answer, stream_headers, webhook_form, webhook_headers,
 )
 
@@ -123,8 +122,8 @@ class GeventCall:
         result = self.result
         result.timings["placed_ns"] = time.monotonic_ns()
         params = dict(self.custom_parameters)
-        scheme = self.url.split(":", 1)[0].lower()
-        if scheme in ("http", "https"):
+        kind = target_kind(self.url)
+        if kind == "webhook":
             try:
                 result.webhook = fetch_twiml(self.url, self.parties, self.auth_token,
                                              timeout=self.connect_timeout, http=self.http)
@@ -132,29 +131,17 @@ class GeventCall:
                 result.error = f"webhook failed: {exc or type(exc).__name__}"
                 return result
             result.timings["webhook_ns"] = time.monotonic_ns()
-            answer = result.webhook.result
-            result.notes += result.webhook.notes
-            if isinstance(answer, NoStream):
-                result.error = f"no stream: {answer.reason}" + (
-                    f" (said: {' / '.join(answer.says)})" if answer.says else "")
+            followed = follow_twiml(result, params)
+            if followed is None:
                 return result
-            assert isinstance(answer, StreamTarget)
-            result.stream_url = answer.url
-            result.notes += list(answer.notes)
-            params = {**answer.parameters, **params}
-        elif scheme in ("ws", "wss"):
+            params = followed
+        elif kind == "stream":
             result.stream_url = self.url
         else:
-            result.error = f"target must be http(s):// (voice webhook) or ws(s):// (stream), not {self.url!r}"
-            return result
+            return bad_target(result)
 
-        p = self.parties
-        ident = tw.StreamIdentity(p.account_sid, p.call_sid, make_sid("MZ", self.rng), params)
-        core = CallerCore(
-            CallerConfig(ident, impairments=self.impairments, wire_policy=self.wire_policy,
-                         max_duration_ms=self.max_duration_ms),
-            self.script, self.bank,
-        )
+        core = new_core(self.parties, params, self.rng, self.script, self.bank, impairments=self.impairments,
+                        wire_policy=self.wire_policy, max_duration_ms=self.max_duration_ms)
         self.core = result.core = core
         try:
             self.ws = _connect(result.stream_url, self.auth_token, self.connect_timeout)

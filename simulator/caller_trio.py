@@ -25,14 +25,13 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from . import twilio_wire as tw
-from .call_result import CallResult  # its home; re-exported here for existing imports
-from .caller import CallerConfig, CallerCore
+from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind  # CallResult re-exported
+from .caller import CallerCore
 from .impairments import Impairments
 from .script import Step
-from .sids import make_sid
 from .utterances import UtteranceBank
 from .webhook import (
-    CallParties, NoStream, StreamTarget, TwimlError, WebhookExchange,
+    CallParties, TwimlError, WebhookExchange,
     read_answer, stream_headers, webhook_form, webhook_headers,
 )
 
@@ -102,37 +101,28 @@ async def place_call(
     params = dict(custom_parameters or {})
 
     result.timings["placed_ns"] = clock.now_ns()
-    scheme = target.split(":", 1)[0].lower()
-    if scheme in ("http", "https"):
+    kind = target_kind(target)
+    if kind == "webhook":
         try:
             with trio.fail_after(connect_timeout):
-                async with httpx.AsyncClient(verify=_tls_context() if scheme == "https" else False) as client:
+                verify = _tls_context() if target.lower().startswith("https:") else False
+                async with httpx.AsyncClient(verify=verify) as client:
                     result.webhook = await fetch_twiml(client, target, parties, auth_token)
         except (httpx.HTTPError, TwimlError, trio.TooSlowError) as exc:
             result.error = f"webhook failed: {exc or type(exc).__name__}"
             return result
         result.timings["webhook_ns"] = clock.now_ns()
-        answer = result.webhook.result
-        result.notes += result.webhook.notes
-        if isinstance(answer, NoStream):
-            result.error = f"no stream: {answer.reason}" + (f" (said: {' / '.join(answer.says)})" if answer.says else "")
+        followed = follow_twiml(result, params)
+        if followed is None:
             return result
-        assert isinstance(answer, StreamTarget)
-        result.stream_url = answer.url
-        result.notes += list(answer.notes)
-        params = {**answer.parameters, **params}
-    elif scheme in ("ws", "wss"):
+        params = followed
+    elif kind == "stream":
         result.stream_url = target
     else:
-        result.error = f"target must be http(s):// (voice webhook) or ws(s):// (stream), not {target!r}"
-        return result
+        return bad_target(result)
 
-    ident = tw.StreamIdentity(parties.account_sid, parties.call_sid, make_sid("MZ", rng), params)
-    core = CallerCore(
-        CallerConfig(ident, impairments=impairments or Impairments(),
-                     wire_policy=wire_policy or tw.WirePolicy(), max_duration_ms=max_duration_ms),
-        script, bank,
-    )
+    core = new_core(parties, params, rng, script, bank, impairments=impairments, wire_policy=wire_policy,
+                    max_duration_ms=max_duration_ms)
     result.core = core
     try:
         async with open_websocket_url(

@@ -44,6 +44,7 @@ FRAME_NS = FRAME_MS * 1_000_000
 _SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
 # Non-silent audio separated by less than this is one stretch of assistant speech.
 ONSET_HANGOVER_FRAMES = 15  # 300 ms
+STALL_NS = 60_000_000  # a tick run this late means the driver stalled (see CallerCore._note_lateness)
 
 
 @dataclass
@@ -111,6 +112,8 @@ class CallerCore:
         self._was_playing = False
         self._loud_run_end = -10**9  # last tick with non-silent audio
         self._in_audio = False
+        self._late_tick = -10**9  # last tick the driver ran more than STALL_NS after its due time
+        self._late_since = -1  # first tick of the current late run, for the ``driver_late`` event
         self._next_step()
 
     # ------------------------------------------------------------------ API
@@ -287,10 +290,32 @@ class CallerCore:
         self._hung_up = True
         self.end_reason = "hangup" if why in ("script", "end_of_script") else why
 
+    def _note_lateness(self, k: int, late_ns: int, now_ns: int) -> None:
+        """Remember ticks the *driver* ran late, so its own stall is not taken for the app's.
+
+        When the harness process stalls (a loaded CI box, a GC pause), the
+        overdue ticks run back to back *before* the driver reads what the app
+        sent meanwhile, so playback underruns although the audio was sitting in
+        the socket on time. Playing silence there is what a phone would do had
+        the audio been late; but deciding from that silence that the reply is
+        over (:class:`WaitForReply`) would hang up on a bridge that did nothing
+        wrong. So quiet is counted only from ticks that ran on time, and each
+        late run is recorded as a ``driver_late`` event (the report's pacing
+        figures come from :attr:`tick_ns` either way).
+        """
+        if late_ns > STALL_NS:
+            if self._late_since < 0:
+                self._late_since = k
+            self._late_tick = k
+        elif self._late_since >= 0:
+            self._event(now_ns, "driver_late", first_tick=self._late_since, ticks=k - self._late_since)
+            self._late_since = -1
+
     def _run_tick(self, now_ns: int) -> None:
         k = self._tick
         grid_ns = self.t0_ns + k * FRAME_NS  # type: ignore[operator]
         self.tick_ns.append(now_ns)
+        self._note_lateness(k, now_ns - grid_ns, now_ns)
 
         # 1. playback: finish the last frame, play the next
         frame = self.playback.tick()
@@ -378,7 +403,8 @@ class CallerCore:
                 return _SILENCE_B64, ()
             if isinstance(step, WaitForReply):
                 elapsed = self._step_tick * FRAME_MS
-                quiet = (k - self._loud_run_end) * FRAME_MS
+                # silence counts only from ticks the driver ran on time (see _note_lateness)
+                quiet = (k - max(self._loud_run_end, self._late_tick)) * FRAME_MS
                 if self._step_heard >= 0 and quiet >= step.quiet_ms and not self.playback.busy:
                     self._next_step()
                     continue

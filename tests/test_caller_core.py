@@ -590,6 +590,27 @@ def test_wait_for_reply_waits_while_audio_is_still_playing():
     assert stop_at == 22  # ticks 1..21 play; idle from tick 22
 
 
+def test_wait_for_reply_does_not_take_the_drivers_own_stall_for_the_end_of_the_reply():
+    """A 1 s stall of the harness runs 50 overdue ticks back to back before the
+    driver reads the socket: playback underruns, but the reply is not over."""
+    core = make([WaitForReply(quiet_ms=100, timeout_ms=5000)])
+    core.begin(T0)
+    core.advance(grid(0))
+    core.receive(grid(0) + 1, media_in(loud(480)))  # plays at ticks 1-3
+    core.advance(grid(1))
+    stalled_until = grid(51) + 5_000_000
+    out = parse(core.advance(stalled_until))  # ticks 2..51 at once: 48 of them silent
+    assert not any(m["event"] == "stop" for m in out)
+    core.receive(stalled_until + 1, media_in(loud(320)))  # what arrived during the stall
+    stop_at = next(k for k in range(52, 200)
+                   if any(m["event"] == "stop" for m in parse(core.advance(grid(k)))))
+    # plays at 52-53; 100 ms (5 ticks) of on-time quiet → stop at 58
+    assert stop_at == 58
+    assert core.summary()["audio_played_ms"] == 100
+    (late,) = events(core, "driver_late")
+    assert late["first_tick"] == 2 and late["ticks"] == 47  # ticks 49-51 ran < 60 ms late
+
+
 def test_wait_for_reply_times_out_without_audio():
     core = make([WaitForReply(quiet_ms=100, timeout_ms=200)])
     sent = drive(core)

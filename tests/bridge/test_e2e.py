@@ -256,6 +256,8 @@ async def test_twenty_concurrent_calls(tmp_path):
         snaps = [s.snapshot() for s in mock.sessions.values()]
         active = len(app.calls)
     assert len(results) == 20 and all(r.ok for r in results)
-    assert all(abs(r.core.summary()["audio_played_ms"] - SHORT.duration_ms) < 60 for r in results)
+    wrong = [(r.core.summary()["audio_played_ms"], sorted({e["event"] for e in r.core.timeline}))
+             for r in results if abs(r.core.summary()["audio_played_ms"] - SHORT.duration_ms) >= 60]
+    assert not wrong, f"expected {SHORT.duration_ms} ms heard per call; got (ms, events): {wrong}"
     assert all(s["responses"] and s["responses"][0]["status"] == "completed" for s in snaps)
     assert active == 0

@@ -6,8 +6,10 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import socket
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, AsyncIterator
 
 import trio
@@ -108,10 +110,27 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
     log.info("bridge on %s:%d, public URL %s, OpenAI %s (%s, %s)", settings.host, settings.port,
              settings.public_url, settings.openai_realtime_url, settings.openai_dialect, settings.audio_mode)
     try:
-        trio.run(serve, app, hypercorn_config(settings))
-    except KeyboardInterrupt:
+        trio.run(partial(serve, app, hypercorn_config(settings), shutdown_trigger=_until_signalled))
+    except* KeyboardInterrupt:  # a Ctrl-C at start-up, or a second one during the graceful stop
         pass
+    log.info("bridge stopped")
     return 0
+
+
+async def _until_signalled() -> None:
+    """hypercorn's shutdown trigger: the first SIGINT or SIGTERM starts a graceful stop.
+
+    Taking the signals as messages (rather than trio's KeyboardInterrupt, raised
+    wherever the main thread happens to be) means a call's handler is never torn
+    mid-write. hypercorn then stops accepting and gives live calls
+    ``graceful_timeout`` to end; a second Ctrl-C (the default handler is back by
+    then) stops at once.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s: stopping; new connections are refused, live calls get a grace period",
+                     signal.Signals(signum).name)
+            return
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -312,18 +313,27 @@ def _cmd_mock(args: argparse.Namespace) -> int:
     server = MockServer(config)
 
     async def run() -> None:
-        async with trio.open_nursery() as n:
-            await n.start(server.serve)
-            key = "any key" if args.any_key else f"key {args.api_key}"
-            print(f"mock OpenAI Realtime on {server.realtime_url} ({args.dialect}, {key})", flush=True)
-            print(f"  point a bridge at it: OPENAI_REALTIME_URL={server.realtime_url} "
-                  f"OPENAI_API_KEY={'sk-anything' if args.any_key else args.api_key}", flush=True)
-            print(f"  sessions: {server.http_url}/_mock/sessions", flush=True)
+        # Ctrl-C and SIGTERM are taken as messages, not as KeyboardInterrupt: trio
+        # raises that wherever the main thread happens to be, and when that is
+        # inside a handler which must not die half-way (or a finaliser, where
+        # Python swallows it) the process would go on serving.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as n:
+                await n.start(server.serve)
+                key = "any key" if args.any_key else f"key {args.api_key}"
+                print(f"mock OpenAI Realtime on {server.realtime_url} ({args.dialect}, {key})", flush=True)
+                print(f"  point a bridge at it: OPENAI_REALTIME_URL={server.realtime_url} "
+                      f"OPENAI_API_KEY={'sk-anything' if args.any_key else args.api_key}", flush=True)
+                print(f"  sessions: {server.http_url}/_mock/sessions", flush=True)
+                async for _ in signals:
+                    break
+                n.cancel_scope.cancel()
 
     try:
         trio.run(run)
-    except* KeyboardInterrupt:  # Ctrl-C arrives wrapped by the nursery (strict exception groups)
-        print(f"stopped after {server.session_count} session(s)", file=sys.stderr)
+    except* KeyboardInterrupt:  # a Ctrl-C before the receiver is in place (start-up)
+        pass
+    print(f"stopped after {server.session_count} session(s)", file=sys.stderr)
     return 0
 
 

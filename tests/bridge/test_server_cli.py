@@ -1,0 +1,61 @@
+"""``python -m bridge`` (what ``callsim bridge`` execs) as an operator runs it: a real
+process on a real port, stopped by Ctrl-C or by a container's SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+import trio
+
+BRIDGE = [sys.executable, "-X", "faulthandler", "-m", "bridge"]
+RUNNING = re.compile(rb"Running on http://127\.0\.0\.1:(\d+)")
+
+
+def _default_sigint() -> None:
+    """Ctrl-C must reach the child even if this runs in a shell that ignores SIGINT
+    for background jobs (the disposition is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_the_bridge_serves_then_stops_gracefully_on(signum, tmp_path):
+    env_file = tmp_path / "none.env"  # hermetic: never the developer's .env
+    proc = await trio.lowlevel.open_process(
+        BRIDGE + ["--port", "0", "--env-file", str(env_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(tmp_path / "calls.db")}, cwd=str(tmp_path),
+    )
+    err = b""
+    try:
+        with trio.fail_after(30):  # imports take ~2 s; 30 s only for a very loaded machine
+            while not (m := RUNNING.search(err)):
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, f"the bridge exited before serving:\n{err.decode()}"
+                err += chunk
+        port = int(m.group(1))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            assert (await http.get("/health")).status_code == 200
+
+        proc.send_signal(signum)
+        with trio.move_on_after(20) as hung:
+            while chunk := await proc.stderr.receive_some(65536):
+                err += chunk
+            await proc.wait()
+        if hung.cancelled_caught:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints where it is stuck
+            await proc.wait()
+            err += await proc.stderr.receive_some(65536)
+        text = err.decode()
+        assert not hung.cancelled_caught, f"the bridge did not stop; its stacks:\n{text}"
+        assert proc.returncode == 0, text
+        assert f"{signal.Signals(signum).name}: stopping" in text and "bridge stopped" in text
+        assert "Traceback" not in text
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

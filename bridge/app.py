@@ -1,10 +1,11 @@
 """The bridge's HTTP + WebSocket application (ASGI, served by hypercorn on trio).
 
 HTTP routes are a quart-trio app: ``/incoming-call`` (TwiML), ``/health``,
-``/metrics``, ``/api/conversations``. The media stream (``/media-stream``) is
-handled as raw ASGI before Quart sees it: it is the hot path — 50 caller frames
-a second per call plus the replies — and Quart's per-message machinery buys
-nothing there.
+``/metrics``, ``/api/conversations``. The media stream (``/media-stream``) is the
+hot path — 50 caller frames a second per call plus the replies: ``callsim
+bridge`` serves it off the ASGI path altogether (:mod:`.frontdoor`,
+:mod:`.wsconn`); under another ASGI server it is handled as raw ASGI before Quart
+sees it. Both end in :meth:`BridgeApp.run_call`.
 
 Security: with ``TWILIO_AUTH_TOKEN`` set, the webhook's ``X-Twilio-Signature``
 is checked against the *configured* public URL (never an unchecked Host
@@ -26,7 +27,7 @@ from quart_trio import QuartTrio
 
 from .call import CallCore, CallStarted, SaveTranscript
 from .codec import Transcoder
-from .driver import CallDriver
+from .driver import CallDriver, TwilioSocket
 from .metrics import BridgeMetrics
 from .realtime import SessionParams
 from .security import call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
@@ -34,6 +35,7 @@ from .settings import Settings
 from .store import AsyncStore, Store
 from .tools import ToolRegistry, default_tools
 from .twiml import busy_twiml, connect_twiml
+from .wsconn import ConnectionClosed
 
 log = logging.getLogger("callsim.bridge")
 
@@ -75,28 +77,44 @@ class BridgeApp:
             await self.quart(scope, receive, send)
 
     async def media_stream(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``/media-stream`` through plain ASGI, for running BridgeApp under any ASGI server.
+
+        ``callsim bridge`` does not come here: :mod:`.frontdoor` takes the media
+        stream off hypercorn's ASGI path (it is the hot path); the checks and the
+        call are the same (:meth:`media_stream_refusal`, :meth:`run_call`).
+        """
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        s = self.settings
-        if s.twilio_auth_token is not None:
-            sig = _header(scope, b"x-twilio-signature")
-            if not stream_signature_ok(s.twilio_auth_token.get_secret_value(), s.stream_url, sig):
-                self.count_error("stream_signature")
-                log.warning("media stream refused: bad X-Twilio-Signature from %s", scope.get("client"))
-                await _reject(send, 403, b"invalid signature")
-                return
-        if len(self.calls) >= s.max_concurrent_calls:
-            self.metrics.busy()
-            await _reject(send, 503, b"busy")
+        refusal = self.media_stream_refusal(_header(scope, b"x-twilio-signature"), str(scope.get("client")))
+        if refusal is not None:
+            await _reject(send, refusal[0], refusal[1].encode())
             return
         await send({"type": "websocket.accept"})
+        await self.run_call(AsgiWebSocket(receive, send))
+
+    def media_stream_refusal(self, signature: str | None, peer: str) -> tuple[int, str] | None:
+        """Why a media-stream handshake is refused (HTTP status, body), or None to accept."""
+        s = self.settings
+        if s.twilio_auth_token is not None:
+            if not stream_signature_ok(s.twilio_auth_token.get_secret_value(), s.stream_url, signature):
+                self.count_error("stream_signature")
+                log.warning("media stream refused: bad X-Twilio-Signature from %s", peer)
+                return 403, "invalid signature"
+        if len(self.calls) >= s.max_concurrent_calls:
+            self.metrics.busy()
+            return 503, "busy"
+        return None
+
+    async def run_call(self, twilio: TwilioSocket) -> None:
+        """One call, from the accepted media stream to its end (and its record in the store)."""
+        s = self.settings
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
         core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting)
         self.calls.add(core)
         self.metrics.call_started()
         try:
-            await self.driver_class(self, core, receive, send).run()
+            await self.driver_class(self, core, twilio).run()
         finally:
             self.calls.discard(core)
             self.metrics.call_ended(core.stats)
@@ -214,3 +232,40 @@ async def _reject(send: Any, status: int, body: bytes) -> None:
     await send({"type": "websocket.http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "websocket.http.response.body", "body": body})
+
+
+class AsgiWebSocket:
+    """An ASGI WebSocket seen through the driver's :class:`TwilioSocket` interface."""
+
+    def __init__(self, receive: Any, send: Any) -> None:
+        self._receive = receive
+        self._send = send
+        self._lock = trio.StrictFIFOLock()  # the call's tasks send concurrently
+        self._closed = False
+
+    async def receive_message(self) -> str | bytes:
+        msg = await self._receive()
+        if msg["type"] == "websocket.receive":
+            text = msg.get("text")
+            return text if text is not None else msg.get("bytes") or b""
+        self._closed = True
+        raise ConnectionClosed(msg.get("code", 1005), "disconnected")
+
+    async def send_text(self, text: str) -> None:
+        if self._closed:
+            raise ConnectionClosed(1006, "closed")
+        async with self._lock:
+            try:
+                await self._send({"type": "websocket.send", "text": text})
+            except Exception as exc:  # hypercorn raises on a socket that went away
+                self._closed = True
+                raise ConnectionClosed(1006, type(exc).__name__) from exc
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:
+            pass

@@ -1,4 +1,4 @@
-"""The trio driver of one call: Twilio's socket (ASGI) + OpenAI's (trio-websocket).
+"""The trio driver of one call: Twilio's socket and OpenAI's (both :mod:`.wsconn`).
 
 One call is one nursery. The Twilio reader runs in the handler's own task; the
 OpenAI connection, tool calls and transcript writes are children of the call's
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
 from . import realtime as rt
+from .wsconn import ConnectionClosed, HandshakeFailed, WSConnection, connect
 from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI,
     ToTwilio,
@@ -28,20 +28,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callsim.bridge")
 
-ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 HANGUP_GRACE_S = 8.0  # longest we wait for the apology's mark before closing anyway
 OPENAI_CLOSE_TIMEOUT_S = 0.5
 
 
+OPENAI_MAX_MESSAGE = 16 * 2**20  # a long audio delta; the real API's limit is not documented
+
+
+class TwilioSocket(Protocol):
+    """The Twilio leg as the driver sees it: :class:`.wsconn.WSConnection` or ASGI."""
+
+    async def receive_message(self) -> str | bytes: ...  # raises ConnectionClosed
+
+    async def send_text(self, text: str) -> None: ...  # raises ConnectionClosed; safe from several tasks
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...  # never raises
+
+
 class CallDriver:
-    def __init__(self, app: "BridgeApp", core: CallCore, receive: ASGIReceive, send: ASGISend) -> None:
+    def __init__(self, app: "BridgeApp", core: CallCore, twilio: TwilioSocket) -> None:
         self.app = app
         self.core = core
-        self._receive = receive
-        self._send = send
-        self._send_lock = trio.StrictFIFOLock()  # Twilio sends come from several tasks
-        self.openai: WebSocketConnection | None = None
+        self.twilio = twilio
+        self.openai: WSConnection | None = None
+        self._openai_close_reason = "call ended"
         self._openai_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._twilio_closed = False
@@ -63,40 +73,35 @@ class CallDriver:
     # -------------------------------------------------------------- Twilio
 
     async def _twilio_reader(self) -> None:
-        core = self.core
+        core, receive = self.core, self.twilio.receive_message
         while True:
-            msg = await self._receive()
-            mtype = msg["type"]
-            if mtype == "websocket.receive":
-                text = msg.get("text")
-                data = text if text is not None else msg.get("bytes") or b""
-                await self._do(core.twilio_message(time.monotonic_ns(), data))
-                if self._twilio_closed:
-                    return
-            elif mtype == "websocket.disconnect":
+            try:
+                data = await receive()
+            except ConnectionClosed as exc:
+                if exc.code not in (1000, 1001, 1005, 1006):
+                    log.warning("call %s: Twilio stream closed with %d %s", self.tag, exc.code, exc.reason)
                 self._twilio_closed = True
                 await self._do(core.twilio_closed(time.monotonic_ns()))
+                return
+            await self._do(core.twilio_message(time.monotonic_ns(), data))
+            if self._twilio_closed:
                 return
 
     async def _to_twilio(self, text: str) -> None:
         if self._twilio_closed:
             return
-        async with self._send_lock:
-            try:
-                await self._send({"type": "websocket.send", "text": text})
-            except Exception as exc:  # hypercorn raises on a socket that went away
-                log.info("call %s: Twilio socket gone while sending (%s)", self.tag, type(exc).__name__)
-                self._twilio_closed = True
+        try:
+            await self.twilio.send_text(text)
+        except ConnectionClosed as exc:
+            log.info("call %s: Twilio socket gone while sending (%s)", self.tag, exc)
+            self._twilio_closed = True
 
     async def _close_twilio(self, code: int) -> None:
         if self._twilio_closed:
             return
         self._twilio_closed = True
         with trio.CancelScope(shield=True):
-            try:
-                await self._send({"type": "websocket.close", "code": code})
-            except Exception:
-                pass
+            await self.twilio.aclose(code)
 
     # -------------------------------------------------------------- actions
 
@@ -152,21 +157,16 @@ class CallDriver:
         if ws is None:
             return
         try:
-            await ws.send_message(text)
+            await ws.send_text(text)
         except ConnectionClosed:
             pass  # the reader task reports the loss
 
     async def _close_openai(self, reason: str) -> None:
-        ws, scope = self.openai, self._openai_scope
+        """End the OpenAI task; its ``finally`` sends the close frame (the task owns the socket)."""
+        self._openai_close_reason = reason
         self.openai = None
-        if ws is not None:
-            with trio.move_on_after(OPENAI_CLOSE_TIMEOUT_S):
-                try:
-                    await ws.aclose(1000, reason[:100])
-                except Exception:
-                    pass
-        if scope is not None:
-            scope.cancel()
+        if self._openai_scope is not None:
+            self._openai_scope.cancel()
 
     async def _openai_task(self) -> None:
         s = self.app.settings
@@ -174,18 +174,18 @@ class CallDriver:
             else s.openai_realtime_url
         with trio.CancelScope() as scope:
             self._openai_scope = scope
+            ws: WSConnection | None = None
             try:
-                async with open_websocket_url(
-                    url, extra_headers=rt.connect_headers(s.openai_api_key.get_secret_value(), s.openai_dialect),
-                    connect_timeout=s.openai_connect_timeout_s, disconnect_timeout=OPENAI_CLOSE_TIMEOUT_S,
-                    max_message_size=16 * 2**20,
-                ) as ws:
-                    self.openai = ws
-                    await self._do(self.core.openai_opened(time.monotonic_ns()))
-                    while True:
-                        data = await ws.get_message()
-                        await self._do(self.core.openai_message(time.monotonic_ns(), data))
-            except (HandshakeError, OSError) as exc:
+                ws = await connect(
+                    url, rt.connect_headers(s.openai_api_key.get_secret_value(), s.openai_dialect),
+                    timeout=s.openai_connect_timeout_s, max_message_size=OPENAI_MAX_MESSAGE)
+                self.openai = ws
+                await self._do(self.core.openai_opened(time.monotonic_ns()))
+                receive, core = ws.receive_message, self.core
+                while True:
+                    data = await receive()
+                    await self._do(core.openai_message(time.monotonic_ns(), data))
+            except (HandshakeFailed, OSError, trio.TooSlowError) as exc:
                 self.app.count_error("openai_connect")
                 await self._do(self.core.openai_failed(time.monotonic_ns(), f"connect failed: {_describe(exc)}"))
             except ConnectionClosed as exc:
@@ -195,6 +195,8 @@ class CallDriver:
                     await self._do(self.core.openai_failed(time.monotonic_ns(), f"closed: {exc.reason}"))
             finally:
                 self.openai = None
+                if ws is not None:  # shielded, bounded: an open session keeps costing money
+                    await ws.aclose(1000, self._openai_close_reason[:100], timeout=OPENAI_CLOSE_TIMEOUT_S)
 
 
 def _describe(exc: BaseException) -> str:

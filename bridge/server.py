@@ -1,4 +1,5 @@
-"""Serve the bridge with hypercorn's trio worker (``callsim bridge``, ``python -m bridge``)."""
+"""Serve the bridge (``callsim bridge``, ``python -m bridge``): :mod:`.frontdoor` on one port,
+hypercorn's trio worker for HTTP, the lean WebSocket for ``/media-stream``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any, AsyncIterator
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from .app import BridgeApp
+from .frontdoor import serve
 from .settings import Settings
 
 log = logging.getLogger("callsim.bridge")
@@ -39,23 +40,17 @@ async def running_bridge(settings: Settings, *, port: int | None = None,
                          **app_kwargs: Any) -> AsyncIterator[tuple[BridgeApp, str]]:
     """Start the bridge in this trio run; yields (app, base URL).
 
-    Port 0 picks a free port; the socket is bound here first (and handed to
-    hypercorn as ``fd://``) so the public URL — which the TwiML and the
-    signature checks use — can name the real port before the first request.
+    Port 0 picks a free port; the socket is bound here first so the public URL
+    — which the TwiML and the signature checks use — can name the real port
+    before the first request.
     """
-    want = settings.port if port is None else port
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, want))
-    bound = sock.getsockname()[1]
-    if want == 0:
-        settings = settings.model_copy(update={"port": bound, "public_url": f"http://{settings.host}:{bound}"})
+    sock, settings = _bind(settings, settings.port if port is None else port)
+    bound = settings.port
     app = BridgeApp(settings, **app_kwargs)
     cfg = hypercorn_config(settings, port=bound)
-    cfg.bind = [f"fd://{sock.fileno()}"]
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, app, cfg)
+            await nursery.start(partial(serve, app, cfg, sock))
             try:
                 yield app, f"http://{settings.host}:{bound}"
             finally:
@@ -63,8 +58,23 @@ async def running_bridge(settings: Settings, *, port: int | None = None,
     finally:
         try:
             sock.close()
-        except OSError:  # hypercorn closed the fd it was given
+        except OSError:
             pass
+
+
+def _bind(settings: Settings, port: int) -> tuple[socket.socket, Settings]:
+    """Bind the listening socket; with port 0, put the real port into the settings
+    (and into the public URL, unless one was configured)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, port))
+    bound = sock.getsockname()[1]
+    if port == 0 or bound != settings.port:
+        update: dict[str, Any] = {"port": bound}
+        if settings.public_url in (f"http://{settings.host}:0", f"http://{settings.host}:{settings.port}"):
+            update["public_url"] = f"http://{settings.host}:{bound}"
+        settings = settings.model_copy(update=update)
+    return sock, settings
 
 
 def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
@@ -102,6 +112,7 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
         for k, v in settings.redacted().items():
             print(f"{k} = {v}")
         return 0
+    sock, settings = _bind(settings, settings.port)
     app = BridgeApp(settings)
     # ~70k objects are alive after the imports; a full collection over them pauses
     # every call for 40-66 ms (measured by loadtests/capacity.py). Freeze them.
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
     log.info("bridge on %s:%d, public URL %s, OpenAI %s (%s, %s)", settings.host, settings.port,
              settings.public_url, settings.openai_realtime_url, settings.openai_dialect, settings.audio_mode)
     try:
-        trio.run(partial(serve, app, hypercorn_config(settings), shutdown_trigger=_until_signalled))
+        trio.run(partial(serve, app, hypercorn_config(settings), sock, shutdown_trigger=_until_signalled))
     except* KeyboardInterrupt:  # a Ctrl-C at start-up, or a second one during the graceful stop
         pass
     log.info("bridge stopped")

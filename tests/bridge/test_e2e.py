@@ -261,3 +261,37 @@ async def test_twenty_concurrent_calls(tmp_path):
     assert not wrong, f"expected {SHORT.duration_ms} ms heard per call; got (ms, events): {wrong}"
     assert all(s["responses"] and s["responses"][0]["status"] == "completed" for s in snaps)
     assert active == 0
+
+
+async def test_the_asgi_app_carries_a_call_under_plain_hypercorn(tmp_path):
+    """BridgeApp stays a complete ASGI app (for any ASGI server); ``callsim bridge``
+    serves the media stream off that path (frontdoor), so this keeps the ASGI one honest."""
+    import socket as pysocket
+    from functools import partial
+
+    from hypercorn.trio import serve
+
+    from bridge.app import BridgeApp
+    from bridge.server import hypercorn_config
+
+    cfg = MockConfig(api_key=KEY, behaviour=Behaviour(think=ThinkTime("fixed", 200.0), seed=7))
+    async with running_mock(cfg) as mock:
+        sock = pysocket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        s = Settings(openai_api_key=KEY, openai_realtime_url=mock.realtime_url, port=port,
+                     database_path=tmp_path / "bridge.sqlite3")
+        app = BridgeApp(s)
+        hc = hypercorn_config(s, port=port)
+        hc.bind = [f"fd://{sock.fileno()}"]
+        async with trio.open_nursery() as n:
+            await n.start(partial(serve, app, hc))
+            result = await place_call(f"http://127.0.0.1:{port}/incoming-call",
+                                      [Pause(300), Say("caller_stop"), WaitForReply(), Hangup()])
+            assert await mock.wait_all_closed(1.0)
+            assert await app.wait_idle(1.0)
+            n.cancel_scope.cancel()
+    assert result.ok, result.error
+    assert abs(result.core.summary()["audio_played_ms"] - SHORT.duration_ms) < 60
+    (session,) = mock.sessions.values()
+    assert [r["status"] for r in session.snapshot()["responses"]] == ["completed"]

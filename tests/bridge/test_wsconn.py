@@ -1,0 +1,276 @@
+"""The bridge's lean WebSocket (:mod:`bridge.wsconn`) and its front door, against independent
+peers: wsproto driven by hand over a real socket pair, trio-websocket, raw HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed as TWClosed
+from trio_websocket import open_websocket_url, serve_websocket
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from wsproto import ConnectionType, WSConnection as WSProto
+from wsproto.events import (
+    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, Request, TextMessage,
+)
+
+from bridge.server import running_bridge
+from bridge.settings import Settings
+from bridge.wsconn import ConnectionClosed, HandshakeFailed, WSConnection, connect
+
+
+class Peer:
+    """A WebSocket client made of wsproto and a socket: every byte is under the test's control."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSProto(ConnectionType.CLIENT)
+        self.events: list = []
+
+    async def send(self, event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def next_event(self):
+        while not self.events:
+            data = await self.stream.receive_some(65536)
+            self.ws.receive_data(data or None)
+            self.events += list(self.ws.events())
+            if not data and not self.events:
+                raise EOFError
+        return self.events.pop(0)
+
+
+async def _pair(max_size: int = 2**20) -> tuple[WSConnection, Peer]:
+    """A handshaken WSConnection (server side) and its wsproto peer, over a real socket pair."""
+    a, b = trio.socket.socketpair()
+    server_stream, client_stream = trio.SocketStream(a), trio.SocketStream(b)
+    peer = Peer(client_stream)
+    await peer.send(Request(host="127.0.0.1", target="/media-stream"))
+    protocol = ServerProtocol(max_size=max_size)
+    head = await server_stream.receive_some(65536)
+    protocol.receive_data(head)
+    (request,) = protocol.events_received()
+    protocol.send_response(protocol.accept(request))
+    conn = WSConnection(server_stream, protocol)
+    await conn._flush()
+    assert isinstance(await peer.next_event(), AcceptConnection)
+    return conn, peer
+
+
+async def test_messages_both_ways_including_fragmented_ones():
+    conn, peer = await _pair()
+    await peer.send(TextMessage('{"event":"connected"}'))
+    assert await conn.receive_message() == '{"event":"connected"}'
+    await peer.send(TextMessage('{"event":', message_finished=False))
+    await peer.send(TextMessage('"media"}', message_finished=True))
+    await peer.send(BytesMessage(b"\x00\xff", message_finished=True))
+    assert await conn.receive_message() == '{"event":"media"}'
+    assert await conn.receive_message() == b"\x00\xff"
+    await conn.send_text('{"event":"clear"}')
+    event = await peer.next_event()
+    assert isinstance(event, TextMessage) and event.data == '{"event":"clear"}'
+
+
+async def test_a_ping_is_answered_while_reading():
+    conn, peer = await _pair()
+    await peer.send(Ping(b"are you there"))
+    await peer.send(TextMessage("after the ping"))
+    assert await conn.receive_message() == "after the ping"
+    event = await peer.next_event()
+    assert isinstance(event, Pong) and event.payload == b"are you there"
+
+
+async def test_an_oversized_message_closes_with_1009():
+    conn, peer = await _pair(max_size=1024)
+    await peer.send(TextMessage("x" * 5000))
+    with pytest.raises(ConnectionClosed) as info:
+        await conn.receive_message()
+    assert info.value.code == 1009
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection) and event.code == 1009
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007():
+    conn, peer = await _pair()
+    # a text frame whose payload is not UTF-8 (wsproto would refuse to build one)
+    frame = bytearray([0x81, 0x80 | 2, 1, 2, 3, 4])
+    frame += bytes(b ^ m for b, m in zip(b"\xff\xfe", b"\x01\x02"))
+    await peer.stream.send_all(bytes(frame))
+    with pytest.raises(ConnectionClosed) as info:
+        await conn.receive_message()
+    assert info.value.code == 1007
+    raw = await peer.stream.receive_some(65536)
+    assert raw[0] == 0x88 and int.from_bytes(raw[2:4], "big") == 1007  # the close frame went out
+
+
+async def test_the_peers_close_is_answered_and_reported():
+    conn, peer = await _pair()
+    await peer.send(CloseConnection(code=4000, reason="bye"))
+    with pytest.raises(ConnectionClosed) as info:
+        await conn.receive_message()
+    assert (info.value.code, info.value.reason) == (4000, "bye")
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection) and event.code == 4000
+    with pytest.raises(ConnectionClosed):
+        await conn.send_text("too late")
+
+
+async def test_a_peer_that_vanishes_gives_1006():
+    conn, peer = await _pair()
+    await peer.stream.aclose()
+    with pytest.raises(ConnectionClosed) as info:
+        await conn.receive_message()
+    assert info.value.code == 1006
+
+
+async def test_concurrent_senders_never_interleave_frames():
+    conn, peer = await _pair()
+    texts = {f'{{"event":"media","n":{i},"pad":"{"p" * (i * 97 % 3000)}"}}' for i in range(60)}
+    async with trio.open_nursery() as n:
+        for t in texts:
+            n.start_soon(conn.send_text, t)
+    got, part = set(), ""
+    while len(got) < len(texts):
+        event = await peer.next_event()
+        assert isinstance(event, Message)
+        part += event.data  # wsproto hands a big message over in pieces
+        if event.message_finished:
+            got.add(part)
+            part = ""
+    assert got == texts
+
+
+async def test_close_while_another_task_reads_ends_that_read():
+    conn, peer = await _pair()
+    seen: list[BaseException] = []
+
+    async def reader() -> None:
+        try:
+            await conn.receive_message()
+        except ConnectionClosed as exc:
+            seen.append(exc)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await conn.aclose(1000, "hang up")
+    assert len(seen) == 1 and isinstance(seen[0], ConnectionClosed)
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection) and event.code == 1000 and event.reason == "hang up"
+
+
+async def test_aclose_completes_the_close_handshake():
+    conn, peer = await _pair()
+
+    async def answer() -> None:
+        event = await peer.next_event()
+        assert isinstance(event, CloseConnection)
+        await peer.send(event.response())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(answer)
+        await conn.aclose(1000, "done")
+    assert conn.protocol.close_rcvd is not None and conn.protocol.close_rcvd.code == 1000
+    assert conn.protocol.state in (State.CLOSING, State.CLOSED)
+    with pytest.raises(trio.ClosedResourceError):  # and the socket is closed
+        await conn.stream.send_all(b"x")
+
+
+# ------------------------------------------------------------------ client
+
+
+async def test_client_connect_sends_headers_and_talks():
+    seen: dict = {}
+
+    async def handler(request) -> None:
+        seen["auth"] = dict(request.headers).get(b"authorization")
+        ws = await request.accept()
+        await ws.send_message('{"type":"session.created"}')
+        seen["echo"] = await ws.get_message()
+        with pytest.raises(TWClosed):
+            await ws.get_message()
+        seen["close"] = ws.closed.code
+
+    async with trio.open_nursery() as n:
+        server = await n.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        port = server.port
+        conn = await connect(f"ws://127.0.0.1:{port}/v1/realtime?model=m", [(b"Authorization", b"Bearer k")],
+                             timeout=5, max_message_size=2**20)
+        assert await conn.receive_message() == '{"type":"session.created"}'
+        await conn.send_text('{"type":"session.update"}')
+        await conn.aclose(1000, "call ended")
+        await trio.testing.wait_all_tasks_blocked()
+        n.cancel_scope.cancel()
+    assert seen == {"auth": b"Bearer k", "echo": '{"type":"session.update"}', "close": 1000}
+
+
+async def test_client_connect_reports_the_refusals_http_status():
+    async def handler(request) -> None:
+        await request.reject(401, body=b'{"error":"bad key"}')
+
+    async with trio.open_nursery() as n:
+        server = await n.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        with pytest.raises(HandshakeFailed) as info:
+            await connect(f"ws://127.0.0.1:{server.port}/v1/realtime", [], timeout=5, max_message_size=2**20)
+        n.cancel_scope.cancel()
+    assert info.value.status_code == 401 and b"bad key" in info.value.body
+
+
+async def test_client_connect_to_a_closed_port_is_an_oserror():
+    s = trio.socket.socket()
+    await s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(OSError):
+        await connect(f"ws://127.0.0.1:{port}/v1/realtime", [], timeout=5, max_message_size=2**20)
+
+
+# ------------------------------------------------------------------ front door
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(_env_file=None, port=0, openai_realtime_url="ws://127.0.0.1:9/v1/realtime",  # type: ignore[call-arg]
+                    database_path=tmp_path / "t.db")
+
+
+async def test_http_routes_share_the_port_with_keep_alive(settings):
+    async with running_bridge(settings) as (app, base):
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            for _ in range(3):  # one kept-alive connection: the replayed head, then hypercorn reads on
+                r = await http.get("/health")
+                assert r.status_code == 200 and r.json()["status"] == "ok"
+            r = await http.post("/incoming-call", data={"CallSid": "CA" + "0" * 32})
+            assert r.status_code == 200 and "<Stream" in r.text
+            assert (await http.get("/nope")).status_code == 404
+
+
+async def test_a_plain_get_of_the_stream_path_is_refused(settings):
+    async with running_bridge(settings) as (app, base):
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            r = await http.get("/media-stream")
+        assert r.status_code in (400, 426)
+        assert not app.calls
+
+
+async def test_a_huge_frame_on_the_stream_closes_that_call_only(settings, caplog):
+    caplog.set_level(logging.INFO)
+    async with running_bridge(settings) as (app, base):
+        url = base.replace("http", "ws") + "/media-stream"
+        async with open_websocket_url(url) as healthy:
+            async with open_websocket_url(url) as bad:
+                with pytest.raises(TWClosed):  # the bridge closes as soon as it reads the frame's length
+                    await bad.send_message("x" * (2 * 2**20))
+                    await bad.get_message()
+                assert bad.closed.code == 1009
+                assert any("closed with 1009" in r.getMessage() for r in caplog.records)
+            # the other call is still served: a malformed message gets the bridge's answer, not a close
+            await healthy.send_message('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+            with trio.move_on_after(0.3):
+                await healthy.get_message()
+            assert healthy.closed is None
+        assert await app.wait_idle(2.0)

@@ -128,19 +128,26 @@ async def test_a_peer_that_vanishes_gives_1006():
 
 
 async def test_concurrent_senders_never_interleave_frames():
+    """60 senders, messages up to 150 KB: the socket buffer fills, writes block
+    part-way, and the others must queue behind them in order."""
     conn, peer = await _pair()
-    texts = {f'{{"event":"media","n":{i},"pad":"{"p" * (i * 97 % 3000)}"}}' for i in range(60)}
+    texts = {f'{{"event":"media","n":{i},"pad":"{"p" * (i * 7919 % 150_000)}"}}' for i in range(60)}
+    got: set[str] = set()
+
+    async def read_all() -> None:
+        part = ""
+        while len(got) < len(texts):
+            event = await peer.next_event()
+            assert isinstance(event, Message)
+            part += event.data  # wsproto hands a big message over in pieces
+            if event.message_finished:
+                got.add(part)
+                part = ""
+
     async with trio.open_nursery() as n:
         for t in texts:
             n.start_soon(conn.send_text, t)
-    got, part = set(), ""
-    while len(got) < len(texts):
-        event = await peer.next_event()
-        assert isinstance(event, Message)
-        part += event.data  # wsproto hands a big message over in pieces
-        if event.message_finished:
-            got.add(part)
-            part = ""
+        n.start_soon(read_all)
     assert got == texts
 
 

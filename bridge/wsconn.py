@@ -296,7 +296,7 @@ def _coalesce(chunks: Iterable[bytes]) -> list[bytes]:
 
 
 async def connect(url: str, headers: Iterable[tuple[str | bytes, str | bytes]], *, timeout: float,
-                  max_message_size: int) -> WSConnection:
+                  max_message_size: int, ssl_context: ssl.SSLContext | None = None) -> WSConnection:
     """Open a client WebSocket (``ws://`` or ``wss://``) within ``timeout`` seconds.
 
     Raises :class:`HandshakeFailed` (with the HTTP status when there was one) or
@@ -308,7 +308,7 @@ async def connect(url: str, headers: Iterable[tuple[str | bytes, str | bytes]], 
         stream: trio.abc.Stream = await trio.open_tcp_stream(uri.host, uri.port)
         try:
             if uri.secure:
-                stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=uri.host,
+                stream = trio.SSLStream(stream, ssl_context or ssl.create_default_context(), server_hostname=uri.host,
                                         https_compatible=True)
                 await stream.do_handshake()
             request = protocol.connect()

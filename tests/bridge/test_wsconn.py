@@ -4,6 +4,10 @@ peers: wsproto driven by hand over a real socket pair, trio-websocket, raw HTTP.
 from __future__ import annotations
 
 import logging
+import shutil
+import ssl
+import subprocess
+from functools import partial
 
 import httpx
 import pytest
@@ -281,3 +285,49 @@ async def test_a_huge_frame_on_the_stream_closes_that_call_only(settings, caplog
                 await healthy.get_message()
             assert healthy.closed is None
         assert await app.wait_idle(2.0)
+
+
+def _certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+async def test_tls_serves_https_and_wss_on_one_port(tmp_path):
+    cert, key = _certificate(tmp_path)
+    s = Settings(_env_file=None, port=0, openai_realtime_url="ws://127.0.0.1:9/v1/realtime",  # type: ignore[call-arg]
+                 database_path=tmp_path / "t.db", tls_cert_file=cert, tls_key_file=key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    async with running_bridge(s) as (app, base):
+        port = base.rsplit(":", 1)[1]
+        async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=client_ctx, timeout=5) as http:
+            assert (await http.get("/health")).json()["status"] == "ok"
+        async with open_websocket_url(f"wss://127.0.0.1:{port}/media-stream", ssl_context=client_ctx) as ws:
+            await ws.send_message("not json")  # answered by the bridge's bad-input handling, not a TLS error
+            with trio.move_on_after(0.3):
+                await ws.get_message()
+            assert ws.closed is None
+        assert await app.wait_idle(2.0)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+async def test_client_connects_over_wss(tmp_path):
+    cert, key = _certificate(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def echo(request) -> None:
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+
+    async with trio.open_nursery() as n:
+        server = await n.start(partial(serve_websocket, echo, "127.0.0.1", 0, server_ctx))
+        conn = await connect(f"wss://127.0.0.1:{server.port}/v1/realtime", [], timeout=5, max_message_size=2**20,
+                             ssl_context=ssl.create_default_context(cafile=str(cert)))
+        await conn.send_text("over tls")
+        assert await conn.receive_message() == "over tls"
+        await conn.aclose()
+        n.cancel_scope.cancel()

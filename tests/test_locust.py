@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -201,3 +202,63 @@ async def test_headless_locust_run_reports_the_caller_metrics(tmp_path):
     assert float(stats["truncate_error"]["Average Response Time"]) <= 20
     assert float(stats["pacing_jitter"]["Average Response Time"]) < 40
     assert float(stats["call_setup"]["Median Response Time"]) < 1000
+
+
+async def _free_port() -> int:
+    s = trio.socket.socket()
+    await s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_distributed_run_master_and_worker_processes(tmp_path):
+    """A Locust master and a separate worker process (as on two machines, here on one):
+    the worker's callers run, their metrics reach the master's CSV, nothing leaks."""
+    port = await _free_port()
+    async with running_mock(MockConfig(any_key=True)) as mock:
+        async with embedded({"openai_realtime_url": mock.realtime_url,
+                             "database_path": tmp_path / "b.sqlite3"}) as base:
+            common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+            async with trio.open_nursery() as n:
+                n.start_soon(partial(
+                    trio.run_process, common + [
+                        "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                        "--expect-workers", "1", "--headless", "-u", "2", "-r", "2", "-t", "12s",
+                        "--host", base, "--csv", str(tmp_path / "dist"), "--only-summary",
+                        "--scenario", "hangup_mid_reply"],
+                    capture_stdout=True, capture_stderr=True, check=True, env=ENV, cwd=tmp_path))
+                n.start_soon(partial(
+                    trio.run_process, common + [
+                        "--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                        "--scenario", "hangup_mid_reply"],
+                    capture_stdout=True, capture_stderr=True, check=True, env=ENV, cwd=tmp_path))
+            closed = await mock.wait_all_closed(1.0)
+            active = await _gauge_settles_to_zero(base, "callsim_bridge_active_calls", 1.0)
+    assert closed and active == 0
+    stats = _stats(tmp_path / "dist_stats.csv")
+    for name in ("call_setup", "turn_latency", "pacing_jitter"):
+        assert name in stats, (name, sorted(stats))
+        assert int(stats[name]["Request Count"]) >= 2 and int(stats[name]["Failure Count"]) == 0, stats[name]
+    assert int(stats["Aggregated"]["Failure Count"]) == 0
+
+
+async def test_processes_flag_forks_workers_on_one_machine(tmp_path):
+    """``--processes 2``: Locust forks two worker processes under one master."""
+    async with running_mock(MockConfig(any_key=True)) as mock:
+        async with embedded({"openai_realtime_url": mock.realtime_url,
+                             "database_path": tmp_path / "b.sqlite3"}) as base:
+            proc = await trio.run_process(
+                [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--processes", "2", "--headless",
+                 "-u", "4", "-r", "4", "-t", "12s", "--host", base, "--csv", str(tmp_path / "procs"),
+                 "--only-summary", "--scenario", "hangup_mid_reply", "--loglevel", "WARNING"],
+                capture_stdout=True, capture_stderr=True, check=False, env=ENV, cwd=tmp_path)
+            closed = await mock.wait_all_closed(1.0)
+            active = await _gauge_settles_to_zero(base, "callsim_bridge_active_calls", 1.0)
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 0, out[-4000:]
+    assert closed and active == 0
+    stats = _stats(tmp_path / "procs_stats.csv")
+    assert int(stats["turn_latency"]["Request Count"]) >= 4, stats["turn_latency"]
+    assert int(stats["Aggregated"]["Failure Count"]) == 0, out[-3000:]
+    assert len({s for s in mock.sessions}) >= 4

@@ -22,7 +22,6 @@ from typing import Protocol
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from . import twilio_wire as tw
 from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind  # CallResult re-exported
@@ -30,6 +29,7 @@ from .caller import CallerCore
 from .impairments import Impairments
 from .script import Step
 from .utterances import UtteranceBank
+from .wsconn import ConnectionClosed, HandshakeError, open_websocket
 from .webhook import (
     CallParties, TwimlError, WebhookExchange,
     read_answer, stream_headers, webhook_form, webhook_headers,
@@ -125,9 +125,10 @@ async def place_call(
                     max_duration_ms=max_duration_ms)
     result.core = core
     try:
-        async with open_websocket_url(
-            result.stream_url, extra_headers=stream_headers(auth_token, result.stream_url),
-            max_message_size=MAX_MESSAGE_BYTES, connect_timeout=connect_timeout, disconnect_timeout=2,
+        async with open_websocket(
+            result.stream_url, stream_headers(auth_token, result.stream_url),
+            max_message_size=MAX_MESSAGE_BYTES, connect_timeout=connect_timeout, close_timeout=2,
+            ssl_context=_tls_context() if result.stream_url.lower().startswith("wss:") else None,
         ) as ws:
             result.timings["connected_ns"] = clock.now_ns()
             await _run(ws, core, clock, result.timings)
@@ -155,7 +156,7 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _describe(exc: BaseException) -> str:
-    """A one-line reason, digging out the OS error or HTTP status under trio-websocket's wrapper."""
+    """A one-line reason: the HTTP status of a refused upgrade, else the OS error underneath."""
     status = getattr(exc, "status_code", None)
     if status is not None:
         return f"HTTP {status}"
@@ -171,18 +172,18 @@ async def _run(ws, core: CallerCore, clock: Clock, timings: dict[str, int]) -> N
     sid = core.ident.call_sid
 
     async def send_all(msgs: list[str]) -> None:
-        for m in msgs:
-            await ws.send_message(m)
+        if msgs:
+            await ws.send_texts(msgs)
 
     async def receiver(cancel: trio.CancelScope) -> None:
         try:
             while True:
-                data = await ws.get_message()
-                await send_all(core.receive(clock.now_ns(), data))
+                data = await ws.receive_message()
+                if msgs := core.receive(clock.now_ns(), data):
+                    await ws.send_texts(msgs)
         except ConnectionClosed as exc:
-            reason = exc.reason
-            core.peer_closed(clock.now_ns(), getattr(reason, "code", None), getattr(reason, "reason", None))
-            log.info("call %s: stream closed by the app (%s)", sid, reason)
+            core.peer_closed(clock.now_ns(), exc.code, exc.reason)
+            log.info("call %s: stream closed by the app (%s)", sid, exc)
         cancel.cancel()
 
     try:
@@ -195,8 +196,7 @@ async def _run(ws, core: CallerCore, clock: Clock, timings: dict[str, int]) -> N
                 await send_all(core.advance(clock.now_ns()))
             nursery.cancel_scope.cancel()
     except ConnectionClosed as exc:
-        reason = exc.reason
-        core.peer_closed(clock.now_ns(), getattr(reason, "code", None), getattr(reason, "reason", None))
+        core.peer_closed(clock.now_ns(), exc.code, exc.reason)
     finally:
         if not core.finished:
             # Cancelled from outside: hang up like Twilio would, briefly and shielded.

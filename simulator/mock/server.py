@@ -8,9 +8,9 @@ One TCP port serves both what a bridge needs and what the harness needs:
 * plain HTTP under ``/_mock/`` — introspection (sessions, what each received
   and sent) and control (set the behaviour of the next sessions).
 
-The request head is read once; WebSocket upgrades are handed to trio-websocket
-with those bytes replayed in front of the stream (:class:`_Replay`), plain HTTP
-requests are answered with h11. Each session is one nursery: a receiver task
+The request head is read once; WebSocket upgrades are handed with those bytes
+to :mod:`simulator.wsconn` (``websockets``' sans-IO protocol over the trio socket),
+plain HTTP requests are answered with h11. Each session is one nursery: a receiver task
 and a timer task; when the socket goes, both go, and the session's record stays
 for introspection (bounded to the last ``keep_sessions``).
 """
@@ -32,8 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
+from ..wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from .behaviour import Behaviour, unknown_fixtures
 from .dialect import BETA_HEADER
 from .recognizer import Recognizer
@@ -62,30 +62,6 @@ class MockConfig:
     # ~175k objects) out of the collector's reach, so a full collection pauses the event loop for
     # ~1 ms instead of ~100 ms (a pause that would be measured as latency of the bridge under test).
     freeze_gc: bool = False
-
-
-class _Replay(trio.abc.Stream):
-    """A stream that first yields bytes already read off the socket."""
-
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
-        self._s = stream
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:n], self._prefix[n:]
-            return data
-        return await self._s.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._s.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._s.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._s.aclose()
 
 
 def _error_body(message: str, type_: str, code: str | None) -> bytes:
@@ -189,11 +165,14 @@ class MockServer:
                     await stream.send_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
                     return
             if b"upgrade: websocket" in head.lower():
-                async with trio.open_nursery() as nursery:
-                    request = await wrap_server_stream(nursery, _Replay(stream, head),
-                                                       max_message_size=MAX_MESSAGE_BYTES)
-                    await self._handle_ws(request, stream)
-                    nursery.cancel_scope.cancel()
+                try:
+                    request = ServerHandshake(stream, head, max_message_size=MAX_MESSAGE_BYTES)
+                except HandshakeError as exc:
+                    body = _error_body(f"Bad WebSocket upgrade: {exc}", "invalid_request_error", None)
+                    await stream.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                          b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+                    return
+                await self._handle_ws(request, stream)
             else:
                 await self._handle_http(stream, head)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
@@ -204,15 +183,14 @@ class MockServer:
 
     # ------------------------------------------------------------ websocket
 
-    async def _handle_ws(self, request: WebSocketRequest, raw: trio.SocketStream) -> None:
+    async def _handle_ws(self, request: ServerHandshake, raw: trio.SocketStream) -> None:
         url = urlsplit(request.path)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
         if url.path.rstrip("/") != "/v1/realtime":
             await request.reject(404, body=_error_body(f"Invalid URL (GET {url.path})", "invalid_request_error", None))
             return
         scheme, _, token = headers.get("authorization", "").strip().partition(" ")
         key = token.strip() if scheme.lower() == "bearer" else ""
-        # wsproto moves Sec-WebSocket-Protocol out of the headers into proposed_subprotocols
         protocols = [p.strip() for p in request.proposed_subprotocols if p.strip()]
         for p in protocols:  # browser-style auth (protocols.md 2.1)
             if p.startswith("openai-insecure-api-key."):
@@ -244,7 +222,11 @@ class MockServer:
         session = MockSession(index=index, dialect=cfg.dialect, beta_header=beta, model=model,
                               behaviour=behaviour, recognizer=self.recognizer,
                               validate_outgoing=cfg.validate_outgoing)
-        ws = await request.accept(subprotocol="realtime" if "realtime" in protocols else None)
+        try:
+            ws = await request.accept(subprotocol="realtime" if "realtime" in protocols else None)
+        except HandshakeError as exc:  # a malformed upgrade, answered 400/426 by the protocol
+            log.info("mock: bad upgrade request: %s", exc)
+            return
         self._register(session)
         log.info("mock: session %s opened (#%d, %s, model %s)", session.id, index, session.dialect, model)
         try:
@@ -263,13 +245,13 @@ class MockServer:
             del self.sessions[oldest]
         self._notify()
 
-    async def _run_session(self, session: MockSession, ws: WebSocketConnection, raw: trio.SocketStream) -> None:
+    async def _run_session(self, session: MockSession, ws: WebSocket, raw: trio.SocketStream) -> None:
         wake = trio.Event()
 
         async def send(events: list[dict[str, Any]]) -> bool:
             """Send; then honour a close/abort the session asked for. False = the session is over."""
-            for ev in events:
-                await ws.send_message(orjson.dumps(ev).decode())
+            if events:
+                await ws.send_texts([orjson.dumps(ev) for ev in events])  # UTF-8 already: no decode/encode
             if session.abort_request:
                 _set_linger_zero(raw)  # RST, no close frame: an abrupt drop
                 session.on_closed(time.monotonic_ns(), "abort")
@@ -286,14 +268,12 @@ class MockServer:
             nonlocal wake
             try:
                 while True:
-                    data = await ws.get_message()
+                    data = await ws.receive_message()
                     if not await send(session.receive(time.monotonic_ns(), data)):
                         break
                     wake.set()
             except ConnectionClosed as exc:
-                reason = exc.reason
-                session.on_closed(time.monotonic_ns(), "client", getattr(reason, "code", None),
-                                  getattr(reason, "reason", None))
+                session.on_closed(time.monotonic_ns(), "client", exc.code, exc.reason)
             cancel.cancel()
 
         try:

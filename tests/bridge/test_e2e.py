@@ -283,7 +283,9 @@ async def test_the_asgi_app_carries_a_call_under_plain_hypercorn(tmp_path):
                      database_path=tmp_path / "bridge.sqlite3")
         app = BridgeApp(s)
         hc = hypercorn_config(s, port=port)
-        hc.bind = [f"fd://{sock.fileno()}"]
+        # hand the fd over: hypercorn wraps it in its own socket object and closes it; ours must
+        # not close that number again when collected (by then another test's socket may own it)
+        hc.bind = [f"fd://{sock.detach()}"]
         async with trio.open_nursery() as n:
             await n.start(partial(serve, app, hc))
             result = await place_call(f"http://127.0.0.1:{port}/incoming-call",

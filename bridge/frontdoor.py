@@ -29,10 +29,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
-from websockets.http11 import Request
-from websockets.server import ServerProtocol
-
-from .wsconn import PROTOCOL_LOG, WSConnection
+from .wsconn import HandshakeFailed, accept
 
 if TYPE_CHECKING:
     from .app import BridgeApp
@@ -98,36 +95,15 @@ def _is_media_stream(head: bytes) -> bool:
     return line[1].split(b"?", 1)[0] == MEDIA_PATH
 
 
-async def _media_stream(app: "BridgeApp", stream: trio.SocketStream, data: bytes) -> None:
-    """The WebSocket handshake for Twilio, then the call on a :class:`WSConnection`."""
-    protocol = ServerProtocol(max_size=TWILIO_MAX_MESSAGE, logger=PROTOCOL_LOG)
-    protocol.receive_data(data)
-    events = protocol.events_received()
-    conn = WSConnection(stream, protocol)
-    request = events[0] if events and isinstance(events[0], Request) else None
-    if request is None:  # malformed: the protocol has queued its 400
-        log.warning("media stream: malformed request head from %s", _peer(stream))
-        await conn._flush()
-        await stream.aclose()
-        return
-    refusal = app.media_stream_refusal(request.headers.get("X-Twilio-Signature"), _peer(stream))
-    if refusal is not None:
-        response = protocol.reject(*refusal)
-    else:
-        response = protocol.accept(request)
-        if response.status_code != 101:
-            log.warning("media stream: not a WebSocket handshake from %s: %s", _peer(stream),
-                        protocol.handshake_exc)
-    protocol.send_response(response)
+async def _media_stream(app: "BridgeApp", stream: trio.SocketStream, head: bytes) -> None:
+    """The WebSocket handshake for Twilio, then the call."""
+    peer = _peer(stream)
     try:
-        await conn._flush()
-    except Exception:
-        await stream.aclose()
+        conn = await accept(stream, head, max_message_size=TWILIO_MAX_MESSAGE,
+                            refuse=lambda r: app.media_stream_refusal(r.headers.get("X-Twilio-Signature"), peer))
+    except HandshakeFailed as exc:  # answered already; refusals were logged by the app
+        log.info("media stream from %s not accepted: %s", peer, exc)
         return
-    if response.status_code != 101:
-        await stream.aclose()
-        return
-    conn._pending = [e for e in events[1:] if not isinstance(e, Request)]  # frames sent with the head
     await app.run_call(conn)
 
 

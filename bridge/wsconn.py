@@ -18,16 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 import trio
 from websockets.client import ClientProtocol
-from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.frames import Close, CloseCode, Frame, Opcode
-from websockets.http11 import Response
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 RECV_BYTES = 65536
@@ -144,7 +144,7 @@ class WSConnection:
     detector never fires. Receiving is for one task at a time.
     """
 
-    def __init__(self, stream: trio.abc.Stream, protocol: Protocol) -> None:
+    def __init__(self, stream: trio.abc.Stream, protocol: Protocol, pending: Iterable[Frame] = ()) -> None:
         if isinstance(stream, trio.SocketStream):
             stream = FdStream(stream)
         self.stream = stream
@@ -152,7 +152,7 @@ class WSConnection:
         self._send_lock = trio.Lock()
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
-        self._pending: list[Frame] = []
+        self._pending: list[Frame] = list(pending)  # frames that came with the handshake
         self._eof = False
         self._receiving = False  # a task is blocked in receive_message (aclose must not read too)
         self._closed: ConnectionClosed | None = None
@@ -317,7 +317,7 @@ async def connect(url: str, headers: Iterable[tuple[str | bytes, str | bytes]], 
                     value.decode() if isinstance(value, bytes) else value)
             protocol.send_request(request)
             conn = WSConnection(stream, protocol)
-            await conn._flush()
+            await conn._flush()  # the request
             while protocol.handshake_exc is None and protocol.state is State.CONNECTING:
                 data = await stream.receive_some(RECV_BYTES)
                 if not data:
@@ -348,4 +348,32 @@ def _handshake_failure(protocol: ClientProtocol, events: list, url: str) -> Hand
     return HandshakeFailed("the server closed the connection during the handshake")
 
 
-__all__ = ["ConnectionClosed", "HandshakeFailed", "WSConnection", "connect", "Close", "Headers"]
+async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
+                 refuse: Callable[[Request], tuple[int, str] | None]) -> WSConnection:
+    """Answer a WebSocket upgrade whose request head (and whatever followed it) was read already.
+
+    ``refuse`` sees the request and returns (HTTP status, body) to turn it down,
+    or None. Raises :class:`HandshakeFailed` once the refusal, or the 400/426 for
+    a request that is not a valid upgrade, has been sent.
+    """
+    protocol = ServerProtocol(max_size=max_message_size, logger=PROTOCOL_LOG)
+    protocol.receive_data(head)
+    events = protocol.events_received()
+    request = events[0] if events and isinstance(events[0], Request) else None
+    response: Response | None = None
+    if request is not None:  # else the protocol has queued its 400
+        refusal = refuse(request)
+        response = protocol.reject(*refusal) if refusal is not None else protocol.accept(request)
+        protocol.send_response(response)
+    conn = WSConnection(stream, protocol, pending=[e for e in events if isinstance(e, Frame)])
+    try:
+        await conn._flush()
+    except ConnectionClosed:
+        raise HandshakeFailed("the client went away during the handshake") from None
+    if response is None or response.status_code != 101:
+        status = response.status_code if response is not None else 400
+        raise HandshakeFailed(f"HTTP {status}: {protocol.handshake_exc or 'refused'}", status)
+    return conn
+
+
+__all__ = ["ConnectionClosed", "HandshakeFailed", "WSConnection", "accept", "connect"]

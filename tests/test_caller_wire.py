@@ -20,7 +20,7 @@ import trio
 from simulator.caller_trio import place_call
 from simulator.codec import FRAME_BYTES
 from simulator.recording import pacing_stats, write_call
-from simulator.script import Dtmf, Hangup, Pause, Say, WaitForReply
+from simulator.script import Dtmf, Hangup, Pause, Say
 from simulator.utterances import default_bank
 from tests.stub_app import StreamSession, StubApp
 

@@ -261,4 +261,4 @@ async def test_processes_flag_forks_workers_on_one_machine(tmp_path):
     stats = _stats(tmp_path / "procs_stats.csv")
     assert int(stats["turn_latency"]["Request Count"]) >= 4, stats["turn_latency"]
     assert int(stats["Aggregated"]["Failure Count"]) == 0, out[-3000:]
-    assert len({s for s in mock.sessions}) >= 4
+    assert len(mock.sessions) >= 4

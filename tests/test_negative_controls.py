@@ -7,7 +7,6 @@ must fail, with a message that says what is wrong and what to do.
 
 from __future__ import annotations
 
-import pytest
 
 from simulator.runner import run_embedded
 from simulator.scenario import find_scenario

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio_websocket
 import wsproto
-from wsproto.events import AcceptConnection, BytesMessage, Message, Request, TextMessage
+from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
 from simulator import wsconn
 from simulator.wsconn import ConnectionClosed, ConnectionRejected, ConnectionTimeout, ServerHandshake

@@ -9,12 +9,16 @@ monotonic clock.
 from __future__ import annotations
 
 import random
+import socket as pysocket
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 import trio
+from hypercorn.trio import serve
 
-from bridge.server import running_bridge
+from bridge.app import BridgeApp
+from bridge.server import hypercorn_config, running_bridge
 from bridge.settings import Settings
 from simulator.caller_trio import place_call
 from simulator.codec import ulaw_to_pcm16
@@ -266,14 +270,6 @@ async def test_twenty_concurrent_calls(tmp_path):
 async def test_the_asgi_app_carries_a_call_under_plain_hypercorn(tmp_path):
     """BridgeApp stays a complete ASGI app (for any ASGI server); ``callsim bridge``
     serves the media stream off that path (frontdoor), so this keeps the ASGI one honest."""
-    import socket as pysocket
-    from functools import partial
-
-    from hypercorn.trio import serve
-
-    from bridge.app import BridgeApp
-    from bridge.server import hypercorn_config
-
     cfg = MockConfig(api_key=KEY, behaviour=Behaviour(think=ThinkTime("fixed", 200.0), seed=7))
     async with running_mock(cfg) as mock:
         sock = pysocket.socket()

@@ -16,15 +16,14 @@ import trio.testing
 from trio_websocket import ConnectionClosed as TWClosed
 from trio_websocket import open_websocket_url, serve_websocket
 from websockets.protocol import State
-from websockets.server import ServerProtocol
 from wsproto import ConnectionType, WSConnection as WSProto
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, Request, TextMessage,
+    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection, Request, TextMessage,
 )
 
 from bridge.server import running_bridge
 from bridge.settings import Settings
-from bridge.wsconn import ConnectionClosed, HandshakeFailed, WSConnection, connect
+from bridge.wsconn import ConnectionClosed, HandshakeFailed, WSConnection, accept, connect
 
 
 class Peer:
@@ -54,13 +53,8 @@ async def _pair(max_size: int = 2**20) -> tuple[WSConnection, Peer]:
     server_stream, client_stream = trio.SocketStream(a), trio.SocketStream(b)
     peer = Peer(client_stream)
     await peer.send(Request(host="127.0.0.1", target="/media-stream"))
-    protocol = ServerProtocol(max_size=max_size)
     head = await server_stream.receive_some(65536)
-    protocol.receive_data(head)
-    (request,) = protocol.events_received()
-    protocol.send_response(protocol.accept(request))
-    conn = WSConnection(server_stream, protocol)
-    await conn._flush()
+    conn = await accept(server_stream, head, max_message_size=max_size, refuse=lambda request: None)
     assert isinstance(await peer.next_event(), AcceptConnection)
     return conn, peer
 
@@ -331,3 +325,32 @@ async def test_client_connects_over_wss(tmp_path):
         assert await conn.receive_message() == "over tls"
         await conn.aclose()
         n.cancel_scope.cancel()
+
+
+async def test_accept_sends_the_refusal_and_raises():
+    a, b = trio.socket.socketpair()
+    server_stream, peer = trio.SocketStream(a), Peer(trio.SocketStream(b))
+    await peer.send(Request(host="127.0.0.1", target="/media-stream"))
+    head = await server_stream.receive_some(65536)
+    seen = {}
+
+    def refuse(request):
+        seen["path"] = request.path
+        return 403, "invalid signature"
+
+    with pytest.raises(HandshakeFailed) as info:
+        await accept(server_stream, head, max_message_size=2**20, refuse=refuse)
+    assert info.value.status_code == 403 and seen == {"path": "/media-stream"}
+    event = await peer.next_event()
+    assert isinstance(event, RejectConnection) and event.status_code == 403
+
+
+async def test_accept_answers_a_request_that_is_not_an_upgrade_with_an_error():
+    a, b = trio.socket.socketpair()
+    server_stream, client = trio.SocketStream(a), trio.SocketStream(b)
+    with pytest.raises(HandshakeFailed) as info:
+        await accept(server_stream, b"GET /media-stream HTTP/1.1\r\nHost: x\r\n\r\n", max_message_size=2**20,
+                     refuse=lambda request: None)
+    assert info.value.status_code in (400, 426)
+    answer = await client.receive_some(65536)
+    assert answer.startswith(f"HTTP/1.1 {info.value.status_code}".encode())

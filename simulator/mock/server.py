@@ -11,8 +11,8 @@ One TCP port serves both what a bridge needs and what the harness needs:
 The request head is read once; WebSocket upgrades are handed with those bytes
 to :mod:`simulator.wsconn` (``websockets``' sans-IO protocol over the trio socket),
 plain HTTP requests are answered with h11. Each session is one nursery: a receiver task
-and a timer task; when the socket goes, both go, and the session's record stays
-for introspection (bounded to the last ``keep_sessions``).
+and a timer task (:mod:`.driver`); when the socket goes, both go, and the session's record
+stays for introspection (bounded to the last ``keep_sessions``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import trio
 from ..wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from .behaviour import Behaviour, unknown_fixtures
 from .dialect import BETA_HEADER
+from .driver import run_session
 from .recognizer import Recognizer
 from .session import MockSession
 
@@ -246,54 +247,11 @@ class MockServer:
         self._notify()
 
     async def _run_session(self, session: MockSession, ws: WebSocket, raw: trio.SocketStream) -> None:
-        wake = trio.Event()
+        async def abort() -> None:
+            _set_linger_zero(raw)  # RST, no close frame: an abrupt drop
+            await raw.aclose()
 
-        async def send(events: list[dict[str, Any]]) -> bool:
-            """Send; then honour a close/abort the session asked for. False = the session is over."""
-            if events:
-                await ws.send_texts([orjson.dumps(ev) for ev in events])  # UTF-8 already: no decode/encode
-            if session.abort_request:
-                _set_linger_zero(raw)  # RST, no close frame: an abrupt drop
-                session.on_closed(time.monotonic_ns(), "abort")
-                await raw.aclose()
-                return False
-            if session.close_request:
-                code, reason = session.close_request
-                session.on_closed(time.monotonic_ns(), "server", code, reason)
-                await ws.aclose(code, reason)
-                return False
-            return True
-
-        async def receiver(cancel: trio.CancelScope) -> None:
-            nonlocal wake
-            try:
-                while True:
-                    data = await ws.receive_message()
-                    if not await send(session.receive(time.monotonic_ns(), data)):
-                        break
-                    wake.set()
-            except ConnectionClosed as exc:
-                session.on_closed(time.monotonic_ns(), "client", exc.code, exc.reason)
-            cancel.cancel()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(receiver, nursery.cancel_scope)
-                if not await send(session.open(time.monotonic_ns())):
-                    nursery.cancel_scope.cancel()
-                    return
-                while not session.closed:
-                    deadline = session.next_deadline_ns()
-                    timeout = float("inf") if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
-                    with trio.move_on_after(timeout):
-                        await wake.wait()
-                    wake = trio.Event()
-                    if not await send(session.advance(time.monotonic_ns())):
-                        break
-                nursery.cancel_scope.cancel()
-        # except*: out of a nursery these arrive wrapped in an ExceptionGroup (strict groups)
-        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            session.on_closed(time.monotonic_ns(), "client")
+        await run_session(session, ws, clock=time.monotonic_ns, abort=abort)
 
     # ----------------------------------------------------------------- http
 

@@ -267,12 +267,12 @@ class MockSession:
         eid = event.get("event_id")
         if etype != "input_audio_buffer.append":
             self._log(now_ns, "in", etype, **_summary(event))
-        handler = getattr(self, "_on_" + etype.replace(".", "_"), None)
+        handler = _handler(etype)
         if handler is None:
             self._emit(now_ns, out, errors.invalid_event(f"Event type '{etype}' is not supported by this server.",
                                                          eid, "type"))
         else:
-            handler(now_ns, event, eid, out)
+            handler(self, now_ns, event, eid, out)
         self._run_timers(now_ns, out)
         return self._finish(now_ns, out)
 
@@ -431,23 +431,26 @@ class MockSession:
         self._emit(now_ns, out, self._session_event("session.updated"))
 
     def _on_input_audio_buffer_append(self, now_ns: int, ev: dict[str, Any], eid: str | None, out: list) -> None:
+        """50 times a second per call: keep it lean (locals, no per-call lookups it can skip)."""
         try:
-            data = base64.b64decode(ev["audio"], validate=True)
+            data = _b64decode_strict(ev["audio"])
         except (binascii.Error, ValueError):
             self._emit(now_ns, out, errors.invalid_event("Invalid 'audio'. Expected base64-encoded audio data.",
                                                          eid, "audio"))
             return
-        kind = self.config.input_format.kind
-        bpm = BYTES_PER_MS[kind]
-        self.counts["appends"] += 1
+        bpm = BYTES_PER_MS[self.config.input_format.kind]
+        n = len(data)
+        counts = self.counts
+        counts["appends"] += 1
+        counts["audio_in_bytes"] += n
         if len(self.append_ns) < MAX_TIMINGS:
             self.append_ns.append(now_ns)
-        self.counts["audio_in_bytes"] += len(data)
         self._buffer += data
-        self._input_ms += len(data) / bpm
+        self._input_ms += n / bpm
         self._append_times.append((self._input_ms, now_ns))
-        if self._vad is not None and self._converter is not None:
-            for vev in self._vad.feed(self._converter.feed(data)):
+        vad = self._vad
+        if vad is not None and self._converter is not None:
+            for vev in vad.feed(self._converter.feed(data)):
                 self._on_vad(now_ns, vev, out)
         self._trim_buffer(bpm)
 
@@ -958,6 +961,30 @@ class MockSession:
     def _expire(self, now_ns: int, out: list) -> None:
         self._emit(now_ns, out, errors.session_expired())
         self.close_request = (1000, "session expired")
+
+
+def _b64decode_strict(text: str) -> bytes:
+    """``base64.b64decode(text, validate=True)`` without its Python wrapper (≈ 0.5 µs of
+    ≈ 1.2 µs per append): the same C call, the same errors (``binascii.Error`` for bad
+    base64, ``ValueError`` for a non-ASCII string). ``text`` is a str: validated upstream."""
+    return binascii.a2b_base64(text, strict_mode=True)
+
+
+_HandlerFn = Callable[["MockSession", int, dict[str, Any], "str | None", list], None]
+_HANDLERS: dict[str, _HandlerFn | None] = {}
+
+
+def _handler(etype: str) -> _HandlerFn | None:
+    """``MockSession._on_<etype with dots as underscores>``, looked up once per event type.
+
+    Only types the dialect's SDK union knows get here (validation rejects the
+    rest first), so the cache stays as small as that union.
+    """
+    try:
+        return _HANDLERS[etype]
+    except KeyError:
+        fn = _HANDLERS[etype] = getattr(MockSession, "_on_" + etype.replace(".", "_"), None)
+        return fn
 
 
 def _reportable_model(dialect: Dialect, model: str) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import twilio_wire as tw
-from .codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, frame_peak
+from .codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
 from .impairments import Impairer, Impairments
 from .playback import Playback
 from .script import DTMF_DIGITS, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
@@ -45,6 +45,15 @@ _SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
 # Non-silent audio separated by less than this is one stretch of assistant speech.
 ONSET_HANGOVER_FRAMES = 15  # 300 ms
 STALL_NS = 60_000_000  # a tick run this late means the driver stalled (see CallerCore._note_lateness)
+# μ-law bytes quieter than SILENCE_PEAK. A frame is loud (codec.frame_peak(frame) >= SILENCE_PEAK)
+# exactly when something is left after deleting these: bytes.translate does it in C in under 1 µs,
+# where frame_peak's numpy lookup takes ~10 µs, on every tick that plays audio.
+_QUIET_BYTES = bytes(b for b in range(256) if ULAW_MAGNITUDE[b] < SILENCE_PEAK)
+
+
+def is_loud(frame: bytes) -> bool:
+    """``codec.frame_peak(frame) >= SILENCE_PEAK``, fast."""
+    return bool(frame.translate(None, _QUIET_BYTES))
 
 
 @dataclass
@@ -330,7 +339,7 @@ class CallerCore:
             else:
                 self._event(now_ns, "playback_stop", tick=k, queued=self.playback.queued_bytes)
             self._was_playing = playing
-        loud = playing and frame_peak(frame.audio) >= SILENCE_PEAK
+        loud = playing and is_loud(frame.audio)
         if loud:
             if not self._in_audio:
                 self._event(now_ns, "audio_onset", tick=k)

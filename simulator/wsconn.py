@@ -21,12 +21,19 @@ receives, with no per-connection background task:
 A closed connection (close frame, broken socket, protocol error, a message over
 ``max_message_size`` → 1009) raises :class:`ConnectionClosed` with ``code`` and
 ``reason`` from every later receive or send.
+
+A plain TCP connection is read and written through :class:`FdStream` (``os.read``
+/ ``os.write`` on the socket's fd): a send the kernel takes whole does not yield,
+and :meth:`WebSocket.send_texts_nowait` sends from synchronous code (the caller's
+tick scheduler) without a task switch.
 """
 
 from __future__ import annotations
 
+import errno
 import http
 import logging
+import os
 import ssl
 from collections import deque
 from contextlib import asynccontextmanager
@@ -44,7 +51,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 __all__ = [
-    "ConnectionClosed", "ConnectionRejected", "ConnectionTimeout", "HandshakeError",
+    "ConnectionClosed", "ConnectionRejected", "ConnectionTimeout", "FdStream", "HandshakeError",
     "ServerHandshake", "WebSocket", "connect", "open_websocket",
 ]
 
@@ -88,11 +95,151 @@ class ConnectionTimeout(HandshakeError):
     """The connection and handshake took longer than ``connect_timeout``."""
 
 
+class FdStream(trio.abc.HalfCloseableStream):
+    """A connected TCP socket read and written with ``os.read``/``os.write`` on its fd.
+
+    Why: in the harness profile trio's ``SocketStream`` layers (the conflict
+    detector's context managers, ``_nonblocking_helper``, a reschedule after every
+    send) cost more CPU than the WebSocket protocol itself. Here:
+
+    * a send the kernel takes whole returns without yielding, and
+      :meth:`send_nowait` does it from synchronous code; what the kernel does not
+      take goes into an ordered backlog that :meth:`flush` writes out (one task
+      at a time; any task may do it), so bytes never reorder whoever sends;
+    * a read that came back short emptied the kernel's buffer, so the next
+      :meth:`receive_some` waits for readability instead of first trying a read
+      that would only fail with ``EAGAIN``. A read that returns at once still
+      checkpoints, so a receive loop always yields.
+
+    The fd number is read from the trio socket on every use, never cached: once
+    anyone closes that socket (this stream's :meth:`aclose`, or the trio
+    ``SocketStream`` closed directly, as the mock does to drop a session), its
+    ``fileno()`` is -1 and every operation raises ``ClosedResourceError`` rather
+    than touching a number the kernel may already have given to another socket.
+    trio's ``close()`` calls ``notify_closing`` first, so a task waiting on the fd
+    is woken with ``ClosedResourceError`` too. Holding the ``SocketStream`` also
+    keeps the socket from being garbage-collected (and its fd closed behind
+    epoll's back) while this stream is in use.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.socket = stream.socket
+        self._fileno = stream.socket.fileno  # bound once: called on every operation
+        self._backlog: deque[memoryview] = deque()
+        self._flush_lock = trio.Lock()
+        # the last read came back short: nothing left to read. True at first: the
+        # handshake's reads emptied the socket, as far as anyone knows
+        self._drained = True
+
+    def _fd(self) -> int:
+        fd = self._fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        return fd
+
+    # -------------------------------------------------------------- receive
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = max_bytes or RECEIVE_BYTES
+        fd = self._fd()
+        waited = self._drained
+        if waited:
+            await trio.lowlevel.wait_readable(fd)
+            fd = self._fd()
+        while True:
+            try:
+                data = os.read(fd, size)
+                break
+            except BlockingIOError:  # woken without data (another reader, a spurious wake-up)
+                await trio.lowlevel.wait_readable(fd)
+                fd = self._fd()
+                waited = True
+            except OSError as exc:  # ECONNRESET, ETIMEDOUT, ...
+                raise trio.BrokenResourceError(_os_reason(exc)) from exc
+        self._drained = 0 < len(data) < size
+        if not waited:
+            await trio.lowlevel.checkpoint()
+        return data
+
+    # ----------------------------------------------------------------- send
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes accepted by :meth:`send_nowait` that the kernel has not taken yet."""
+        return sum(len(v) for v in self._backlog)
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Write ``data`` now if the kernel takes it whole (True). Otherwise keep
+        what is left, after anything already waiting, and return False: someone
+        must then ``await flush()``. Never yields."""
+        fd = self._fd()
+        if self._backlog:  # earlier bytes are still waiting: these go after them
+            self._backlog.append(memoryview(data))
+            return False
+        sent = _write(fd, data)
+        if sent == len(data):
+            return True
+        self._backlog.append(memoryview(data)[sent:])
+        return False
+
+    async def flush(self) -> None:
+        """Write the whole backlog, waiting for the socket to drain as needed."""
+        if not self._backlog:
+            return
+        async with self._flush_lock:  # only one task may wait for writability on the fd
+            backlog = self._backlog
+            while backlog:
+                fd = self._fd()
+                view = backlog[0]
+                sent = _write(fd, view)
+                if sent == len(view):
+                    backlog.popleft()
+                else:
+                    backlog[0] = view[sent:]
+                    await trio.lowlevel.wait_writable(fd)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """As trio's, except that a send the kernel takes whole does not yield."""
+        if not self.send_nowait(data):
+            await self.flush()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.wait_writable(self._fd())
+
+    async def send_eof(self) -> None:
+        await self.flush()
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        self._backlog.clear()
+        await self._stream.aclose()  # trio wakes any task waiting on the fd with ClosedResourceError
+
+
+def _write(fd: int, data: bytes | bytearray | memoryview) -> int:
+    """``os.write`` that answers 0 for a full socket buffer and trio's error for a broken socket."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # EPIPE, ECONNRESET
+        raise trio.BrokenResourceError(_os_reason(exc)) from exc
+
+
+def _os_reason(exc: OSError) -> str:
+    return f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
+
+
 class WebSocket:
     """One open WebSocket over a trio stream (see the module docstring)."""
 
     def __init__(self, stream: trio.abc.Stream, proto: Protocol, events: Iterable[object] = ()) -> None:
+        if type(stream) is trio.SocketStream:
+            stream = FdStream(stream)
         self.stream = stream
+        # None for a TLS stream: its sends go through the lock and may yield
+        self._fd_stream = stream if isinstance(stream, FdStream) else None
+        self._eof_due = False  # the protocol asked for a half-close once the data is out
         self._proto = proto
         self._send_lock = trio.Lock()
         self._messages: deque[str | bytes] = deque()
@@ -100,7 +247,8 @@ class WebSocket:
         self._fragment_text = False
         self._closed: tuple[int, str | None] | None = None
         self._receiving = False
-        self._waiters = 0  # tasks in aclose() waiting for the receiving task to see the close
+        self._closer_reading = False  # aclose() itself is reading, for the peer's close frame
+        self._waiters = 0  # tasks parked until the receiving task is done (see _wait_for_reader)
         self._lot = trio.lowlevel.ParkingLot()
         self._eof_sent = False
         if events:
@@ -141,8 +289,21 @@ class WebSocket:
         while not messages:
             if self._closed is not None:
                 raise ConnectionClosed(*self._closed)
-            await self._receive_some()
+            if self._closer_reading:
+                # aclose() is reading for the close frame (it got there first: its close
+                # frame went out without yielding): wait for it rather than fail as a second reader
+                await self._wait_for_reader()
+            else:
+                await self._receive_some()
         return messages.popleft()
+
+    async def _wait_for_reader(self) -> None:
+        """Park until the task that is reading has handled what it read."""
+        self._waiters += 1
+        try:
+            await self._lot.park()
+        finally:
+            self._waiters -= 1
 
     async def _receive_some(self) -> None:
         if self._receiving:
@@ -215,14 +376,28 @@ class WebSocket:
 
     async def send_texts(self, messages: Iterable[str | bytes]) -> None:
         """Send several text messages in one write."""
+        self._frame_texts(messages)
+        if self._proto.writes:
+            await self._flush()
+
+    def send_texts_nowait(self, messages: Iterable[str | bytes]) -> bool:
+        """Send several text messages in one write from synchronous code.
+
+        True when the kernel took every byte. False when some must still be
+        written (a full socket buffer, a write another task is finishing, a TLS
+        stream): they are queued in order, and the caller must ``await flush()``
+        before it counts them as sent. Raises :class:`ConnectionClosed`.
+        """
+        self._frame_texts(messages)
+        return self._send_queued()
+
+    def _frame_texts(self, messages: Iterable[str | bytes]) -> None:
         proto = self._proto
         try:
             for m in messages:
                 proto.send_text(m.encode() if isinstance(m, str) else m)
         except InvalidState:
             raise self._exc() from None
-        if proto.writes:
-            await self._flush()
 
     async def send_bytes(self, message: bytes | bytearray | memoryview) -> None:
         """Send a binary message."""
@@ -246,8 +421,46 @@ class WebSocket:
             raise self._exc() from None
         await self._flush()
 
+    async def flush(self) -> None:
+        """Write out whatever is queued (see :meth:`send_texts_nowait`)."""
+        await self._flush()
+
+    def _send_queued(self) -> bool:
+        """Hand what the protocol queued to the :class:`FdStream`, in order; True
+        when all of it (and anything queued before) is written. Never yields."""
+        fd_stream = self._fd_stream
+        if fd_stream is None:
+            return not self._proto.writes
+        chunks = self._proto.data_to_send()
+        if chunks and chunks[-1] == b"":  # SEND_EOF: half-close after the data
+            chunks.pop()
+            self._eof_due = not self._eof_sent
+        try:
+            if chunks:
+                done = fd_stream.send_nowait(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            else:
+                done = not fd_stream._backlog
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._set_closed()
+            raise self._exc() from exc
+        return done and not self._eof_due
+
     async def _flush(self) -> None:
         """Write what the protocol queued, in order, one writer at a time."""
+        fd_stream = self._fd_stream
+        if fd_stream is not None:
+            if self._send_queued():
+                return
+            try:
+                await fd_stream.flush()
+                if self._eof_due:
+                    self._eof_due = False
+                    self._eof_sent = True
+                    await fd_stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._set_closed()
+                raise self._exc() from exc
+            return
         chunks = self._proto.data_to_send()
         if not chunks:
             return
@@ -298,13 +511,13 @@ class WebSocket:
                     pass
                 while self._closed is None:
                     if self._receiving:  # another task is receiving: it will see the close
-                        self._waiters += 1
-                        try:
-                            await self._lot.park()
-                        finally:
-                            self._waiters -= 1
+                        await self._wait_for_reader()
                     else:
-                        await self._receive_some()
+                        self._closer_reading = True
+                        try:
+                            await self._receive_some()
+                        finally:
+                            self._closer_reading = False
 
     async def __aenter__(self) -> WebSocket:
         return self

@@ -6,6 +6,7 @@ cannot do it (fragments, a bare TCP peer), wsproto or raw bytes on a trio socket
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import ssl
@@ -76,8 +77,19 @@ def our_server(on_ws: Callable[[wsconn.WebSocket], Awaitable[None]], *, max_mess
 
 
 async def wsproto_server_once(stream: trio.SocketStream, events: list[wsproto.events.Event],
-                              received: list[object]) -> None:
-    """Accept one upgrade with wsproto, send ``events``, record what comes back until close."""
+                              received: list[object], done: trio.Event | None = None) -> None:
+    """Accept one upgrade with wsproto, send ``events``, record what comes back until close;
+    then set ``done`` (a test waits on it: the client side may finish first, since a send
+    that the kernel takes whole no longer yields, and leaving ``tcp_server`` cancels us)."""
+    try:
+        await _wsproto_server_once(stream, events, received)
+    finally:
+        if done is not None:
+            done.set()
+
+
+async def _wsproto_server_once(stream: trio.SocketStream, events: list[wsproto.events.Event],
+                               received: list[object]) -> None:
     conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
     while True:
         conn.receive_data(await stream.receive_some(4096))
@@ -193,12 +205,15 @@ async def test_oversized_message_closes_1009_both_sides():
 
 async def test_oversized_fragmented_message_closes_1009():
     received: list[object] = []
+    done = trio.Event()
     frames = [BytesMessage(b"a" * 600, message_finished=False), BytesMessage(b"b" * 600, message_finished=True)]
-    async with tcp_server(lambda s: wsproto_server_once(s, frames, received)) as port:
+    async with tcp_server(lambda s: wsproto_server_once(s, frames, received, done)) as port:
         async with wsconn.open_websocket(f"ws://{HOST}:{port}/", max_message_size=1000) as ws:
             with pytest.raises(ConnectionClosed) as info:
                 await ws.receive_message()
             assert info.value.code == 1009
+        with trio.fail_after(5):
+            await done.wait()
     closes = [e for e in received if isinstance(e, wsproto.events.CloseConnection)]
     assert closes and closes[0].code == 1009
 
@@ -498,7 +513,8 @@ async def test_wss_client_over_tls(tmp_path):
             echo, HOST, 0, ssl_context=server_ctx, task_status=task_status))
         url = f"wss://{HOST}:{server.port}/"
         async with wsconn.open_websocket(url, ssl_context=client_ctx) as ws:
-            await ws.send_text("secret")
+            assert ws.send_texts_nowait(["secret"]) is False  # a TLS stream cannot write synchronously ...
+            await ws.flush()  # ... so the caller finishes the send
             assert await ws.receive_message() == "secret"
             with pytest.raises(ConnectionClosed) as info:
                 await ws.receive_message()
@@ -507,3 +523,173 @@ async def test_wss_client_over_tls(tmp_path):
         with pytest.raises(wsconn.HandshakeError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             await wsconn.connect(url, ssl_context=ssl.create_default_context())
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ FdStream: direct fd I/O
+
+
+async def test_a_send_the_kernel_takes_whole_does_not_yield():
+    """The point of FdStream: no task switch per message sent."""
+    async def sink(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    async def other_task() -> None:
+        others_ran.append(True)
+
+    others_ran: list[bool] = []
+    async with tw_server(sink) as url:
+        async with wsconn.open_websocket(url) as ws:
+            assert isinstance(ws.stream, wsconn.FdStream)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other_task)
+                for i in range(20):
+                    await ws.send_text(f"frame {i}")
+                    await ws.send_texts(["a", "b"])
+                    assert ws.send_texts_nowait(["c"]) is True
+                assert others_ran == []  # not one of those sends yielded
+            assert others_ran == [True]
+
+
+async def _raw_ws_peer(stream: trio.SocketStream, received: list[str], start_reading: trio.Event,
+                       done: trio.Event) -> None:
+    """Accept with wsproto; read nothing until ``start_reading``; then record text messages until EOF."""
+    conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    while True:
+        conn.receive_data(await stream.receive_some(4096))
+        if [e for e in conn.events() if isinstance(e, Request)]:
+            break
+    await stream.send_all(conn.send(AcceptConnection()))
+    await start_reading.wait()
+    text = ""
+    try:
+        while data := await stream.receive_some(1 << 20):
+            conn.receive_data(data)
+            for ev in conn.events():
+                if isinstance(ev, TextMessage):
+                    text += ev.data
+                    if ev.message_finished:
+                        received.append(text)
+                        text = ""
+    finally:
+        done.set()
+
+
+async def test_bytes_keep_their_order_when_a_write_would_block():
+    """A write the kernel does not take whole waits in FdStream's backlog; whatever
+    any task sends next, synchronously or not, goes out after it."""
+    received: list[str] = []
+    start_reading, done = trio.Event(), trio.Event()
+    big = "A" * (32 << 20)  # far more than loopback's socket buffers hold
+    async with tcp_server(lambda s: _raw_ws_peer(s, received, start_reading, done)) as port:
+        ws = await wsconn.connect(f"ws://{HOST}:{port}/")
+        assert ws.send_texts_nowait([big]) is False  # partly written: the rest is queued
+        assert ws.stream.backlog_bytes > 0
+        assert ws.send_texts_nowait(["B"]) is False  # behind the backlog, not written around it
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.send_text, "C")  # another task: waits its turn
+            await trio.sleep(0.05)
+            assert not received
+            nursery.start_soon(ws.flush)  # two tasks flushing at once is fine
+            start_reading.set()
+        assert ws.stream.backlog_bytes == 0
+        await ws.stream.aclose()
+        with trio.fail_after(10):
+            await done.wait()
+    assert [m[:1] for m in received] == ["A", "B", "C"] and len(received[0]) == len(big)
+
+
+async def test_after_a_short_read_the_next_receive_waits_instead_of_reading(monkeypatch):
+    """A short read emptied the socket: trying another read first would only fail with EAGAIN."""
+    reads: list[str] = []
+    real_read = os.read
+    fds: set[int] = set()
+
+    def counting_read(fd: int, n: int) -> bytes:
+        if fd not in fds:
+            return real_read(fd, n)
+        try:
+            data = real_read(fd, n)
+        except BlockingIOError:
+            reads.append("EAGAIN")
+            raise
+        reads.append("data" if data else "eof")
+        return data
+
+    async def ping_pong(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        for i in range(20):
+            await ws.send_message(f"m{i}")
+            await ws.get_message()  # the ack: so each message arrives on its own
+
+    monkeypatch.setattr(os, "read", counting_read)
+    async with tw_server(ping_pong) as url:
+        async with wsconn.open_websocket(url) as ws:
+            fds.add(ws.stream.socket.fileno())
+            for i in range(20):
+                assert await ws.receive_message() == f"m{i}"
+                await ws.send_text("ack")
+            fds.clear()
+    assert reads.count("data") == 20 and "EAGAIN" not in reads
+
+
+async def test_a_socket_closed_behind_the_streams_back_is_never_touched_again():
+    """The mock drops a session by closing the trio SocketStream directly. The
+    FdStream must then neither wait on nor write to that fd number, which the
+    kernel may already have handed to a new socket."""
+    async def idle(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with tcp_server(idle) as port:
+        raw = await trio.open_tcp_stream(HOST, port)
+        fd = raw.socket.fileno()
+        stream = wsconn.FdStream(raw)
+        async with trio.open_nursery() as nursery:
+            async def reader() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await stream.receive_some()
+            nursery.start_soon(reader)
+            await trio.sleep(0.05)  # the reader waits for the fd to be readable
+            await raw.aclose()  # not stream.aclose(): trio wakes the reader anyway
+        with socket.socket() as reused:  # the lowest free fd number: very likely the same
+            assert reused.fileno() == fd
+            reused.setblocking(False)
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send_all(b"must not go anywhere")
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.receive_some()
+
+
+async def test_aclose_before_the_receiver_task_ran_does_not_fail_the_receiver():
+    """The mock closes a refused session (beta header on a GA server) right after
+    accepting, before its receiver task ran; the close frame goes out without
+    yielding, so aclose() is the first to read. The receiver must then wait for
+    it and see the close, not fail as a second reader."""
+    seen: list[object] = []
+
+    async def refuse(ws: wsconn.WebSocket) -> None:
+        async def receiver() -> None:
+            try:
+                await ws.receive_message()
+            except ConnectionClosed as exc:
+                seen.append(exc.code)
+            except trio.BusyResourceError as exc:
+                seen.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            await ws.aclose(4000, "beta_api_shape_disabled")
+
+    async with tcp_server(our_server(refuse)) as port:
+        async with trio_websocket.open_websocket_url(f"ws://{HOST}:{port}/") as ws:
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason.code == 4000
+        with trio.fail_after(2):
+            while not seen:
+                await trio.sleep(0.01)
+    assert seen == [4000]

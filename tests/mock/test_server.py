@@ -154,6 +154,7 @@ class RawClient:
                 c.ws.receive_data(await c.stream.receive_some(65536))
                 for ev in c.ws.events():
                     if isinstance(ev, AcceptConnection):
+                        c._take(c.ws.events())  # messages that came in the same read as the 101
                         return c
                     raise AssertionError(f"handshake failed: {ev!r}")
 
@@ -165,15 +166,18 @@ class RawClient:
             data = await self.stream.receive_some(65536)
             assert data, "server closed the connection"
             self.ws.receive_data(data)
-            for ev in self.ws.events():
-                if isinstance(ev, TextMessage):
-                    self._text += ev.data
-                    if ev.message_finished:
-                        self.pending.append(json.loads(self._text))
-                        self._text = ""
-                elif isinstance(ev, CloseConnection):
-                    raise AssertionError(f"server closed: {ev.code}")
+            self._take(self.ws.events())
         return self.pending.pop(0)
+
+    def _take(self, events: Any) -> None:
+        for ev in events:
+            if isinstance(ev, TextMessage):
+                self._text += ev.data
+                if ev.message_finished:
+                    self.pending.append(json.loads(self._text))
+                    self._text = ""
+            elif isinstance(ev, CloseConnection):
+                raise AssertionError(f"server closed: {ev.code}")
 
     async def until(self, etype: str, timeout: float = 10.0) -> dict[str, Any]:
         with trio.fail_after(timeout):

@@ -18,15 +18,20 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import trio
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import (  # apply_mask: C when built
+    CloseCode,
+    Frame,
+    Opcode,
+    apply_mask,
+)
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
@@ -77,20 +82,34 @@ class FdStream(trio.abc.HalfCloseableStream):
         self._fd = stream.socket.fileno()
         self._send_lock = trio.Lock()
         self._closed = False
+        self._drained = False  # the last read returned less than asked: the socket had no more
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Read what is there, waiting for the fd only when needed.
+
+        After a short read the socket is known to be empty, so the next call
+        waits for readability first instead of paying for a read that fails
+        with EAGAIN (a syscall and a Python exception per message).
+        """
+        want = max_bytes or RECV_BYTES
         waited = False
+        if self._drained:
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
+            await trio.lowlevel.wait_readable(self._fd)
+            waited = True
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the stream was closed")
             try:
-                data = os.read(self._fd, max_bytes or RECV_BYTES)
+                data = os.read(self._fd, want)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self._fd)
                 waited = True
                 continue
             except OSError as exc:  # ECONNRESET and the like
                 raise trio.BrokenResourceError(str(exc)) from exc
+            self._drained = len(data) < want
             if not waited:
                 await trio.lowlevel.checkpoint()
             return data
@@ -142,9 +161,24 @@ class WSConnection:
     Sends may come from several tasks of a call: each serialises a frame and
     writes it under one lock, so frames never interleave and trio's conflict
     detector never fires. Receiving is for one task at a time.
+
+    **The fast lane.** Received bytes are cut into whole frames here (the
+    header says how long a frame is). A complete, unfragmented text or binary
+    frame on an open connection — nearly every frame a call moves — becomes a
+    message directly: header read, payload unmasked by ``websockets``' own
+    ``apply_mask``. Every other frame (ping, pong, close, fragments, reserved
+    bits, wrong masking, an oversized length) is handed *whole* to the
+    ``websockets`` protocol, which answers it as before; since it only ever
+    sees whole frames, it is always at a frame boundary and the two never
+    disagree about where a frame starts. Likewise a text frame is sent by
+    writing its header and payload, unless the protocol has something queued
+    or a fragmented send is under way. Why: the generator-based parser cost
+    ~11 µs per 300-byte frame and serialising ~5 µs, a fifth of the bridge's
+    CPU per message; the lane costs ~2 µs each way. It is tested to give the
+    same messages and the same bytes as the protocol alone.
     """
 
-    def __init__(self, stream: trio.abc.Stream, protocol: Protocol, pending: Iterable[Frame] = ()) -> None:
+    def __init__(self, stream: trio.abc.Stream, protocol: Protocol) -> None:
         if isinstance(stream, trio.SocketStream):
             stream = FdStream(stream)
         self.stream = stream
@@ -152,10 +186,12 @@ class WSConnection:
         self._send_lock = trio.Lock()
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
-        self._pending: list[Frame] = list(pending)  # frames that came with the handshake
+        self._pending: list[Frame] = []  # frames the protocol parsed, not yet returned
         self._eof = False
         self._receiving = False  # a task is blocked in receive_message (aclose must not read too)
         self._closed: ConnectionClosed | None = None
+        self._buf = bytearray()  # received bytes not yet cut into frames
+        self._server = protocol.side is Side.SERVER  # a server receives masked frames, sends unmasked
 
     # ------------------------------------------------------------ receive
 
@@ -166,6 +202,14 @@ class WSConnection:
                 message = self._frame(self._pending.pop(0))
                 if message is not None:
                     return message
+            if self.protocol.writes:
+                await self._flush()  # pongs, close replies, the close after a protocol error
+            if self._buf and not self._eof and self._closed is None:
+                message = self._cut()
+                if message is not None:
+                    return message
+                if self._pending or self.protocol.writes or self._eof:
+                    continue
             if self._closed is None and self._eof:
                 self._closed = ConnectionClosed(*self._close_args())
             if self._closed is not None:
@@ -178,15 +222,64 @@ class WSConnection:
                 raise self._close_now(CloseCode.ABNORMAL_CLOSURE, f"socket error: {type(exc).__name__}")
             finally:
                 self._receiving = False
-            p = self.protocol
             if data:
-                p.receive_data(data)
-            else:
-                p.receive_eof()
+                self._buf += data
+                continue
+            p = self.protocol  # EOF: a partial frame left over is the protocol's to judge (1006)
+            if self._buf:
+                p.receive_data(bytes(self._buf))
+                self._buf.clear()
+            p.receive_eof()
             self._pending = p.events_received()  # type: ignore[assignment]
-            await self._flush()  # pongs, close replies, the close after a protocol error
-            # after EOF or a protocol error (e.g. a message over max_size: 1009) no frame follows
-            self._eof = not data or p.parser_exc is not None
+            await self._flush()
+            self._eof = True
+
+    def _cut(self) -> str | bytes | None:
+        """Take the first whole frame off ``_buf``: a message from the fast lane, or
+        None once the frame went to the protocol (its events are in ``_pending``)
+        or when the frame is not complete yet."""
+        buf, p = self._buf, self.protocol
+        n = len(buf)
+        if n < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        length, pos = b1 & 0x7F, 2
+        if length == 126:
+            if n < 4:
+                return None
+            length, pos = int.from_bytes(buf[2:4], "big"), 4
+        elif length == 127:
+            if n < 10:
+                return None
+            length, pos = int.from_bytes(buf[2:10], "big"), 10
+        masked = b1 & 0x80
+        if masked:
+            pos += 4
+        if p.max_size is not None and length > p.max_size:
+            self._to_protocol(len(buf))  # it fails the connection with 1009 from the header alone
+            return None
+        end = pos + length
+        if n < end:
+            return None
+        if (b0 == 0x81 or b0 == 0x82) and bool(masked) == self._server and p.cur_size is None \
+                and p.state is State.OPEN:
+            data = bytes(buf[pos:end])
+            if masked:
+                data = apply_mask(data, bytes(buf[pos - 4:pos]))
+            del buf[:end]
+            return self._decode(Opcode.TEXT if b0 == 0x81 else Opcode.BINARY, data)
+        self._to_protocol(end)
+        return None
+
+    def _to_protocol(self, end: int) -> None:
+        """Hand the first ``end`` bytes of ``_buf`` (whole frames, or a header it will refuse) to the protocol."""
+        p = self.protocol
+        p.receive_data(bytes(self._buf[:end]))
+        del self._buf[:end]
+        self._pending = p.events_received()  # type: ignore[assignment]
+        if p.parser_exc is not None:  # e.g. a message over max_size (1009): no frame follows
+            self._eof = True
+            self._buf.clear()
 
     def _frame(self, frame: Frame) -> str | bytes | None:
         op = frame.opcode
@@ -231,10 +324,25 @@ class WSConnection:
 
     async def send_text(self, text: str | bytes) -> None:
         """Send one text frame; raises :class:`ConnectionClosed` once the socket is closed."""
-        if self._closed is not None or self.protocol.state is not State.OPEN:
+        p = self.protocol
+        if self._closed is not None or p.state is not State.OPEN:
             raise self._closed or ConnectionClosed(*self._close_args())
-        self.protocol.send_text(text.encode() if isinstance(text, str) else text)
-        await self._flush()
+        data = text.encode() if isinstance(text, str) else text
+        if p.writes or p.expect_continuation_frame:
+            p.send_text(data)  # keep the order of what the protocol queued; it judges fragments
+            await self._flush()
+            return
+        await self._write(text_frame(data, mask=not self._server))
+
+    async def _write(self, frame: bytes) -> None:
+        try:
+            if isinstance(self.stream, FdStream):
+                await self.stream.send_all(frame)  # ordered across senders by FdStream
+                return
+            async with self._send_lock:
+                await self.stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise self._close_now(CloseCode.ABNORMAL_CLOSURE, f"socket error: {type(exc).__name__}")
 
     async def _flush(self) -> None:
         chunks = self.protocol.data_to_send()
@@ -278,6 +386,40 @@ class WSConnection:
                 pass
 
 
+MAX_HEAD_BYTES = 64 * 1024  # past this without a blank line, the protocol's own limits refuse the head
+
+
+def split_head(raw: bytes | bytearray) -> tuple[bytes, bytes]:
+    """(HTTP head through its blank line, what followed); (b"", b"") while the head is incomplete.
+
+    The protocol must see the handshake head only: frames after it belong to the
+    fast lane, which requires the protocol to sit at a frame boundary. A head
+    grown past ``MAX_HEAD_BYTES`` is returned whole so the protocol refuses it.
+    """
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return (bytes(raw), b"") if len(raw) > MAX_HEAD_BYTES else (b"", b"")
+    return bytes(raw[:end + 4]), bytes(raw[end + 4:])
+
+
+def text_frame(data: bytes, *, mask: bool) -> bytes:
+    """One unfragmented text frame (RFC 6455 §5.2): what ``websockets`` would
+    serialise, without building a ``Frame``. A client masks with a fresh key
+    from ``os.urandom``, as §5.3 requires (``websockets`` does the same)."""
+    n = len(data)
+    m = 0x80 if mask else 0
+    if n < 126:
+        head = bytes((0x81, m | n))
+    elif n < 65536:
+        head = bytes((0x81, m | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, m | 127)) + n.to_bytes(8, "big")
+    if not mask:
+        return head + data
+    key = os.urandom(4)
+    return head + key + apply_mask(data, key)
+
+
 def _coalesce(chunks: Iterable[bytes]) -> list[bytes]:
     """Join consecutive data chunks into one write; keep ``b""`` (= send EOF) apart."""
     out: list[bytes] = []
@@ -318,16 +460,27 @@ async def connect(url: str, headers: Iterable[tuple[str | bytes, str | bytes]], 
             protocol.send_request(request)
             conn = WSConnection(stream, protocol)
             await conn._flush()  # the request
+            raw, head_done = bytearray(), False
             while protocol.handshake_exc is None and protocol.state is State.CONNECTING:
                 data = await stream.receive_some(RECV_BYTES)
                 if not data:
                     protocol.receive_eof()
                     break
-                protocol.receive_data(data)
+                if head_done:  # a refusal's body
+                    protocol.receive_data(data)
+                    continue
+                raw += data
+                head, rest = split_head(raw)
+                if head:
+                    head_done = True
+                    protocol.receive_data(head)
+                    if protocol.state is State.CONNECTING and rest:
+                        protocol.receive_data(rest)
+                    else:
+                        conn._buf = bytearray(rest)  # frames that came with the 101: the fast lane's
             events = protocol.events_received()
             if protocol.state is not State.OPEN:
                 raise _handshake_failure(protocol, events, url)
-            conn._pending = [e for e in events if isinstance(e, Frame)]
             return conn
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -357,7 +510,8 @@ async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
     a request that is not a valid upgrade, has been sent.
     """
     protocol = ServerProtocol(max_size=max_message_size, logger=PROTOCOL_LOG)
-    protocol.receive_data(head)
+    request_head, rest = split_head(head)
+    protocol.receive_data(request_head or head)  # no end of head: the protocol refuses it
     events = protocol.events_received()
     request = events[0] if events and isinstance(events[0], Request) else None
     response: Response | None = None
@@ -365,7 +519,9 @@ async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
         refusal = refuse(request)
         response = protocol.reject(*refusal) if refusal is not None else protocol.accept(request)
         protocol.send_response(response)
-    conn = WSConnection(stream, protocol, pending=[e for e in events if isinstance(e, Frame)])
+    conn = WSConnection(stream, protocol)
+    if request_head:
+        conn._buf = bytearray(rest)  # frames sent right behind the upgrade: the fast lane's
     try:
         await conn._flush()
     except ConnectionClosed:
@@ -376,4 +532,4 @@ async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
     return conn
 
 
-__all__ = ["ConnectionClosed", "HandshakeFailed", "WSConnection", "accept", "connect"]
+__all__ = ["ConnectionClosed", "HandshakeFailed", "WSConnection", "accept", "connect", "text_frame"]

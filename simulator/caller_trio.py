@@ -21,8 +21,9 @@ unregisters whenever it stops waiting (handed back, cancelled), so nothing of a
 call stays with the scheduler.
 
 Timestamps come from a :class:`Clock`. Real runs use ``time.monotonic_ns`` (the
-clock the mock and the bridge share, design.md rule 4) and sleep *relative* to
-it, because trio's own clock carries a random offset (stack.md). Tests that only
+clock the mock and the bridge share, design.md rule 4); :meth:`Clock.trio_time`
+turns its deadlines into trio's, because trio's own clock carries a random
+offset (stack.md). Tests that only
 need order pass :class:`TrioClock`, which reads trio's (possibly mocked) clock.
 """
 
@@ -61,7 +62,6 @@ MAX_MESSAGE_BYTES = 16 * 2**20  # Twilio documents no limit; a whole long reply 
 class Clock(Protocol):
     def now_ns(self) -> int: ...
     def trio_time(self, t_ns: int) -> float: ...
-    async def sleep_until_ns(self, deadline_ns: int) -> None: ...
 
 
 class MonotonicClock:
@@ -74,9 +74,6 @@ class MonotonicClock:
         """The trio deadline for ``t_ns`` (trio's clock has its own random offset)."""
         return trio.current_time() + (t_ns - time.monotonic_ns()) / 1e9
 
-    async def sleep_until_ns(self, deadline_ns: int) -> None:
-        await trio.sleep(max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
-
 
 class TrioClock:
     """trio's clock (works with ``MockClock``); not comparable across processes."""
@@ -87,9 +84,6 @@ class TrioClock:
 
     def trio_time(self, t_ns: int) -> float:
         return t_ns / 1e9
-
-    async def sleep_until_ns(self, deadline_ns: int) -> None:
-        await trio.sleep_until(deadline_ns / 1e9)
 
 
 # ---------------------------------------------------------------- tick scheduler

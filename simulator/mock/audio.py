@@ -16,9 +16,17 @@ Why these implementations:
   the fake caller's. Its μ-law encoder differs from the g711.c reference by one
   code on 381 negative inputs (stack.md) — harmless: replies only need *some*
   valid G.711, and the codec checks compare bytes no encoder touched.
-* Resampling is soxr: one-shot HQ for rendering fixtures, and a streaming
-  ``ResampleStream`` at quality ``"QQ"`` for the live input path (see
-  :class:`InputConverter` for why QQ).
+* The live input path (:class:`InputConverter`) feeds the VAD at the wire's
+  own rate where webrtcvad takes it: G.711 (8 kHz) is only table-decoded, never
+  resampled. Resampling it to 16 kHz, as this path once did, cost a soxr call
+  per append (the largest single cost of the mock's append path), and soxr's
+  4-sample hold-back made every 10 ms frame that ends on an append boundary
+  wait for the *next* append — a speech_stopped up to 20 ms late in wall time.
+  webrtcvad resamples 16 kHz input down to 8 kHz itself before it classifies,
+  so nothing is learnt from the detour. pcm16 (24 kHz, which webrtcvad does not
+  take) goes to 16 kHz through a streaming soxr ``ResampleStream`` at quality
+  ``"QQ"`` (see :data:`CONVERTER_QUALITY` for why QQ). Rendering fixtures is
+  one-shot soxr HQ.
 """
 
 from __future__ import annotations
@@ -43,11 +51,13 @@ __all__ = [
     "RATES",
     "BYTES_PER_MS",
     "ANALYSIS_RATE",
+    "VAD_RATES",
     "CONVERTER_QUALITY",
     "CONVERTER_DELAY_SAMPLES",
     "CONVERTER_DELAY_MS",
     "decode",
     "encode",
+    "analysis_pcm",
     "duration_ms",
     "InputConverter",
     "fixture_audio",
@@ -60,9 +70,12 @@ RATES: Final[dict[str, int]] = {"pcm16": 24000, "pcmu": 8000, "pcma": 8000}
 BYTES_PER_MS: Final[dict[str, int]] = {"pcm16": 48, "pcmu": 8, "pcma": 8}
 _BYTES_PER_SAMPLE: Final[dict[str, int]] = {"pcm16": 2, "pcmu": 1, "pcma": 1}
 
-#: The rate the VAD and recogniser work at (webrtcvad accepts it natively).
+#: The rate the recogniser works at (webrtcvad accepts it natively).
 ANALYSIS_RATE: Final = 16000
-#: soxr quality of the streaming input path. QQ ("quick", cubic) emits output
+#: The rate :class:`InputConverter` gives the VAD, per wire format: G.711 as it
+#: comes (webrtcvad takes 8 kHz), pcm16's 24 kHz (which it does not take) at 16 kHz.
+VAD_RATES: Final[dict[str, int]] = {"pcm16": 16000, "pcmu": 8000, "pcma": 8000}
+#: soxr quality of the streaming pcm16 input path. QQ ("quick", cubic) emits output
 #: at once; HQ holds back ~40 ms and LQ/MQ emit in bursts 20-60 ms late
 #: (stack.md, and measured here: LQ 8k->16k emits nothing until 80 ms are in).
 #: A VAD fed late decides late, which would shift every speech_stopped the mock
@@ -71,13 +84,17 @@ ANALYSIS_RATE: Final = 16000
 #: 24k->16k — does not matter to an energy/webrtcvad decision (webrtcvad works
 #: at 8 kHz internally) nor to the recogniser's coarse bands.
 CONVERTER_QUALITY: Final = "QQ"
-#: Samples (at 16 kHz) QQ holds back until :meth:`InputConverter.flush`: 4 for
-#: 8 kHz input (0.25 ms), 1 for 24 kHz input (0.0625 ms). Sample *times* are not
-#: shifted: output sample ``i`` is input time ``i / 16000`` s, as in one-shot.
-CONVERTER_DELAY_SAMPLES: Final[dict[str, int]] = {"pcm16": 1, "pcmu": 4, "pcma": 4}
+#: Samples (at the VAD rate) held back until :meth:`InputConverter.flush`: 1 for
+#: pcm16 (QQ, 0.0625 ms at 16 kHz), none for G.711 (decoded, not resampled).
+#: Sample *times* are not shifted: output sample ``i`` is input time ``i / rate`` s.
+CONVERTER_DELAY_SAMPLES: Final[dict[str, int]] = {"pcm16": 1, "pcmu": 0, "pcma": 0}
 CONVERTER_DELAY_MS: Final[dict[str, float]] = {
-    k: v * 1000 / ANALYSIS_RATE for k, v in CONVERTER_DELAY_SAMPLES.items()
+    k: v * 1000 / VAD_RATES[k] for k, v in CONVERTER_DELAY_SAMPLES.items()
 }
+#: Codes whose decoded sample is exactly 0, per kind: a chunk made only of them is
+#: digital silence (μ-law 0xFF/0x7F — the idle line; pcm16 zero bytes). A-law has
+#: no zero code (its idle 0xD5 decodes to +8), so it has none.
+_ZERO_CODES: Final[dict[str, bytes]] = {"pcmu": b"\xff\x7f", "pcma": b"", "pcm16": b"\x00"}
 
 
 def _check_kind(kind: str) -> None:
@@ -152,6 +169,18 @@ def decode(kind: str, data: bytes) -> np.ndarray:
     return (_ULAW_TABLE if kind == "pcmu" else _ALAW_TABLE).take(codes)
 
 
+def analysis_pcm(kind: str, data: bytes) -> np.ndarray:
+    """A committed turn's wire bytes → int16 at :data:`ANALYSIS_RATE`, for the recogniser.
+
+    Once per turn, so soxr's one-shot LQ (fast, and ample for coarse band
+    energies) rather than the live path's streaming converter.
+    """
+    pcm = decode(kind, data)
+    if RATES[kind] == ANALYSIS_RATE:
+        return pcm
+    return np.asarray(soxr.resample(pcm, RATES[kind], ANALYSIS_RATE, quality="LQ"), dtype=np.int16)
+
+
 def _as_int16(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples)
     if x.ndim != 1:
@@ -191,32 +220,38 @@ def duration_ms(kind: str, nbytes: int) -> float:
 
 
 class InputConverter:
-    """Streaming wire bytes of ``kind`` → int16 at 16 kHz, for the VAD and recogniser.
+    """Streaming wire bytes of ``kind`` → int16 at :attr:`rate`, for the VAD.
 
-    State is kept across :meth:`feed` calls (soxr's filter history, and for
-    pcm16 an odd trailing byte), so a session's appends can be converted one by
-    one and give the same samples as converting the whole stream at once —
-    within ±2 LSB: soxr dithers its int16 output, and the dither sequence
-    depends on the call boundaries. Line silence thus comes out as ±1 LSB
-    (-90 dBFS), far below anything the VAD calls sound.
+    G.711 is table-decoded at its own 8 kHz (``rate`` 8000): no state, no delay,
+    ≈ 2 µs per 20 ms append. pcm16 is resampled 24 → 16 kHz by a streaming
+    soxr QQ (``rate`` 16000), whose state is kept across :meth:`feed` calls
+    (filter history, and an odd trailing byte), so a session's appends give the
+    same samples as converting the whole stream at once — within ±2 LSB: soxr
+    dithers its int16 output, and the dither sequence depends on the call
+    boundaries. Only :data:`CONVERTER_DELAY_SAMPLES` are held back until
+    :meth:`flush`.
 
-    Quality ``"QQ"`` (see :data:`CONVERTER_QUALITY`): no burst delay, only
-    :data:`CONVERTER_DELAY_SAMPLES` held back until :meth:`flush`. Cost per
-    20 ms append ≈ 15 µs here, any format (soxr's C call ≈ 7 µs of it).
+    :meth:`digital_silence` spares the VAD a chunk that decodes to exact zeros
+    (the idle line most of a call carries): see :meth:`ServerVad.feed_silence`.
     """
 
-    __slots__ = ("kind", "_table", "_stream", "_resample", "_odd", "_in_samples", "_out_samples")
+    __slots__ = ("kind", "rate", "_table", "_zero", "_stream", "_resample", "_odd", "_in_samples", "_out_samples")
 
     def __init__(self, kind: str) -> None:
         _check_kind(kind)
         self.kind: str = kind
+        self.rate: int = VAD_RATES[kind]
         self._table: np.ndarray | None = (
             _ULAW_TABLE if kind == "pcmu" else _ALAW_TABLE if kind == "pcma" else None
         )
-        self._stream = soxr.ResampleStream(
-            RATES[kind], ANALYSIS_RATE, 1, dtype="int16", quality=CONVERTER_QUALITY
-        )
-        self._resample = _chunk_resampler(self._stream)
+        self._zero = _ZERO_CODES[kind] if self._table is not None else b""
+        self._stream: soxr.ResampleStream | None = None
+        self._resample: Callable[[np.ndarray], np.ndarray] | None = None
+        if self._table is None:
+            self._stream = soxr.ResampleStream(
+                RATES[kind], self.rate, 1, dtype="int16", quality=CONVERTER_QUALITY
+            )
+            self._resample = _chunk_resampler(self._stream)
         self._odd = b""  # pcm16: a byte left over from an odd-length chunk
         self._in_samples = 0
         self._out_samples = 0
@@ -228,8 +263,8 @@ class InputConverter:
 
     @property
     def output_ms(self) -> float:
-        """Milliseconds of 16 kHz output emitted so far."""
-        return self._out_samples * 1000 / ANALYSIS_RATE
+        """Milliseconds of output emitted so far."""
+        return self._out_samples * 1000 / self.rate
 
     def _samples(self, data: bytes) -> np.ndarray:
         if self._table is not None:
@@ -242,16 +277,34 @@ class InputConverter:
             data = data[:-1]
         return np.frombuffer(data, _LE_I16).astype(_I16)
 
+    def digital_silence(self, data: bytes) -> int:
+        """If ``data`` decodes to exact zeros, consume it and return its sample count; else 0.
+
+        Only for the stateless G.711 path: there the chunk's output is exactly that
+        many zeros, which the caller hands to :meth:`ServerVad.feed_silence` instead
+        of decoding it. A chunk that is not silence is left for :meth:`feed`.
+        """
+        zero = self._zero
+        if not zero or not data or data.strip(zero):
+            return 0
+        n = len(data)
+        self._in_samples += n
+        self._out_samples += n
+        return n
+
     def feed(self, data: bytes) -> np.ndarray:
-        """Convert one chunk; returns the 16 kHz samples ready so far."""
+        """Convert one chunk; returns the samples ready so far (at :attr:`rate`)."""
         x = self._samples(data)
         self._in_samples += x.shape[0]
-        y = self._resample(x)
+        resample = self._resample
+        y = x if resample is None else resample(x)
         self._out_samples += y.shape[0]
         return y
 
     def flush(self) -> np.ndarray:
         """Emit what the resampler still holds (end of stream). Feeding after it is an error."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.int16)
         y = self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
         self._out_samples += len(y)
         return y

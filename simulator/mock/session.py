@@ -33,11 +33,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-import soxr
-
 from . import errors
-from .audio import BYTES_PER_MS, InputConverter, decode, encode, fixture_audio
+from .audio import BYTES_PER_MS, VAD_RATES, InputConverter, decode, encode, fixture_audio
 from .behaviour import Behaviour, Fault, ToolCall
 from .dialect import NAMES, Dialect, looks_beta
 from .ids import new_id
@@ -415,8 +412,9 @@ class MockSession:
         params = VadParams(threshold=td.threshold, prefix_padding_ms=td.prefix_padding_ms,
                            silence_duration_ms=td.silence_duration_ms,
                            semantic=td.type == "semantic_vad", eagerness=td.eagerness)
-        if params != self._vad_params:
-            self._vad = ServerVad(params)
+        rate = self._converter.rate if self._converter is not None else VAD_RATES[kind]
+        if params != self._vad_params or self._vad is None or self._vad.rate != rate:
+            self._vad = ServerVad(params, rate)
             self._vad_params = params
             self._vad_offset_ms = self._input_ms
 
@@ -450,7 +448,9 @@ class MockSession:
         self._append_times.append((self._input_ms, now_ns))
         vad = self._vad
         if vad is not None and self._converter is not None:
-            for vev in vad.feed(self._converter.feed(data)):
+            conv = self._converter
+            silent = conv.digital_silence(data)
+            for vev in vad.feed_silence(silent) if silent else vad.feed(conv.feed(data)):
                 self._on_vad(now_ns, vev, out)
         self._trim_buffer(bpm)
 
@@ -540,11 +540,7 @@ class MockSession:
         self._last_turn_kind = kind
         heard, score = (None, 0.0)
         if self.recognizer is not None and audio:
-            pcm = decode(kind, audio)
-            rate = BYTES_PER_MS[kind] * 1000 // (2 if kind == "pcm16" else 1)
-            if rate != 16000:
-                pcm = soxr.resample(pcm, rate, 16000, quality="LQ").astype(np.int16)
-            heard, score = self.recognizer.identify(pcm)
+            heard, score = self.recognizer.identify_turn(kind, audio)
         self._last_heard = heard
         turn.update(heard=heard, score=round(float(score), 3), audio_ms=round(len(audio) / BYTES_PER_MS[kind], 1),
                     t_committed_ns=now_ns)

@@ -337,22 +337,46 @@ class ServerVad:
             x = np.asarray(samples)
             if x.dtype != _I16 or x.ndim != 1:
                 raise TypeError(f"expected 1-D int16 samples, got {x.dtype} {x.shape}")
-        self._fed += x.shape[0]
+        m = x.shape[0]
+        self._fed += m
         buf = self._buf
-        buf += x.tobytes()
-        nb = self._frame_bytes
-        n = len(buf) // nb
-        if not n:
-            return []
-        used = n * nb
-        raw = bytes(buf[:used])
-        del buf[:used]
+        if not buf and not m % self._frame:  # whole frames and nothing pending: the usual append
+            n = m // self._frame
+            if not n:
+                return []
+            raw = x.tobytes()
+            xf = x.astype(_F64)
+        else:
+            buf += x.tobytes()
+            nb = self._frame_bytes
+            n = len(buf) // nb
+            if not n:
+                return []
+            used = n * nb
+            raw = bytes(buf[:used])
+            del buf[:used]
+            xf = np.frombuffer(raw, _I16).astype(_F64)
         # float64 sums of int16 squares are exact (< 2**53) in any order, so a
         # frame's energy never depends on how the audio was chunked.
-        xf = np.frombuffer(raw, _I16).astype(_F64)
         xf *= xf
         powers = xf.reshape(n, self._frame).dot(self._ones).tolist()
         return self._run(powers, raw)
+
+    def feed_silence(self, n: int) -> list[VadEvent]:
+        """Feed ``n`` samples of digital silence (exact zeros); same result as ``feed(zeros)``.
+
+        Most of what a call appends is the idle line. Whole frames of zeros have
+        power 0.0 — exactly what :meth:`feed` computes for them — and 0 is below
+        every gate, so webrtcvad never sees them (in :meth:`feed` either) and
+        their bytes are never read: only the per-frame turn logic runs. When a
+        partial frame is pending, or ``n`` is not whole frames, this is
+        :meth:`feed` on real zeros.
+        """
+        frame = self._frame
+        if self._buf or n % frame:
+            return self.feed(np.zeros(n, dtype=_I16))
+        self._fed += n
+        return self._run([0.0] * (n // frame), b"")
 
     def _run(self, powers: list[float], raw: bytes) -> list[VadEvent]:
         """The per-frame loop; hot, so state lives in locals while it runs."""

@@ -101,7 +101,7 @@ def test_handlers_are_the_session_methods_and_unknown_types_have_none() -> None:
     assert _handler("transcription_session.update") is None  # a beta type the mock does not serve
 
 
-@pytest.mark.parametrize("kind", ["pcmu", "pcma", "pcm16"])
+@pytest.mark.parametrize("kind", ["pcm16"])  # G.711 is decoded, not resampled: no soxr call
 def test_input_converter_direct_soxr_call_gives_resample_chunk_samples(kind: str) -> None:
     """Appends of 20 ms (and odd sizes) through the converter, against soxr's public wrapper."""
     assert audio_mod._process_matches_wrapper()

@@ -11,9 +11,9 @@ import soxr
 from simulator import codec
 from simulator.fixtures import default_library
 from simulator.mock.audio import (
-    ANALYSIS_RATE,
     BYTES_PER_MS,
     CONVERTER_DELAY_SAMPLES,
+    VAD_RATES,
     RATES,
     InputConverter,
     decode,
@@ -147,29 +147,60 @@ def _wire(kind: str, name: str = "caller_barge_in") -> bytes:
     return encode(kind, pcm, rate)
 
 
-@pytest.mark.parametrize("kind", ["pcmu", "pcma", "pcm16"])
-def test_converter_streams_what_one_shot_gives(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["pcmu", "pcma"])
+def test_g711_reaches_the_vad_decoded_not_resampled(kind: str) -> None:
+    """webrtcvad takes 8 kHz: G.711 is only decoded, sample for sample, nothing held back."""
+    data = _wire(kind)
+    conv = InputConverter(kind)
+    assert conv.rate == VAD_RATES[kind] == 8000
+    parts = [conv.feed(data[i : i + 160]) for i in range(0, len(data), 160)]
+    assert all(len(p) == len(data[i : i + 160]) for p, i in zip(parts, range(0, len(data), 160)))
+    assert len(conv.flush()) == 0
+    assert np.array_equal(np.concatenate(parts), decode(kind, data))
+    assert conv.output_ms == conv.input_ms == len(data) / 8
+
+
+def test_pcm16_streams_to_16k_as_one_shot_gives() -> None:
+    kind = "pcm16"
     data = _wire(kind)
     step = 20 * BYTES_PER_MS[kind]
     conv = InputConverter(kind)
+    assert conv.rate == VAD_RATES[kind] == 16000
     parts = []
     for i in range(0, len(data), step):
         parts.append(conv.feed(data[i : i + step]))
-        expected = round(conv.input_ms * ANALYSIS_RATE / 1000)
+        expected = round(conv.input_ms * conv.rate / 1000)
         emitted = sum(len(p) for p in parts)
         # only the documented few samples are held back, no burst delay
         assert 0 <= expected - emitted <= CONVERTER_DELAY_SAMPLES[kind] + 1
     parts.append(conv.flush())
     streamed = np.concatenate(parts)
     pcm = decode(kind, data)
-    assert len(streamed) == len(pcm) * ANALYSIS_RATE // RATES[kind]
+    assert len(streamed) == len(pcm) * conv.rate // RATES[kind]
     assert streamed.dtype == np.int16
-    one_shot = soxr.resample(pcm, RATES[kind], ANALYSIS_RATE, quality="QQ")
+    one_shot = soxr.resample(pcm, RATES[kind], conv.rate, quality="QQ")
     assert np.abs(streamed.astype(np.int32) - one_shot).max() <= 2  # soxr's int16 dither
-    hq = soxr.resample(pcm, RATES[kind], ANALYSIS_RATE, quality="HQ").astype(np.float64)
+    hq = soxr.resample(pcm, RATES[kind], conv.rate, quality="HQ").astype(np.float64)
     err = streamed - hq
     snr = 10 * np.log10(np.sum(hq**2) / np.sum(err**2))
-    assert snr > 15  # QQ is coarse (≈ 22 dB for 8k->16k speech), fine for a VAD and band energies
+    assert snr > 15  # QQ is coarse (≈ 37 dB for 24k->16k speech), fine for a VAD
+
+
+@pytest.mark.parametrize("kind, chunk, silent", [
+    ("pcmu", b"\xff" * 160, True), ("pcmu", b"\x7f\xff" * 80, True),  # μ-law +0 and -0
+    ("pcmu", b"\xff" * 159 + b"\xfe", False), ("pcmu", b"", False),
+    ("pcma", bytes([0xD5]) * 160, False),  # A-law idle decodes to +8, not 0
+    ("pcm16", bytes(960), False),  # soxr keeps state: pcm16 always goes through feed()
+])
+def test_digital_silence_is_exactly_what_decodes_to_zeros(kind: str, chunk: bytes, silent: bool) -> None:
+    conv = InputConverter(kind)
+    n = conv.digital_silence(chunk)
+    if silent:
+        assert n == len(chunk) and not decode(kind, chunk).any()
+        assert conv.input_ms == conv.output_ms == len(chunk) / 8  # the clock counts it
+        assert np.array_equal(conv.feed(b"\x00\x80"), decode(kind, b"\x00\x80"))  # no state disturbed
+    else:
+        assert n == 0 and conv.input_ms == 0  # left for feed()
 
 
 def test_converter_keeps_state_across_chunks() -> None:
@@ -198,8 +229,8 @@ def test_converter_state_is_per_instance() -> None:
 
 
 def test_converter_line_silence_stays_silent() -> None:
-    out = InputConverter("pcmu").feed(bytes([codec.SILENCE_BYTE]) * 8000)
-    assert np.abs(out).max() <= 2
+    assert not InputConverter("pcmu").feed(bytes([codec.SILENCE_BYTE]) * 8000).any()
+    assert np.abs(InputConverter("pcm16").feed(bytes(48000))).max() <= 2  # soxr's dither
 
 
 # ----------------------------------------------------------- fixture_audio

@@ -9,7 +9,7 @@ import pytest
 
 from simulator import codec
 from simulator.fixtures import default_library
-from simulator.mock.audio import InputConverter, decode, encode
+from simulator.mock.audio import analysis_pcm, decode, encode
 from simulator.mock.recognizer import THRESHOLD, Recognizer
 
 LIB = default_library()
@@ -26,14 +26,13 @@ def rec() -> Recognizer:
 
 @cache
 def heard(name: str, kind: str = "pcmu", before_ms: int = 300, after_ms: int = 300) -> np.ndarray:
-    """A fixture as the mock hears it: phone line (μ-law 8 kHz) → mock decode → 16 kHz."""
+    """A fixture as the mock's recogniser hears it: phone line (μ-law 8 kHz) → the committed turn → 16 kHz."""
     pcm, rate = LIB.read_pcm(name)
     wire = (bytes([0xFF]) * 8 * before_ms + codec.to_ulaw_8k(pcm, rate)
             + bytes([0xFF]) * 8 * after_ms)
     if kind != "pcmu":
         wire = encode(kind, decode("pcmu", wire), 8000)
-    conv = InputConverter(kind)
-    return np.concatenate([conv.feed(wire), conv.flush()])
+    return analysis_pcm(kind, wire)
 
 
 def speech_span(name: str, before_ms: int = 300) -> tuple[int, int]:
@@ -83,8 +82,7 @@ def test_other_session_formats(rec: Recognizer, kind: str) -> None:
 def test_quiet_and_noisy_callers(rec: Recognizer) -> None:
     pcm, rate = LIB.read_pcm("caller_long_sentence")
     quiet = decode("pcmu", codec.to_ulaw_8k((pcm * 0.05).astype(np.int16), rate))  # -26 dB
-    conv = InputConverter("pcmu")
-    assert_identified(rec, conv.feed(codec.pcm16_to_ulaw(quiet)), "caller_long_sentence")
+    assert_identified(rec, analysis_pcm("pcmu", codec.pcm16_to_ulaw(quiet)), "caller_long_sentence")
     rng = np.random.default_rng(1)
     x = heard("caller_barge_in").astype(np.float64)
     noisy = x + rng.standard_normal(len(x)) * x[x != 0].std() / 10  # ~20 dB SNR
@@ -134,3 +132,27 @@ def test_roles_and_rate(rec: Recognizer) -> None:
     pcm, rate = LIB.read_pcm("caller_spell_number")
     best, score = at8k.identify(decode("pcmu", codec.to_ulaw_8k(pcm, rate)))
     assert best == "caller_spell_number" and score >= 0.95
+
+
+def test_identify_turn_remembers_committed_audio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same committed bytes are recognised once; the answer is what identify() gives."""
+    import simulator.mock.recognizer as rec_mod
+
+    r = Recognizer()
+    wire = codec.to_ulaw_8k(*LIB.read_pcm("caller_weather_question"))
+    expected = r.identify(analysis_pcm("pcmu", wire))
+    assert expected[0] == "caller_weather_question"
+    calls = []
+    real = r.identify
+    monkeypatch.setattr(r, "identify", lambda pcm: calls.append(len(pcm)) or real(pcm))
+    assert r.identify_turn("pcmu", wire) == expected
+    assert r.identify_turn("pcmu", bytes(wire)) == expected  # equal bytes, another object
+    assert len(calls) == 1 and r.turn_hits == 1
+    assert r.identify_turn("pcma", wire)[0] != "caller_weather_question"  # same bytes, other format
+    assert len(calls) == 2
+    # bounded: the oldest turn is forgotten
+    monkeypatch.setattr(rec_mod, "TURN_CACHE", 3)
+    for i in range(4):
+        r.identify_turn("pcmu", wire[: 8000 + 800 * i])
+    r.identify_turn("pcmu", wire)
+    assert len(r._turns) == 3 and len(calls) == 2 + 4 + 1

@@ -30,7 +30,7 @@ from simulator.mock.session import MAX_LOG_EVENTS, MAX_RECORDS, MAX_TURN_MS, MIN
 from simulator.mock.session_config import DEFAULT_INSTRUCTIONS
 from simulator.utterances import default_bank
 
-from .conftest import MS, T0, Driver
+from .conftest import CHUNK_MS, MS, T0, Driver
 
 LIB = default_library()
 SHORT, LONG = "assistant_short_reply", "assistant_long_reply"
@@ -267,8 +267,11 @@ def test_vad_turn_exact_event_order_and_chaining(drive):
         assert ev["previous_item_id"] is None
         assert ev["item"] == {"id": item_id, "type": "message", "status": "completed", "role": "user",
                               "content": [{"type": "input_audio", "transcript": None}]}
-    # the commit happens when the buffer clock reaches audio_end_ms, not before
-    assert d.time_of(stopped) >= T0 + stopped["audio_end_ms"] * MS
+    # the commit comes with the append that brings the buffer to audio_end_ms: not before
+    # the mock has that audio, and not an append later (append k, sent at T0 + k·20 ms, holds
+    # buffer ms [20k, 20k + 20))
+    holder = -(-stopped["audio_end_ms"] // CHUNK_MS) - 1
+    assert d.time_of(stopped) == T0 + holder * CHUNK_MS * MS
 
     r = turn1[5:]
     created, oi_added, ci_added, cp_added = r[:4]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from simulator import codec
 from simulator.fixtures import default_library
-from simulator.mock.audio import BYTES_PER_MS, InputConverter, encode
+from simulator.mock.audio import BYTES_PER_MS, VAD_RATES, InputConverter, encode
 from simulator.mock.vad import (
     FRAME_MS,
     MAX_DECISIONS,
@@ -40,8 +40,14 @@ def phone_audio(name: str) -> bytes:
     return codec.to_ulaw_8k(pcm, rate)
 
 
+#: The rate the session's VAD runs at for a μ-law stream (8 kHz: decoded, not resampled).
+RATE = VAD_RATES["pcmu"]
+TEN_MS = RATE // 100
+
+
 @cache
-def pcm16k(wire: bytes, kind: str = "pcmu") -> np.ndarray:
+def vad_input(wire: bytes, kind: str = "pcmu") -> np.ndarray:
+    """What the session's VAD gets for ``wire``: samples at ``VAD_RATES[kind]``."""
     conv = InputConverter(kind)
     return np.concatenate([conv.feed(wire), conv.flush()])
 
@@ -49,11 +55,14 @@ def pcm16k(wire: bytes, kind: str = "pcmu") -> np.ndarray:
 def run(wire: bytes, params: VadParams = VadParams(), kind: str = "pcmu",
         chunk_ms: int = 20, **kw: float) -> tuple[list[VadEvent], ServerVad]:
     """Append ``wire`` in chunks like a bridge does; return the events and the VAD."""
-    conv, vad = InputConverter(kind), ServerVad(params, **kw)
+    conv = InputConverter(kind)
+    vad = ServerVad(params, conv.rate, **kw)
     step = chunk_ms * BYTES_PER_MS[kind]
     events: list[VadEvent] = []
     for i in range(0, len(wire), step):
-        events += vad.feed(conv.feed(wire[i : i + step]))
+        chunk = wire[i : i + step]
+        silent = conv.digital_silence(chunk)
+        events += vad.feed_silence(silent) if silent else vad.feed(conv.feed(chunk))
     events += vad.feed(conv.flush())
     return events, vad
 
@@ -189,11 +198,11 @@ def test_next_turn_does_not_reach_into_the_committed_one() -> None:
 
 def test_events_are_emitted_when_the_buffer_reaches_them() -> None:
     """Fed 10 ms at a time, each event comes out as soon as the audio decides it."""
-    samples = pcm16k(utterance("caller_greeting"))
-    vad = ServerVad(VadParams(silence_duration_ms=300))
+    samples = vad_input(utterance("caller_greeting"))
+    vad = ServerVad(VadParams(silence_duration_ms=300), RATE)
     seen: list[tuple[VadEvent, float]] = []
-    for i in range(0, len(samples), 160):
-        seen += [(e, vad.buffer_ms) for e in vad.feed(samples[i : i + 160])]
+    for i in range(0, len(samples), TEN_MS):
+        seen += [(e, vad.buffer_ms) for e in vad.feed(samples[i : i + TEN_MS])]
     (start, t_start), (stop, t_stop) = seen
     assert t_start - start.speech_onset_ms == 60  # 60 ms of speech in the last 100 ms
     assert t_stop == stop.audio_ms == stop.speech_end_ms + 300
@@ -208,11 +217,11 @@ def test_clock_counts_every_sample_fed() -> None:
 
 
 def test_speaking_tracks_the_turn() -> None:
-    samples = pcm16k(utterance("caller_greeting"))
-    vad = ServerVad(VadParams())
-    vad.feed(samples[: 16 * 1000])
+    samples = vad_input(utterance("caller_greeting"))
+    vad = ServerVad(VadParams(), RATE)
+    vad.feed(samples[:RATE])
     assert vad.speaking
-    vad.feed(samples[16 * 1000 :])
+    vad.feed(samples[RATE:])
     assert not vad.speaking
 
 
@@ -221,13 +230,13 @@ def test_speaking_tracks_the_turn() -> None:
 
 @pytest.mark.parametrize("name", SPEECH)
 def test_higher_threshold_never_detects_speech_a_lower_one_missed(name: str) -> None:
-    samples = pcm16k(utterance(name, before_ms=300) + _noise(-45, 500) + LINE_SILENCE * 8000)
+    samples = vad_input(utterance(name, before_ms=300) + _noise(-45, 500) + LINE_SILENCE * 8000)
     timelines = []
     for threshold in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0):
-        vad = ServerVad(VadParams(threshold=threshold))
+        vad = ServerVad(VadParams(threshold=threshold), RATE)
         speaking = []
-        for i in range(0, len(samples), 160):
-            vad.feed(samples[i : i + 160])
+        for i in range(0, len(samples), TEN_MS):
+            vad.feed(samples[i : i + TEN_MS])
             speaking.append(vad.speaking)
         timelines.append(np.array(speaking))
     for lower, higher in zip(timelines, timelines[1:]):
@@ -258,9 +267,9 @@ def test_params_validated() -> None:
 
 
 def test_params_can_change_mid_session_keeping_the_clock() -> None:
-    samples = pcm16k(utterance("caller_greeting") + utterance("caller_greeting"))
+    samples = vad_input(utterance("caller_greeting") + utterance("caller_greeting"))
     half = len(samples) // 2
-    vad = ServerVad(VadParams(silence_duration_ms=300))
+    vad = ServerVad(VadParams(silence_duration_ms=300), RATE)
     first = vad.feed(samples[:half])
     vad.params = VadParams(silence_duration_ms=700, prefix_padding_ms=0)
     second = vad.feed(samples[half:])
@@ -268,7 +277,7 @@ def test_params_can_change_mid_session_keeping_the_clock() -> None:
     (start2, stop2), = pairs(second)
     assert stop1.audio_ms - stop1.speech_end_ms == 300
     assert stop2.audio_ms - stop2.speech_end_ms == 700
-    assert start2.audio_ms == start2.speech_onset_ms > half / 16
+    assert start2.audio_ms == start2.speech_onset_ms > half * 1000 / RATE
 
 
 # -------------------------------------------------------------- semantic
@@ -297,20 +306,23 @@ def test_semantic_vad_waits_longer_with_low_eagerness(name: str) -> None:
 # ------------------------------------------------------- chunk invariance
 
 
-BARGE_IN = pcm16k(utterance("caller_barge_in", before_ms=300, after_ms=600))
+BARGE_IN = utterance("caller_barge_in", before_ms=300, after_ms=600)
 
 
+@pytest.mark.parametrize("kind", ["pcmu", "pcm16"])  # 8 kHz, and 16 kHz from 24 kHz pcm16
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=60))
-def test_any_chunking_gives_identical_events(sizes: list[int]) -> None:
-    reference = ServerVad(VadParams())
-    expected = reference.feed(BARGE_IN)
-    vad = ServerVad(VadParams())
+def test_any_chunking_gives_identical_events(kind: str, sizes: list[int]) -> None:
+    samples = vad_input(BARGE_IN) if kind == "pcmu" else vad_input(encode(kind, vad_input(BARGE_IN), RATE), kind)
+    rate = VAD_RATES[kind]
+    reference = ServerVad(VadParams(), rate)
+    expected = reference.feed(samples)
+    vad = ServerVad(VadParams(), rate)
     got: list[VadEvent] = []
     i = 0
-    while i < len(BARGE_IN):
+    while i < len(samples):
         for size in sizes:
-            got += vad.feed(BARGE_IN[i : i + size])
+            got += vad.feed(samples[i : i + size])
             i += size
     assert got == expected
     assert len(expected) == 4  # the 200 ms default splits "Wait, sorry, | can I ask ..."
@@ -331,10 +343,48 @@ def test_decisions_are_bounded() -> None:
 def test_webrtcvad_fast_path_matches_its_public_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
     import simulator.mock.vad as vad_module
 
-    samples = pcm16k(utterance("caller_weather_question_phone", before_ms=500))
-    fast = ServerVad(VadParams())
+    samples = vad_input(utterance("caller_weather_question_phone", before_ms=500))
+    fast = ServerVad(VadParams(), RATE)
     monkeypatch.setattr(vad_module, "_PROCESS_OK", False)
-    slow = ServerVad(VadParams())
+    slow = ServerVad(VadParams(), RATE)
     assert slow._vad_handle is None and fast._vad_handle is not None
     assert fast.feed(samples) == slow.feed(samples)
     assert fast.decisions == slow.decisions
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=3000)), min_size=1, max_size=40))
+def test_feed_silence_is_feed_of_zeros(cuts: list[tuple[bool, int]]) -> None:
+    """Digital silence skips the energy sums, never the logic: same events, decisions and clock."""
+    speech = vad_input(utterance("caller_barge_in", after_ms=300))
+    plain, fast = ServerVad(VadParams(), RATE), ServerVad(VadParams(), RATE)
+    got_plain: list[VadEvent] = []
+    got_fast: list[VadEvent] = []
+    pos = 0
+    for silent, n in cuts:
+        if silent:
+            got_plain += plain.feed(np.zeros(n, dtype=np.int16))
+            got_fast += fast.feed_silence(n)
+        else:
+            chunk = speech[pos % len(speech) :][:n]
+            pos += len(chunk)
+            got_plain += plain.feed(chunk)
+            got_fast += fast.feed(chunk)
+    got_plain += plain.feed(np.zeros(RATE * 2, dtype=np.int16))  # let every pause end
+    got_fast += fast.feed_silence(RATE * 2)
+    assert got_fast == got_plain
+    assert fast.decisions == plain.decisions
+    assert fast.buffer_ms == plain.buffer_ms
+
+
+def test_feed_silence_runs_the_turn_logic() -> None:
+    """Speech then idle line fed as feed_silence: the pause still ends the turn on time."""
+    vad = ServerVad(VadParams(silence_duration_ms=300), RATE)
+    speech = vad_input(phone_audio("caller_greeting"))
+    [start] = vad.feed(speech)
+    events = []
+    for _ in range(100):
+        events += vad.feed_silence(TEN_MS * 2)
+    [stop] = events
+    assert stop.kind == "speech_stopped" and stop.audio_ms == stop.speech_end_ms + 300
+    assert start.speech_onset_ms == stop.speech_onset_ms

@@ -26,6 +26,16 @@ A plain TCP connection is read and written through :class:`FdStream` (``os.read`
 / ``os.write`` on the socket's fd): a send the kernel takes whole does not yield,
 and :meth:`WebSocket.send_texts_nowait` sends from synchronous code (the caller's
 tick scheduler) without a task switch.
+
+Plain text and binary frames skip the protocol's frame parser and serializer
+(see :class:`WebSocket`): its generator-based parser was a visible share of the
+mock's profile. Measured per 300-byte text message, one frame per read, on a
+stream that costs nothing (so without the syscalls): :meth:`~WebSocket.receive_message`
+13 → 3.8 µs on the server side (masked frames), 12 → 3.6 µs on the client side;
+:meth:`~WebSocket.send_texts_nowait` 4.4 → 1.9 µs on the server side, 5.6 →
+3.3 µs on the client side (masked; 0.6 µs of it the fresh key from ``os.urandom``).
+Pings, closes, fragments and every malformed frame still go through
+``websockets``, so they are answered and fail exactly as before.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import http
 import logging
 import os
 import ssl
+import struct
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Iterable, Sequence
@@ -46,9 +57,14 @@ from websockets.exceptions import InvalidState, InvalidStatus
 from websockets.frames import OP_BINARY, OP_CONT, OP_TEXT, CloseCode
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
-from websockets.protocol import OPEN, Protocol
+from websockets.protocol import OPEN, Protocol, Side
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
+
+try:  # the C unmasking websockets itself uses when it was built with it (every wheel is)
+    from websockets.speedups import apply_mask
+except ImportError:  # a pure-Python install of websockets
+    from websockets.utils import apply_mask  # type: ignore[no-redef]
 
 __all__ = [
     "ConnectionClosed", "ConnectionRejected", "ConnectionTimeout", "FdStream", "HandshakeError",
@@ -63,6 +79,15 @@ RECEIVE_BYTES = 65536
 DEFAULT_MAX_MESSAGE = 2**20
 CLOSE_TIMEOUT = 2.0
 ABNORMAL_CLOSURE = 1006  # no close frame: the socket broke (RFC 6455 7.1.5)
+
+# RFC 6455 5.2 frame headers: the 16- and 64-bit extended payload lengths, read in
+# place; a text frame's header (FIN + opcode 1, then MASK + 7-bit length) and its
+# extended forms, written
+_U16 = struct.Struct("!H").unpack_from
+_U64 = struct.Struct("!Q").unpack_from
+_TEXT_HEAD = struct.Struct("!BB").pack
+_TEXT_HEAD16 = struct.Struct("!BBH").pack
+_TEXT_HEAD64 = struct.Struct("!BBQ").pack
 
 
 class ConnectionClosed(Exception):
@@ -231,9 +256,25 @@ def _os_reason(exc: OSError) -> str:
 
 
 class WebSocket:
-    """One open WebSocket over a trio stream (see the module docstring)."""
+    """One open WebSocket over a trio stream (see the module docstring).
 
-    def __init__(self, stream: trio.abc.Stream, proto: Protocol, events: Iterable[object] = ()) -> None:
+    **Fast lanes.** Received bytes are cut into frames here (a frame's header
+    says how long it is). A whole, unfragmented (FIN, no RSV bit) text or binary
+    frame, masked as the peer must mask it and within ``max_message_size``,
+    while the connection is open and no fragmented message is under way, is
+    unmasked and becomes a message on the spot: nearly every frame a call
+    moves. Every other frame (ping, pong, close, fragments, anything malformed
+    or too big) goes to the ``websockets`` protocol, which answers and judges it
+    as it always did. The protocol is given every byte before the frame being
+    cut and nothing after it, so whenever the lane takes a frame the protocol
+    is between two frames and would have parsed that one next; once the
+    connection is closing it is given everything. Likewise a text message is
+    framed here (masked with a fresh random key on the client side) and queued
+    behind whatever the protocol queued (a pong, a close), after checking the
+    protocol's state as ``Protocol.send_text`` does.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, proto: Protocol) -> None:
         if type(stream) is trio.SocketStream:
             stream = FdStream(stream)
         self.stream = stream
@@ -251,8 +292,16 @@ class WebSocket:
         self._waiters = 0  # tasks parked until the receiving task is done (see _wait_for_reader)
         self._lot = trio.lowlevel.ParkingLot()
         self._eof_sent = False
-        if events:
-            self._handle(events)
+        # receive lane (see _cut): the start of a frame not complete yet, the size that
+        # frame needs (0 while its header is incomplete), and the bytes still due to the
+        # protocol of the frame it is parsing
+        self._partial = bytearray()
+        self._partial_need = 0
+        self._given = 0  # bytes of _partial the protocol has had (see _cut)
+        self._owed = 0
+        # RFC 6455 5.1: a client masks every frame it sends, a server none
+        self._mask_in = 0x80 if proto.side is Side.SERVER else 0
+        self._mask_out = 0x80 ^ self._mask_in
 
     # ---------------------------------------------------------------- state
 
@@ -314,25 +363,113 @@ class WebSocket:
                 data = await self.stream.receive_some(RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            proto = self._proto
-            if data:
-                proto.receive_data(data)
-            else:
-                proto.receive_eof()
-            events = proto.events_received()
-            if events:
-                self._handle(events)
-            if not data or proto.close_rcvd is not None or proto.parser_exc is not None:
-                self._set_closed()
-            if proto.writes:  # pongs, the close echo, EOF
-                try:
-                    await self._flush()
-                except ConnectionClosed:
-                    pass
+            self._take(data)
+            if self._proto.writes:  # pongs, the close echo, EOF
+                await self._send_replies()
         finally:
             self._receiving = False
             if self._waiters:
                 self._lot.unpark_all()
+
+    def _take(self, data: bytes) -> None:
+        """Handle bytes read off the socket (``b""``: its end), then note a close."""
+        proto = self._proto
+        if data:
+            self._cut(data)
+        else:
+            # _partial holds a header the protocol has had already or the start of a frame
+            # sound so far: either way the end of the stream ends it as it always did (1006)
+            proto.receive_eof()
+        if not data or proto.close_rcvd is not None or proto.parser_exc is not None:
+            self._set_closed()
+
+    def _cut(self, data: bytes) -> None:
+        """Cut ``data`` into frames (see the class docstring): the lane's become
+        messages, the others go to the protocol, in order.
+
+        Why: ``Protocol.receive_data`` parses with generators (``Frame.parse`` over
+        ``StreamReader.read_exact``), about 11 µs a frame. The protocol has been
+        given every byte before ``pos``. A frame that is not the lane's goes to it
+        as its bytes arrive, not once it is whole, so it fails a malformed or
+        oversized frame from its header as early as it always did, and a large
+        fragment is not buffered here: ``_owed`` counts the bytes of that frame
+        the protocol has not had yet, ``_given`` the bytes of a header cut short
+        that it has had (a frame its first two bytes keep out of the lane).
+        """
+        partial = self._partial
+        given = 0  # bytes at the start of data that the protocol has had already
+        if partial:
+            partial += data
+            if len(partial) < self._partial_need:
+                return
+            data, given = bytes(partial), self._given
+            partial.clear()
+        proto = self._proto
+        max_size = proto.max_size
+        mask_in = self._mask_in
+        n = len(data)
+        pos = need = 0
+        while pos < n:
+            owed = self._owed
+            if owed:
+                end = min(n, pos + owed)
+                self._owed = owed - (end - pos)
+                self._feed(data[pos:end])
+                pos = end
+                continue
+            if proto.state is not OPEN:  # closing: the protocol echoes, fails or discards the rest
+                self._feed(data[pos + given:])
+                return
+            if n - pos < 2:
+                break
+            b0, b1 = data[pos], data[pos + 1]
+            lane = (b0 == 0x81 or b0 == 0x82) and (b1 & 0x80) == mask_in and proto.cur_size is None
+            length, start = b1 & 0x7F, pos + 2
+            if length > 125:  # a 16- or 64-bit length follows
+                size = 2 if length == 126 else 8
+                if n < start + size:
+                    if not lane:  # judged from its first two bytes: let the protocol have them now
+                        self._feed(data[pos + given:])
+                        given = n - pos
+                    break
+                (length,) = (_U16 if size == 2 else _U64)(data, start)
+                start += size
+            if b1 & 0x80:
+                start += 4  # the masking key
+            end = start + length
+            if lane and (max_size is None or length <= max_size):
+                if end > n:
+                    need = end - pos
+                    break
+                payload = data[start:end]
+                if mask_in:
+                    payload = apply_mask(payload, data[start - 4:start])
+                self._deliver(payload, b0 == 0x81)
+                pos = end
+            else:
+                pos += given
+                self._owed = end - pos
+                given = 0
+        if pos < n:
+            partial += data[pos:] if pos else data
+            self._partial_need = need
+            self._given = given
+
+    def _feed(self, data: bytes) -> None:
+        """Give the protocol bytes; handle the frames it parsed (it queued any pong or close echo)."""
+        proto = self._proto
+        proto.receive_data(data)
+        events = proto.events_received()
+        if events:
+            self._handle(events)
+
+    async def _send_replies(self) -> None:
+        """Write what receiving queued (pongs, the close echo, EOF); a broken socket
+        is for the next receive to report."""
+        try:
+            await self._flush()
+        except ConnectionClosed:
+            pass
 
     def _handle(self, events: Iterable[object]) -> None:
         for frame in events:
@@ -368,10 +505,7 @@ class WebSocket:
 
     async def send_text(self, message: str | bytes) -> None:
         """Send a text message (``bytes`` are taken as already UTF-8 encoded)."""
-        try:
-            self._proto.send_text(message.encode() if isinstance(message, str) else message)
-        except InvalidState:
-            raise self._exc() from None
+        self._frame_texts((message,))
         await self._flush()
 
     async def send_texts(self, messages: Iterable[str | bytes]) -> None:
@@ -392,12 +526,36 @@ class WebSocket:
         return self._send_queued()
 
     def _frame_texts(self, messages: Iterable[str | bytes]) -> None:
+        """Queue a text frame per message behind what the protocol queued (pongs, a close).
+
+        Why not ``proto.send_text``: it builds, checks and serializes a ``Frame``
+        object per message, 2.9 µs for 300 bytes (4.6 µs masked) against 0.5 µs
+        (1.7 µs) for :meth:`_text_frame`. The protocol's state still decides, as
+        there: once a close was sent or received, or the connection failed, this
+        raises.
+        """
         proto = self._proto
-        try:
-            for m in messages:
-                proto.send_text(m.encode() if isinstance(m, str) else m)
-        except InvalidState:
-            raise self._exc() from None
+        for m in messages:
+            if proto.state is not OPEN:
+                raise self._exc()
+            proto.writes.append(self._text_frame(m.encode() if isinstance(m, str) else m))
+
+    def _text_frame(self, data: bytes) -> bytes:
+        """One unfragmented text frame, as ``Frame(OP_TEXT, data).serialize()`` makes it:
+        bare from a server; from a client masked with a fresh key from the OS's
+        CSPRNG, since RFC 6455 5.3 wants it unpredictable."""
+        n = len(data)
+        mask = self._mask_out
+        if n < 126:
+            head = _TEXT_HEAD(0x81, mask | n)
+        elif n < 65536:
+            head = _TEXT_HEAD16(0x81, mask | 126, n)
+        else:
+            head = _TEXT_HEAD64(0x81, mask | 127, n)
+        if not mask:
+            return head + data
+        key = os.urandom(4)
+        return head + key + apply_mask(data, key)
 
     async def send_bytes(self, message: bytes | bytearray | memoryview) -> None:
         """Send a binary message."""
@@ -575,12 +733,25 @@ async def _client_handshake(stream: trio.abc.Stream, uri: object, extra_headers:
     proto.send_request(request)
     await stream.send_all(b"".join(proto.data_to_send()))
     events: list[object] = []
+    # the protocol gets the response head only: frames the server sent right behind
+    # its 101 (``rest``) are the WebSocket's, whose lane needs the protocol between frames
+    tail: bytes | None = b""  # the head's last bytes so far; None once it is complete
+    rest = b""
     while not events:
         data = await stream.receive_some(RECEIVE_BYTES)
+        if data and tail is not None:
+            end = _head_end(tail, data)
+            if end < 0:
+                tail = (tail + data)[-3:]
+            else:
+                data, rest, tail = data[:end], data[end:], None
         if data:
             proto.receive_data(data)
         else:
             proto.receive_eof()
+        if rest and proto.state is not OPEN:  # the body of a refusal: the protocol's
+            proto.receive_data(rest)
+            rest = b""
         events = proto.events_received()
         if not events and (proto.handshake_exc is not None or not data):
             exc = proto.handshake_exc
@@ -593,7 +764,18 @@ async def _client_handshake(stream: trio.abc.Stream, uri: object, extra_headers:
         raise ConnectionRejected(response.status_code, response.headers, response.body)
     if exc is not None:
         raise HandshakeError(str(exc)) from exc
-    return WebSocket(stream, proto, events[1:])
+    ws = WebSocket(stream, proto)
+    if rest:
+        ws._take(rest)
+        await ws._send_replies()  # a pong or close echo those frames asked for
+    return ws
+
+
+def _head_end(tail: bytes, data: bytes) -> int:
+    """Where in ``data`` an HTTP head ends (just past its blank line) given the bytes of
+    the head read before it (their last 3 are enough); -1 when it does not end there."""
+    end = (tail + data).find(b"\r\n\r\n")
+    return end if end < 0 else end + 4 - len(tail)
 
 
 @asynccontextmanager
@@ -624,13 +806,16 @@ class ServerHandshake:
                  max_message_size: int | None = DEFAULT_MAX_MESSAGE) -> None:
         self.stream = stream
         self._proto = ServerProtocol(max_size=max_message_size, logger=_PROTO_LOG)
-        self._proto.receive_data(head)
+        # frames a client sent right behind its request (it must not, but may) are the
+        # WebSocket's, handled once the 101 is out: the protocol gets the head only
+        end = _head_end(b"", head)
+        self._rest = b"" if end < 0 else head[end:]
+        self._proto.receive_data(head if end < 0 else head[:end])
         events = self._proto.events_received()
         if not events or not isinstance(events[0], Request):
             exc = self._proto.handshake_exc
             raise HandshakeError(str(exc.__cause__ or exc) if exc else "incomplete request head")
         self.request: Request = events[0]
-        self._rest = events[1:]  # frames a client sent before the answer (it must not, but may)
         self.path: str = self.request.path
         self.headers: Headers = self.request.headers
         self.proposed_subprotocols: list[str] = [
@@ -648,7 +833,8 @@ class ServerHandshake:
         if response.status_code != 101:
             raise HandshakeError(f"bad upgrade request: {proto.handshake_exc}")
         if self._rest:
-            ws._handle(self._rest)
+            ws._take(self._rest)
+            await ws._send_replies()  # a pong or close echo those frames asked for
         return ws
 
     async def reject(self, status: int, *, body: bytes = b"",

@@ -10,8 +10,9 @@ harness subtracts the mock's own silence wait from turn latency (design.md
 ``overhead_ms``), which only works if the reported times are where the speech
 really is.
 
-Sans-IO: :meth:`ServerVad.feed` takes 16 kHz int16 samples in chunks of any
-size and returns the events they completed. Audio is cut into fixed 10 ms
+Sans-IO: :meth:`ServerVad.feed` takes int16 samples at 8 or 16 kHz (G.711 as
+it arrives, pcm16 resampled to 16 kHz; see ``audio.InputConverter``) in chunks
+of any size and returns the events they completed. Audio is cut into fixed 10 ms
 frames on the buffer clock and frame energies are exact, so how the audio is
 chunked never changes the result.
 
@@ -52,8 +53,8 @@ Turn logic on those flags:
 * **semantic_vad**: the same, with the silence waited chosen by
   :func:`semantic_wait_ms` — a documented stand-in, not the real model.
 
-Measured on every caller fixture through the phone path (8 kHz μ-law → 16 kHz,
-as a Twilio bridge forwards it): onsets within 20 ms and ends within 20 ms of
+Measured on every caller fixture through the phone path (8 kHz μ-law, as a
+Twilio bridge forwards it, heard at 8 kHz): onsets within 20 ms and ends within 20 ms of
 the manifest, the 20 dB SNR telephone variant included; nothing on line
 silence, white noise (-60 to -10 dBFS) or tones. See tests/mock/test_vad.py.
 """
@@ -235,13 +236,14 @@ def _power(dbfs: float, frame: int) -> float:
 
 
 class ServerVad:
-    """Server VAD over 16 kHz int16 audio; see the module docstring for the rules.
+    """Server VAD over 8 or 16 kHz int16 audio; see the module docstring for the rules.
 
     ``start_ms`` puts the clock's origin elsewhere than 0, for a VAD created
     mid-session (turn detection switched on or changed by ``session.update``).
-    Cost per 20 ms here (2-core VM): ≈ 14 µs on silence, ≈ 22-30 µs on speech
-    (webrtcvad's C call is ≈ 3 µs per 10 ms frame, and is skipped on frames no
-    threshold could call speech); numpy's per-call overhead is most of the rest.
+    Cost per 20 ms at 8 kHz here (2-core VM): ≈ 3 µs on digital silence
+    (:meth:`feed_silence`), ≈ 17 µs on speech (webrtcvad's C call is ≈ 2 µs per
+    10 ms frame, and is skipped on frames no threshold could call speech);
+    numpy's per-call overhead is most of the rest.
     """
 
     def __init__(self, params: VadParams, rate: int = 16000, *, start_ms: float = 0.0) -> None:

@@ -91,10 +91,10 @@ CONVERTER_DELAY_SAMPLES: Final[dict[str, int]] = {"pcm16": 1, "pcmu": 0, "pcma":
 CONVERTER_DELAY_MS: Final[dict[str, float]] = {
     k: v * 1000 / VAD_RATES[k] for k, v in CONVERTER_DELAY_SAMPLES.items()
 }
-#: Codes whose decoded sample is exactly 0, per kind: a chunk made only of them is
-#: digital silence (μ-law 0xFF/0x7F — the idle line; pcm16 zero bytes). A-law has
-#: no zero code (its idle 0xD5 decodes to +8), so it has none.
-_ZERO_CODES: Final[dict[str, bytes]] = {"pcmu": b"\xff\x7f", "pcma": b"", "pcm16": b"\x00"}
+#: Codes that decode to exactly 0: a μ-law chunk made only of them (0xFF/0x7F, the
+#: idle line) is digital silence. A-law has no zero code (its idle 0xD5 decodes to
+#: +8); pcm16 zeros still go through soxr, whose state they are part of.
+_ZERO_CODES: Final[dict[str, bytes]] = {"pcmu": b"\xff\x7f"}
 
 
 def _check_kind(kind: str) -> None:
@@ -145,8 +145,8 @@ def _process_matches_wrapper() -> bool:
     """Does soxr's private ``_process`` give exactly what ``resample_chunk`` gives?"""
     probe = (np.arange(480, dtype=np.int16) * 97 % 2000 - 1000).astype(np.int16)
     try:
-        a, b = (soxr.ResampleStream(8000, ANALYSIS_RATE, 1, dtype="int16", quality=CONVERTER_QUALITY)
-                for _ in range(2))
+        a, b = (soxr.ResampleStream(RATES["pcm16"], VAD_RATES["pcm16"], 1, dtype="int16",
+                                    quality=CONVERTER_QUALITY) for _ in range(2))
         via_wrapper = [a.resample_chunk(c) for c in (probe[:160], probe[160:])]
         direct = [b._process(c[:, None], False)[:, 0] for c in (probe[:160], probe[160:])]
     except Exception:  # another signature or build
@@ -244,7 +244,7 @@ class InputConverter:
         self._table: np.ndarray | None = (
             _ULAW_TABLE if kind == "pcmu" else _ALAW_TABLE if kind == "pcma" else None
         )
-        self._zero = _ZERO_CODES[kind] if self._table is not None else b""
+        self._zero = _ZERO_CODES.get(kind, b"")
         self._stream: soxr.ResampleStream | None = None
         self._resample: Callable[[np.ndarray], np.ndarray] | None = None
         if self._table is None:

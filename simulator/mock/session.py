@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import errors
-from .audio import BYTES_PER_MS, VAD_RATES, InputConverter, decode, encode, fixture_audio
+from .audio import BYTES_PER_MS, InputConverter, decode, encode, fixture_audio
 from .behaviour import Behaviour, Fault, ToolCall
 from .dialect import NAMES, Dialect, looks_beta
 from .ids import new_id
 from .recognizer import Recognizer
-from .schema import ClientEventError, parse_client_event, validate_server_event
+from .schema import APPEND, ClientEventError, parse_client_event, validate_server_event
 from .session_config import SessionConfig
 from .vad import ServerVad, VadEvent, VadParams
 
@@ -162,8 +162,8 @@ class MockSession:
         self.faults = tuple(f for f in self.behaviour.faults if f.applies(index, self.rng))
 
         # input side
-        self._converter: InputConverter | None = None
-        self._converter_kind: str | None = None
+        self._converter_kind: str = self.config.input_format.kind
+        self._converter = InputConverter(self._converter_kind)
         self._vad: ServerVad | None = None
         self._vad_params: VadParams | None = None
         self._vad_offset_ms = 0.0
@@ -262,16 +262,22 @@ class MockSession:
         event, _model = parsed
         etype = event["type"]
         eid = event.get("event_id")
-        if etype != "input_audio_buffer.append":
-            self._log(now_ns, "in", etype, **_summary(event))
-        handler = _handler(etype)
-        if handler is None:
-            self._emit(now_ns, out, errors.invalid_event(f"Event type '{etype}' is not supported by this server.",
-                                                         eid, "type"))
+        if etype == APPEND:  # 50 a second per call: straight to its handler, not logged
+            self._on_input_audio_buffer_append(now_ns, event, eid, out)
         else:
-            handler(self, now_ns, event, eid, out)
-        self._run_timers(now_ns, out)
-        return self._finish(now_ns, out)
+            self._log(now_ns, "in", etype, **_summary(event))
+            handler = _handler(etype)
+            if handler is None:
+                self._emit(now_ns, out, errors.invalid_event(
+                    f"Event type '{etype}' is not supported by this server.", eid, "type"))
+            else:
+                handler(self, now_ns, event, eid, out)
+        timers = self._timers
+        if timers and timers[0][0] <= now_ns:
+            self._run_timers(now_ns, out)
+        if out:
+            self.counts["events_out"] += len(out)
+        return out
 
     def advance(self, now_ns: int) -> list[dict[str, Any]]:
         """Fire due timers (think time over, next audio delta, transcription, faults)."""
@@ -412,7 +418,7 @@ class MockSession:
         params = VadParams(threshold=td.threshold, prefix_padding_ms=td.prefix_padding_ms,
                            silence_duration_ms=td.silence_duration_ms,
                            semantic=td.type == "semantic_vad", eagerness=td.eagerness)
-        rate = self._converter.rate if self._converter is not None else VAD_RATES[kind]
+        rate = self._converter.rate
         if params != self._vad_params or self._vad is None or self._vad.rate != rate:
             self._vad = ServerVad(params, rate)
             self._vad_params = params
@@ -436,23 +442,25 @@ class MockSession:
             self._emit(now_ns, out, errors.invalid_event("Invalid 'audio'. Expected base64-encoded audio data.",
                                                          eid, "audio"))
             return
-        bpm = BYTES_PER_MS[self.config.input_format.kind]
+        conv = self._converter
+        bpm = BYTES_PER_MS[conv.kind]
         n = len(data)
         counts = self.counts
         counts["appends"] += 1
         counts["audio_in_bytes"] += n
         if len(self.append_ns) < MAX_TIMINGS:
             self.append_ns.append(now_ns)
-        self._buffer += data
-        self._input_ms += n / bpm
-        self._append_times.append((self._input_ms, now_ns))
+        buf = self._buffer
+        buf += data
+        self._input_ms = input_ms = self._input_ms + n / bpm
+        self._append_times.append((input_ms, now_ns))
         vad = self._vad
-        if vad is not None and self._converter is not None:
-            conv = self._converter
+        if vad is not None:
             silent = conv.digital_silence(data)
             for vev in vad.feed_silence(silent) if silent else vad.feed(conv.feed(data)):
                 self._on_vad(now_ns, vev, out)
-        self._trim_buffer(bpm)
+        if len(buf) > MAX_IDLE_BUFFER_MS * bpm:  # below the smaller bound there is nothing to trim
+            self._trim_buffer(bpm)
 
     def _trim_buffer(self, bpm: int) -> None:
         """Bound memory: idle audio under VAD, and any turn beyond MAX_TURN_MS."""

@@ -65,7 +65,7 @@ import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capacity import Meter, core_busy, free_port, http_get, stop_proc, wait_line  # noqa: E402
+from capacity import Meter, _f, _pct, core_busy, free_port, http_get, stop_proc, wait_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -307,10 +307,6 @@ class Generator:
         self.ep.close()
 
 
-def pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
 def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> dict[str, Any]:
     port = free_port()
     cmd = (["taskset", "-c", a.mock_cpus] if a.mock_cpus else []) + [
@@ -368,10 +364,10 @@ def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> d
         "mock_core_busy": core_busy(c0, c1, mock_cpus),
         "gen_core_busy": core_busy(c0, c1, gen_cpus),
         "mock_rss_mb_per_session": round((rss1 - rss0) / n / 2**20, 3),
-        "decisions": len(lags), "lag_p50_ms": pct(lags, 50), "lag_p99_ms": pct(lags, 99),
+        "decisions": len(lags), "lag_p50_ms": _pct(lags, 50), "lag_p99_ms": _pct(lags, 99),
         "lag_max_ms": max(lags) if lags else None,
-        "deltas": len(late), "delta_late_p50_ms": pct(late, 50), "delta_late_p99_ms": pct(late, 99),
-        "pacing_p99_ms": pct(pacing, 99), "errors": sum(s.errors for s in gen.sessions),
+        "deltas": len(late), "delta_late_p50_ms": _pct(late, 50), "delta_late_p99_ms": _pct(late, 99),
+        "pacing_p99_ms": _pct(pacing, 99), "errors": sum(s.errors for s in gen.sessions),
         "closed": sum(1 for s in gen.sessions if s.closed), "leak_ms": leak_ms,
     }
     why = []
@@ -392,10 +388,6 @@ def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> d
     r["why"] = "; ".join(why)
     r["generator_limited"] = r["pacing_p99_ms"] is not None and r["pacing_p99_ms"] > 2.0
     return r
-
-
-def _f(v: Any, fmt: str = "{:.1f}") -> str:
-    return "-" if v is None else fmt.format(v)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -275,9 +275,7 @@ class MockSession:
         timers = self._timers
         if timers and timers[0][0] <= now_ns:
             self._run_timers(now_ns, out)
-        if out:
-            self.counts["events_out"] += len(out)
-        return out
+        return self._finish(now_ns, out)
 
     def advance(self, now_ns: int) -> list[dict[str, Any]]:
         """Fire due timers (think time over, next audio delta, transcription, faults)."""

@@ -48,7 +48,7 @@ import ssl
 import struct
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Sequence
 
 import trio
 from websockets.client import ClientProtocol
@@ -65,6 +65,9 @@ try:  # the C unmasking websockets itself uses when it was built with it (every 
     from websockets.speedups import apply_mask
 except ImportError:  # a pure-Python install of websockets
     from websockets.utils import apply_mask  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from .reactor import Reactor
 
 __all__ = [
     "ConnectionClosed", "ConnectionRejected", "ConnectionTimeout", "FdStream", "HandshakeError",
@@ -187,6 +190,19 @@ class FdStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint()
         return data
 
+    def read_nowait(self, size: int = RECEIVE_BYTES) -> bytes | None:
+        """One read without waiting (for a :class:`~simulator.reactor.Reactor` that saw
+        the socket readable): the bytes, ``b""`` at the end of the stream, None when
+        there is nothing to read after all."""
+        try:
+            data = os.read(self._fd(), size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(_os_reason(exc)) from exc
+        self._drained = 0 < len(data) < size
+        return data
+
     # ----------------------------------------------------------------- send
 
     @property
@@ -289,6 +305,7 @@ class WebSocket:
         self._closed: tuple[int, str | None] | None = None
         self._receiving = False
         self._closer_reading = False  # aclose() itself is reading, for the peer's close frame
+        self._parked: tuple[Reactor, int, trio.lowlevel.Task] | None = None  # a receive_via's park
         self._waiters = 0  # tasks parked until the receiving task is done (see _wait_for_reader)
         self._lot = trio.lowlevel.ParkingLot()
         self._eof_sent = False
@@ -345,6 +362,76 @@ class WebSocket:
             else:
                 await self._receive_some()
         return messages.popleft()
+
+    async def receive_via(self, reactor: Reactor, handle: Callable[[str | bytes], bool]) -> bool:
+        """Let ``reactor`` read this connection and give each message to ``handle``
+        in the reactor's task, synchronously, while this task stays parked.
+
+        Why: waking the receiving task for every 20 ms frame costs more CPU than
+        the frame's own work in the mock (see :mod:`simulator.reactor`).
+
+        ``handle`` returns True to go on, False when the receiving task must act
+        (something to await): the messages after that one stay queued for
+        :meth:`receive_message`. This returns when ``handle`` returned False,
+        when the connection closed, or when something read needs writing that
+        the kernel did not take at once (a pong, the close echo): the caller then
+        awaits :meth:`flush` and goes on with :meth:`receive_message`, which
+        reports the close. An exception from ``handle`` is raised here.
+
+        Returns False at once, doing nothing, when the reactor cannot be used:
+        a TLS stream, another task receiving, messages already queued, or a
+        closed connection.
+
+        :meth:`aclose` wakes a task parked here when it closes the socket, as
+        trio wakes a task waiting in :meth:`receive_message`. A socket closed
+        behind this object's back (the trio stream closed directly) does not:
+        whoever does that must cancel the parked task.
+        """
+        fd_stream = self._fd_stream
+        if fd_stream is None or self._receiving or self._messages or self._closed is not None:
+            return False
+        messages = self._messages
+
+        def on_readable() -> bool:
+            if not self._read_nowait(fd_stream):
+                return False
+            while messages:
+                if not handle(messages.popleft()):
+                    return False
+            return True
+
+        self._receiving = True  # aclose() from another task waits for this reader, as for a receive
+        fd = fd_stream._fd()
+        self._parked = (reactor, fd, trio.lowlevel.current_task())
+        try:
+            await reactor.wait(fd, on_readable)
+        finally:
+            self._parked = None
+            self._receiving = False
+            if self._waiters:
+                self._lot.unpark_all()
+        return True
+
+    def _read_nowait(self, fd_stream: FdStream) -> bool:
+        """:meth:`_receive_some` without waiting: one read, its frames handled and
+        the protocol's replies written if the kernel takes them whole. False
+        when the receiving task must take over (closed, or replies left to flush)."""
+        try:
+            data = fd_stream.read_nowait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if data is None:  # nothing there after all
+            return True
+        self._take(data)
+        if self._waiters:  # aclose() waiting for the peer's close: it looks again
+            self._lot.unpark_all()
+        if self._proto.writes:
+            try:
+                if not self._send_queued():
+                    return False
+            except ConnectionClosed:
+                return False
+        return self._closed is None
 
     async def _wait_for_reader(self) -> None:
         """Park until the task that is reading has handled what it read."""
@@ -654,6 +741,9 @@ class WebSocket:
 
     async def _close_stream(self) -> None:
         """Close the socket; shielded, but bounded (a TLS close_notify may not get out)."""
+        if self._parked is not None:  # a task parked in receive_via: the reactor would never wake it
+            reactor, fd, task = self._parked
+            reactor.release(fd, task)
         with trio.move_on_after(1) as scope:
             scope.shield = True
             await self.stream.aclose()

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import orjson
 import trio
 
+from ..reactor import Reactor
 from ..wsconn import ConnectionClosed
 from .session import MockSession
 
@@ -113,12 +114,16 @@ async def _no_abort() -> None:
 
 
 async def run_session(session: MockSession, ws: MessageSocket, *, clock: Clock = time.monotonic_ns,
-                      abort: Callable[[], Awaitable[None]] = _no_abort, alarm: Alarm | None = None) -> None:
+                      abort: Callable[[], Awaitable[None]] = _no_abort, alarm: Alarm | None = None,
+                      reactor: Reactor | None = None) -> None:
     """Serve ``session`` on ``ws`` until either side ends it.
 
     ``clock`` is the session's clock (the shared monotonic clock; a test passes
     one derived from trio's MockClock). ``abort`` drops the connection without
     a close frame (the ``drop`` fault). ``alarm`` may be passed in to be watched.
+    ``reactor``: the server's :class:`~simulator.reactor.Reactor`; with it, messages
+    are handled in the reactor's task while nothing needs awaiting (``ws`` must
+    then be a :class:`simulator.wsconn.WebSocket`), without waking the receiver.
     """
     alarm = alarm or Alarm(clock)
 
@@ -139,8 +144,26 @@ async def run_session(session: MockSession, ws: MessageSocket, *, clock: Clock =
 
     async def receiver(cancel: trio.CancelScope) -> None:
         receive, next_deadline = session.receive, session.next_deadline_ns
+
+        def handle(data: str | bytes) -> bool:
+            """A message, in the reactor's task: as below, for as long as nothing needs awaiting."""
+            events = receive(clock(), data)
+            if events and not ws.send_texts_nowait([orjson.dumps(ev) for ev in events]):  # type: ignore[attr-defined]
+                return False  # the kernel did not take it all: flushed below
+            if session.abort_request or session.close_request:
+                return False
+            if alarm.sleeping:
+                alarm.bring_forward(next_deadline())
+            return True
+
         try:
             while True:
+                if reactor is not None and await ws.receive_via(reactor, handle):  # type: ignore[attr-defined]
+                    await ws.flush()  # type: ignore[attr-defined]
+                    if (session.abort_request or session.close_request) and not await send([]):
+                        break
+                    if alarm.sleeping:
+                        alarm.bring_forward(next_deadline())
                 data = await ws.receive_message()
                 events = receive(clock(), data)
                 if (events or session.abort_request or session.close_request) and not await send(events):

@@ -12,7 +12,9 @@ The request head is read once; WebSocket upgrades are handed with those bytes
 to :mod:`simulator.wsconn` (``websockets``' sans-IO protocol over the trio socket),
 plain HTTP requests are answered with h11. Each session is one nursery: a receiver task
 and a timer task (:mod:`.driver`); when the socket goes, both go, and the session's record
-stays for introspection (bounded to the last ``keep_sessions``).
+stays for introspection (bounded to the last ``keep_sessions``). While nothing needs
+awaiting, a session's caller messages are read and answered by the server's one
+:class:`~simulator.reactor.Reactor` task instead of waking its receiver per message.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import h11
 import orjson
 import trio
 
+from ..reactor import Reactor
 from ..wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from .behaviour import Behaviour, unknown_fixtures
 from .dialect import BETA_HEADER
@@ -63,6 +66,9 @@ class MockConfig:
     # ~175k objects) out of the collector's reach, so a full collection pauses the event loop for
     # ~1 ms instead of ~100 ms (a pause that would be measured as latency of the bridge under test).
     freeze_gc: bool = False
+    # Sessions' caller messages are read and answered by one task for all sessions (simulator.reactor)
+    # rather than by a task wake-up each: about 15 µs of CPU less per message. False: a task per read.
+    reactor: bool = True
 
 
 def _error_body(message: str, type_: str, code: str | None) -> bytes:
@@ -82,6 +88,7 @@ class MockServer:
         self._rng = random.Random(self.config.behaviour.seed)
         self.recognizer = Recognizer() if self.config.recognize else None
         self._changed = trio.Event()
+        self.reactor: Reactor | None = None  # set by serve() when config.reactor
 
     # ---------------------------------------------------------------- info
 
@@ -147,8 +154,12 @@ class MockServer:
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("mock OpenAI Realtime listening on %s (dialect %s)", self.realtime_url, self.config.dialect)
-        task_status.started(self)
-        await trio.serve_listeners(self._handle_conn, listeners)
+        async with trio.open_nursery() as nursery:
+            if self.config.reactor:
+                self.reactor = Reactor()
+                nursery.start_soon(self.reactor.run)
+            task_status.started(self)
+            await trio.serve_listeners(self._handle_conn, listeners)
 
     async def _handle_conn(self, stream: trio.SocketStream) -> None:
         try:
@@ -251,7 +262,7 @@ class MockServer:
             _set_linger_zero(raw)  # RST, no close frame: an abrupt drop
             await raw.aclose()
 
-        await run_session(session, ws, clock=time.monotonic_ns, abort=abort)
+        await run_session(session, ws, clock=time.monotonic_ns, abort=abort, reactor=self.reactor)
 
     # ----------------------------------------------------------------- http
 

@@ -2,7 +2,9 @@
 
 One call is one nursery: its own task, which has the core's ticks run at the
 core's absolute deadlines and sends what :meth:`CallerCore.advance` returns, and
-a receiver task that feeds every message to :meth:`CallerCore.receive`. When
+a receiver task that feeds every message to :meth:`CallerCore.receive` — from the
+process's :class:`~.reactor.Reactor` task while nothing needs awaiting, so that a
+message does not cost a wake-up of the receiver (see :mod:`.reactor`). When
 either side ends the call (script hangs up, app closes, cancellation) the whole
 nursery goes, and the socket is closed — nothing of a call outlives it.
 
@@ -47,6 +49,7 @@ from .call_result import CallResult, bad_target, follow_twiml, new_core, target_
 from .caller import CallerCore
 from .impairments import Impairments
 from .script import Step
+from .reactor import shared_reactor
 from .utterances import UtteranceBank
 from .wsconn import ConnectionClosed, HandshakeError, open_websocket
 from .webhook import (
@@ -354,8 +357,17 @@ async def _run(ws, core: CallerCore, clock: Clock, timings: dict[str, int]) -> N
             await ws.send_texts(msgs)
 
     async def receiver(cancel: trio.CancelScope) -> None:
+        reactor = shared_reactor()
+
+        def handle(data: str | bytes) -> bool:
+            """A message, in the reactor's task: as below while nothing needs awaiting."""
+            msgs = core.receive(clock.now_ns(), data)
+            return not msgs or ws.send_texts_nowait(msgs)  # False: the kernel did not take it all
+
         try:
             while True:
+                if await ws.receive_via(reactor, handle):
+                    await ws.flush()
                 data = await ws.receive_message()
                 if msgs := core.receive(clock.now_ns(), data):
                     await ws.send_texts(msgs)

@@ -298,3 +298,37 @@ async def test_conversation_waits_for_each_reply():
     assert kinds == ["utterance_start", "audio_onset", "audio_offset",
                      "utterance_start", "audio_onset", "audio_offset", "stop"]
     assert not [e for e in tl if e["event"] == "wait_timeout"]
+
+
+async def test_what_the_app_sends_is_handled_in_the_reactor_task(monkeypatch):
+    """The caller's receiver stays parked: every message the app sends is handled by
+    the process's reactor task (simulator.reactor), not by a wake-up of the call's
+    receiver per message — and the call sees them all, in order."""
+    from simulator.caller import CallerCore
+    from simulator.reactor import shared_reactor
+
+    handled_in: list[tuple[str, str]] = []
+    real_receive = CallerCore.receive
+
+    def receive(self, now_ns, data):  # type: ignore[no-untyped-def]
+        msg = json.loads(data)
+        handled_in.append((trio.lowlevel.current_task().name, msg["mark"]["name"] if msg["event"] == "mark" else ""))
+        return real_receive(self, now_ns, data)
+
+    monkeypatch.setattr(CallerCore, "receive", receive)
+    names = [f"m{i}" for i in range(20)]
+
+    async def behaviour(sess: StreamSession) -> None:
+        await sess.started.wait()
+        for i, name in enumerate(names):
+            await sess.send_audio(noise(160, 100 + i))
+            await sess.send_mark(name)
+        await sess.wait_for(lambda m: m.get("event") == "mark" and m["mark"]["name"] == names[-1])
+
+    app = StubApp(behaviour)
+    result = await run_with(app, [Pause(1200), Hangup()])
+    assert result.ok, result.error
+    assert [n for _, n in handled_in if n] == names
+    assert len(handled_in) == 2 * len(names)
+    assert {task for task, _ in handled_in} == {"callsim reactor"}
+    assert shared_reactor().callbacks >= 1 and shared_reactor().parked == 0

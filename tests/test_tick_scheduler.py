@@ -87,6 +87,9 @@ class FakeWS:
         queued, self.queued = self.queued, []
         self._out(queued)
 
+    async def receive_via(self, reactor: object, handle: object) -> bool:
+        return False  # no socket to park in the reactor: the receiver receives as before
+
     async def receive_message(self) -> str:
         await self.closed.wait()
         raise ConnectionClosed(1000, None)

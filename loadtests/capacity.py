@@ -881,6 +881,7 @@ LAYERS = [  # first match on the file path of a frame wins (py-spy paths are rel
     ("soxr/webrtcvad", re.compile(r"(^|/)(soxr|webrtcvad)")),
     ("bridge: call core", re.compile(r"(^|/)bridge/(call|realtime|twilio_wire|codec)\.py")),
     ("bridge: driver/app", re.compile(r"(^|/)bridge/")),
+    ("simulator: WebSocket + reactor", re.compile(r"(^|/)simulator/(wsconn|reactor)\.py")),
     ("mock: session/vad/audio", re.compile(r"(^|/)simulator/mock/")),
     ("harness: caller core", re.compile(r"(^|/)simulator/")),
     ("SQLite (bridge store thread)", re.compile(r"(^|/)sqlite3/")),
@@ -902,6 +903,8 @@ STAGES = [
     ("bridge driver: OpenAI loop + dispatch", re.compile(r"^CallDriver\._openai_task$")),
     ("bridge driver/app other", re.compile(r"^(CallDriver|BridgeApp)\.")),
     ("mock server loop (receiver/timer tasks)", re.compile(r"^MockServer\.")),
+    ("mock driver (message handler, its sends, timer)", re.compile(r"^run_session\.")),
+    ("WebSocket reads, frames, writes + reactor (simulator)", re.compile(r"^(WebSocket\.|FdStream\.|Reactor\.)")),
     ("caller driver loop (ticker, receiver, sleeps)", re.compile(r"^(_run|place_call|MonotonicClock\..*)$")),
     ("trio run loop (scheduling, epoll, timers)", re.compile(r"^(unrolled_run|run)$")),
 ]

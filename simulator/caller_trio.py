@@ -48,8 +48,8 @@ from . import twilio_wire as tw
 from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind  # CallResult re-exported
 from .caller import CallerCore
 from .impairments import Impairments
-from .script import Step
 from .reactor import shared_reactor
+from .script import Step
 from .utterances import UtteranceBank
 from .wsconn import ConnectionClosed, HandshakeError, open_websocket
 from .webhook import (

@@ -55,6 +55,7 @@ from simulator.mock.server import MockConfig, running_mock
 from simulator.mock.session import MockSession
 from simulator.reactor import MAX_EVENTS, Reactor
 from simulator.wsconn import ConnectionClosed, ServerHandshake, WebSocket
+from tests.test_wsconn import read_head  # the same request-head reader as the wsconn tests
 
 HOST = "127.0.0.1"
 GUARD = 10.0  # seconds: every test's deadline (none needs more than a fraction of it)
@@ -155,15 +156,6 @@ class Parked:
 
 
 # ------------------------------------------------------------------ websocket helpers
-
-
-async def read_head(stream: trio.SocketStream) -> bytes:
-    head = b""
-    while b"\r\n\r\n" not in head:
-        data = await stream.receive_some(4096)
-        assert data
-        head += data
-    return head
 
 
 async def _accept_one(listener: trio.SocketListener, got: list[WebSocket]) -> None:

@@ -93,11 +93,8 @@ class Reactor:
         ``fd`` is readable; return once it returns False, raise what it raised.
         Cancellable: a cancel takes the socket out of the set."""
         task = trio.lowlevel.current_task()
-        if fd in self._entries:  # a closed socket's number, reused: the kernel dropped that one
-            self._entries.pop(fd)
-            self._unregister(fd)
-        self._epoll.register(fd, select.EPOLLIN)
-        self._entries[fd] = (on_readable, task)
+        self._epoll.register(fd, select.EPOLLIN)  # FileExistsError: another task is parked on this socket
+        self._entries[fd] = (on_readable, task)  # replaces the entry of a closed socket with this number
 
         def abort(_: object) -> trio.lowlevel.Abort:
             self._drop(fd, task)
@@ -111,22 +108,20 @@ class Reactor:
         For whoever is about to close that socket: the kernel drops a closed fd
         from the set without telling anyone, so its task would never be woken.
         """
-        entry = self._entries.get(fd)
-        if entry is not None and entry[1] is task:
-            self._drop(fd, task)
+        if self._drop(fd, task):
             trio.lowlevel.reschedule(task, outcome.Value(None))
 
-    def _drop(self, fd: int, task: trio.lowlevel.Task) -> None:
+    def _drop(self, fd: int, task: trio.lowlevel.Task) -> bool:
+        """Take ``fd`` out of the set if ``task`` is the one parked on it (True)."""
         entry = self._entries.get(fd)
-        if entry is not None and entry[1] is task:
-            del self._entries[fd]
-            self._unregister(fd)
-
-    def _unregister(self, fd: int) -> None:
+        if entry is None or entry[1] is not task:
+            return False
+        del self._entries[fd]
         try:
             self._epoll.unregister(fd)
         except (OSError, ValueError):  # closed meanwhile: the kernel dropped it from the set already
             pass
+        return True
 
 
 _SHARED: trio.lowlevel.RunVar[Reactor] = trio.lowlevel.RunVar("callsim_reactor")

@@ -422,9 +422,7 @@ class WebSocket:
             data = b""
         if data is None:  # nothing there after all
             return True
-        self._take(data)
-        if self._waiters:  # aclose() waiting for the peer's close: it looks again
-            self._lot.unpark_all()
+        self._take(data)  # an aclose() waiting for the peer's close is unparked by receive_via once closed
         if self._proto.writes:
             try:
                 if not self._send_queued():

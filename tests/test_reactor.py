@@ -262,6 +262,13 @@ class Via:
         nursery.start_soon(self._run)
         return self
 
+    async def start_parked(self, nursery: trio.Nursery) -> Via:
+        """:meth:`start`, then wait until its task is parked in the reactor."""
+        self.start(nursery)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not self.done.is_set() and self.server.stream._fd() in self.reactor._entries  # type: ignore[attr-defined]
+        return self
+
     async def _run(self) -> None:
         try:
             self.result = await self.server.receive_via(self.reactor, self._handle)
@@ -479,8 +486,7 @@ async def test_a_ping_while_parked_is_answered_without_waking_the_task() -> None
     with trio.fail_after(GUARD):
         async with running_reactor() as (reactor, _), ws_pair(RawPeer.open) as (server, peer):
             async with trio.open_nursery() as nursery:
-                via = Via(server, reactor).start(nursery)
-                await trio.testing.wait_all_tasks_blocked()
+                via = await Via(server, reactor).start_parked(nursery)
                 assert reactor.parked == 1
                 callbacks = reactor.callbacks
                 await peer.send(Ping(b"are you there"))
@@ -537,8 +543,7 @@ async def test_a_peer_vanishing_while_parked_gives_1006() -> None:
     with trio.fail_after(GUARD):
         async with running_reactor() as (reactor, _), ws_pair(RawPeer.open) as (server, peer):
             async with trio.open_nursery() as nursery:
-                via = Via(server, reactor).start(nursery)
-                await trio.testing.wait_all_tasks_blocked()
+                via = await Via(server, reactor).start_parked(nursery)
                 assert reactor.parked == 1
                 await peer.stream.aclose()  # no close frame
                 await via.done.wait()
@@ -560,8 +565,7 @@ async def test_aclose_from_another_task_completes_the_handshake_and_ends_receive
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(peer_reads)
-                via = Via(server, reactor).start(nursery)
-                await trio.testing.wait_all_tasks_blocked()
+                via = await Via(server, reactor).start_parked(nursery)
                 assert reactor.parked == 1
                 # a long handshake timeout: only the echo read by the reactor ends it within GUARD
                 await server.aclose(4002, "shutting down", timeout=60)
@@ -623,8 +627,7 @@ async def test_receive_via_returns_false_without_parking_when_it_cannot_park() -
                 await trio.testing.wait_all_tasks_blocked()
                 assert got == ["three"]
 
-                via = Via(server, reactor).start(nursery)
-                await trio.testing.wait_all_tasks_blocked()
+                via = await Via(server, reactor).start_parked(nursery)
                 assert reactor.parked == 1
                 with trio.CancelScope() as scope:
                     scope.cancel()

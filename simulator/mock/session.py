@@ -105,10 +105,14 @@ class Response:
     conversation: str = "auto"
     metadata: dict[str, str] | None = None
     index: int = 0  # 1-based count of responses in the session
+    tool_not_declared: str | None = None  # the behaviour's tool, which the session never declared
+    tools_declared: list[str] | None = None  # the function tools it did declare (set with the above)
 
     def record(self) -> dict[str, Any]:
         plan = self.plan
-        return {
+        undeclared = ({"tool_not_declared": self.tool_not_declared, "tools_declared": self.tools_declared}
+                      if self.tool_not_declared is not None else {})
+        return {**undeclared,
             "id": self.id, "trigger": self.trigger, "index": self.index,
             "reply": plan if isinstance(plan, str) else ("tool:" + plan.name if isinstance(plan, ToolCall) else "echo"),
             "status": self.status, "reason": self.reason, "think_ms": round(self.think_ms, 3),
@@ -735,11 +739,22 @@ class MockSession:
             plan = self._echo_audio()
         else:
             plan = self.behaviour.reply_for(max(0, self._user_turns - 1), self._last_heard)
+        undeclared: tuple[str, list[str]] | None = None
+        if isinstance(plan, ToolCall):
+            # The real model cannot call a tool it was never given: it answers without it.
+            declared = _function_tool_names(opts["tools"] if "tools" in opts else self.config.tools)
+            if plan.name not in declared:
+                log.info("session %s: behaviour calls tool %s, which the session did not declare (declared: %s);"
+                         " replying %s without it", self.id, plan.name, ", ".join(declared) or "none", plan.then)
+                undeclared = (plan.name, declared)
+                plan = plan.then
         think = self.behaviour.think.draw(self.rng)
         r = Response(new_id("resp", self.rng), trigger, plan, now_ns, think, index=n,
                      fail=self._fault("fail_response", n) is not None,
                      conversation=opts.get("conversation", "auto"), metadata=opts.get("metadata"))
         r.bytes_per_ms = BYTES_PER_MS[self.config.output_format.kind]
+        if undeclared is not None:
+            r.tool_not_declared, r.tools_declared = undeclared
         self.response = r
         self._at(now_ns + int(self.behaviour.created_delay_ms * MS), lambda t, o: self._response_created(t, o, r))
 
@@ -963,6 +978,14 @@ class MockSession:
     def _expire(self, now_ns: int, out: list) -> None:
         self._emit(now_ns, out, errors.session_expired())
         self.close_request = (1000, "session expired")
+
+
+def _function_tool_names(tools: Any) -> list[str]:
+    """Names of the function tools in a session's (or a response's) ``tools`` list."""
+    if not isinstance(tools, list):
+        return []
+    return [t["name"] for t in tools
+            if isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("name"), str)]
 
 
 def _b64decode_strict(text: str) -> bytes:

@@ -81,6 +81,12 @@ def ga_update(*, fmt_in: Any = PCMU, fmt_out: Any = PCMU, turn_detection: Any = 
     return ev
 
 
+def declared(*names: str) -> list[dict[str, Any]]:
+    """A session's ``tools`` declaring function tools ``names`` (the mock calls only declared tools)."""
+    return [{"type": "function", "name": n, "description": n, "parameters": {"type": "object", "properties": {}}}
+            for n in names]
+
+
 def configure(d: Driver, **kw: Any) -> dict[str, Any]:
     out = d.send(ga_update(**kw))
     assert d.types(out) == ["session.updated"], out
@@ -660,7 +666,7 @@ def test_truncate(drive, clamp):
 def test_truncate_function_call_item_is_unsupported(drive):
     tool = ToolCall("lookup", {"q": 1})
     d = drive(Behaviour(think=ThinkTime("fixed", 0), rules=(Rule("caller_stop", tool=tool),), seed=10))
-    configure(d, turn_detection=None)
+    configure(d, turn_detection=None, tools=declared("lookup"))
     d.append(ulaw("caller_stop"))
     d.send({"type": "input_audio_buffer.commit"})
     d.send({"type": "response.create"})
@@ -734,7 +740,7 @@ def test_greeting_item_then_response_create(drive):
 def test_tool_call_then_function_output_then_reply(drive):
     tool = ToolCall("get_weather", {"city": "Paris"}, then=LONG)
     d = drive(Behaviour(think=ThinkTime("fixed", 100), rules=(Rule("caller_weather_question", tool=tool),), seed=14))
-    configure(d)
+    configure(d, tools=declared("get_weather"))
     n = len(d.events)
     d.append(ulaw("caller_weather_question") + sil(800))
     d.settle()
@@ -984,7 +990,8 @@ def test_beta_tool_call_arguments_done_has_no_name(drive):
     tool = ToolCall("get_weather", {"city": "Paris"})
     d = drive(Behaviour(think=ThinkTime("fixed", 0), rules=(Rule("caller_weather_question", tool=tool),), seed=21),
               dialect="beta")
-    d.send({"type": "session.update", "session": {"input_audio_format": "g711_ulaw", "turn_detection": None}})
+    d.send({"type": "session.update", "session": {"input_audio_format": "g711_ulaw", "turn_detection": None,
+                                                  "tools": declared("get_weather")}})
     d.append(ulaw("caller_weather_question"))
     d.send({"type": "input_audio_buffer.commit"})
     d.send({"type": "response.create"})

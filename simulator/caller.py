@@ -27,9 +27,11 @@ import base64
 import heapq
 import logging
 from array import array
+from binascii import a2b_base64
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 from . import twilio_wire as tw
 from .codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
@@ -98,6 +100,7 @@ class CallerCore:
         self.played_bytes = array("H")  # app audio bytes in each tick's frame
         self.media_sent_grid = array("q")  # grid index of each media frame sent ...
         self.media_sent_ns = array("q")  # ... and when it was released to the socket
+        self.media_sent_crc = array("I")  # ... and the CRC-32 of its μ-law bytes (pairs it by content)
         self.marks_echoed: Counter[str] = Counter()  # by reason: played | idle | cleared
         self.counts: Counter[str] = Counter()
 
@@ -263,6 +266,7 @@ class CallerCore:
                 msgs.append(tw.media_message(self.ident.stream_sid, self._seq, self._chunk, ts, b64))
                 self.media_sent_grid.append(grid)
                 self.media_sent_ns.append(now_ns)
+                self.media_sent_crc.append(crc32(a2b_base64(b64)))  # ≈ 1 µs
             elif out.kind == "mark":
                 msgs.append(tw.mark_message(self.ident.stream_sid, self._seq, out.arg))
             elif out.kind == "dtmf":

@@ -37,6 +37,7 @@ from . import errors
 from .audio import BYTES_PER_MS, InputConverter, decode, encode, fixture_audio
 from .behaviour import Behaviour, Fault, ToolCall
 from .dialect import NAMES, Dialect, looks_beta
+from .fingerprint import BLOCK_MS, BlockPrints
 from .ids import new_id
 from .recognizer import Recognizer
 from .schema import APPEND, ClientEventError, parse_client_event, validate_server_event
@@ -213,6 +214,7 @@ class MockSession:
         self.close_info: dict[str, Any] | None = None
         self.append_ns = array("q")  # arrival of each input_audio_buffer.append
         self.delta_ns = array("q")  # emission of each audio delta
+        self.blocks = BlockPrints(MAX_TIMINGS)  # arrival + CRC of each 20 ms block of input audio
 
     # ================================================================ API
 
@@ -336,6 +338,7 @@ class MockSession:
         if timings:
             d["append_ns"] = self.append_ns.tolist()
             d["delta_ns"] = self.delta_ns.tolist()
+            d.update(self.blocks.timings())  # block_ns, block_crc: pair frames by content
         return d
 
     # ============================================================ plumbing
@@ -452,6 +455,7 @@ class MockSession:
         counts["audio_in_bytes"] += n
         if len(self.append_ns) < MAX_TIMINGS:
             self.append_ns.append(now_ns)
+        self.blocks.add(now_ns, data, BLOCK_MS * bpm)
         buf = self._buffer
         buf += data
         self._input_ms = input_ms = self._input_ms + n / bpm

@@ -84,7 +84,7 @@ class MockServer:
         self.port: int | None = None
         self.session_count = 0
         self.refused = 0
-        self._next_behaviours: list[Behaviour] = []
+        self._next_behaviours: list[tuple[Behaviour, str | None]] = []  # (behaviour, tag), next session first
         self._rng = random.Random(self.config.behaviour.seed)
         self.recognizer = Recognizer() if self.config.recognize else None
         self._changed = trio.Event()
@@ -110,12 +110,30 @@ class MockServer:
     def open_sessions(self) -> int:
         return sum(1 for s in self.sessions.values() if not s.closed)
 
-    def set_behaviour(self, behaviour: Behaviour, *, next_sessions: int | None = None) -> None:
-        """Default behaviour from now on, or only for the next ``next_sessions`` sessions."""
+    def set_behaviour(self, behaviour: Behaviour, *, next_sessions: int | None = None,
+                      tag: str | None = None) -> None:
+        """Default behaviour from now on, or only for the next ``next_sessions`` sessions.
+
+        ``tag`` (queued behaviours only) names the entries so they can be taken back
+        with :meth:`withdraw_behaviour` — a scenario whose call never opened a session
+        must not leave its behaviour to the next scenario — and each session that
+        gets one reports it as ``behaviour_tag``.
+        """
         if next_sessions is None:
+            if tag is not None:
+                raise ValueError("a tag names queued behaviours: give next_sessions too")
             self.config.behaviour = behaviour
         else:
-            self._next_behaviours.extend([behaviour] * next_sessions)
+            self._next_behaviours.extend([(behaviour, tag)] * next_sessions)
+
+    def withdraw_behaviour(self, tag: str) -> int:
+        """Remove every still-queued behaviour tagged ``tag``; how many were removed."""
+        kept = [e for e in self._next_behaviours if e[1] != tag]
+        n = len(self._next_behaviours) - len(kept)
+        self._next_behaviours = kept
+        if n:
+            log.info("mock: withdrew %d queued behaviour(s) tagged %r", n, tag)
+        return n
 
     async def wait_all_closed(self, timeout: float) -> bool:
         """Wait until no session is open; False on timeout (a leak the harness must report)."""
@@ -218,7 +236,7 @@ class MockServer:
             return
         self.session_count += 1
         index = self.session_count
-        behaviour = self._next_behaviours.pop(0) if self._next_behaviours else cfg.behaviour
+        behaviour, behaviour_tag = self._next_behaviours.pop(0) if self._next_behaviours else (cfg.behaviour, None)
         frng = random.Random(None if behaviour.seed is None else f"{behaviour.seed}:{index}:handshake")
         for f in behaviour.faults:
             if f.kind == "refuse" and f.applies(index, frng):
@@ -233,7 +251,7 @@ class MockServer:
         model = parse_qs(url.query).get("model", [cfg.model])[0]
         session = MockSession(index=index, dialect=cfg.dialect, beta_header=beta, model=model,
                               behaviour=behaviour, recognizer=self.recognizer,
-                              validate_outgoing=cfg.validate_outgoing)
+                              validate_outgoing=cfg.validate_outgoing, behaviour_tag=behaviour_tag)
         try:
             ws = await request.accept(subprotocol="realtime" if "realtime" in protocols else None)
         except HandshakeError as exc:  # a malformed upgrade, answered 400/426 by the protocol
@@ -333,17 +351,25 @@ class MockServer:
                 s = next((x for x in self.sessions.values() if x.index == int(sid)), None)
             timings = parse_qs(url.query).get("timings", ["0"])[0] not in ("0", "false", "")
             return (200, s.snapshot(full=True, timings=timings)) if s else (404, {"error": f"no session {sid}"})
+        if path == "/_mock/behaviour" and method == "DELETE":
+            tag = parse_qs(url.query, keep_blank_values=True).get("tag")
+            if not tag or not tag[0]:
+                return 400, {"error": "DELETE /_mock/behaviour needs ?tag=T (the tag of the queued behaviours)"}
+            return 200, {"withdrawn": self.withdraw_behaviour(tag[0])}
         if path == "/_mock/behaviour" and method in ("POST", "PUT"):
             n = parse_qs(url.query).get("next_sessions")
             if n and not (n[0].isdigit() and int(n[0]) > 0):
                 return 400, {"error": f"next_sessions must be a positive integer, got {n[0]!r}"}
+            tag = parse_qs(url.query, keep_blank_values=True).get("tag")
+            if tag and (not tag[0] or not n):
+                return 400, {"error": "tag must be a non-empty string, with next_sessions (it names queued behaviours)"}
             try:
                 b = Behaviour.from_dict(orjson.loads(body or b"{}"))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:  # bad JSON is a ValueError
                 return 400, {"error": f"invalid behaviour: {exc!r}"}
             if unknown := unknown_fixtures(b):
                 return 400, {"error": f"unknown fixture(s) {', '.join(unknown)}"}
-            self.set_behaviour(b, next_sessions=int(n[0]) if n else None)
+            self.set_behaviour(b, next_sessions=int(n[0]) if n else None, tag=tag[0] if tag else None)
             return 200, {"ok": True}
         if path.startswith("/v1/realtime"):
             return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}

@@ -149,8 +149,12 @@ class MockSession:
         recognizer: Recognizer | None = None,
         rng: random.Random | None = None,
         validate_outgoing: bool = True,
+        behaviour_tag: str | None = None,
     ) -> None:
         self.index = index
+        # the tag of the queued behaviour this session got (None: the default), so the
+        # harness can check each call ran its own scenario's behaviour
+        self.behaviour_tag = behaviour_tag
         self.server_dialect = dialect  # ga | beta | auto
         self.beta_header = beta_header
         self.dialect: Dialect = "beta" if dialect == "beta" or (dialect == "auto" and beta_header) else "ga"
@@ -324,7 +328,7 @@ class MockSession:
             "counts": dict(self.counts), "audio_in_ms": round(self._input_ms, 3),
             "turns": len(self.turns), "responses": len(self.response_records),
             "truncates": len(self.truncates), "errors_sent": len(self.errors_sent),
-            "faults": [f.kind for f in self.faults],
+            "faults": [f.kind for f in self.faults], "behaviour_tag": self.behaviour_tag,
         }
         if full:
             d.update(

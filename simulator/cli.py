@@ -214,7 +214,13 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
             "  slow_start (session.created after after_ms)\n"
             "\n"
             "HTTP: GET /_mock/sessions, GET /_mock/sessions/ID (or 1-based index),\n"
-            "      POST /_mock/behaviour[?next_sessions=N] with behaviour JSON, GET /_mock/health"
+            "      POST /_mock/behaviour[?next_sessions=N[&tag=T]] with behaviour JSON, GET /_mock/health\n"
+            "      DELETE /_mock/behaviour?tag=T withdraws the still-queued behaviours tagged T\n"
+            "      (answers {\"withdrawn\": n}); each session reports the tag it got as behaviour_tag\n"
+            "      (null: the default). Withdraw after a scenario: a call that never opened a session\n"
+            "      must not leave its behaviour queued for the next one.\n"
+            "      μ-law sessions report line_tags: the caller tags read in the idle line ({tag_hex: frames,\n"
+            "      first_rx_ns, last_rx_ns}; the full snapshot adds line_tag_rx [[seq, rx_ns], ...])"
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

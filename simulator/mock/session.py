@@ -39,6 +39,7 @@ from .behaviour import Behaviour, Fault, ToolCall
 from .dialect import NAMES, Dialect, looks_beta
 from .fingerprint import BLOCK_MS, BlockPrints
 from .ids import new_id
+from .line_tags import LineTagLog
 from .recognizer import Recognizer
 from .schema import APPEND, ClientEventError, parse_client_event, validate_server_event
 from .session_config import SessionConfig
@@ -218,6 +219,7 @@ class MockSession:
         self.close_info: dict[str, Any] | None = None
         self.append_ns = array("q")  # arrival of each input_audio_buffer.append
         self.delta_ns = array("q")  # emission of each audio delta
+        self.line_tags = LineTagLog()  # which calls' tagged idle line reached this session (μ-law only)
         self.blocks = BlockPrints(MAX_TIMINGS)  # arrival + CRC of each 20 ms block of input audio
 
     # ================================================================ API
@@ -329,6 +331,7 @@ class MockSession:
             "turns": len(self.turns), "responses": len(self.response_records),
             "truncates": len(self.truncates), "errors_sent": len(self.errors_sent),
             "faults": [f.kind for f in self.faults], "behaviour_tag": self.behaviour_tag,
+            **self.line_tags.as_snapshot(full),
         }
         if full:
             d.update(
@@ -465,9 +468,11 @@ class MockSession:
         self._input_ms = input_ms = self._input_ms + n / bpm
         self._append_times.append((input_ms, now_ns))
         vad = self._vad
+        # line tags survive only μ-law passthrough; the VAD hears tag frames as 0xFF (the buffer keeps them)
+        heard = self.line_tags.observe(data, now_ns) if conv.kind == "pcmu" else data
         if vad is not None:
-            silent = conv.digital_silence(data)
-            for vev in vad.feed_silence(silent) if silent else vad.feed(conv.feed(data)):
+            silent = conv.digital_silence(heard)
+            for vev in vad.feed_silence(silent) if silent else vad.feed(conv.feed(heard)):
                 self._on_vad(now_ns, vev, out)
         if len(buf) > MAX_IDLE_BUFFER_MS * bpm:  # below the smaller bound there is nothing to trim
             self._trim_buffer(bpm)

@@ -219,8 +219,8 @@ class MockSession:
         self.close_info: dict[str, Any] | None = None
         self.append_ns = array("q")  # arrival of each input_audio_buffer.append
         self.delta_ns = array("q")  # emission of each audio delta
-        self.line_tags = LineTagLog()  # which calls' tagged idle line reached this session (μ-law only)
         self.blocks = BlockPrints(MAX_TIMINGS)  # arrival + CRC of each 20 ms block of input audio
+        self.line_tags = LineTagLog()  # which calls' tagged idle line reached this session (μ-law only)
 
     # ================================================================ API
 

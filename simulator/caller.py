@@ -34,6 +34,7 @@ from typing import Any
 from zlib import crc32
 
 from . import twilio_wire as tw
+from . import linetag
 from .codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
 from .impairments import Impairer, Impairments
 from .playback import Playback
@@ -67,6 +68,10 @@ class CallerConfig:
     max_queued_bytes: int = 8000 * 600
     record_media_in: bool = True  # one timeline event per received media message
     max_warnings_kept: int = 200  # warnings are all counted; this many are kept verbatim
+    # Idle-line frames carry an inaudible tag (−72 dBFS; simulator/linetag.py) naming this call and the
+    # frame, so the harness pairs the call with the OpenAI session its bridge opened — and times each
+    # frame's hop through the bridge — by what was sent, whatever the bridge's timing. Off: pure 0xFF.
+    line_tag: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class CallerCore:
     def __init__(self, config: CallerConfig, script: list[Step], bank: UtteranceBank | None = None) -> None:
         self.config = config
         self.ident = config.identity
+        #: this call's tag on its idle-line frames (None when off)
+        self.line_tag: int | None = linetag.call_tag_of(self.ident.call_sid) if config.line_tag else None
         self.script = list(script)
         self.bank = bank or default_bank()
         for step in self.script:  # fail before the call, not in the middle of it
@@ -374,6 +381,12 @@ class CallerCore:
                 self._event(now_ns, ev.pop("event"), lost=True, **ev)
         self._tick += 1
 
+    def _idle(self, k: int) -> str:
+        """The idle line for tick ``k``: line silence, tagged with the call and the frame when enabled."""
+        if self.line_tag is None:
+            return _SILENCE_B64
+        return base64.b64encode(linetag.tag_frame(self.line_tag, k)).decode("ascii")
+
     def _script_frame(self, now_ns: int, k: int) -> tuple[str, tuple[dict[str, Any], ...]]:
         """Advance the script by one frame; return the payload to send and timeline tags."""
         while True:
@@ -400,7 +413,7 @@ class CallerCore:
                     self._next_step()
                     continue
                 self._step_tick += 1
-                return _SILENCE_B64, ()
+                return self._idle(k), ()
             if isinstance(step, Dtmf):
                 i = self._step_mark
                 if i >= len(step.digits):
@@ -413,7 +426,7 @@ class CallerCore:
                                 _Out("dtmf", digit, ({"event": "dtmf", "digit": digit},)))
                     self._step_mark += 1
                 self._step_tick += 1
-                return _SILENCE_B64, ()
+                return self._idle(k), ()
             if isinstance(step, WaitForReply):
                 elapsed = self._step_tick * FRAME_MS
                 # silence counts only from ticks the driver ran on time (see _note_lateness)
@@ -426,7 +439,7 @@ class CallerCore:
                     self._next_step()
                     continue
                 self._step_tick += 1
-                return _SILENCE_B64, ()
+                return self._idle(k), ()
             if isinstance(step, WaitForAudio):
                 if self._step_heard >= 0 and (k - self._step_heard) * FRAME_MS >= step.after_ms:
                     self._next_step()
@@ -436,7 +449,7 @@ class CallerCore:
                     self._next_step()
                     continue
                 self._step_tick += 1
-                return _SILENCE_B64, ()
+                return self._idle(k), ()
             # Hangup (explicit, or the script ran out)
             self._do_hangup(now_ns, "script")
-            return _SILENCE_B64, ()
+            return self._idle(k), ()

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator import linetag
 from simulator import twilio_wire as tw
+from simulator.codec import SILENCE_PEAK, ULAW_MAGNITUDE
 from simulator.caller import FRAME_NS, CallerConfig, CallerCore
 from simulator.fixtures import default_library
 from simulator.script import (
@@ -181,9 +183,21 @@ def test_main_call_audio_is_silence_then_the_fixture_then_silence(main_call):
     ulaw = BANK.get("caller_stop").ulaw
     expected = [ulaw[i:i + FRAME] for i in range(0, len(ulaw), FRAME)]
     assert [frames[k] for k in say] == expected
-    for k in [*pause1, *dtmf, *pause2]:
-        assert frames[k] == SILENCE
-    assert b"".join(frames) == SILENCE * 5 + ulaw + SILENCE * 11
+    tag = core.line_tag
+    assert tag == linetag.call_tag_of(IDENT.call_sid)
+    for k in [*pause1, *dtmf, *pause2]:  # the idle line: silence that names the call and the frame
+        assert frames[k] == linetag.tag_frame(tag, k)
+        assert linetag.read_tag(frames[k]) == (tag, k)
+        assert max(ULAW_MAGNITUDE[b] for b in frames[k]) < SILENCE_PEAK  # inaudible
+    assert b"".join(frames) == b"".join(linetag.tag_frame(tag, k) for k in range(5)) + ulaw + b"".join(
+        linetag.tag_frame(tag, k) for k in range(5 + len(expected), 5 + len(expected) + 11))
+
+
+def test_line_tag_off_sends_pure_line_silence():
+    core = make([Pause(100), Hangup()], line_tag=False)
+    frames = [base64.b64decode(m["media"]["payload"]) for _, m in drive(core) if m["event"] == "media"]
+    assert core.line_tag is None
+    assert len(frames) == 5 and all(f == SILENCE for f in frames)
 
 
 def test_main_call_dtmf(main_call):
@@ -645,7 +659,7 @@ def test_wait_for_audio_releases_the_next_step_after_ms():
     (ev,) = events(core, "utterance_start")
     assert ev["t_ns"] == grid(7)
     utt = BANK.get("caller_stop").ulaw
-    assert [frames[k] for k in range(2, 7)] == [SILENCE] * 5
+    assert [linetag.read_tag(frames[k]) for k in range(2, 7)] == [(core.line_tag, k) for k in range(2, 7)]
     assert [frames[k] for k in range(7, 12)] == [utt[i * FRAME:(i + 1) * FRAME] for i in range(5)]
 
 

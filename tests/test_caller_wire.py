@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import trio
 
+from simulator import linetag
 from simulator.caller_trio import place_call
 from simulator.codec import FRAME_BYTES
 from simulator.recording import pacing_stats, write_call
@@ -80,10 +81,12 @@ async def test_messages_as_received_by_the_app():
         assert md["chunk"] == str(i + 1)
         assert md["timestamp"] == str(20 * i)
         assert len(base64.b64decode(md["payload"], validate=True)) == FRAME_BYTES
-    # silence is 0xFF on the line; the fixture's μ-law follows the pause
+    # the idle line is silence carrying the call's inaudible line tag; the fixture's μ-law follows the pause
     payloads = b"".join(base64.b64decode(m["media"]["payload"]) for m in media)
     utt = default_bank().get("caller_stop")
-    assert payloads[: 3 * FRAME_BYTES] == b"\xff" * (3 * FRAME_BYTES)
+    tag = linetag.call_tag_of(start["start"]["callSid"])
+    assert [linetag.read_tag(payloads[k * FRAME_BYTES:(k + 1) * FRAME_BYTES]) for k in range(3)] == \
+        [(tag, k) for k in range(3)]
     assert payloads[3 * FRAME_BYTES : 3 * FRAME_BYTES + len(utt.ulaw)] == utt.ulaw
 
     dtmf = [m for m in msgs if m["event"] == "dtmf"]

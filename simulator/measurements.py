@@ -24,7 +24,10 @@ class TurnMetrics:
     latency_ms: float | None = None  # turn_latency_ms
     mock_vad_wait_ms: float | None = None  # mock: last speech received -> speech_stopped (wall clock)
     mock_think_ms: float | None = None  # mock: think time (+ response.created delay) of the reply
-    overhead_ms: float | None = None  # latency minus what the mock spent: bridge + transport
+    overhead_ms: float | None = None  # the bridge's share: its hops (below) + the waits it caused
+    uplink_hop_ms: float | None = None  # caller frame sent -> the mock received that same frame (line tag)
+    downlink_hop_ms: float | None = None  # mock sent the reply's first delta -> the caller received it
+    first_byte_ns: int | None = None  # when the reply's first audio byte reached the caller
     heard: str | None = None  # fixture the mock recognised
     reply_start_ns: int | None = None  # first frame (silent or not) of the run holding first_audio_ns
     reply_lead_ms: float | None = None  # the reply's own leading silence: first_audio_ns - reply_start_ns
@@ -66,8 +69,12 @@ class CallMetrics:
     scenario: str
     call_index: int
     call_sid: str | None
-    status: Literal["passed", "failed", "error"] = "passed"
+    status: Literal["passed", "failed", "skipped", "error"] = "passed"
     error: str | None = None
+    skip_reason: str | None = None  # the scenario does not apply to this bridge: why
+    pairing: str | None = None  # how the call was paired with its mock session (line_tag | timing), and notes
+    behaviour_tag: str | None = None  # the mock behaviour the paired session ran
+    dead_air_ms: float = 0.0  # longest silence the caller waited through after its last utterance
     end_reason: str | None = None
     duration_ms: float = 0.0
     turns: list[TurnMetrics] = field(default_factory=list)

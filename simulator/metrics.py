@@ -300,19 +300,23 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
     mock_turns = _records(mock, "turns")
     responses = sorted(_records(mock, "responses"), key=lambda r: (r.get("t_trigger_ns") or 0, r.get("index") or 0))
     free_truncates = sorted(_records(mock, "truncates"), key=lambda t: t.get("t_ns") or 0)
+    rx = _line_tag_rx(core, mock)
 
     for i, u in enumerate(utts):
         nxt = utts[i + 1].start_ns if i + 1 < len(utts) else None
         prev = utts[i - 1] if i else None
         if u.barge_in:
-            m.barge_ins.append(_barge_in(po, u, prev, nxt, clears, free_truncates if mock is not None else None))
+            m.barge_ins.append(_barge_in(po, u, prev, nxt, clears, free_truncates if mock is not None else None,
+                                         responses))
         elif u.speech_end_ns is not None:
             t = _turn(po, u, len(m.turns), nxt)
             if mock is not None:
-                _attach_mock(t, u, nxt, mock_turns, responses, created_delay_ms)
+                _attach_mock(t, u, nxt, mock_turns, responses, created_delay_ms,
+                             _uplink_ms(core, rx, u.speech_end_ns))
             m.turns.append(t)
 
     m.underrun_ms = _underrun_ms(po, utts, clears)
+    m.dead_air_ms = _dead_air_ms(po, utts)
     if behaviour_echo:
         m.codec = _codec(core, [u for u in utts if not u.barge_in and u.speech_end_ns is not None], bank)
     else:
@@ -360,11 +364,53 @@ def _turn(po: Playout, u: _Utt, index: int, next_start_ns: int | None) -> TurnMe
         run -= 1
     t.reply_start_ns = po.played_ns(run)
     t.reply_lead_ms = (t.first_audio_ns - t.reply_start_ns) / MS
+    if po.arrival_ns[run] >= 0:
+        t.first_byte_ns = int(po.arrival_ns[run])
     return t
 
 
+def _bridge_waits_ms(chain: list[dict[str, Any]], stopped: int) -> float:
+    """Time the mock spent waiting for the bridge between the caller's turn and the reply: a response
+    the bridge triggered itself (after its own commit or VAD) and each step of a tool chain."""
+    total = 0.0
+    before = stopped
+    for r in chain:
+        trig = r.get("t_trigger_ns")
+        if r.get("trigger") == "client" and trig is not None and trig > before:
+            total += (trig - before) / MS
+        before = r.get("t_done_ns") or trig or before
+    return total
+
+
+def _uplink_ms(core: CallerCore, rx: dict[int, int], after_ns: int, window_ms: int = 500) -> float | None:
+    """Caller → mock hop of the idle-line frames sent in the ``window_ms`` after ``after_ns``: each
+    such frame carries the call's line tag and its grid index, so the mock's arrival time of *that
+    frame* minus its send time is the hop (median over the window); ``None`` without line tags."""
+    if not rx:
+        return None
+    grid = np.frombuffer(core.media_sent_grid, dtype=np.int64) if len(core.media_sent_grid) else None
+    if grid is None:
+        return None
+    sent = np.frombuffer(core.media_sent_ns, dtype=np.int64)
+    sel = (sent >= after_ns) & (sent < after_ns + window_ms * MS)
+    hops = [(rx[int(k) % (1 << 24)] - int(t)) / MS for k, t in zip(grid[sel], sent[sel]) if int(k) % (1 << 24) in rx]
+    return float(np.median(hops)) if hops else None
+
+
+def _line_tag_rx(core: CallerCore, mock: dict[str, Any] | None) -> dict[int, int]:
+    """seq → the mock's receipt time of this call's tagged frames (first receipt if duplicated)."""
+    if not mock or getattr(core, "line_tag", None) is None:
+        return {}
+    rows = (mock.get("line_tag_rx") or {}).get(f"{core.line_tag:08x}") or []
+    out: dict[int, int] = {}
+    for seq, t in rows:
+        out.setdefault(int(seq), int(t))
+    return out
+
+
 def _attach_mock(t: TurnMetrics, u: _Utt, next_start_ns: int | None, mock_turns: list[dict[str, Any]],
-                 responses: list[dict[str, Any]], created_delay_ms: float) -> None:
+                 responses: list[dict[str, Any]], created_delay_ms: float,
+                 uplink_ms: float | None = None) -> None:
     """Pair a caller turn with the mock's turn (by time) and the responses that led to the reply."""
     hi = next_start_ns if next_start_ns is not None else math.inf
     cands = [mt for mt in mock_turns
@@ -397,8 +443,18 @@ def _attach_mock(t: TurnMetrics, u: _Utt, next_start_ns: int | None, mock_turns:
         return
     t.response_ids = [r.get("id") for r in chain]
     t.mock_think_ms = sum(_mock_response_ms(r, created_delay_ms) for r in chain)
-    if t.latency_ms is not None and t.mock_vad_wait_ms is not None:
-        t.overhead_ms = t.latency_ms - (t.reply_lead_ms or 0.0) - t.mock_vad_wait_ms - t.mock_think_ms
+    t.uplink_hop_ms = uplink_ms
+    first_delta = chain[-1].get("t_first_audio_ns")
+    if t.first_byte_ns is not None and first_delta is not None:
+        t.downlink_hop_ms = (t.first_byte_ns - first_delta) / MS
+    if t.uplink_hop_ms is not None and t.downlink_hop_ms is not None:
+        # The bridge's share, from the same audio timestamped on both sides of it: its two hops plus
+        # whatever the mock had to wait for it (a response the bridge asked for itself, a tool's output).
+        t.overhead_ms = t.uplink_hop_ms + t.downlink_hop_ms + _bridge_waits_ms(chain, stopped)
+    elif t.first_byte_ns is not None and t.mock_vad_wait_ms is not None:
+        # No line tag came through (the bridge converts the audio): the reply's arrival at the caller
+        # minus what the mock spent — still free of the caller's 20 ms playback tick.
+        t.overhead_ms = (t.first_byte_ns - u.speech_end_ns) / MS - t.mock_vad_wait_ms - t.mock_think_ms
 
 
 def _mock_response_ms(r: dict[str, Any], created_delay_ms: float) -> float:
@@ -415,8 +471,21 @@ def _mock_response_ms(r: dict[str, Any], created_delay_ms: float) -> float:
 # -------------------------------------------------------------- barge-ins
 
 
+def _next_reply_tick(po: Playout, responses: list[dict[str, Any]], onset_ns: int) -> int | None:
+    """The first tick whose audio arrived after the mock began the reply *after* the one playing at
+    ``onset_ns``: audio from there on belongs to that next reply, not to the interrupted one (a bridge
+    that never clears lets the two play back to back)."""
+    later = [r["t_first_audio_ns"] for r in responses
+             if r.get("t_first_audio_ns") is not None and r["t_first_audio_ns"] > onset_ns]
+    if not later or not (po.arrival_ns >= 0).any():
+        return None
+    hit = np.flatnonzero(po.arrival_ns >= min(later))
+    return int(hit[0]) if len(hit) else None
+
+
 def _barge_in(po: Playout, u: _Utt, prev: _Utt | None, next_start_ns: int | None, clears: list[int],
-              truncates: list[dict[str, Any]] | None) -> BargeInMetrics:
+              truncates: list[dict[str, Any]] | None,
+              responses: list[dict[str, Any]] | None = None) -> BargeInMetrics:
     assert u.speech_start_ns is not None
     onset = u.speech_start_ns
     b = BargeInMetrics(onset_ns=onset, fixture=u.fixture)
@@ -430,6 +499,9 @@ def _barge_in(po: Playout, u: _Utt, prev: _Utt | None, next_start_ns: int | None
         stop = po.done_by(clear)
     else:
         stop = _playback_stop(po, m_on, end_tick)
+        nxt_reply = _next_reply_tick(po, responses or [], onset)
+        if nxt_reply is not None and nxt_reply > m_on:
+            stop = min(stop, nxt_reply)
     # talk-over: assistant audio played from the onset's frame on, until the clear (or the audio stops)
     b.talk_over_ms = po.ms(m_on, min(stop, m_on + TALK_OVER_CAP_TICKS))
     # heard: the interrupted reply from its first frame to the clear
@@ -470,6 +542,22 @@ def _playback_stop(po: Playout, a: int, b: int) -> int:
             if quiet >= PLAYBACK_STOP_TICKS:
                 break
     return (last + 1) if last is not None else a
+
+
+# ---------------------------------------------------------------- dead air
+
+
+def _dead_air_ms(po: Playout, utts: list[_Utt]) -> float:
+    """The longest stretch the caller heard nothing after its last utterance ended, up to the end of
+    the call: a reply that never came, or a bridge that lost OpenAI and neither apologised nor hung up."""
+    last = max((u.end_ns or u.speech_end_ns or u.start_ns for u in utts), default=None)
+    a = po.tick_of(last) + 1 if last is not None else 0
+    if a >= po.n:
+        return 0.0
+    loud = po.loud[a:]
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], loud.astype(np.int8), [1]])))
+    runs = edges[1::2] - edges[::2] if len(edges) >= 2 else np.zeros(0)
+    return float(runs.max()) * 20.0 if len(runs) else 0.0
 
 
 # --------------------------------------------------------------- underruns
@@ -546,7 +634,7 @@ def _codec(core: CallerCore, turns: list[_Utt], bank: UtteranceBank) -> CodecMet
 
 def _closed_after_hangup(core: CallerCore, mock: dict[str, Any]) -> float | None:
     """OpenAI session close − end of the Twilio stream (the caller's ``stop``, else the app closing it);
-    0 when OpenAI was closed first."""
+    negative when OpenAI's side closed first (never clamped: that is a different finding)."""
     close = mock.get("close")
     if not isinstance(close, dict) or close.get("t_ns") is None:
         return None
@@ -555,7 +643,7 @@ def _closed_after_hangup(core: CallerCore, mock: dict[str, Any]) -> float | None
         end = next((e["t_ns"] for e in core.timeline if e["event"] == "closed_by_app"), None)
     if end is None:
         return None
-    return max(0.0, (close["t_ns"] - end) / MS)
+    return (close["t_ns"] - end) / MS
 
 
 def _mock_summary(snap: dict[str, Any], t0_ns: int) -> dict[str, Any]:

@@ -236,7 +236,11 @@ def test_overhead_is_latency_minus_vad_wait_and_think_and_reply_lead():
     assert t.latency_ms == 1000.0 and t.reply_lead_ms == 200.0
     assert t.mock_vad_wait_ms == 510.0
     assert t.mock_think_ms == pytest.approx(130.0)  # measured: trigger -> first audio delta
-    assert t.overhead_ms == pytest.approx(1000 - 200 - 510 - 130)
+    # no line tags in this snapshot: the reply's first byte reached the caller at grid(SE + 39) + 1 µs,
+    # a tick before it played; the overhead counts from that arrival, not from the 20 ms playback tick
+    assert t.first_byte_ns == grid(SE + 39) + 1000
+    assert t.overhead_ms == pytest.approx(780.001 - 510 - 130)
+    assert t.uplink_hop_ms is None
     assert t.heard == "caller_stop" and t.mock_item_id == "item_u1" and t.response_ids == ["resp_1"]
 
 
@@ -247,7 +251,7 @@ def test_overhead_falls_back_to_scripted_think_and_created_delay():
                  responses=[_response("r", stopped, created_ms=None, first_audio_ms=None, think_ms=150.0)])
     (t,) = measure_call(result, scenario="s", mock=mock, created_delay_ms=20.0).turns
     assert t.mock_think_ms == 170.0
-    assert t.overhead_ms == pytest.approx(800 - 500 - 170)
+    assert t.overhead_ms == pytest.approx(780.001 - 500 - 170)
 
 
 def test_overhead_adds_up_a_tool_call_chain():
@@ -260,8 +264,32 @@ def test_overhead_adds_up_a_tool_call_chain():
     (t,) = m.turns
     assert t.response_ids == ["r1", "r2"]
     assert t.mock_think_ms == pytest.approx(220 + 120)
-    assert t.overhead_ms == pytest.approx(1000 - 500 - 340)  # the bridge's 80 ms running the tool stay in
+    assert t.overhead_ms == pytest.approx(980.001 - 500 - 340)  # the bridge's 80 ms running the tool stay in
     assert m.tools_called == ["get_weather"] and m.tools_completed == ["get_weather"]
+
+
+def test_overhead_from_line_tags_is_the_two_hops_plus_the_bridges_waits():
+    """With the call's tagged idle-line frames in the mock's record, the uplink hop is the mock's
+    receipt of *those frames* minus their send times, the downlink hop the reply's first byte at the
+    caller minus the mock's first delta, and the overhead their sum (+ waits the bridge caused) —
+    independent of the mock's VAD and of the caller's playback tick."""
+    result = run(TURN_SCRIPT, reply_after(40, SILENCE * 10 + loud(8000)))
+    core = result.core
+    sent = dict(zip(core.media_sent_grid, core.media_sent_ns))
+    rx = [[k, t + 3 * MS] for k, t in sent.items()]  # 3 ms through the bridge, every frame
+    stopped = grid(SE) + 520 * MS
+    first_delta = grid(SE + 39) + 1000 - 7 * MS  # 7 ms before the caller had it
+    resp = _response("resp_1", stopped, created_ms=0, first_audio_ms=(first_delta - stopped) / MS)
+    mock = _mock(started_ns=grid(15) + 30 * MS, stopped_ns=stopped, vad_wait=510.0, responses=[resp])
+    mock["line_tag_rx"] = {f"{core.line_tag:08x}": rx, "0badc0de": [[k, 0] for k in sent]}
+    (t,) = measure_call(result, scenario="s", mock=mock).turns
+    assert t.uplink_hop_ms == pytest.approx(3.0)
+    assert t.downlink_hop_ms == pytest.approx(7.0)
+    assert t.overhead_ms == pytest.approx(10.0)
+    late = dict(resp, trigger="client", t_trigger_ns=stopped + 40 * MS, t_created_ns=stopped + 40 * MS)
+    mock["responses"] = [late]
+    (t,) = measure_call(result, scenario="s", mock=mock).turns
+    assert t.overhead_ms == pytest.approx(50.0)
 
 
 def test_mock_records_transcript_close_and_tools():

@@ -47,14 +47,15 @@ import trio
 from . import twilio_wire as tw
 from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind  # CallResult re-exported
 from .caller import CallerCore
+from .connect_hints import plain_port_hint
 from .impairments import Impairments
 from .reactor import shared_reactor
 from .script import Step
 from .utterances import UtteranceBank
 from .wsconn import ConnectionClosed, HandshakeError, open_websocket
 from .webhook import (
-    CallParties, TwimlError, WebhookExchange,
-    read_answer, stream_headers, webhook_form, webhook_headers,
+    CallParties, StreamTarget, TwimlError, WebhookExchange,
+    preamble_ms, read_answer, stream_headers, webhook_form, webhook_headers,
 )
 
 log = logging.getLogger("callsim.caller")
@@ -277,6 +278,7 @@ async def place_call(
         if followed is None:
             return result
         params = followed
+        await _play_preamble(result)
     elif kind == "stream":
         result.stream_url = target
     else:
@@ -296,12 +298,27 @@ async def place_call(
     except (HandshakeError, OSError) as exc:
         if core.t0_ns is None:
             result.error = f"stream connect to {result.stream_url} failed: {_describe(exc)}"
+            hint = plain_port_hint(result.stream_url, exc,
+                                   webhook_url=result.webhook.url if result.webhook is not None else None)
+            if hint:
+                result.error += f"; {hint}"
         elif not core.finished:  # broke mid-call: keep what was recorded
             core.peer_closed(clock.now_ns(), None, _describe(exc))
             result.error = f"stream broke: {_describe(exc)}"
     if core.end_reason == "aborted":
         result.error = "call aborted"
     return result
+
+
+async def _play_preamble(result: CallResult) -> None:
+    """Take the time Twilio spends on ``<Say>``/``<Pause>`` before ``<Connect>``: it opens
+    the stream only after them, so a bridge sees ``start`` that much later. Each is noted
+    (a ``<Play>`` cannot be timed offline: noted, not waited for)."""
+    answer = result.webhook.result if result.webhook is not None else None
+    if not isinstance(answer, StreamTarget) or not answer.preamble:
+        return
+    result.notes += [p.note for p in answer.preamble]
+    await trio.sleep(preamble_ms(answer.preamble) / 1000)
 
 
 _TLS: ssl.SSLContext | None = None

@@ -92,6 +92,61 @@ def stream_headers(auth_token: str | None, stream_url: str) -> list[tuple[bytes,
 # ------------------------------------------------------------------- TwiML
 
 
+#: How fast ``<Say>`` text is taken to be spoken before the stream opens. An **estimate**
+#: (about a conversational pace): the real time depends on the voice, the language and the
+#: text, and is only known by listening — so the note says it is an estimate.
+SAY_WORDS_PER_MINUTE = 150
+PAUSE_DEFAULT_S = 1.0  # <Pause> without length (Twilio's documented default)
+
+
+@dataclass(frozen=True)
+class Preamble:
+    """A verb Twilio plays before it reaches ``<Connect>``: the stream opens only after it.
+
+    ``ms`` is how long it holds the stream back, or None when that cannot be known
+    offline (``<Play>`` would need the file fetched); ``note`` says which it was.
+    """
+
+    verb: str  # Say | Play | Pause
+    ms: float | None
+    note: str
+
+
+def _loop(verb: ET.Element) -> int:
+    """``loop`` of a ``<Say>``/``<Play>``: times played (0 means "many" to Twilio: counted once)."""
+    try:
+        return max(1, int(verb.get("loop", "1")))
+    except ValueError:
+        return 1
+
+
+def _preamble(verb: ET.Element) -> Preamble | None:
+    if verb.tag == "Pause":
+        raw = verb.get("length")
+        try:
+            seconds = PAUSE_DEFAULT_S if raw is None else max(0.0, float(raw))
+        except ValueError:
+            seconds = PAUSE_DEFAULT_S
+        ms = seconds * 1000
+        return Preamble("Pause", ms, f"<Pause length=\"{raw or '1'}\"> before <Connect>: "
+                                     f"the stream opened {ms:.0f} ms later, as Twilio would")
+    if verb.tag == "Say":
+        words = len((verb.text or "").split()) * _loop(verb)
+        ms = words * 60_000 / SAY_WORDS_PER_MINUTE
+        return Preamble("Say", ms, f"<Say> before <Connect> ({words} word(s)): the stream opened {ms:.0f} ms "
+                                   f"later, an estimate at {SAY_WORDS_PER_MINUTE} words per minute")
+    if verb.tag == "Play":
+        what = (verb.text or "").strip() or f"digits={verb.get('digits', '')}"
+        return Preamble("Play", None, f"<Play> {what} before <Connect>: its length is unknown offline; "
+                                      "the stream opened without waiting for it")
+    return None
+
+
+def preamble_ms(preamble: tuple[Preamble, ...]) -> float:
+    """How long Twilio plays before it opens the stream, as far as it can be known offline."""
+    return sum(p.ms for p in preamble if p.ms is not None)
+
+
 @dataclass(frozen=True)
 class StreamTarget:
     """Where ``<Connect><Stream>`` says to send the media, and what to announce."""
@@ -101,6 +156,7 @@ class StreamTarget:
     parameters: dict[str, str]
     notes: tuple[str, ...] = ()  # things real Twilio would reject or handle differently
     says: tuple[str, ...] = ()  # <Say> text before <Connect> (Twilio speaks it first)
+    preamble: tuple[Preamble, ...] = ()  # <Say>/<Play>/<Pause> before <Connect>, in order
 
 
 @dataclass(frozen=True)
@@ -142,8 +198,11 @@ def parse_twiml(xml: str | bytes, webhook_url: str) -> StreamTarget | NoStream:
         raise TwimlError(f"TwiML root is <{root.tag}>, expected <Response>")
     says: list[str] = []
     verbs: list[str] = []
+    preamble: list[Preamble] = []
     for verb in root:
         verbs.append(verb.tag)
+        if (played := _preamble(verb)) is not None:
+            preamble.append(played)
         if verb.tag == "Say":
             says.append((verb.text or "").strip())
         elif verb.tag == "Connect":
@@ -156,7 +215,7 @@ def parse_twiml(xml: str | bytes, webhook_url: str) -> StreamTarget | NoStream:
                 raise TwimlError("<Stream> without a url attribute")
             url, notes = _to_ws(urljoin(webhook_url, raw))
             params = {p.get("name", ""): p.get("value", "") for p in s if p.tag == "Parameter"}
-            return StreamTarget(url, raw, params, tuple(notes), tuple(says))
+            return StreamTarget(url, raw, params, tuple(notes), tuple(says), tuple(preamble))
         elif verb.tag == "Start" and any(c.tag == "Stream" for c in verb):
             # Unidirectional: Twilio would stream but never play what the app sends.
             verbs[-1] = "Start/Stream"

@@ -7,6 +7,10 @@ bridge) that checks every signature with the ``twilio`` package's own
 
 from __future__ import annotations
 
+import socket
+import time
+
+import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -17,7 +21,9 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from simulator.caller_trio import place_call
 from simulator.script import Hangup, Pause
-from simulator.webhook import NoStream, StreamTarget, parse_twiml, sign, webhook_form, CallParties
+from simulator.webhook import (
+    SAY_WORDS_PER_MINUTE, NoStream, StreamTarget, parse_twiml, preamble_ms, sign, webhook_form, CallParties,
+)
 
 TOKEN = "test-auth-token-0123456789abcdef"
 
@@ -32,6 +38,9 @@ class TwimlApp:
         self.streams: list[dict] = []
         self.stream_rejections = 0
         self.stream_scheme = stream_scheme
+        self.stream_url: str | None = None  # the <Stream url> to answer instead of SCHEME://HOST/media
+        self.before_connect = lambda resp: resp.say("Connecting you.")  # TwiML verbs before <Connect>
+        self.answered_ns: list[int] = []  # when each TwiML answer left (monotonic)
         self.busy = False
         app = QuartTrio(__name__)
 
@@ -49,16 +58,18 @@ class TwimlApp:
                 resp.say("All lines are busy.")
                 resp.hangup()
             else:
-                resp.say("Connecting you.")
+                self.before_connect(resp)
                 connect = Connect()
-                stream = connect.stream(url=f"{self.stream_scheme}://{request.host}/media")
+                stream = connect.stream(url=self.stream_url or f"{self.stream_scheme}://{request.host}/media")
                 stream.parameter(name="callToken", value="tok-" + form["CallSid"][-6:])
                 stream.parameter(name="callerId", value=form["From"])
                 resp.append(connect)
+            self.answered_ns.append(time.monotonic_ns())
             return str(resp), 200, {"Content-Type": "text/xml"}
 
         @app.websocket("/media")
         async def media():  # type: ignore[no-untyped-def]
+            t_open_ns = time.monotonic_ns()
             url = f"ws://{websocket.host}{websocket.path}"
             sig = websocket.headers.get("X-Twilio-Signature", "")
             if not self.validator.validate(url, {}, sig):
@@ -67,7 +78,7 @@ class TwimlApp:
             await websocket.accept()
             import json
 
-            record: dict = {"messages": []}
+            record: dict = {"messages": [], "t_open_ns": t_open_ns}
             self.streams.append(record)
             while True:
                 msg = json.loads(await websocket.receive())
@@ -186,3 +197,69 @@ def test_parse_twiml_variants():
     assert isinstance(parse_twiml("<Response><Reject/></Response>", base), NoStream)
     uni = parse_twiml('<Response><Start><Stream url="wss://x.io/m"/></Start></Response>', base)
     assert isinstance(uni, NoStream) and "Start/Stream" in uni.verbs
+
+
+def test_parse_twiml_times_what_twilio_plays_before_connect():
+    """<Pause> exactly (default 1 s), <Say> at the documented estimate, <Play> noted as untimed."""
+    xml = ('<Response><Say>one two three</Say><Pause length="2"/><Pause/><Play>https://x.io/hold.mp3</Play>'
+           '<Connect><Stream url="wss://x.io/m"/></Connect></Response>')
+    t = parse_twiml(xml, "https://x.io/voice")
+    assert isinstance(t, StreamTarget)
+    assert [p.verb for p in t.preamble] == ["Say", "Pause", "Pause", "Play"]
+    say_ms = 3 * 60_000 / SAY_WORDS_PER_MINUTE
+    assert [p.ms for p in t.preamble] == [say_ms, 2000, 1000, None]
+    assert preamble_ms(t.preamble) == say_ms + 3000
+    assert "estimate" in t.preamble[0].note and f"{SAY_WORDS_PER_MINUTE} words per minute" in t.preamble[0].note
+    assert "length is unknown offline; the stream opened without waiting for it" in t.preamble[3].note
+    after = parse_twiml('<Response><Connect><Stream url="wss://x.io/m"/></Connect><Pause/></Response>', "https://x.io/")
+    assert after.preamble == ()  # what comes after <Connect> does not hold the stream back
+
+
+async def _delay_of_stream(before_connect) -> tuple[float, list[str]]:
+    """Webhook answered → stream opened at the app, in ms on the shared clock; and the call's notes."""
+    app = TwimlApp(TOKEN)
+    app.before_connect = before_connect
+    result = await _call(app, TOKEN)
+    assert result.ok, result.error
+    (stream,) = app.streams
+    return (stream["t_open_ns"] - app.answered_ns[0]) / 1e6, result.notes
+
+
+async def test_pause_before_connect_delays_the_stream_by_its_length():
+    plain_ms, plain_notes = await _delay_of_stream(lambda resp: None)
+    paused_ms, notes = await _delay_of_stream(lambda resp: resp.pause(length=1))
+    assert not any("<Pause" in n for n in plain_notes)
+    assert 1000 <= paused_ms < 1000 + plain_ms + 250, (paused_ms, plain_ms)
+    assert any(n.startswith('<Pause length="1"> before <Connect>: the stream opened 1000 ms later')
+               for n in notes), notes
+
+
+async def test_wss_stream_on_a_plain_local_server_says_what_to_do():
+    """The TwiML says wss:// (https:// mapped) but the app speaks plain HTTP: the TLS handshake fails."""
+    app = TwimlApp(TOKEN, stream_scheme="https")
+    result = await _call(app, TOKEN)
+    hostport = app.base.removeprefix("http://")
+    assert not result.ok
+    assert "WRONG_VERSION_NUMBER" in result.error or "record layer" in result.error.lower(), result.error
+    assert f"the TwiML streams to wss://{hostport}/media but nothing speaks TLS there" in result.error
+    assert f"set its public URL to http://{hostport}" in result.error
+    assert f"--target ws://{hostport}/media" in result.error
+    assert app.streams == []
+
+
+def _loopback_443_refuses() -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", 443)) != 0
+
+
+async def test_wss_stream_without_a_port_on_loopback_names_the_plain_port():
+    """wss://127.0.0.1/media means port 443, where nothing listens: the hint points at the webhook's port."""
+    if not _loopback_443_refuses():
+        pytest.skip("something listens on 127.0.0.1:443 here")
+    app = TwimlApp(TOKEN)
+    app.stream_url = "wss://127.0.0.1/media"
+    result = await _call(app, TOKEN)
+    hostport = app.base.removeprefix("http://")
+    assert not result.ok and "127.0.0.1:443" in result.error
+    assert "the TwiML streams to wss://127.0.0.1/media but nothing speaks TLS there" in result.error
+    assert f"--target ws://{hostport}/media" in result.error, result.error

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from . import __version__
 
+DEFAULT_FROM = "+15005550006"  # Twilio's magic test numbers, as the webhook's From/To
+DEFAULT_TO = "+15005550001"
+
 
 def _add_call(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,87 +37,154 @@ def _add_call(sub: argparse._SubParsersAction) -> None:
                         "(default: $TWILIO_AUTH_TOKEN)")
     p.add_argument("--say", action="append", metavar="FIXTURE", default=None,
                    help="fixture to say (repeat for several turns; default caller_greeting); "
-                        "see `callsim fixtures`")
-    p.add_argument("--out", type=Path, default=Path("callsim-out"), help="output folder (default ./callsim-out)")
+                        "see `callsim fixtures`. Not with --scenario: its steps say what the caller says")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder of a single call (default ./callsim-out); --scenario runs write to --report")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra start.customParameters (as <Parameter> would give)")
-    p.add_argument("--from", dest="from_", default="+15005550006", help="caller number (From)")
-    p.add_argument("--to", default="+15005550001", help="called number (To)")
-    p.add_argument("--quiet-ms", type=int, default=800,
-                   help="a reply has ended after this much silence (default 800)")
-    p.add_argument("--reply-timeout-ms", type=int, default=15000,
-                   help="give up waiting for a reply after this long (default 15000)")
-    p.add_argument("--max-duration-s", type=float, default=300.0, help="hang up after this long whatever happens")
-    p.add_argument("--impair", default="", metavar="SPEC",
-                   help="seeded send-side impairments, e.g. jitter=5,loss=0.01,bunch=0.02x5,gap=0.01x40,seed=7")
+                   help="extra start.customParameters (as <Parameter> would give; these win)")
+    p.add_argument("--from", dest="from_", default=None, help=f"caller number (From; default {DEFAULT_FROM})")
+    p.add_argument("--to", default=None, help=f"called number (To; default {DEFAULT_TO})")
+    p.add_argument("--quiet-ms", type=int, default=None,
+                   help="a reply has ended after this much silence (default 800; "
+                        "with --scenario: every wait_for_reply step's)")
+    p.add_argument("--reply-timeout-ms", type=int, default=None,
+                   help="give up waiting for a reply after this long (default 15000; "
+                        "with --scenario: every wait_for_reply step's)")
+    p.add_argument("--max-duration-s", type=float, default=None,
+                   help="hang up after this long whatever happens (default 300)")
+    p.add_argument("--impair", default=None, metavar="SPEC",
+                   help="seeded send-side impairments, e.g. jitter=5,loss=0.01,bunch=0.02x5,gap=0.01x40,seed=7 "
+                        "(with --scenario: instead of its [caller] impairments)")
     p.add_argument("--seed", type=int, default=None, help="seed for SIDs (reproducible runs)")
     p.add_argument("--fixtures", type=Path, default=None,
                    help="folder with manifest.json (default: the bundled fixtures/audio or $CALLSIM_FIXTURES)")
     p.add_argument("--scenario", action="append", default=None, metavar="NAME_OR_FILE",
                    help="run a scenario (fixtures/scenarios/NAME.toml or a path; repeat for several) with its "
-                        "expectations, instead of --say; writes reports to --report")
+                        "expectations, instead of --say; writes reports to --report. The options above apply "
+                        "to every call it places")
     p.add_argument("--mock-url", default=None, metavar="URL",
                    help="http://host:port of a running `callsim mock-openai` the bridge is pointed at: the "
                         "scenario's mock behaviour is set there and its records checked (else expectations that "
-                        "need the mock are skipped)")
-    p.add_argument("--calls", type=int, default=None, help="calls per scenario (default: the scenario's)")
-    p.add_argument("--report", type=Path, default=Path("callsim-report"),
+                        "need the mock are skipped); --scenario only")
+    p.add_argument("--calls", type=int, default=None,
+                   help="calls per scenario (default: the scenario's); --scenario only")
+    p.add_argument("--report", type=Path, default=None,
                    help="report folder for --scenario runs (default ./callsim-report)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every warning and connection event")
     p.set_defaults(func=_cmd_call)
 
 
-def _cmd_call(args: argparse.Namespace) -> int:
-    import trio
+class UsageError(ValueError):
+    """A bad combination of options: one line on stderr, exit status 2."""
 
-    if args.scenario:
-        from .demo import run_and_report
-        from .scenario import ScenarioError, find_scenario
 
-        try:
-            scenarios = [find_scenario(s) for s in args.scenario]
-        except ScenarioError as exc:
-            print(f"callsim call: {exc}", file=sys.stderr)
-            return 2
-        return run_and_report(scenarios, report_dir=args.report, target=args.target, calls=args.calls,
-                              auth_token=args.auth_token, mock_url=args.mock_url, seed=args.seed)
-
-    from .caller_trio import place_call
-    from .fixtures import FixtureLibrary
-    from .impairments import Impairments
-    from .recording import pacing_stats, write_call
-    from .script import conversation
-    from .utterances import UtteranceBank
-    from .webhook import CallParties
-
-    try:
-        impairments = Impairments.parse(args.impair)
-    except ValueError as exc:
-        print(f"callsim call: {exc}", file=sys.stderr)
-        return 2
+def _params(items: list[str]) -> dict[str, str]:
     params = {}
-    for item in args.param:
+    for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            print(f"callsim call: --param wants NAME=VALUE, got {item!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--param wants NAME=VALUE, got {item!r}")
         params[name] = value
-    bank = UtteranceBank(FixtureLibrary(args.fixtures) if args.fixtures else None)
-    says = args.say or ["caller_greeting"]
-    unknown = [s for s in says if s not in bank]
-    if unknown:
-        print(f"callsim call: unknown fixture(s) {', '.join(unknown)}; known: "
-              f"{', '.join(bank.library.names())}", file=sys.stderr)
+    return params
+
+
+def _impairments(spec: str | None):  # type: ignore[no-untyped-def]
+    from .impairments import Impairments
+
+    try:
+        return Impairments.parse(spec or "")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _bank(folder: Path | None):  # type: ignore[no-untyped-def]
+    from .fixtures import FixtureLibrary
+    from .utterances import UtteranceBank
+
+    try:
+        return UtteranceBank(FixtureLibrary(folder) if folder else None)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"--fixtures {folder}: {exc}") from None
+
+
+def _check_fixtures(says: list[str], bank) -> None:  # type: ignore[no-untyped-def]
+    if unknown := [s for s in dict.fromkeys(says) if s not in bank]:
+        raise UsageError(f"unknown fixture(s) {', '.join(unknown)}; known: {', '.join(bank.library.names())}")
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    try:
+        return _call_scenarios(args) if args.scenario else _call_once(args)
+    except UsageError as exc:
+        print(f"callsim call: {exc}", file=sys.stderr)
         return 2
+
+
+def _call_scenarios(args: argparse.Namespace) -> int:
+    """``--scenario``: every option either reaches every call, or is refused with the reason."""
+    if args.say:
+        raise UsageError("--say cannot be combined with --scenario: the scenario's steps say what the caller "
+                         "says (put the fixtures in its say steps, or drop --scenario)")
+    if args.out is not None:
+        raise UsageError("--out is for a single call; a --scenario run writes its reports, and each call's "
+                         "recordings under calls/, to --report")
+    if args.calls is not None and args.calls < 1:
+        raise UsageError(f"--calls must be at least 1, got {args.calls}")
+    from .demo import run_and_report
+    from .scenario import ScenarioError, find_scenario
+
+    overrides = {
+        "impairments": None if args.impair is None else _impairments(args.impair),
+        "quiet_ms": args.quiet_ms, "reply_timeout_ms": args.reply_timeout_ms,
+        "from_": args.from_, "to": args.to, "custom_parameters": _params(args.param),
+        "max_duration_s": args.max_duration_s, "fixtures": args.fixtures,
+    }
+    bank = _bank(args.fixtures)
+    try:
+        scenarios = [find_scenario(s).with_overrides(**overrides) for s in args.scenario]
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    for s in scenarios:
+        _check_fixtures(s.says, bank)
+    if args.fixtures:
+        # The calls get the folder through Scenario.fixtures. The runner still measures
+        # (codec check, transcript text) with the process's default bank, which reads
+        # $CALLSIM_FIXTURES on first use: nothing has used it yet, so this keeps the caller
+        # and the measurement on one library. A mock behind --mock-url reads its own.
+        os.environ["CALLSIM_FIXTURES"] = str(args.fixtures.resolve())
+    return run_and_report(scenarios, report_dir=args.report or Path("callsim-report"), target=args.target,
+                          calls=args.calls, auth_token=args.auth_token, mock_url=args.mock_url, seed=args.seed)
+
+
+def _call_once(args: argparse.Namespace) -> int:
+    """One call saying ``--say`` fixtures; the scenario-only options are refused."""
+    for flag, value in (("--mock-url", args.mock_url), ("--calls", args.calls), ("--report", args.report)):
+        if value is not None:
+            raise UsageError(f"{flag} only applies to --scenario runs (a single call has no expectations "
+                             "to judge; its recording goes to --out)")
+    import trio
+
+    from .caller_trio import place_call
+    from .recording import pacing_stats, write_call
+    from .script import conversation
+    from .webhook import CallParties
+
+    impairments = _impairments(args.impair)
+    params = _params(args.param)
+    bank = _bank(args.fixtures)
+    says = args.say or ["caller_greeting"]
+    _check_fixtures(says, bank)
     rng = random.Random(args.seed)
-    script = conversation(says, quiet_ms=args.quiet_ms, timeout_ms=args.reply_timeout_ms)
+    script = conversation(says, quiet_ms=800 if args.quiet_ms is None else args.quiet_ms,
+                          timeout_ms=15000 if args.reply_timeout_ms is None else args.reply_timeout_ms)
+    max_duration_s = 300.0 if args.max_duration_s is None else args.max_duration_s
     print(f"calling {args.target} (saying {', '.join(says)}) ...", file=sys.stderr)
     result = trio.run(lambda: place_call(
         args.target, script, auth_token=args.auth_token, bank=bank, impairments=impairments,
-        parties=CallParties.new(rng, from_=args.from_, to=args.to), custom_parameters=params,
-        max_duration_ms=int(args.max_duration_s * 1000), rng=rng,
+        parties=CallParties.new(rng, from_=args.from_ or DEFAULT_FROM, to=args.to or DEFAULT_TO),
+        custom_parameters=params, max_duration_ms=int(max_duration_s * 1000), rng=rng,
     ))
-    paths = write_call(result, args.out)
+    paths = write_call(result, args.out or Path("callsim-out"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(result.summary_line())
@@ -154,6 +224,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_and_report
     from .scenario import ScenarioError, load_scenarios
 
+    if args.calls is not None and args.calls < 1:  # 0 would silently mean "the scenario's"
+        print(f"callsim demo: --calls must be at least 1, got {args.calls}", file=sys.stderr)
+        return 2
     try:
         scenarios = load_scenarios(args.scenarios)
     except ScenarioError as exc:

@@ -88,8 +88,13 @@ async def _place_calls(url: str, scenario: Scenario, n: int, auth_token: str | N
     async def one(i: int) -> None:
         await trio.sleep(i * CALL_STAGGER_S)
         rng = random.Random(None if seed is None else f"{seed}:{scenario.name}:{i}")
+        # everything the scenario carries about placing a call reaches it (the command line's
+        # --from/--to/--param/--max-duration-s/--fixtures arrive here through Scenario.with_overrides)
         results[i] = await place_call(url, list(scenario.steps), auth_token=auth_token,
-                                      impairments=scenario.impairments, rng=rng)
+                                      impairments=scenario.impairments, rng=rng,
+                                      parties=scenario.call_parties(rng), bank=scenario.utterance_bank(),
+                                      custom_parameters=dict(scenario.custom_parameters),
+                                      max_duration_ms=scenario.max_duration_ms)
         if on_call_done:
             on_call_done()
 

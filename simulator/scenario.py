@@ -31,14 +31,20 @@ Unknown keys are errors (a typo must not silently disable an expectation).
 
 from __future__ import annotations
 
+import random
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .impairments import Impairments
 from .mock.behaviour import Behaviour
 from .script import DTMF_DIGITS, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
+from .webhook import CallParties
+
+if TYPE_CHECKING:
+    from .utterances import UtteranceBank
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 
@@ -88,6 +94,13 @@ class Scenario:
     description: str = ""
     calls: int = 1
     impairments: Impairments = field(default_factory=Impairments)
+    # How every call of the scenario is placed, beyond its steps. Not scenario-file keys: the
+    # command line sets them (with_overrides), so that no option of `callsim call` is dropped.
+    from_: str | None = None  # From of the webhook form; None: CallParties' default
+    to: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)  # over the TwiML's <Parameter>s
+    max_duration_s: float = 300.0  # hang up whatever the steps say
+    fixtures: Path | None = None  # the caller's fixture folder (manifest.json); None: the default
     mock: Behaviour = field(default_factory=Behaviour)
     mock_dialect: str = "ga"
     bridge: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +114,58 @@ class Scenario:
 
 class ScenarioError(ValueError):
     pass
+
+    @property
+    def max_duration_ms(self) -> int:
+        return int(self.max_duration_s * 1000)
+
+    def with_overrides(self, *, impairments: Impairments | None = None, quiet_ms: int | None = None,
+                       reply_timeout_ms: int | None = None, from_: str | None = None, to: str | None = None,
+                       custom_parameters: dict[str, str] | None = None, max_duration_s: float | None = None,
+                       fixtures: Path | None = None) -> Scenario:
+        """This scenario with what the command line says instead of what the file says.
+
+        ``None`` keeps the scenario's value. ``impairments`` replaces the file's
+        ``[caller] impairments`` whole (a partial merge would test a line nobody asked
+        for); ``quiet_ms``/``reply_timeout_ms`` go into every ``wait_for_reply`` step;
+        ``custom_parameters`` are added to (and win over) the scenario's.
+        """
+        steps = self.steps
+        if quiet_ms is not None or reply_timeout_ms is not None:
+            steps = tuple(
+                replace(s, quiet_ms=s.quiet_ms if quiet_ms is None else quiet_ms,
+                        timeout_ms=s.timeout_ms if reply_timeout_ms is None else reply_timeout_ms)
+                if isinstance(s, WaitForReply) else s
+                for s in steps)
+        return replace(
+            self, steps=steps,
+            impairments=self.impairments if impairments is None else impairments,
+            from_=self.from_ if from_ is None else from_,
+            to=self.to if to is None else to,
+            custom_parameters={**self.custom_parameters, **(custom_parameters or {})},
+            max_duration_s=self.max_duration_s if max_duration_s is None else max_duration_s,
+            fixtures=self.fixtures if fixtures is None else fixtures,
+        )
+
+    def call_parties(self, rng: random.Random) -> CallParties:
+        """The parties of one call: fresh SIDs from ``rng`` (as ``place_call`` would draw
+        them), with the scenario's From/To where it sets them."""
+        numbers = {k: v for k, v in (("from_", self.from_), ("to", self.to)) if v is not None}
+        return CallParties.new(rng, **numbers)
+
+    def utterance_bank(self) -> UtteranceBank | None:
+        """The caller's fixtures: a bank for :attr:`fixtures`, shared by every call that
+        names the same folder (converting a fixture is the costly part), or None for the
+        default bank."""
+        return None if self.fixtures is None else _bank_for(Path(self.fixtures).resolve())
+
+
+@cache
+def _bank_for(folder: Path) -> UtteranceBank:
+    from .fixtures import FixtureLibrary
+    from .utterances import UtteranceBank
+
+    return UtteranceBank(FixtureLibrary(folder))
 
 
 def _step(raw: dict[str, Any], where: str) -> Step:

@@ -28,8 +28,11 @@ SKIP_NO_MOCK = ("needs the mock OpenAI server in the loop (start `callsim mock-o
                 "and point the bridge at it)")
 NO_MOCK_SESSION = ("the mock OpenAI server has no session for this call{where} — the bridge never connected "
                    "to it (check its OpenAI URL and API key settings)")
-NO_BARGE_IN = ("no barge-in happened{where}: the caller never talked over assistant audio — "
-               "the assistant was silent when the caller spoke (did the reply come at all?)")
+NO_BARGE_IN = "no barge-in happened{where}: the caller never talked over assistant audio — {why}"
+BETA_REFUSED = ("OpenAI refused the session{where}: the bridge speaks the retired beta dialect "
+                "(OpenAI-Beta: realtime=v1 or a beta-shaped session.update), which the real API answers with "
+                "beta_api_shape_disabled and close code 4000 — move to the GA session shape "
+                "(session.type \"realtime\", audio.input/output.format)")
 END_REASONS = {"hangup": "the caller hung up", "closed_by_app": "the bridge closed the stream",
                "max_duration": "the call hit its maximum duration", "aborted": "the call was aborted"}
 
@@ -126,7 +129,7 @@ def _barge_check(label: str, measure: Callable[[Any], float | None],
         worst_missing = False
         for c in calls:
             if not c.barge_ins:
-                fails.append(_Fail(c, f"{label}: " + NO_BARGE_IN.format(where=ctx.where(c))))
+                fails.append(_Fail(c, f"{label}: " + NO_BARGE_IN.format(where=ctx.where(c), why=_no_barge_why(c))))
                 continue
             bad: _Fail | None = None
             for b in c.barge_ins:
@@ -143,6 +146,13 @@ def _barge_check(label: str, measure: Callable[[Any], float | None],
         measured = None if worst_missing or not values else _r(max(values))
         return measured, fails, f"{label} ≤ {limit:.0f} ms (worst {_ms(max(values) if values else None)})"
     return check
+
+
+def _no_barge_why(c: CallMetrics) -> str:
+    if c.heard_ms == 0:
+        return "the caller heard no assistant audio at all in this call"
+    return (f"the assistant's audio ({c.heard_ms:.0f} ms in all) had stopped before the caller spoke: the "
+            "reply was shorter than the script expected, or the bridge ended it")
 
 
 _clear = _barge_check(
@@ -162,7 +172,8 @@ _truncate_error = _barge_check(
     "conversation.item.truncate — OpenAI will believe the caller heard the whole reply",
     lambda b, v, lim, w: (f"truncate error {v:.0f} ms > {lim:.0f} ms: the bridge told OpenAI the caller heard "
                           f"{b.truncate_audio_end_ms:.0f} ms but the caller heard {b.heard_ms:.0f} ms{w} — "
-                          "compute audio_end_ms from played audio (marks), not bytes sent"))
+                          + (b.truncate_cause or "compute audio_end_ms from the audio Twilio played (marks and "
+                             "the time since the last one), not from what was sent")))
 
 
 def _truncate_error_check(limit: float, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
@@ -284,23 +295,53 @@ _snr = _with_mock(_snr_one, lambda c: c.codec.snr_db, min,
                   lambda lim, m: f"echo SNR {m:.1f} dB ≥ {lim:.0f} dB")
 
 
-def _closed_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
-    v = c.openai_closed_after_hangup_ms
-    close = (c.mock or {}).get("close")
-    if not close:
-        return _Fail(c, f"OpenAI session still open after the caller hung up{ctx.where(c)} — the bridge must close "
-                        "the OpenAI WebSocket when Twilio sends stop (an open session keeps costing money)",
-                     None, float("inf"))
-    if v is None:
-        return _Fail(c, f"OpenAI session close: the call has no end to measure from{ctx.where(c)}", None)
-    if v > limit:
-        return _Fail(c, f"OpenAI session closed {v:.0f} ms after the caller hung up > {limit:.0f} ms{ctx.where(c)} — "
-                        "close the OpenAI WebSocket as soon as Twilio sends stop", _r(v), v)
-    return None
+def _closed(limit: float, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
+    """The OpenAI session closed within ``limit`` ms of the caller's ``stop`` (or the bridge ending the
+    stream). OpenAI closing first is no leak: it passes, and the message says so with the close code."""
+    fails: list[_Fail] = []
+    values: list[float] = []
+    first: list[str] = []
+    for c in calls:
+        if c.mock is None:
+            fails.append(_Fail(c, NO_MOCK_SESSION.format(where=ctx.where(c))))
+            continue
+        close = c.mock.get("close")
+        v = c.openai_closed_after_hangup_ms
+        if not close:
+            fails.append(_Fail(c, f"OpenAI session still open after the caller hung up{ctx.where(c)} — the bridge "
+                                  "must close the OpenAI WebSocket when Twilio sends stop or the call's socket "
+                                  "closes (an open session keeps costing money)", None, float("inf")))
+        elif v is None:
+            fails.append(_Fail(c, f"OpenAI session close: the call has no end to measure from{ctx.where(c)}"))
+        elif v < 0 and close.get("by") == "server":
+            values.append(v)
+            first.append(f"OpenAI closed the session first, {-v:.0f} ms before the call ended{ctx.where(c)} "
+                         f"(code {close.get('code')}{', ' + str(close['reason']) if close.get('reason') else ''})")
+        elif v > limit:
+            fails.append(_Fail(c, f"OpenAI session closed {v:.0f} ms after the caller hung up > {limit:.0f} ms"
+                                  f"{ctx.where(c)} — close the OpenAI WebSocket as soon as Twilio sends stop",
+                               _r(v), v))
+        else:
+            values.append(max(v, 0.0))
+    if fails:
+        return max(fails, key=lambda f: f.severity).measured, fails, ""
+    m = _r(max(values)) if values else None
+    msg = "; ".join(first) if first and len(first) == len(values) else (
+        f"OpenAI session closed {max(0.0, m or 0):.0f} ms after the hang-up ≤ {limit:.0f} ms"
+        + (f"; {first[0]}" if first else ""))
+    return m, fails, msg
 
 
-_closed = _with_mock(_closed_one, lambda c: _r(c.openai_closed_after_hangup_ms), max,
-                     lambda lim, m: f"OpenAI session closed {m:.0f} ms after the hang-up ≤ {lim:.0f} ms")
+def _refused(c: CallMetrics) -> bool:
+    """OpenAI refused the bridge's session (the retired beta dialect: close 4000)."""
+    close = (c.mock or {}).get("close") or {}
+    return close.get("by") == "server" and close.get("code") == 4000
+
+
+def _session(limit: bool, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
+    fails = [_Fail(c, BETA_REFUSED.format(where=ctx.where(c)), "refused", 2) for c in calls if _refused(c)]
+    fails += [_Fail(c, NO_MOCK_SESSION.format(where=ctx.where(c)), None, 1) for c in calls if c.mock is None]
+    return ("refused" if fails else "accepted"), fails, "OpenAI accepted the bridge's session"
 
 
 def _per_call(fn: Callable[[Any, CallMetrics, _Ctx], _Fail | None], measure: Callable[[CallMetrics], Any],
@@ -349,6 +390,19 @@ def _end_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
 
 _end_reason = _per_call(_end_one, lambda c: c.end_reason,
                         lambda vs: next((v for v in vs if v is not None), None), lambda lim, m: f"ended with {lim}")
+
+
+def _dead_air_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    if c.dead_air_ms <= limit:
+        return None
+    return _Fail(c, f"dead air: the caller waited {c.dead_air_ms:.0f} ms in silence after its last utterance"
+                    f"{ctx.where(c)} > {limit:.0f} ms — when OpenAI fails or goes quiet, tell the caller (a short "
+                    "apology) or end the call; never leave them on a silent line", _r(c.dead_air_ms),
+                 c.dead_air_ms - limit)
+
+
+_dead_air = _per_call(_dead_air_one, lambda c: _r(c.dead_air_ms), max,
+                      lambda lim, m: f"longest silence after the last utterance {m:.0f} ms ≤ {lim:.0f} ms")
 
 
 def _heard_min_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
@@ -411,6 +465,8 @@ CHECKS: dict[str, Check] = {
     "underrun_max_ms": _underruns,
     "end_reason": _end_reason,
     "openai_closed_within_ms": _closed,
+    "dead_air_max_ms": _dead_air,
+    "openai_session": _session,
     "heard_min_ms": _heard_min,
     "heard_max_ms": _heard_max,
     "no_twilio_warnings": _no_warnings,
@@ -421,13 +477,23 @@ CHECKS: dict[str, Check] = {
 # ===================================================================== API
 
 
-def evaluate(expect: Expectations, calls: list[CallMetrics], *, mock_in_loop: bool) -> list[ExpectationResult]:
+def evaluate(expect: Expectations, calls: list[CallMetrics], *, mock_in_loop: bool,
+             implicit_session_check: bool = False) -> list[ExpectationResult]:
     """One result per expectation set in ``expect``, judged over ``calls`` (one scenario's calls;
-    their ``call_index`` must be distinct). A boolean expectation set to ``false`` is not checked."""
+    their ``call_index`` must be distinct). A boolean expectation set to ``false`` is not checked.
+
+    ``implicit_session_check`` (the mock in the loop) adds ``openai_session`` first: the session OpenAI
+    refused (the beta dialect) fails the call with that reason, and the call's other expectations are
+    not judged — their failures would only be echoes of it."""
     judged = [c for c in calls if c.status != "error" and c.error is None]
     ctx = _Ctx(calls)
     out: list[ExpectationResult] = []
-    for name, limit in expect.items():
+    items = expect.items()
+    if implicit_session_check:
+        items = [("openai_session", True), *items]
+    all_judged = judged
+    for name, limit in items:
+        judged = all_judged if name == "openai_session" else [c for c in all_judged if not _refused(c)]
         if limit is False:
             continue
         limit_json = list(limit) if isinstance(limit, tuple) else limit
@@ -435,7 +501,8 @@ def evaluate(expect: Expectations, calls: list[CallMetrics], *, mock_in_loop: bo
             out.append(ExpectationResult(name, "skipped", SKIP_NO_MOCK, None, limit_json))
             continue
         if not judged:
-            out.append(ExpectationResult(name, "skipped", "not judged: every call ended in an error", None, limit_json))
+            why = "OpenAI refused the session" if all_judged else "every call ended in an error"
+            out.append(ExpectationResult(name, "skipped", f"not judged: {why}", None, limit_json))
             continue
         check = CHECKS.get(name)
         if check is None:  # a new Expectations field without a check must not pass silently
@@ -471,9 +538,10 @@ def judge(calls: list[CallMetrics], results: list[ExpectationResult]) -> None:
         for r in results:
             d: dict[str, Any] = {"name": r.name, "limit": r.limit}
             f = next((f for f in r.failures if f["call_index"] == c.call_index), None)
-            if r.status == "skipped" or errored:
+            if r.status == "skipped" or errored or (r.name != "openai_session" and _refused(c)):
                 d.update(status="skipped", message=r.message if r.status == "skipped" else
-                         "not judged: the call ended in an error", measured=None)
+                         "not judged: the call ended in an error" if errored else
+                         "not judged: OpenAI refused the session", measured=None)
             elif f is not None:
                 d.update(status="failed", message=f["message"], measured=f["measured"])
                 failed = True

@@ -51,6 +51,7 @@ class BargeInMetrics:
     reply_start_ns: int | None = None  # first frame of the interrupted reply (heard_ms counts from it)
     truncate_ns: int | None = None  # when the mock received the paired truncate
     truncate_rejection: str | None = None  # the mock's error for a rejected truncate
+    truncate_cause: str | None = None  # the likely cause of a truncate error, from what was seen
 
 
 @dataclass

@@ -66,7 +66,10 @@ class Expectations:
     no_underruns: bool | None = None
     underrun_max_ms: float | None = None
     end_reason: str | None = None  # hangup | closed_by_app
-    openai_closed_within_ms: float | None = None  # needs the mock: session closed after the caller hung up
+    # needs the mock: session closed after the caller hung up. Checked on EVERY call with the mock in the
+    # loop (default 1000 ms, simulator.runner.DEFAULT_OPENAI_CLOSE_MS); false turns it off
+    openai_closed_within_ms: float | None = None
+    dead_air_max_ms: float | None = None  # longest silence after the caller's last utterance until the call ended
     heard_min_ms: float | None = None  # at least this much assistant audio heard
     heard_max_ms: float | None = None
     no_twilio_warnings: bool | None = None  # the bridge sent nothing Twilio would flag
@@ -106,14 +109,13 @@ class Scenario:
     bridge: dict[str, Any] = field(default_factory=dict)
     expect: Expectations = field(default_factory=Expectations)
     path: Path | None = None
+    #: what the bridge must offer for the scenario to apply (see REQUIREMENTS); learned from the wire,
+    #: a scenario that does not apply is skipped with the reason, never failed or passed
+    requires: tuple[str, ...] = ()
 
     @property
     def says(self) -> list[str]:
         return [s.fixture for s in self.steps if isinstance(s, Say)]
-
-
-class ScenarioError(ValueError):
-    pass
 
     @property
     def max_duration_ms(self) -> int:
@@ -168,6 +170,20 @@ def _bank_for(folder: Path) -> UtteranceBank:
     return UtteranceBank(FixtureLibrary(folder))
 
 
+class ScenarioError(ValueError):
+    pass
+
+
+#: what a scenario may require of a bridge (simulator.bridge_profile learns each from the wire)
+REQUIREMENTS = {
+    "greeting": "the bridge speaks first",
+    "tools": "the bridge declares the tools the scenario's model calls",
+    "transcoding": "the bridge converts between Twilio's μ-law and another format for OpenAI",
+    "passthrough": "the bridge forwards μ-law both ways without converting it",
+    "transcription": "the bridge turns on input transcription",
+}
+
+
 def _step(raw: dict[str, Any], where: str) -> Step:
     if not isinstance(raw, dict) or len(raw) != 1:
         raise ScenarioError(f"{where}: a step is a table with exactly one key, got {raw!r}")
@@ -197,7 +213,7 @@ def _step(raw: dict[str, Any], where: str) -> Step:
 
 def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path | None = None) -> Scenario:
     where = str(path or name)
-    known = {"name", "description", "calls", "caller", "mock", "bridge", "expect"}
+    known = {"name", "description", "calls", "requires", "caller", "mock", "bridge", "expect"}
     if unknown := set(data) - known:
         raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
     caller = dict(data.get("caller") or {})
@@ -208,6 +224,11 @@ def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path |
     if not raw_steps:
         raise ScenarioError(f"{where}: [caller] steps is empty")
     steps = tuple(_step(s, f"{where} step {i + 1}") for i, s in enumerate(raw_steps))
+    requires = data.get("requires", [])
+    if isinstance(requires, str):
+        requires = [requires]
+    if bad := [r for r in requires if r not in REQUIREMENTS]:
+        raise ScenarioError(f"{where}: unknown requires {bad}; known: {sorted(REQUIREMENTS)}")
     mock = dict(data.get("mock") or {})
     dialect = mock.pop("dialect", "ga")
     try:
@@ -227,6 +248,7 @@ def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path |
         name=str(data.get("name") or name), steps=steps, description=str(data.get("description", "")),
         calls=int(data.get("calls", 1)), impairments=impairments, mock=behaviour, mock_dialect=dialect,
         bridge=dict(data.get("bridge") or {}), expect=Expectations(**expect_raw), path=path,
+        requires=tuple(requires),
     )
 
 

@@ -20,12 +20,20 @@ For every step of the ramp it starts, each in its own process:
 holds the step for ``--hold-s`` seconds (the *window*: every call is up, each is past
 its first seconds) and measures, over the window:
 
-* **added per-frame latency through the bridge**: for every caller media frame *k*
-  sent in the window, the mock's arrival time of the call's *k*-th
-  ``input_audio_buffer.append`` minus the time the caller released frame *k* (one
-  monotonic clock for all processes). Calls and mock sessions are paired by time
-  (the assignment with the smallest causal offsets); the first second of each call
-  is skipped. p50/p99/max, and **late frames** (> ``--late-ms``);
+* **added per-frame latency through the bridge**: for every caller media frame sent in
+  the window, the mock's arrival time of the 20 ms block that carried it minus the time
+  the caller released it (one monotonic clock for all processes). Frames are paired with
+  blocks *by content* — the caller records the CRC-32 of each frame it sends, the mock
+  the CRC of each 160-byte block it receives — with a monotone alignment
+  (:mod:`simulator.framepairing`), and calls with mock sessions by the same CRCs (the
+  session that received the call's distinctive frames soonest after they were sent).
+  The first second of each call is skipped. p50/p99/max, and **late frames** (>
+  ``--late-ms``);
+* **lost frames**: caller frames no block carried, after the call's first forwarded
+  frame (in the window; an SLO failure), and, as a figure of its own, the **caller audio
+  lost at call start** (frames before the first forwarded one: a bridge discarding
+  audio until its OpenAI socket is open) — never counted as latency; duplicated frames
+  and unmatched blocks go to the JSON;
 * **underruns** (silence inside assistant replies; :func:`simulator.metrics.measure_call`,
   whole calls) and the downstream latency (mock audio delta → caller), for information;
 * **harness pacing**: how late the caller frames left their 20 ms slots (p99);
@@ -38,7 +46,8 @@ After each step, the **leak check**: the mock must report 0 open sessions within
 the last hang-up, and the bridge's ``/metrics`` ``callsim_bridge_active_calls`` must read 0.
 
 The SLO holds at a step when every call was placed and paired, p99 added latency ≤
-``--slo-p99-ms`` (5), no late frame, no underrun and no leak. A step is
+``--slo-p99-ms`` (5), no late frame, no frame lost in the window, no underrun and no
+leak (audio lost at call start is reported, not judged: bridges differ by design). A step is
 *harness-limited* when the harness's pacing p99 > 2 ms or its core was > 90 % busy: its
 figures then say more about the harness than about the bridge. The run prints a table and
 the highest concurrency at which the SLO held; ``--json OUT`` writes every figure.
@@ -47,9 +56,14 @@ the highest concurrency at which the SLO held; ``--json OUT`` writes every figur
 harness process with py-spy during the window; ``capacity.py profile-report FILE`` turns
 a raw py-spy file into a breakdown by layer (hypercorn, wsproto, trio, our code, ...).
 
-Assumes μ-law passthrough: one ``append`` per caller frame, in order (a bridge that
-batches or drops frames cannot be measured per frame this way; the run reports appends
-≠ frames).
+Pairing by content needs μ-law passthrough (batched or re-chunked appends are fine). A
+transcoding bridge's blocks never match the caller's frames: those calls fall back to
+index order (*k*-th frame → *k*-th append, ``calls_measured_by_index`` in the JSON), which
+is only right while the bridge forwards every frame.
+
+A bridge without a webhook (WebSocket only): ``--stream-path /media-stream`` connects the
+caller straight to ``ws://…/media-stream``; without a ``--metrics-path`` endpoint the leak
+check relies on the mock alone.
 """
 
 from __future__ import annotations
@@ -76,6 +90,8 @@ from typing import Any
 
 import numpy as np
 import psutil
+
+from simulator.framepairing import pair_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -159,6 +175,7 @@ def worker_main(cfg_path: str) -> int:
                 end_reason=core.end_reason, t0_ns=core.t0_ns,
                 stop_ns=next((e["t_ns"] for e in reversed(tl) if e["event"] == "stop"), None),
                 sent_ns=_b64(core.media_sent_ns), grid=_b64(core.media_sent_grid),
+                sent_crc=_b64(core.media_sent_crc),
                 media_in_ns=_b64([e["t_ns"] for e in tl if e["event"] == "media_in"]),
                 underrun_ms=m.underrun_ms, heard_ms=m.heard_ms, turns=len(m.turns),
                 warnings=sum(core.warning_counts.values()),
@@ -513,8 +530,8 @@ def _run_step(args: argparse.Namespace, servers: Servers, n_calls: int, tmp: Pat
             t_bridge_zero = now
         if t_workers_done is None and all(p.poll() is not None for p, _, _ in workers):
             t_workers_done = now
-        if t_workers_done is not None and (
-                (t_mock_zero and t_bridge_zero) or now - t_workers_done > a.leak_wait_s * 1e9):
+        if t_workers_done is not None and (  # no metrics endpoint (ac None): the mock alone tells
+                (t_mock_zero and (t_bridge_zero or ac is None)) or now - t_workers_done > a.leak_wait_s * 1e9):
             break
         time.sleep(0.05)
     for p, _, _ in profilers:
@@ -547,6 +564,8 @@ def _run_step(args: argparse.Namespace, servers: Servers, n_calls: int, tmp: Pat
             sessions.append({"id": full["id"], "t_open_ns": full["t_open_ns"], "counts": full.get("counts", {}),
                              "close_ns": (full.get("close") or {}).get("t_ns"),
                              "append_ns": np.asarray(full.get("append_ns", []), dtype=np.int64),
+                             "block_ns": np.asarray(full.get("block_ns", []), dtype=np.int64),
+                             "block_crc": np.asarray(full.get("block_crc", []), dtype=np.int64),
                              "delta_ns": np.asarray(full.get("delta_ns", []), dtype=np.int64)})
 
     if a.keep_tmp:  # raw material for a closer look
@@ -616,8 +635,76 @@ def _cpu_all(bridge: Meter, mock: Meter, workers: list[Meter]) -> dict[str, floa
 # ================================================================ analysis
 
 
-def pair(calls: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> dict[int, int]:
-    """Call index → session index: the assignment with the smallest causal offsets.
+_KEY_BITS = 31  # pairing keys: CRC-32 above, µs since the run's first frame below (35 minutes)
+_KEY_MASK = (1 << _KEY_BITS) - 1
+
+
+def pair(calls: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> tuple[dict[int, int], set[int]]:
+    """Call index → session index, by what was sent; and the calls that had to be paired by index.
+
+    For up to 48 frames of each call whose content occurs once in that call (speech, or an idle
+    line the caller tagged), spread over it, the cost of a session is the median offset from the
+    frame's sending to the first block of the same CRC the session received at or after it —
+    infinite when fewer than half are found. For the true session that is the bridge's latency;
+    another call's session carries the same fixture at other times, or a tagged line never. Greedy
+    over the cost. Calls no session matches by content (a transcoding bridge: the mock's blocks are
+    not the caller's μ-law) fall back to :func:`pair_by_index` over the sessions left.
+    """
+    cs = [c for c in calls if "sent" in c and len(c["sent"]) and len(c.get("crc", ()))]
+    s_idx = [j for j, s in enumerate(sessions) if len(s.get("block_ns", ()))]
+    out: dict[int, int] = {}
+    if cs and s_idx:
+        base = min(min(int(c["sent"][0]) for c in cs), min(int(sessions[j]["block_ns"][0]) for j in s_idx))
+
+        def keys(crc: np.ndarray, ns: np.ndarray) -> np.ndarray:
+            return (crc << _KEY_BITS) | np.clip((ns - base) // 1000, 0, _KEY_MASK)
+
+        q = np.full((len(cs), 48), -1, dtype=np.int64)
+        for row, c in enumerate(cs):
+            _, inv, cnt = np.unique(c["crc"], return_inverse=True, return_counts=True)
+            pick = np.flatnonzero(cnt[inv] == 1)
+            if len(pick) < 8:  # nothing distinctive (an untagged silent call): any frames
+                pick = np.arange(len(c["crc"]))
+            pick = pick[np.unique(np.linspace(0, len(pick) - 1, num=min(48, len(pick))).astype(int))]
+            q[row, :len(pick)] = keys(c["crc"][pick], c["sent"][pick])
+        cost = np.full((len(cs), len(s_idx)), np.inf)
+        for col, j in enumerate(s_idx):
+            sk = np.sort(keys(sessions[j]["block_crc"], sessions[j]["block_ns"]))
+            at = sk[np.minimum(np.searchsorted(sk, q), len(sk) - 1)]
+            hit = ((at >> _KEY_BITS) == (q >> _KEY_BITS)) & (at >= q)
+            off = np.where(hit, (at & _KEY_MASK) - (q & _KEY_MASK), np.inf)
+            off[q < 0] = np.nan  # padding
+            cost[:, col] = np.nanmedian(off, axis=1)
+        out = {cs[ci]["i"]: s_idx[si] for ci, si in _greedy(cost)}
+    left_c = [c for c in calls if c.get("i") not in out]
+    used = set(out.values())
+    left_s = [j for j in range(len(sessions)) if j not in used]
+    by_index = pair_by_index(left_c, [sessions[j] for j in left_s])
+    out.update({ci: left_s[sj] for ci, sj in by_index.items()})
+    return out, set(by_index)
+
+
+def _greedy(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Row/column pairs in order of increasing finite cost, each row and column once."""
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    out = []
+    for flat in np.argsort(cost, axis=None):
+        r, c = divmod(int(flat), cost.shape[1])
+        if not math.isfinite(cost[r, c]):
+            break
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        out.append((r, c))
+        if len(used_r) == cost.shape[0]:
+            break
+    return out
+
+
+def pair_by_index(calls: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> dict[int, int]:
+    """Call index → session index when content cannot tell: the smallest causal offsets by index.
 
     For a true pair the k-th append arrives a little *after* the caller sent frame k, on every
     frame; for a wrong pair the offset is another call's start difference, often negative.
@@ -636,22 +723,7 @@ def pair(calls: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> dict[in
     diff = app[None, :, :] - sent[:, None, :]  # calls × sessions × K
     cost = np.median(diff, axis=2).astype(np.float64)
     cost[diff.min(axis=2) < 0] = np.inf
-    order = np.argsort(cost, axis=None)
-    used_c: set[int] = set()
-    used_s: set[int] = set()
-    out: dict[int, int] = {}
-    for flat in order:
-        ci, si = divmod(int(flat), len(ss))
-        if not math.isfinite(cost[ci, si]):
-            break
-        if ci in used_c or si in used_s:
-            continue
-        used_c.add(ci)
-        used_s.add(si)
-        out[cs[ci]["i"]] = s_idx[si]
-        if len(used_c) == len(cs):
-            break
-    return out
+    return {cs[ci]["i"]: s_idx[si] for ci, si in _greedy(cost)}
 
 
 def _pct(v: np.ndarray, q: float) -> float | None:
@@ -665,13 +737,16 @@ def analyse(a: argparse.Namespace, n_calls: int, calls: list[dict[str, Any]], se
             c["sent"] = _unb64(c["sent_ns"])
             c["grid_k"] = _unb64(c["grid"])
             c["media_in"] = _unb64(c["media_in_ns"])
-    pairs = pair(calls, sessions)
+            c["crc"] = _unb64(c["sent_crc"]) if c.get("sent_crc") else np.zeros(0, dtype=np.int64)
+    pairs, by_index = pair(calls, sessions)
     skip_ns = int(a.skip_s * 1e9)
     lat_all: list[np.ndarray] = []
     late_all: list[np.ndarray] = []
     down_all: list[np.ndarray] = []
     frames_vs_appends = 0
     late_frames: list[tuple[float, float, int]] = []
+    lost_start: list[int] = []  # per call measured by content: frames before the first one received
+    fr = Counter()  # frame fates, summed over the calls measured by content
     for c in calls:
         if "sent" not in c:
             continue
@@ -682,14 +757,24 @@ def analyse(a: argparse.Namespace, n_calls: int, calls: list[dict[str, Any]], se
         if si is None:
             continue
         s = sessions[si]
-        app = s["append_ns"]
-        n = min(len(sent), len(app))
-        if len(sent) != len(app):
-            frames_vs_appends += 1
-        lat = (app[:n] - sent[:n])[in_win[:n]]
+        fp = None if c["i"] in by_index else pair_frames(sent, c["crc"], s["block_ns"], s["block_crc"])
+        if fp is not None and fp.paired:  # by content: each frame with the block that carried it
+            k_in = fp.sent[in_win[fp.sent]]
+            lat = fp.latency_ns[in_win[fp.sent]]
+            lost_start.append(fp.lost_start)
+            fr.update(lost_in_window=int(np.count_nonzero(fp.lost_mask() & in_win)), lost_later=fp.lost_later,
+                      lost_end=fp.lost_end, duplicated=fp.duplicated, unpaired_blocks=fp.unpaired)
+        else:  # content never matched (a transcoding bridge): k-th frame → k-th append
+            fr["calls_measured_by_index"] += 1
+            app = s["append_ns"]
+            n = min(len(sent), len(app))
+            if len(sent) != len(app):
+                frames_vs_appends += 1
+            k_in = np.flatnonzero(in_win[:n])
+            lat = app[k_in] - sent[k_in]
         lat_all.append(lat)
         bad = np.flatnonzero(lat > a.late_ms * MS)
-        late_frames += [((int(sent[:n][in_win[:n]][j]) - w0) / 1e6, int(lat[j]) / 1e6, c["i"]) for j in bad[:50]]
+        late_frames += [((int(sent[k_in[j]]) - w0) / 1e6, int(lat[j]) / 1e6, c["i"]) for j in bad[:50]]
         d, m = s["delta_ns"], c["media_in"]
         nd = min(len(d), len(m))
         if nd:
@@ -711,6 +796,19 @@ def analyse(a: argparse.Namespace, n_calls: int, calls: list[dict[str, Any]], se
         "paired": len(pairs),
         "sessions": len(sessions),
         "calls_appends_mismatch": frames_vs_appends,
+        # caller frames by content (simulator.framepairing): lost ones are never counted as latency
+        "frames": {
+            "lost_at_start": int(sum(lost_start)),
+            "lost_at_start_ms_per_call": {
+                "mean": float(np.mean(lost_start)) * FRAME_NS / MS if lost_start else None,
+                "max": max(lost_start) * FRAME_NS / MS if lost_start else None},
+            "calls_lost_at_start": sum(1 for v in lost_start if v),
+            "lost_in_window": fr["lost_in_window"],  # after each call's first received frame, in the window
+            "lost_later": fr["lost_later"],  # whole calls, after the first received frame ...
+            "lost_at_end": fr["lost_end"],  # ... of which after the last one (the hang-up's tail)
+            "duplicated": fr["duplicated"], "unpaired_blocks": fr["unpaired_blocks"],
+            "calls_measured_by_index": fr["calls_measured_by_index"],
+        },
         "latency_ms": {"frames": int(len(lat)), "p50": _pct(lat, 50), "p99": _pct(lat, 99),
                        "max": float(lat.max()) if len(lat) else None,
                        "late": int(np.count_nonzero(lat > a.late_ms)), "late_threshold_ms": a.late_ms},
@@ -741,6 +839,8 @@ def judge(a: argparse.Namespace, step: dict[str, Any]) -> None:
         why.append(f"p99 {lat['p99'] if lat['p99'] is None else round(lat['p99'], 2)} ms > {a.slo_p99_ms}")
     if lat["late"]:
         why.append(f"{lat['late']} late frame(s)")
+    if step["frames"]["lost_in_window"]:
+        why.append(f"{step['frames']['lost_in_window']} frame(s) lost")
     if step["underrun_ms_total"] > 0:
         why.append(f"underruns {step['underrun_ms_total']:.0f} ms in {step['calls_with_underrun']} call(s)")
     if step["calls_heard_nothing"]:
@@ -773,6 +873,7 @@ def _f(v: Any, fmt: str = "{:.1f}") -> str:
 
 COLUMNS = [  # (name, unit, width)
     ("calls", "", 5), ("p50", "ms", 6), ("p99", "ms", 7), ("max", "ms", 7), ("late", "frames", 6),
+    ("lost", "frames", 6), ("lost@start", "ms/call", 10),
     ("underrun", "ms", 8), ("pacing p99", "ms", 10), ("bridge cpu", "ms/call·s", 10), ("b-core", "%", 6),
     ("bridge RSS", "MB/call", 10), ("harn cpu", "ms/call·s", 9), ("harn RSS", "MB/call", 8),
     ("mock cpu", "ms/call·s", 9), ("h-core", "%", 6), ("leak", "ms / active", 14), ("SLO", "", 4),
@@ -797,7 +898,8 @@ def table_row(s: dict[str, Any]) -> str:
     leak_s = word + _f(mock_lag, "{:.0f}") + "/" + _f(leak["bridge_active_calls"], "{}")
     cells = [
         str(s["calls"]), _f(lat["p50"], "{:.2f}"), _f(lat["p99"], "{:.2f}"), _f(lat["max"], "{:.1f}"),
-        str(lat["late"]), f"{s['underrun_ms_total']:.0f}", _f(s["pacing_ms"]["p99"], "{:.2f}"),
+        str(lat["late"]), str(s["frames"]["lost_in_window"]),
+        _f(s["frames"]["lost_at_start_ms_per_call"]["mean"], "{:.0f}"), f"{s['underrun_ms_total']:.0f}", _f(s["pacing_ms"]["p99"], "{:.2f}"),
         _f(cpu["bridge"]["ms_per_call_s"], "{:.2f}"), _f(cores["bridge_cpus_busy"] and 100 * cores["bridge_cpus_busy"], "{:.0f}"),
         _f(rss["bridge"]["per_call_mb"], "{:.2f}"), _f(cpu["harness"]["ms_per_call_s"], "{:.2f}"),
         _f(rss["harness"]["per_call_mb"], "{:.2f}"), _f(cpu["mock"]["ms_per_call_s"], "{:.2f}"),
@@ -1158,14 +1260,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if results:
         print("-" * 40)
-        print("columns: added latency caller → bridge → mock per frame (window, first second of each call skipped);"
-              " late = frames over the threshold; underrun = ms of silence inside replies (all calls);"
+        print("columns: added latency caller → bridge → mock per frame, over the frames paired by content"
+              " (window, first second of each call skipped); late = frames over the threshold; lost = caller frames"
+              " the mock never received (window); lost@start = caller audio lost at call start, before the first"
+              " frame the bridge forwarded (mean per call; never counted as latency); underrun = ms of silence inside replies (all calls);"
               " cpu = ms of CPU per second of call; MB = RSS growth per call over the idle process;"
               " b-core/h-core = how busy the bridge's / the harness's pinned core was (CPU of the processes pinned there); leak = ok / slow (all closed, but not within 1 s) / LEAK, ms from the last hang-up until the"
               " mock had 0 open sessions / the bridge's active calls at the end")
         s = summary(a, results)
         held = s["max_calls_slo_held"]
-        print(f"SLO (p99 ≤ {a.slo_p99_ms:g} ms, no late frame, no underrun, no leak) held up to: "
+        print(f"SLO (p99 ≤ {a.slo_p99_ms:g} ms, no late or lost frame, no underrun, no leak) held up to: "
               f"{held if held is not None else 'none of the steps'} concurrent calls")
         if s["first_failure"]:
             ff = s["first_failure"]

@@ -154,7 +154,7 @@ async def test_call_scenario_takes_quiet_ms_and_impair_instead_of_the_files(tmp_
     assert any(s > 20 and s % 20 == 0 for s in steps)  # but frames lost, as --impair says
     doc = _timeline(report, "cli_quiet")
     quiet_ms = _event(doc, "stop")["t_ms"] - _event(doc, "audio_offset")["tick"] * 20
-    assert 1400 <= quiet_ms <= 1600, quiet_ms  # the default 800 would have hung up ~700 ms sooner
+    assert 1400 <= quiet_ms <= 2000, quiet_ms  # the default 800 would have hung up ~700 ms sooner
 
 
 def _fixture_folder(tmp_path):

@@ -243,6 +243,53 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                           seed=args.seed)
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check", help="run every shipped scenario against your bridge: its profile, lints and verdicts",
+        description=(
+            "Run the whole scenario set against any bridge over the wire, as Twilio would call it, and print "
+            "what the bridge told OpenAI and how it treats Twilio (its profile), where that departs from what "
+            "the real services do (lints), and each scenario's verdict: passed, failed (saying what to fix) "
+            "or skipped with the reason when it does not apply to this bridge (e.g. it declares no tools). "
+            "Point the bridge at `callsim mock-openai` and pass --mock-url to judge everything; without it "
+            "the expectations that need the mock are skipped. Exit 1 if anything failed."
+        ),
+    )
+    p.add_argument("--target", required=True,
+                   help="http(s)://host/incoming-call (voice webhook) or ws(s)://host/media-stream")
+    p.add_argument("--mock-url", default=None, metavar="URL",
+                   help="http://host:port of the `callsim mock-openai` your bridge is pointed at")
+    p.add_argument("--scenarios", type=Path, default=None, metavar="DIR_OR_FILE",
+                   help="scenario folder or file (default: the shipped set)")
+    p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this scenario (repeat)")
+    p.add_argument("--calls", type=int, default=None, help="calls per scenario (default: the scenario's)")
+    p.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"),
+                   help="sign the webhook and the stream upgrade like Twilio (default: $TWILIO_AUTH_TOKEN)")
+    p.add_argument("--report", type=Path, default=Path("callsim-report"), help="report folder (default ./callsim-report)")
+    p.add_argument("--seed", type=int, default=None, help="seed for SIDs and the mock's choices")
+    p.add_argument("-v", "--verbose", action="store_true", help="log connection events and warnings")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .demo import run_and_report
+    from .scenario import ScenarioError, load_scenarios
+
+    try:
+        scenarios = load_scenarios(args.scenarios)
+    except ScenarioError as exc:
+        print(f"callsim check: {exc}", file=sys.stderr)
+        return 2
+    if args.only:
+        if unknown := set(args.only) - {s.name for s in scenarios}:
+            print(f"callsim check: unknown scenario(s) {', '.join(sorted(unknown))}; known: "
+                  f"{', '.join(s.name for s in scenarios)}", file=sys.stderr)
+            return 2
+        scenarios = [s for s in scenarios if s.name in args.only]
+    return run_and_report(scenarios, report_dir=args.report, target=args.target, calls=args.calls,
+                          auth_token=args.auth_token, mock_url=args.mock_url, seed=args.seed)
+
+
 def _add_fixtures(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fixtures", help="list the speech fixtures a call can say",
                        description="List the WAV fixtures from the manifest: name, role, length, text.")
@@ -445,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call(sub)
     _add_mock(sub)
     _add_bridge(sub)
+    _add_check(sub)
     _add_fixtures(sub)
     return parser
 

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .measurements import CallMetrics
+from .bridge_profile import merge_profiles
 from .metrics import summarize
 from .report import write_reports
 from .runner import DEFAULT_BRIDGE_HOOK, ScenarioRun, run_embedded, run_external
@@ -46,16 +47,16 @@ def results_table(runs: list[ScenarioRun]) -> Table:
                 f"SNR {min((x.snr_db for x in codec if x.snr_db is not None), default=float('nan')):.1f} dB"
         else:
             c = "—"
-        errors = sum(m.status == "error" for m in ms)
         failed = [e for e in run.expectations if e.status == "failed"]
-        result = "[green]passed" if run.passed else ("[red]error" if errors else "[red]failed")
+        result = {"passed": "[green]passed", "skipped": "[yellow]skipped", "error": "[red]error"}.get(
+            run.status, "[red]failed")
         t.add_row(
             run.scenario.name, str(len(ms)), result,
             _ms(_worst([x.latency_ms for x in turns])), _ms(_worst([x.overhead_ms for x in turns])),
             _ms(_worst([b.clear_ms for b in bis])), _ms(_worst([b.truncate_error_ms for b in bis])), c,
             _ms(sum(m.underrun_ms for m in ms)),
             "\n".join(f"{e.name}: {e.message}" for e in failed) or
-            "\n".join(m.error or "" for m in ms if m.error),
+            "\n".join(m.error or "" for m in ms if m.error) or (run.skip_reason or ""),
         )
     return t
 
@@ -79,8 +80,11 @@ async def _run_all(scenarios: list[Scenario], *, target: str | None, calls: int 
                 run = await run_external(s, target, calls=calls, auth_token=auth_token, mock_url=mock_url,
                                          seed=seed, on_call_done=lambda: progress.advance(task))
             runs.append(run)
-            status = "passed" if run.passed else "FAILED"
-            console.print(f"  {s.name}: {status} in {run.seconds:.1f} s")
+            status = {"passed": "passed", "skipped": "skipped"}.get(run.status, run.status.upper())
+            why = f" — {run.skip_reason}" if run.status == "skipped" and run.skip_reason else ""
+            console.print(f"  {s.name}: {status} in {run.seconds:.1f} s{why}", markup=False)
+            for note in run.notes:
+                console.print(f"    note: {note}", markup=False)
     return runs
 
 
@@ -95,19 +99,29 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
     runs = trio.run(lambda: _run_all(scenarios, target=target, calls=calls, hook=hook, auth_token=auth_token,
                                      mock_url=mock_url, seed=seed, console=console))
     console.print(results_table(runs))
+    profiles = [r.profile for r in runs if r.profile is not None]
+    profile = merge_profiles(profiles) if profiles else None
+    if profile is not None:
+        console.print("bridge profile (what it told OpenAI, how it treats Twilio):", markup=False)
+        for line in profile.lines():
+            console.print(f"  {line}", markup=False, highlight=False)
     metrics: list[CallMetrics] = [m for r in runs for m in r.metrics]
     summary = summarize(metrics)
     meta: dict[str, Any] = {
         "command": command or " ".join(sys.argv), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
         "seconds": round(time.time() - t0, 1), "target": target or f"embedded ({hook})",
         "mock_in_loop": all(r.mock_in_loop for r in runs),
-        "scenarios": [{"name": r.scenario.name, "description": r.scenario.description, "passed": r.passed,
+        "scenarios": [{"name": r.scenario.name, "description": r.scenario.description, "status": r.status,
+                       "passed": r.passed, "skip_reason": r.skip_reason, "notes": r.notes,
                        "expectations": [e.to_json() for e in r.expectations]} for r in runs],
     }
+    if profile is not None:
+        meta["bridge_profile"] = {"lines": profile.lines(), **profile.to_json()}
     paths = write_reports(report_dir, [c for r in runs for c in r.calls], summary, meta=meta)
     failed = [r.scenario.name for r in runs if not r.passed]
-    console.print(f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed; "
-                  f"reports: " + ", ".join(str(p) for p in paths.values()))
+    console.print(f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed, "
+                  f"{summary['skipped']} skipped, {summary['errors']} error(s); "
+                  f"reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -691,6 +691,7 @@ def summarize(calls: list[CallMetrics]) -> dict[str, Any]:
         "calls": len(calls),
         "passed": sum(c.status == "passed" for c in calls),
         "failed": sum(c.status == "failed" for c in calls),
+        "skipped": sum(c.status == "skipped" for c in calls),
         "errors": sum(c.status == "error" for c in calls),
         "turns": len(turns),
         "turns_without_reply": sum(t.latency_ms is None for t in turns),

@@ -52,7 +52,7 @@ HIST_FIG_SIZE = (8.0, 3.0)
 _AX_RECT = (0.125, 0.2, 0.86, 0.62)  # fixed axes placement (left, bottom, width, height)
 _WAVE_RECT = (0.125, 0.24, 0.86, 0.66)
 
-STATUSES = ("passed", "failed", "error")
+STATUSES = ("passed", "failed", "skipped", "error")
 DASH = "—"
 MARK_COLOURS = {"played": "#2a9d3f", "cleared": "#e08a00", "idle": "#8a8a8a"}
 SPEECH_COLOUR = "#3b7dd8"
@@ -247,7 +247,10 @@ def _write_junit(path: Path, calls: list[CallArtifacts], title: str) -> Path:
             case = ET.SubElement(suite, "testcase", classname=_x(f"callsim.{scenario}"),
                                  name=f"call {m.call_index}", time=f"{secs:.3f}")
             status = _status(m)
-            if status != "passed":
+            if status == "skipped":
+                ET.SubElement(case, "skipped", message=_x(m.skip_reason or "the scenario does not apply", 2000))
+                counts["skipped"] += 1
+            elif status != "passed":
                 msg, body = failure_text(m)
                 el = ET.SubElement(case, "error" if status == "error" else "failure",
                                    message=_x(msg, 2000), type="error" if status == "error" else "expectation")
@@ -261,14 +264,14 @@ def _write_junit(path: Path, calls: list[CallArtifacts], title: str) -> Path:
         suite.set("tests", str(len(group)))
         suite.set("failures", str(counts["failures"]))
         suite.set("errors", str(counts["errors"]))
-        suite.set("skipped", "0")
+        suite.set("skipped", str(counts["skipped"]))
         suite.set("time", f"{suite_time:.3f}")
         totals.update(counts)
         total_time += suite_time
     root.set("tests", str(totals["tests"]))
     root.set("failures", str(totals["failures"]))
     root.set("errors", str(totals["errors"]))
-    root.set("skipped", "0")
+    root.set("skipped", str(totals["skipped"]))
     root.set("time", f"{total_time:.3f}")
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
@@ -576,6 +579,9 @@ def _summary_html(summary: dict[str, Any], calls: list[CallArtifacts]) -> str:
     parts = [f'<p class="totals"><span>calls <b>{_e(_fmt(n_calls))}</b></span>'
              f'<span class="passed">&nbsp;passed {_e(_fmt(passed))}&nbsp;</span>'
              f'<span class="failed">&nbsp;failed {_e(_fmt(failed))}&nbsp;</span>']
+    skipped = summary.get("skipped", counts["skipped"])
+    if skipped:
+        parts.append(f'<span class="muted">&nbsp;skipped {_e(_fmt(skipped))}&nbsp;</span>')
     errors = summary.get("errors", counts["error"] if counts["error"] else None)
     if errors is not None:
         parts.append(f'<span class="error">&nbsp;errors {_e(_fmt(errors))}&nbsp;</span>')
@@ -620,6 +626,8 @@ def _codec_cell(m: CallMetrics) -> str:
 
 def _problems_cell(m: CallMetrics) -> str:
     items = []
+    if _status(m) == "skipped":
+        items.append(f"<li><b>skipped:</b> {_e(m.skip_reason or 'the scenario does not apply')}</li>")
     if _status(m) == "error" or (m.error and _status(m) != "passed"):
         items.append(f"<li><b>error:</b> {_e(m.error or failure_text(m)[0])}</li>")
     for e in _expectations(m, "failed"):
@@ -688,9 +696,14 @@ def _write_html(path: Path, calls: list[CallArtifacts], summary: dict[str, Any],
     figure_calls = calls[:MAX_CALL_FIGURES]
     with_figures = {id(c) for c in figure_calls if c.result is not None and c.result.core is not None
                     and c.result.core.t0_ns is not None}
-    body = [f"<h1>{_e(title)}</h1>", _meta_html(meta), "<h2>Summary</h2>", _summary_html(summary, calls),
-            "<h2>Latency</h2>", _img(latency_histogram(calls), "latency histogram"),
-            "<h2>Results</h2>", _results_html(calls, with_figures), "<h2>Calls</h2>"]
+    profile = meta.get("bridge_profile") if isinstance(meta.get("bridge_profile"), dict) else None
+    body = [f"<h1>{_e(title)}</h1>", _meta_html({k: v for k, v in meta.items() if k != "bridge_profile"}),
+            "<h2>Summary</h2>", _summary_html(summary, calls)]
+    if profile is not None:
+        lines = "".join(f"<li>{_e(x)}</li>" for x in profile.get("lines", []))
+        body += ["<h2>Bridge profile</h2>", f'<ul class="profile">{lines}</ul>']
+    body += ["<h2>Latency</h2>", _img(latency_histogram(calls), "latency histogram"),
+             "<h2>Results</h2>", _results_html(calls, with_figures), "<h2>Calls</h2>"]
     if len(calls) > MAX_CALL_FIGURES:
         body.append(f'<p class="muted">Figures are drawn for the first {MAX_CALL_FIGURES} of {len(calls)} calls; '
                     "every call's numbers are in the tables above and in report.json, its audio and timeline "

@@ -8,14 +8,18 @@ Two ways to have a bridge in the loop:
   an async context manager taking a settings dict, yielding the base URL), so
   the harness never imports bridge code and any bridge with such a hook can be
   run the same way.
-* **external** (``callsim call --target URL --scenario S``): any bridge, ours
-  or a team's, reached over the wire. If it is pointed at a running
-  ``callsim mock-openai``, pass ``mock_url`` and the scenario's mock behaviour
-  is set there and the mock's records are fetched afterwards; otherwise the
-  expectations that need the mock are reported as skipped.
+* **external** (``callsim call --target URL --scenario S``, ``callsim check``): any bridge, ours or
+  a team's, reached over the wire. If it is pointed at a running ``callsim mock-openai``, pass
+  ``mock_url``: the scenario's behaviour is queued there *under a tag of this run*, withdrawn when
+  the calls are done (so a call that never reached OpenAI cannot hand it to the next scenario), and
+  the mock's records are fetched afterwards; otherwise the expectations that need the mock are
+  reported as skipped.
 
-Calls of one scenario start 100 ms apart; that also lets each call be paired
-with its mock session by the order the sessions opened.
+Verdicts must not depend on how a bridge is built (design.md rule 5): calls are paired with mock
+sessions by what they sent (:mod:`.pairing`), every session must have run this scenario's behaviour
+(else the call is an error, with the reason), a scenario that needs something the bridge does not
+offer (:attr:`Scenario.requires`, learned from the wire by :mod:`.bridge_profile`) is skipped with the
+reason, and every call with the mock in the loop is checked for the OpenAI session's lifecycle.
 """
 
 from __future__ import annotations
@@ -26,22 +30,27 @@ import logging
 import random
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
 import trio
 
+from .bridge_profile import BridgeProfile, merge_profiles, profile_call
 from .caller_trio import CallResult, place_call
 from .expectations import evaluate, judge
 from .measurements import CallMetrics, ExpectationResult
 from .metrics import measure_call
+from .mock.behaviour import Behaviour
 from .mock.server import MockConfig, MockServer, running_mock
+from .pairing import Pairing, call_tag_hex, pair_calls
 from .report import CallArtifacts
+from .truncate_diagnosis import diagnose_truncate
 from .scenario import Scenario
 from .utterances import UtteranceBank, default_bank
 
@@ -49,6 +58,8 @@ log = logging.getLogger("callsim.runner")
 
 DEFAULT_BRIDGE_HOOK = "bridge.server:embedded"
 CALL_STAGGER_S = 0.1
+#: every call with the mock in the loop: the OpenAI session closes within this after the caller's stop
+DEFAULT_OPENAI_CLOSE_MS = 1000.0
 BridgeHook = Callable[[dict[str, Any]], AbstractAsyncContextManager[str]]
 
 
@@ -59,14 +70,31 @@ class ScenarioRun:
     expectations: list[ExpectationResult] = field(default_factory=list)
     mock_in_loop: bool = False
     seconds: float = 0.0
+    profile: BridgeProfile | None = None  # what the bridge told OpenAI and how it treats Twilio
+    notes: list[str] = field(default_factory=list)  # what the user should know about this run
 
     @property
     def metrics(self) -> list[CallMetrics]:
         return [c.metrics for c in self.calls]
 
     @property
+    def status(self) -> str:
+        """``error`` if a call errored, ``failed`` if one failed, ``skipped`` if none applied, else ``passed``."""
+        st = {m.status for m in self.metrics}
+        for s in ("error", "failed"):
+            if s in st:
+                return s
+        return "skipped" if st == {"skipped"} else "passed"
+
+    @property
     def passed(self) -> bool:
-        return all(c.metrics.status == "passed" for c in self.calls)
+        """Nothing failed or errored (skipped calls do not fail a run; they are reported with the reason)."""
+        return self.status in ("passed", "skipped")
+
+    @property
+    def skip_reason(self) -> str | None:
+        reasons = list(dict.fromkeys(m.skip_reason for m in self.metrics if m.skip_reason))
+        return "; ".join(reasons) if reasons else None
 
 
 def load_hook(spec: str) -> BridgeHook:
@@ -77,8 +105,13 @@ def load_hook(spec: str) -> BridgeHook:
     return getattr(importlib.import_module(module), attr)
 
 
-def _behaviour_json(scenario: Scenario) -> dict[str, Any]:
-    return orjson.loads(orjson.dumps(dataclasses.asdict(scenario.mock)))
+def _behaviour_json(behaviour: Behaviour) -> dict[str, Any]:
+    return orjson.loads(orjson.dumps(dataclasses.asdict(behaviour)))
+
+
+def _close_wait_s(scenario: Scenario) -> float:
+    limit = scenario.expect.openai_closed_within_ms
+    return max(float(limit or 0.0), DEFAULT_OPENAI_CLOSE_MS) / 1000 + 1.0
 
 
 async def _place_calls(url: str, scenario: Scenario, n: int, auth_token: str | None,
@@ -104,41 +137,169 @@ async def _place_calls(url: str, scenario: Scenario, n: int, auth_token: str | N
     return [r for r in results if r is not None]
 
 
-def _pair_sessions(results: list[CallResult], snapshots: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """Match each call to the mock session its bridge opened: first session opened after its start."""
-    starts = [(r.core.t0_ns if r.core is not None and r.core.t0_ns is not None else None, i)
-              for i, r in enumerate(results)]
-    free = sorted((s for s in snapshots if s.get("t_open_ns")), key=lambda s: s["t_open_ns"])
-    paired: list[dict[str, Any] | None] = [None] * len(results)
-    for t0, i in sorted((s for s in starts if s[0] is not None), key=lambda x: x[0]):
-        for j, snap in enumerate(free):
-            if snap["t_open_ns"] >= t0 - 5_000_000:  # the bridge opens OpenAI on 'start'
-                paired[i] = snap
-                free.pop(j)
-                break
-    return paired
+# ====================================================================== the mock, in process or over HTTP
 
 
-def _measure(scenario: Scenario, results: list[CallResult], snaps: list[dict[str, Any] | None],
-             mock_in_loop: bool, bank: UtteranceBank) -> ScenarioRun:
+class MockAccess(Protocol):
+    """What a run needs of the mock, wherever it runs."""
+
+    async def queue(self, behaviour: Behaviour, n: int, tag: str) -> None: ...
+    async def withdraw(self, tag: str) -> int: ...
+    async def wait_closed(self, tag: str, timeout: float) -> None: ...
+    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int) -> list[dict[str, Any]]: ...
+
+
+def _ours(s: dict[str, Any], tag: str, line_tags: set[str], since_ns: int) -> bool:
+    """A session of this run: it ran our behaviour, heard one of our calls, or opened during the run."""
+    return (s.get("behaviour_tag") == tag or bool(line_tags & set(s.get("line_tags") or {}))
+            or (s.get("t_open_ns") or 0) >= since_ns)
+
+
+class InProcessMock:
+    def __init__(self, server: MockServer) -> None:
+        self.server = server
+
+    async def queue(self, behaviour: Behaviour, n: int, tag: str) -> None:
+        self.server.set_behaviour(behaviour, next_sessions=n, tag=tag)
+
+    async def withdraw(self, tag: str) -> int:
+        return self.server.withdraw_behaviour(tag)
+
+    async def wait_closed(self, tag: str, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            while any(not s.closed and s.behaviour_tag == tag for s in self.server.sessions.values()):
+                await trio.sleep(0.02)
+
+    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int) -> list[dict[str, Any]]:
+        out = []
+        for s in list(self.server.sessions.values()):
+            short = s.snapshot(full=False)
+            if _ours(short, tag, line_tags, since_ns):
+                out.append(s.snapshot())
+        return out
+
+
+class HttpMock:
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        self.http, self.base = http, url.rstrip("/")
+
+    async def queue(self, behaviour: Behaviour, n: int, tag: str) -> None:
+        r = await self.http.post(f"{self.base}/_mock/behaviour", params={"next_sessions": n, "tag": tag},
+                                 content=orjson.dumps(_behaviour_json(behaviour)))
+        r.raise_for_status()
+
+    async def withdraw(self, tag: str) -> int:
+        r = await self.http.delete(f"{self.base}/_mock/behaviour", params={"tag": tag})
+        r.raise_for_status()
+        return int(r.json().get("withdrawn", 0))
+
+    async def _listing(self) -> list[dict[str, Any]]:
+        return (await self.http.get(f"{self.base}/_mock/sessions")).json()["sessions"]
+
+    async def wait_closed(self, tag: str, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            while any(s.get("open") and s.get("behaviour_tag") == tag for s in await self._listing()):
+                await trio.sleep(0.1)
+
+    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int) -> list[dict[str, Any]]:
+        out = []
+        for s in await self._listing():
+            if _ours(s, tag, line_tags, since_ns):
+                out.append((await self.http.get(f"{self.base}/_mock/sessions/{s['id']}")).json())
+        return out
+
+
+# ============================================================================ one scenario
+
+
+async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: int, auth_token: str | None,
+               seed: int | None, on_call_done: Callable[[], None] | None, bank: UtteranceBank,
+               external: bool) -> ScenarioRun:
+    t_start = time.monotonic()
+    since_ns = time.monotonic_ns()
+    tag = f"{scenario.name}#{uuid.uuid4().hex[:12]}"
+    if mock is not None:
+        await mock.queue(scenario.mock, n, tag)
+    try:
+        results = await _place_calls(target, scenario, n, auth_token, seed, on_call_done)
+    finally:
+        withdrawn = await mock.withdraw(tag) if mock is not None else 0
+    snaps: list[dict[str, Any]] = []
+    if mock is not None:
+        await mock.wait_closed(tag, _close_wait_s(scenario))
+        snaps = await mock.snapshots(tag, {t for r in results if (t := call_tag_hex(r))}, since_ns)
+    pairings = pair_calls(results, snaps) if mock is not None else [Pairing(None) for _ in results]
+    run = _measure(scenario, results, pairings, mock is not None, bank, tag)
+    if withdrawn:
+        run.notes.append(f"{withdrawn} call(s) never opened an OpenAI session: their share of the scenario's mock "
+                         "behaviour was withdrawn, so no later call runs with it")
+    if external and scenario.bridge:
+        settings = ", ".join(f"{k}={v!r}" for k, v in scenario.bridge.items())
+        run.notes.append(f"[bridge] settings ({settings}) apply to our in-process bridge only: they were not "
+                         f"applied to {target}; whether the scenario applies is decided from what the bridge did")
+    run.seconds = time.monotonic() - t_start
+    return run
+
+
+def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairing], mock_in_loop: bool,
+             bank: UtteranceBank, tag: str | None = None) -> ScenarioRun:
     run = ScenarioRun(scenario, mock_in_loop=mock_in_loop)
-    for i, (r, snap) in enumerate(zip(results, snaps)):
+    tools = tuple(r.tool.name for r in scenario.mock.rules if r.tool is not None)
+    profiles: list[BridgeProfile] = []
+    for i, (r, p) in enumerate(zip(results, pairings)):
+        snap = p.snapshot
         m = measure_call(r, scenario=scenario.name, call_index=i, mock=snap, bank=bank,
                          behaviour_echo=scenario.mock.echo, created_delay_ms=scenario.mock.created_delay_ms)
+        m.pairing = p.how and (p.how + (f": {p.note}" if p.note else ""))
+        if snap is not None:
+            m.behaviour_tag = snap.get("behaviour_tag")
+            if tag is not None and m.behaviour_tag != tag and m.status != "error":
+                ran = f"behaviour {m.behaviour_tag!r}" if m.behaviour_tag else "the mock's default behaviour"
+                m.status, m.error = "error", (
+                    f"the mock session {snap.get('id')} paired with this call ran {ran}, not this scenario's "
+                    f"({tag}): it was opened before the scenario queued its behaviour (a pre-opened session?) "
+                    "or took another call's — its replies and faults are not this scenario's")
+        for b in m.barge_ins:
+            if b.truncate_error_ms:
+                b.truncate_cause = diagnose_truncate(b, r.core, snap)
+        prof = profile_call(snap, r.core, m.barge_ins) if r.core is not None else None
+        if prof is not None:
+            profiles.append(prof)
+            _applicability(scenario, m, prof, tools)
         run.calls.append(CallArtifacts(m, r, snap))
-    run.expectations = evaluate(scenario.expect, run.metrics, mock_in_loop=mock_in_loop)
-    judge(run.metrics, run.expectations)
+    run.profile = merge_profiles(profiles) if profiles else None
+    expect = scenario.expect
+    if mock_in_loop and expect.openai_closed_within_ms is None:
+        expect = dataclasses.replace(expect, openai_closed_within_ms=DEFAULT_OPENAI_CLOSE_MS)
+    judged = [m for m in run.metrics if m.status != "skipped"]
+    run.expectations = evaluate(expect, judged, mock_in_loop=mock_in_loop, implicit_session_check=mock_in_loop)
+    judge(judged, run.expectations)
     return run
+
+
+def _applicability(scenario: Scenario, m: CallMetrics, prof: BridgeProfile, tools: tuple[str, ...]) -> None:
+    """Skip a call whose scenario needs what this bridge does not offer (never when the need is unknown,
+    and never when OpenAI refused the session: that is the bridge's failure, judged as such)."""
+    if m.status == "error" or getattr(prof, "refused", False) is True:
+        return
+    for need in scenario.requires:
+        if prof.caps.get(need) == "absent" or (need == "tools" and prof.caps.get(need) == "offered"
+                                               and prof.missing_reason(need, tools)):
+            m.status = "skipped"
+            m.skip_reason = f"requires {need}: {prof.missing_reason(need, tools)}"
+            return
+
+
+# ============================================================================ entry points
 
 
 async def run_embedded(scenario: Scenario, *, calls: int | None = None, hook: str = DEFAULT_BRIDGE_HOOK,
                        seed: int | None = 1, workdir: Path | None = None,
                        on_call_done: Callable[[], None] | None = None) -> ScenarioRun:
     """Mock + bridge (by hook) + callers, all in this trio run, on loopback."""
-    t_start = time.monotonic()
     n = calls or scenario.calls
-    bank = default_bank()
     behaviour = scenario.mock if scenario.mock.seed is not None or seed is None else scenario.mock.with_(seed=seed)
+    scenario = dataclasses.replace(scenario, mock=behaviour)
     bridge_hook = load_hook(hook)
     tmp = Path(workdir or tempfile.mkdtemp(prefix="callsim-"))
     mock_cfg = MockConfig(any_key=True, dialect=scenario.mock_dialect, behaviour=behaviour)
@@ -146,58 +307,24 @@ async def run_embedded(scenario: Scenario, *, calls: int | None = None, hook: st
         config = {"openai_realtime_url": mock.realtime_url, "database_path": tmp / f"{scenario.name}.sqlite3",
                   **scenario.bridge}
         async with bridge_hook(config) as base_url:
-            results = await _place_calls(base_url.rstrip("/") + "/incoming-call", scenario, n, None, seed,
-                                         on_call_done)
-            if not await mock.wait_all_closed(2.0):
-                log.warning("scenario %s: %d OpenAI session(s) still open 2 s after the last call",
-                            scenario.name, mock.open_sessions)
-        snaps = [s.snapshot() for s in mock.sessions.values()]
-    run = _measure(scenario, results, _pair_sessions(results, snaps), True, bank)
-    run.seconds = time.monotonic() - t_start
-    return run
+            return await _run(scenario, base_url.rstrip("/") + "/incoming-call", InProcessMock(mock), n=n,
+                              auth_token=None, seed=seed, on_call_done=on_call_done, bank=default_bank(),
+                              external=False)
 
 
 async def run_with_mock(scenario: Scenario, target: str, mock: MockServer, *, calls: int | None = None,
                         auth_token: str | None = None, seed: int | None = None) -> ScenarioRun:
     """A bridge reached over the wire that talks to an in-process mock (the pytest plugin's case)."""
-    t_start = time.monotonic()
-    n = calls or scenario.calls
-    mock.set_behaviour(scenario.mock, next_sessions=n)
-    known = set(mock.sessions)
-    results = await _place_calls(target, scenario, n, auth_token, seed, None)
-    await mock.wait_all_closed(3.0)
-    snaps = [s.snapshot() for sid, s in mock.sessions.items() if sid not in known]
-    run = _measure(scenario, results, _pair_sessions(results, snaps), True, default_bank())
-    run.seconds = time.monotonic() - t_start
-    return run
+    return await _run(scenario, target, InProcessMock(mock), n=calls or scenario.calls, auth_token=auth_token,
+                      seed=seed, on_call_done=None, bank=default_bank(), external=True)
 
 
 async def run_external(scenario: Scenario, target: str, *, calls: int | None = None,
                        auth_token: str | None = None, mock_url: str | None = None, seed: int | None = None,
                        on_call_done: Callable[[], None] | None = None) -> ScenarioRun:
     """Any bridge over the wire; the mock's records only if ``mock_url`` points at it."""
-    t_start = time.monotonic()
     n = calls or scenario.calls
-    bank = default_bank()
-    snaps: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=10) as http:
-        if mock_url:
-            r = await http.post(f"{mock_url.rstrip('/')}/_mock/behaviour", params={"next_sessions": n},
-                                content=orjson.dumps(_behaviour_json(scenario)))
-            r.raise_for_status()
-        results = await _place_calls(target, scenario, n, auth_token, seed, on_call_done)
-        if mock_url:
-            with trio.move_on_after(3):
-                while True:  # the bridge closes its OpenAI sessions after the calls end
-                    listing = (await http.get(f"{mock_url.rstrip('/')}/_mock/sessions")).json()
-                    if listing["open_sessions"] == 0:
-                        break
-                    await trio.sleep(0.1)
-            first = min((r.core.t0_ns for r in results if r.core and r.core.t0_ns), default=0)
-            for s in listing["sessions"]:
-                if (s.get("t_open_ns") or 0) >= first - 5_000_000:
-                    snaps.append((await http.get(f"{mock_url.rstrip('/')}/_mock/sessions/{s['id']}")).json())
-    run = _measure(scenario, results, _pair_sessions(results, snaps) if mock_url else [None] * len(results),
-                   bool(mock_url), bank)
-    run.seconds = time.monotonic() - t_start
-    return run
+        return await _run(scenario, target, HttpMock(http, mock_url) if mock_url else None, n=n,
+                          auth_token=auth_token, seed=seed, on_call_done=on_call_done, bank=default_bank(),
+                          external=True)

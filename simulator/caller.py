@@ -434,6 +434,9 @@ class CallerCore:
                 if self._step_heard >= 0 and quiet >= step.quiet_ms and not self.playback.busy:
                     self._next_step()
                     continue
+                if step.start_ms is not None and self._step_heard < 0 and elapsed >= step.start_ms:
+                    self._next_step()  # nothing to wait for (no greeting)
+                    continue
                 if elapsed >= step.timeout_ms:
                     self._event(now_ns, "wait_timeout", step="wait_for_reply", heard=self._step_heard >= 0)
                     self._next_step()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .impairments import Impairments
 from .mock.behaviour import Behaviour
-from .script import DTMF_DIGITS, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
+from .script import DTMF_DIGITS, GREETING_GRACE, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
 from .webhook import CallParties
 
 if TYPE_CHECKING:
@@ -219,11 +219,14 @@ def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path |
     caller = dict(data.get("caller") or {})
     raw_steps = caller.pop("steps", None)
     impairments = Impairments.parse(caller.pop("impairments", "") or "")
+    grace = caller.pop("let_greeting_finish", True)
     if caller:
-        raise ScenarioError(f"{where}: unknown [caller] keys {sorted(caller)}; known: steps, impairments")
+        raise ScenarioError(f"{where}: unknown [caller] keys {sorted(caller)}; known: steps, impairments, let_greeting_finish")
     if not raw_steps:
         raise ScenarioError(f"{where}: [caller] steps is empty")
     steps = tuple(_step(s, f"{where} step {i + 1}") for i, s in enumerate(raw_steps))
+    if grace is True and not isinstance(steps[0], WaitForReply):
+        steps = (GREETING_GRACE, *steps)  # see GREETING_GRACE: the verdict must not depend on a greeting
     requires = data.get("requires", [])
     if isinstance(requires, str):
         requires = [requires]

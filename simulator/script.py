@@ -39,11 +39,21 @@ class WaitForReply:
     """Stay silent until the assistant has spoken and then been quiet for ``quiet_ms``.
 
     Gives up after ``timeout_ms`` (recorded as a ``wait_timeout`` event) so a
-    silent bridge cannot hang a CI job.
+    silent bridge cannot hang a CI job. With ``start_ms``, it also moves on when
+    nothing at all was heard by then, without a ``wait_timeout``: that is how a
+    caller lets a greeting finish when there may be none (:data:`GREETING_GRACE`).
     """
 
     quiet_ms: int = 800
     timeout_ms: int = 15000
+    start_ms: int | None = None
+
+
+#: Before a scenario's first step the caller listens, as a person who picks up does: if the bridge
+#: greets (its audio starts within ``start_ms``), the caller waits until the greeting has finished;
+#: if not, it goes on. Without this a greeting bridge would turn every scenario's first utterance
+#: into a barge-in — a verdict that depends on how the bridge is built (design.md rule 5).
+GREETING_GRACE = WaitForReply(quiet_ms=800, timeout_ms=20000, start_ms=1500)
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,9 @@ class Behaviour:
     """Everything scripted about a mock session. Immutable: copy with :meth:`with_`."""
 
     replies: tuple[str, ...] = (DEFAULT_REPLY,)  # in turn; the last one repeats
+    # what the model says when asked to respond before the caller has said anything (a bridge that
+    # greets): the replies above stay the answers to the caller's turns, whether the bridge greets or not
+    greeting: str = DEFAULT_REPLY
     rules: tuple[Rule, ...] = ()
     echo: bool = False  # reply with exactly the audio of the caller's last turn
     think: ThinkTime = ThinkTime()
@@ -204,7 +207,7 @@ def unknown_fixtures(behaviour: Behaviour) -> list[str]:
     such a behaviour up front."""
     from ..fixtures import default_library
 
-    names = list(behaviour.replies)
+    names = [*behaviour.replies, behaviour.greeting]
     for rule in behaviour.rules:
         names.append(rule.when)
         names += [rule.reply] if rule.reply else []

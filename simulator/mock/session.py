@@ -750,8 +750,10 @@ class MockSession:
             self._pending_tool = None
         elif self.behaviour.echo and self._last_turn_audio:
             plan = self._echo_audio()
+        elif self._user_turns == 0:
+            plan = self.behaviour.greeting
         else:
-            plan = self.behaviour.reply_for(max(0, self._user_turns - 1), self._last_heard)
+            plan = self.behaviour.reply_for(self._user_turns - 1, self._last_heard)
         undeclared: tuple[str, list[str]] | None = None
         if isinstance(plan, ToolCall):
             # The real model cannot call a tool it was never given: it answers without it.

@@ -53,12 +53,6 @@ class Call:
         self.answered: set[str] = set()
         self.owe_reply = False  # a function output was sent: ask for the spoken answer once the response ends
 
-    async def to_twilio(self, msg: dict[str, Any]) -> None:
-        await send(self.tw, msg)
-
-    async def to_openai(self, ev: dict[str, Any]) -> None:
-        await send(self.oa, ev)
-
     async def open_openai(self) -> None:
         self.oa = await open_and_configure(self.o)
         self.ready = True
@@ -119,7 +113,7 @@ class Call:
                 if self.opening is None:
                     self.opening = asyncio.create_task(self.open_or_hang_up())
                 return False
-            await self.to_openai({"type": "input_audio_buffer.append", "audio": msg["media"]["payload"]})
+            await send(self.oa, {"type": "input_audio_buffer.append", "audio": msg["media"]["payload"]})
         elif event == "start":
             self.sid = msg["start"]["streamSid"]
             self.started.set()
@@ -180,7 +174,7 @@ class Call:
                     await self.answer_tool(c["call_id"], c.get("arguments") or "{}")
             if self.owe_reply:
                 self.owe_reply = False
-                await self.to_openai({"type": "response.create"})
+                await send(self.oa, {"type": "response.create"})
         elif t == "error":
             log.warning("%s: OpenAI error: %s", self.sid, ev.get("error"))
 
@@ -196,7 +190,7 @@ class Call:
         n = len(base64.b64decode(b64))
         item.bytes += n
         self.forwarded += n
-        await self.to_twilio({"event": "media", "streamSid": self.sid, "media": {"payload": b64}})
+        await send(self.tw, {"event": "media", "streamSid": self.sid, "media": {"payload": b64}})
         if self.o.truncate != "coarse" or self.forwarded - self.last_mark_pos >= COARSE_BYTES:
             await self.send_mark()
 
@@ -204,7 +198,7 @@ class Call:
         self.n_marks += 1
         name = f"m{self.n_marks}"
         self.pending[name] = self.last_mark_pos = self.forwarded
-        await self.to_twilio({"event": "mark", "streamSid": self.sid, "mark": {"name": name}})
+        await send(self.tw, {"event": "mark", "streamSid": self.sid, "mark": {"name": name}})
 
     async def barge_in(self) -> None:
         if not self.pending:
@@ -212,7 +206,7 @@ class Call:
         now = time.monotonic()
         played = self.heard(now)  # before clear: marks echoed by clear are not playback
         playing = [i for i in self.items.values() if i.id not in self.ignored and i.start + i.bytes > played]
-        await self.to_twilio({"event": "clear", "streamSid": self.sid})
+        await send(self.tw, {"event": "clear", "streamSid": self.sid})
         self.pending.clear()
         self.anchor = (self.forwarded, now)
         self.last_mark_pos = self.forwarded
@@ -225,7 +219,7 @@ class Call:
             end_ms = max(0, min(played - item.start, item.bytes)) // BYTES_PER_MS
         self.ignored.update(i.id for i in playing)
         log.info("%s: barge-in: truncate %s at %d ms", self.sid, item.id, end_ms)
-        await self.to_openai({"type": "conversation.item.truncate", "item_id": item.id,
+        await send(self.oa, {"type": "conversation.item.truncate", "item_id": item.id,
                               "content_index": 0, "audio_end_ms": end_ms})
 
     async def answer_tool(self, call_id: str, arguments: str) -> None:
@@ -235,7 +229,7 @@ class Call:
         self.owe_reply = True
         city = json.loads(arguments).get("city", "somewhere")
         output = json.dumps({"city": city, "temperature_c": 21, "conditions": "sunny"})
-        await self.to_openai({"type": "conversation.item.create",
+        await send(self.oa, {"type": "conversation.item.create",
                               "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
 
 

@@ -96,7 +96,7 @@ class BridgeProfile:
     twilio_warning_reason: str | None = None
     truncates: list[dict[str, Any]] = field(default_factory=list)  # audio_end_ms, heard_ms, accepted, cause
     # --- learned capabilities
-    caps: dict[str, str] = field(default_factory=dict)  # capability -> offered | absent | unknown | varies
+    caps: dict[str, Status] = field(default_factory=dict)  # capability -> offered | absent | unknown | varies
     reasons: dict[str, str] = field(default_factory=dict)  # capability -> why not offered
     lints: list[Lint] = field(default_factory=list)
 
@@ -163,8 +163,10 @@ def profile_call(snapshot: dict[str, Any] | None, core: CallerCore | None,
     compared with the audio heard and diagnosed; without them truncates are listed as sent.
     """
     p = BridgeProfile(mock_in_loop=snapshot is not None)
+    spoke_after_audio = False
     if core is not None:
         side = twilio_side(core)
+        spoke_after_audio = side.audio_before_speech
         p.media_messages, p.marks = side.media_messages, side.marks
         p.mark_gaps_ms, p.media_per_mark = side.mark_gaps_ms, side.media_per_mark
         p.barge_ins, p.barge_in_clears = side.barge_ins, side.barge_in_clears
@@ -172,7 +174,7 @@ def profile_call(snapshot: dict[str, Any] | None, core: CallerCore | None,
     if snapshot is not None:
         _openai_side(p, snapshot, core)
         p.truncates = _truncates(snapshot, core, barge_ins)
-    _capabilities(p, core)
+    _capabilities(p, spoke_after_audio)
     p.lints = lint_profile(p)
     return p
 
@@ -279,12 +281,16 @@ def _truncates(snap: dict[str, Any], core: CallerCore | None,
 # ============================================================= capabilities
 
 
-def _capabilities(p: BridgeProfile, core: CallerCore | None) -> None:
-    """Offered / absent / unknown for each capability, with the reason for each not offered."""
+def _capabilities(p: BridgeProfile, audio_before_speech: bool) -> None:
+    """Offered / absent / unknown for each capability, with the reason for each not offered.
+
+    Without the mock only the greeting can be learned, and only one way: audio that
+    reached the caller before it spoke. No audio then is no evidence (the caller may
+    simply have spoken first), so it stays unknown."""
     if not p.mock_in_loop:
         for cap in CAPABILITIES:
             p.caps[cap], p.reasons[cap] = "unknown", NO_MOCK
-        if core is not None and twilio_side(core).audio_before_speech:
+        if audio_before_speech:
             p.caps["greeting"] = "offered"
         else:
             p.reasons["greeting"] = ("unknown: no audio reached the caller before it spoke, and without the mock"

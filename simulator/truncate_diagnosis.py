@@ -160,7 +160,8 @@ def _figures(barge: BargeInMetrics, core: CallerCore | None, snapshot: dict[str,
         fig["call_timestamp_ms"] = float(ts_now - ts_call)
     # What was played is known before the clear; marks echoed by it say nothing (pitfall 7).
     played_by = min(t_trunc, barge.clear_ns) if barge.clear_ns is not None else t_trunc
-    fig["mark_ms"] = item.last_echo_ms(played_by, ("played", "idle")) or (0.0 if item.mark_ms else None)
+    last = item.last_echo_ms(played_by, ("played", "idle"))
+    fig["mark_ms"] = last if last is not None else (0.0 if item.marks_ms else None)  # none echoed yet: 0
     cleared = item.last_echo_ms(t_trunc, ("played", "idle", "cleared"))
     fig["cleared_mark_ms"] = cleared if cleared != fig["mark_ms"] else None
     gaps = item.gaps_ms()

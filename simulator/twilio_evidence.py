@@ -14,6 +14,7 @@ runs per frame during a call.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,17 +123,17 @@ class ItemAudio:
 
     first_ns: int  # its first media message reached the caller
     sent_ms: float  # its audio the caller had received by ``until_ns``
-    mark_ms: dict[str, float]  # mark name -> the item's audio queued before that mark
-    echoes: list[tuple[int, str, str]]  # (t_ns, name, reason) of the item's marks echoed by ``until_ns``
+    marks_ms: list[float]  # per mark the item sent, in order: the item's audio queued before it
+    echoes: list[tuple[int, str, float]]  # (t_ns, reason, audio before the mark) of its marks echoed
 
     def gaps_ms(self) -> list[float]:
         """Audio between the item's consecutive marks."""
-        cuts = sorted(set(self.mark_ms.values()))
+        cuts = sorted(set(self.marks_ms))
         return [b - a for a, b in zip([0.0] + cuts, cuts) if b > a]
 
     def last_echo_ms(self, before_ns: int, reasons: tuple[str, ...]) -> float | None:
-        """Audio before the last of the item's marks echoed for ``reasons`` before ``before_ns``."""
-        hits = [self.mark_ms[n] for t, n, r in self.echoes if t <= before_ns and r in reasons and n in self.mark_ms]
+        """Audio before the last of the item's marks echoed for ``reasons`` by ``before_ns``."""
+        hits = [ms for t, r, ms in self.echoes if t <= before_ns and r in reasons]
         return hits[-1] if hits else None
 
 
@@ -159,20 +160,29 @@ def item_audio_playing_at(core: CallerCore, t_ns: int) -> ItemAudio | None:
 
 
 def _collect(core: CallerCore, start: int, until_ns: int) -> ItemAudio:
+    """Marks are matched to echoes in queue order, not by name: Twilio echoes them FIFO
+    (played, or all at once on clear), and bridges reuse names (the Twilio sample sends
+    every mark as "responsePart")."""
     tl = core.timeline
+    queue: deque[float | None] = deque()  # pending marks; None = an earlier item's
     sent = 0
-    marks: dict[str, float] = {}
-    echoes: list[tuple[int, str, str]] = []
-    for e in tl[start:]:
-        if e["t_ns"] > until_ns:
+    marks: list[float] = []
+    echoes: list[tuple[int, str, float]] = []
+    for i, e in enumerate(tl):
+        if e["t_ns"] > until_ns and i >= start:
             break
         ev = e["event"]
-        if ev == "media_in":
+        if ev == "mark_in":
+            ms = sent / BYTES_PER_MS if i >= start else None
+            queue.append(ms)
+            if ms is not None:
+                marks.append(ms)
+        elif ev == "mark_echo" and queue:
+            ms = queue.popleft()
+            if ms is not None:
+                echoes.append((e["t_ns"], e["reason"], ms))
+        elif ev == "media_in" and i >= start:
             sent += e["bytes"]
-        elif ev == "mark_in":
-            marks[e["name"]] = sent / BYTES_PER_MS
-        elif ev == "mark_echo" and e["name"] in marks:
-            echoes.append((e["t_ns"], e["name"], e["reason"]))
     return ItemAudio(tl[start]["t_ns"], sent / BYTES_PER_MS, marks, echoes)
 
 

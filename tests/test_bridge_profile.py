@@ -74,14 +74,15 @@ def run_call(app: list[tuple[float, str]], until_ms: int, script: list | None = 
     return core
 
 
-def reply(at_ms: float, deltas: int, mark_after: set[int] | None = None, tag: str = "r") -> list[tuple[float, str]]:
+def reply(at_ms: float, deltas: int, mark_after: set[int] | None = None, tag: str = "r",
+          same_name: bool = False) -> list[tuple[float, str]]:
     """A reply forwarded all at once (faster than real time), a mark after the deltas in ``mark_after``
-    (1-based; None = after every delta)."""
+    (1-based; None = after every delta), each named apart unless ``same_name``."""
     out: list[tuple[float, str]] = []
     for i in range(1, deltas + 1):
         out.append((at_ms, media()))
         if mark_after is None or i in mark_after:
-            out.append((at_ms, mark(f"{tag}{i}")))
+            out.append((at_ms, mark(tag if same_name else f"{tag}{i}")))
     return out
 
 
@@ -319,6 +320,15 @@ def test_truncate_at_the_last_mark_with_a_mark_per_delta():
     cause, fig, text = diagnose_case(reply(50, 20), 1250, 1100)
     assert cause == "mark" and fig["mark_gap_ms"] == pytest.approx(100)
     assert "add the time played since the last echo" in text and "every 100 ms" in text
+
+
+def test_marks_sharing_one_name_are_matched_in_queue_order():
+    """The Twilio sample names every mark "responsePart": echoes pair with marks FIFO, not by name."""
+    earlier = [(50, media()), (50, mark("responsePart"))]
+    cause, fig, text = diagnose_case(earlier + reply(200, 20, tag="responsePart", same_name=True), 1250, 1000,
+                                     reply_ms=200)
+    assert fig["mark_gap_ms"] == pytest.approx(100) and fig["mark_ms"] == pytest.approx(1000)
+    assert cause == "mark"
 
 
 def test_truncate_from_media_timestamps():

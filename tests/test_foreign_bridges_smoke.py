@@ -21,12 +21,15 @@ import trio
 from simulator.caller_trio import CallResult, place_call
 from simulator.mock.behaviour import Behaviour, Rule, ToolCall
 from simulator.mock.server import MockConfig, MockServer, running_mock
-from simulator.script import conversation
+from simulator.script import Hangup, Pause, Say, WaitForReply
 from simulator.wsconn import open_websocket
 from tests.foreign.launch import BRIDGES, running_foreign_bridge
 
 FOREIGN = Path(__file__).resolve().parent / "foreign"
 REPLY_MS = 2384.625  # assistant_short_reply, the mock's default reply (and a tool call's follow-up)
+# script.conversation(["caller_weather_question"]) spelt out, so that it stays what these checks need:
+# the caller speaks 0.5 s in, over a greeting if the bridge greets (a barge-in, on purpose).
+SCRIPT = [Pause(500), Say("caller_weather_question"), WaitForReply(quiet_ms=800, timeout_ms=8000), Hangup()]
 WEATHER_TOOL = Behaviour(rules=(Rule("caller_weather_question", tool=ToolCall("get_weather", {"city": "Paris"})),))
 
 
@@ -49,7 +52,7 @@ async def _one(name: str, out: dict[str, Run]) -> None:
     async with running_mock(MockConfig(any_key=True, behaviour=behaviour)) as mock:
         mock: MockServer
         async with running_foreign_bridge(name, mock.realtime_url) as url:
-            result = await place_call(url, conversation(["caller_weather_question"], timeout_ms=8000))
+            result = await place_call(url, SCRIPT)
             t_end = time.monotonic_ns()
             closed = await mock.wait_all_closed(1.0)
             assert result.core is not None, result.error

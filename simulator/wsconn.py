@@ -363,6 +363,13 @@ class WebSocket:
                 await self._receive_some()
         return messages.popleft()
 
+    def take_pending(self) -> list[str | bytes]:
+        """The messages read but not yet received, taken off the queue — for a peer that closed right
+        after sending them: they were sent, so whoever serves the connection still handles them."""
+        out = list(self._messages)
+        self._messages.clear()
+        return out
+
     async def receive_via(self, reactor: Reactor, handle: Callable[[str | bytes], bool]) -> bool:
         """Let ``reactor`` read this connection and give each message to ``handle``
         in the reactor's task, synchronously, while this task stays parked.
@@ -393,12 +400,13 @@ class WebSocket:
         messages = self._messages
 
         def on_readable() -> bool:
-            if not self._read_nowait(fd_stream):
-                return False
+            # The messages that came in the same read as a close frame are handled first: a peer
+            # that sends its last appends and closes at once must lose none of them (rule 7).
+            go_on = self._read_nowait(fd_stream)
             while messages:
                 if not handle(messages.popleft()):
                     return False
-            return True
+            return go_on
 
         self._receiving = True  # aclose() from another task waits for this reader, as for a receive
         fd = fd_stream._fd()

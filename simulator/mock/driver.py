@@ -171,6 +171,11 @@ async def run_session(session: MockSession, ws: MessageSocket, *, clock: Clock =
                 if alarm.sleeping:
                     alarm.bring_forward(next_deadline())
         except ConnectionClosed as exc:
+            # What the client sent before its close frame is still the client's input (an append
+            # recorded, a truncate judged), even though no answer can reach it any more.
+            take = getattr(ws, "take_pending", None)
+            for data in take() if take is not None else ():
+                receive(clock(), data)
             session.on_closed(clock(), "client", exc.code, exc.reason)
         cancel.cancel()
 

@@ -166,15 +166,12 @@ def _test_start(environment: Any, **_kw: Any) -> None:
 class MockSessions:
     """The mock's sessions as seen by this process, shared by all its users.
 
-    Why pairing by time: nothing a bridge sends to OpenAI names the Twilio call,
-    so a call's mock session is found the way :func:`simulator.runner._pair_sessions`
-    finds it — calls in start order, each taking the first free session opened
-    after its start. Every call of this process that has started takes part
-    (:meth:`started`), so a call that ends early cannot take the session of one
-    that started just before it. Sessions opened for other worker processes'
-    calls cannot be told apart: two calls started within the bridge's connect
-    delay (a few ms) in different processes may swap sessions. They run the same
-    scenario, so the mock-side figures stay statistically right.
+    Pairing by what was sent: each call's idle line carries its line tag
+    (:mod:`simulator.linetag`), and the mock lists the tags each session heard, so a
+    call's session is the one that heard its tag — across worker processes too. Only a
+    bridge that converts the audio destroys the tag; then calls are paired by time as
+    before (start order, the first free untagged session opened after the start), and
+    two calls started within a few ms in different processes may swap sessions.
 
     Why shared and throttled: the session list is one HTTP request that the mock
     answers on its real-time event loop, and it grows with every session the mock
@@ -224,9 +221,18 @@ class MockSessions:
             fresh_after = time.monotonic_ns()
 
     def _pair(self, call: GeventCall) -> dict[str, Any] | None:
+        """The session that heard this call's line tag (exact, whatever the bridge's timing, and right
+        across worker processes too); by time only for a bridge that converts the audio (no tag)."""
+        tag = getattr(call.core, "line_tag", None)
+        if tag is not None:
+            key = f"{tag:08x}"
+            tagged = [s for s in self._listing if key in (s.get("line_tags") or {})]
+            if tagged:
+                return max(tagged, key=lambda s: s["line_tags"][key].get("frames", 0))
         calls = sorted((c.core.t0_ns, id(c)) for c in self.live.values()
                        if c.core is not None and c.core.t0_ns is not None)
-        free = sorted((s for s in self._listing if s.get("t_open_ns") and s["id"] not in self.claimed),
+        free = sorted((s for s in self._listing if s.get("t_open_ns") and s["id"] not in self.claimed
+                       and not s.get("line_tags")),
                       key=lambda s: s["t_open_ns"])
         for t0, key in calls:
             j = next((j for j, s in enumerate(free) if t0 <= s["t_open_ns"] <= t0 + self.PAIR_WINDOW_NS), None)
@@ -248,8 +254,9 @@ class MockSessions:
             listing = orjson.loads(r.content)["sessions"]
             oldest = min((c.core.t0_ns for c in self.live.values() if c.core is not None and c.core.t0_ns),
                          default=t)
-            # only sessions a live call of this process could own: keeps _pair cheap
-            self._listing = [s for s in listing if (s.get("t_open_ns") or 0) >= oldest]
+            # only sessions a live call of this process could own: keeps _pair cheap (a bridge may
+            # open its OpenAI session a little before the call's stream starts: 10 s of slack)
+            self._listing = [s for s in listing if (s.get("t_open_ns") or 0) >= oldest - 10_000 * MS]
             self._listed_ns = t
 
 

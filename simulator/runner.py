@@ -272,8 +272,12 @@ def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairi
     if mock_in_loop and expect.openai_closed_within_ms is None:
         expect = dataclasses.replace(expect, openai_closed_within_ms=DEFAULT_OPENAI_CLOSE_MS)
     judged = [m for m in run.metrics if m.status != "skipped"]
-    run.expectations = evaluate(expect, judged, mock_in_loop=mock_in_loop, implicit_session_check=mock_in_loop)
-    judge(judged, run.expectations)
+    if judged:
+        run.expectations = evaluate(expect, judged, mock_in_loop=mock_in_loop, implicit_session_check=mock_in_loop)
+        judge(judged, run.expectations)
+    else:  # the scenario does not apply to this bridge: nothing is judged, and each expectation says why
+        run.expectations = [ExpectationResult(name, "skipped", f"not judged: {run.skip_reason}", None,
+                                              list(v) if isinstance(v, tuple) else v) for name, v in expect.items()]
     return run
 
 

@@ -138,3 +138,16 @@ class StubApp:
             except ConnectionClosed:
                 sess.closed_ns = time.monotonic_ns()
             n.cancel_scope.cancel()
+
+
+def is_speech(m: dict) -> bool:
+    """A ``media`` message carrying the caller's speech, not its idle line (0xFF, or the call's
+    inaudible line tag: simulator/linetag.py)."""
+    if m.get("event") != "media":
+        return False
+    import base64
+
+    from simulator import linetag
+
+    frame = base64.b64decode(m["media"]["payload"])
+    return frame != b"\xff" * len(frame) and linetag.read_tag(frame) is None

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import trio
 
-from tests.stub_app import StreamSession, StubApp
+from tests.stub_app import StreamSession, StubApp, is_speech
 from tests.test_caller_wire import noise
 
 CALLSIM = [sys.executable, "-m", "simulator"]
@@ -35,7 +35,7 @@ async def test_call_command_writes_recording_and_summary(tmp_path):
     async def behaviour(sess: StreamSession) -> None:
         await sess.started.wait()
         for _ in range(2):  # answer each utterance once it has been said
-            await sess.wait_for(lambda m: m.get("event") == "media" and m["media"]["payload"][:8] != "////////",
+            await sess.wait_for(is_speech,
                                 timeout=20, since=len(sess.received))
             n = sess.media_count
             await sess.wait_for(lambda m: m.get("event") == "media" and int(m["media"]["chunk"]) > n + 60,
@@ -128,7 +128,7 @@ async def test_call_scenario_takes_quiet_ms_and_impair_instead_of_the_files(tmp_
 
     async def behaviour(sess: StreamSession) -> None:
         await sess.started.wait()
-        await sess.wait_for(lambda m: m.get("event") == "media" and m["media"]["payload"][:8] != "////////",
+        await sess.wait_for(is_speech,
                             timeout=20)
         n = sess.media_count
         await sess.wait_for(lambda m: m.get("event") == "media" and int(m["media"]["chunk"]) > n + 50, timeout=20)

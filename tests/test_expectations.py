@@ -14,8 +14,8 @@ MOCK = {"id": "sess", "close": {"t_ns": 1, "by": "client"}, "truncates": [], "re
 
 
 def call(i: int = 0, *, latencies=(600.0,), overheads=None, barge_ins=(), mock=MOCK, **kw) -> CallMetrics:
-    c = CallMetrics("scn", i, f"CA{i}", mock=dict(mock) if mock is not None else None, end_reason="hangup",
-                    heard_ms=5000.0, **kw)
+    kw.setdefault("heard_ms", 5000.0)
+    c = CallMetrics("scn", i, f"CA{i}", mock=dict(mock) if mock is not None else None, end_reason="hangup", **kw)
     overheads = overheads or [None if v is None else v / 10 for v in latencies]
     c.turns = [TurnMetrics(j, "caller_stop", 0, latency_ms=v, overhead_ms=o)
                for j, (v, o) in enumerate(zip(latencies, overheads))]
@@ -35,7 +35,8 @@ def one(expect: Expectations, calls, mock_in_loop=True):
 
 
 def test_every_expectation_has_a_check():
-    assert {f.name for f in dataclasses.fields(Expectations)} == set(CHECKS)
+    # + openai_session: implicit, checked on every call with the mock in the loop
+    assert {f.name for f in dataclasses.fields(Expectations)} | {"openai_session"} == set(CHECKS)
 
 
 # ---------------------------------------------------------------- latency
@@ -100,7 +101,12 @@ def test_truncate_error():
     r = one(Expectations(truncate_error_max_ms=20), [call(barge_ins=[bi(heard=3140, end=3000)])])
     assert r.status == "failed" and r.measured == 140.0
     assert r.message == ("truncate error 140 ms > 20 ms: the bridge told OpenAI the caller heard 3000 ms but the "
-                         "caller heard 3140 ms — compute audio_end_ms from played audio (marks), not bytes sent")
+                         "caller heard 3140 ms — compute audio_end_ms from the audio Twilio played (marks and the "
+                         "time since the last one), not from what was sent")
+    diagnosed = bi(heard=3140, end=3000)
+    diagnosed.truncate_cause = "it truncated at the last echoed mark — mark every delta"
+    r = one(Expectations(truncate_error_max_ms=20), [call(barge_ins=[diagnosed])])
+    assert r.message.endswith("caller heard 3140 ms — it truncated at the last echoed mark — mark every delta")
     r = one(Expectations(truncate_error_max_ms=20), [call(barge_ins=[bi(end=None)])])
     assert r.status == "failed" and r.message.startswith("truncate error: no truncate sent")
     r = one(Expectations(truncate_error_max_ms=20), [call(barge_ins=[bi()], mock=None)])
@@ -176,6 +182,45 @@ def test_openai_closed_within():
     assert r.status == "failed" and r.message.startswith("OpenAI session still open after the caller hung up")
     r = one(Expectations(openai_closed_within_ms=1000), [c], mock_in_loop=False)
     assert r.status == "skipped" and "callsim mock-openai" in r.message
+    # OpenAI closing first is no leak, and is never shown as "closed 0 ms after the hang-up"
+    first = call(openai_closed_after_hangup_ms=-15000.0,
+                 mock={**MOCK, "close": {"t_ns": 1, "by": "server", "code": 1011, "reason": "drop"}})
+    r = one(Expectations(openai_closed_within_ms=1000), [first])
+    assert r.status == "passed" and r.measured == -15000.0
+    assert r.message == "OpenAI closed the session first, 15000 ms before the call ended (code 1011, drop)"
+
+
+BETA_CLOSE = {**MOCK, "close": {"t_ns": 1, "by": "server", "code": 4000, "reason": "beta_api_shape_disabled"}}
+
+
+def test_a_refused_beta_session_fails_by_name_and_nothing_else_is_judged():
+    calls = [call(0, mock=BETA_CLOSE, openai_closed_after_hangup_ms=-9000.0), call(1)]
+    results = evaluate(Expectations(turn_latency_p95_ms=10, openai_closed_within_ms=1000), calls,
+                       mock_in_loop=True, implicit_session_check=True)
+    by = {r.name: r for r in results}
+    assert [r.name for r in results] == ["openai_session", "turn_latency_p95_ms", "openai_closed_within_ms"]
+    assert by["openai_session"].status == "failed"
+    assert "retired beta dialect" in by["openai_session"].message and "4000" in by["openai_session"].message
+    assert [f["call_index"] for f in by["openai_session"].failures] == [0]
+    judge(calls, results)
+    assert calls[0].status == "failed"
+    assert {e["name"]: e["status"] for e in calls[0].expectations} == {
+        "openai_session": "failed", "turn_latency_p95_ms": "skipped", "openai_closed_within_ms": "skipped"}
+    assert calls[0].expectations[1]["message"] == "not judged: OpenAI refused the session"
+    assert by["turn_latency_p95_ms"].failures[0]["call_index"] == 1  # the other call is judged as usual
+
+
+def test_dead_air():
+    r = one(Expectations(dead_air_max_ms=3000), [call(dead_air_ms=16500.0)])
+    assert r.status == "failed" and r.message.startswith("dead air: the caller waited 16500 ms in silence")
+    assert one(Expectations(dead_air_max_ms=3000), [call(dead_air_ms=900.0)]).status == "passed"
+
+
+def test_no_barge_in_says_what_the_caller_heard():
+    r = one(Expectations(barge_in_clear_max_ms=500), [call(barge_ins=[], heard_ms=0.0)])
+    assert "heard no assistant audio at all" in r.message
+    r = one(Expectations(barge_in_clear_max_ms=500), [call(barge_ins=[], heard_ms=2400.0)])
+    assert "had stopped before the caller spoke" in r.message and "did the reply come" not in r.message
 
 
 # ------------------------------------------------------------ caller-side

@@ -43,8 +43,8 @@ async def test_openai_session_left_open_is_caught():
     run = await run_embedded(find_scenario("hangup_mid_reply"), hook="tests.broken_bridges:leaky_openai")
     assert not run.passed
     e = _failed(run, "openai_closed_within_ms")
-    assert e is not None and "open" in e.message.lower()
-    assert e.measured >= 1900  # still open when the harness gave up waiting (2 s)
+    assert e is not None and e.message.startswith("OpenAI session still open after the caller hung up")
+    assert e.measured is None  # no close to measure: still open when the harness stopped waiting
 
 
 async def test_audio_in_the_wrong_format_is_caught():

@@ -716,7 +716,7 @@ async def test_behaviour_for_the_next_session_only():
     async with running_mock(config(behaviour=Behaviour(seed=2))) as mock:  # default: short reply, think 300
         async with httpx.AsyncClient(base_url=mock.http_url, timeout=5) as http:
             r = await http.post("/_mock/behaviour?next_sessions=1",
-                                json={"replies": ["assistant_long_reply"], "think": 50})
+                                json={"greeting": "assistant_long_reply", "think": 50})  # asked before a turn
             assert (r.status_code, r.json()) == (200, {"ok": True})
 
         async def one_reply(c: Client) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import heapq
 import logging
+import os
 from array import array
 from binascii import a2b_base64
 from collections import Counter
@@ -87,8 +88,9 @@ class CallerCore:
     def __init__(self, config: CallerConfig, script: list[Step], bank: UtteranceBank | None = None) -> None:
         self.config = config
         self.ident = config.identity
-        #: this call's tag on its idle-line frames (None when off)
-        self.line_tag: int | None = linetag.call_tag_of(self.ident.call_sid) if config.line_tag else None
+        #: this call's tag on its idle-line frames (None when off): random, not derived from the SIDs,
+        #: which repeat from run to run with --seed — a tag must name this call and no earlier one
+        self.line_tag: int | None = int.from_bytes(os.urandom(4), "big") if config.line_tag else None
         self.script = list(script)
         self.bank = bank or default_bank()
         for step in self.script:  # fail before the call, not in the middle of it

@@ -85,7 +85,10 @@ def pair_calls(results: list[CallResult], snapshots: list[dict[str, Any]]) -> li
         tag = call_tag_hex(r)
         if tag is None:
             continue
-        best = max((j for j in free if tag in (snapshots[j].get("line_tags") or {})),
+        t0 = r.core.t0_ns if r.core is not None else None
+        best = max((j for j in free if tag in (snapshots[j].get("line_tags") or {})
+                    # causality: a frame of this call cannot have reached the mock before the call began
+                    and (t0 is None or (snapshots[j]["line_tags"][tag].get("first_rx_ns") or t0) >= t0)),
                    key=lambda j: snapshots[j]["line_tags"][tag].get("frames", 0), default=None)
         if best is not None:
             out[i] = Pairing(snapshots[best], "line_tag")

@@ -77,7 +77,7 @@ async def test_calls_started_in_the_same_instant_pair_by_line_tag_with_a_bridge_
     assert run.passed, [e.message for e in run.expectations if e.status == "failed"]
     sids = set()
     for c in run.calls:
-        m, snap = c.metrics, c.mock
+        m, snap = c.metrics, c.mock_snapshot
         assert m.pairing == "line_tag"
         tag = f"{c.result.core.line_tag:08x}"
         assert list(snap["line_tags"]) == [tag]  # its own session heard only its own line
@@ -93,4 +93,4 @@ async def test_a_transcoding_bridge_is_paired_by_timing_and_says_so():
     (m,) = run.metrics
     assert m.pairing is not None and m.pairing.startswith("timing")
     assert m.mock is not None and m.status == "passed"
-    assert run.calls[0].mock["line_tags"] == {}
+    assert run.calls[0].mock_snapshot["line_tags"] == {}

@@ -74,9 +74,15 @@ def explain_truncate(barge: BargeInMetrics, core: CallerCore | None,
     if off <= HEARD_OK_MS:
         return TruncateDiagnosis("heard", rejected + (
             f"audio_end_ms {end} matches the {heard:.0f} ms heard (off by {off:.0f} ms): nothing to fix."), fig)
+    head = f"{rejected}audio_end_ms {end} vs {heard:.0f} ms heard: "
+    if barge.clear_ns is None and heard > end:
+        # Without a clear Twilio plays on after the truncate: the caller hears more than any bridge
+        # could have known at that moment, so no way of computing audio_end_ms would have matched.
+        return TruncateDiagnosis("no_clear", head + (
+            "the bridge sent no clear, so Twilio kept playing the item after the truncate — send clear as"
+            " soon as the caller starts talking, then truncate to what had played."), fig)
     cause, value = _best_match(float(end), off, fig)
     gap = fig.get("mark_gap_ms")
-    head = f"{rejected}audio_end_ms {end} vs {heard:.0f} ms heard: "
     if cause == "sent":
         text = (f"it equals the {value:.0f} ms of the item's audio already sent, so the bridge counted audio"
                 " as heard when it was sent — count what Twilio played (mark echoes plus time since the last).")

@@ -29,6 +29,12 @@ async def test_no_clear_on_barge_in_is_caught():
     e = _failed(run, "barge_in_clear_max_ms")
     assert e is not None and "clear" in e.message.lower()
     assert run.calls[0].metrics.status == "failed"
+    # the truncate error names the missing clear, and counts only the interrupted reply: the next
+    # reply played straight after it (nothing cleared the queue) belongs to the next item
+    t = _failed(run, "truncate_error_max_ms")
+    assert t is not None and "sent no clear" in t.message
+    (b,) = run.calls[0].metrics.barge_ins
+    assert b.heard_ms <= 11_200  # the long reply's own length, not + the 2.4 s reply after it
 
 
 async def test_truncate_from_bytes_sent_is_caught():

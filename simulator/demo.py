@@ -107,6 +107,11 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
             console.print(f"  {line}", markup=False, highlight=False)
     metrics: list[CallMetrics] = [m for r in runs for m in r.metrics]
     summary = summarize(metrics)
+    up, down, lat = summary["uplink_hop_ms"], summary["downlink_hop_ms"], summary["turn_latency_ms"]
+    if up["p50"] is not None and down["p50"] is not None:
+        console.print(f"turn latency p50 {lat['p50']:.0f} ms; through the bridge: caller → OpenAI p50 "
+                      f"{up['p50']:.1f} ms (max {up['max']:.1f}), OpenAI → caller p50 {down['p50']:.1f} ms "
+                      f"(max {down['max']:.1f})", markup=False, highlight=False)
     meta: dict[str, Any] = {
         "command": command or " ".join(sys.argv), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
         "seconds": round(time.time() - t0, 1), "target": target or f"embedded ({hook})",

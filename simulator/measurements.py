@@ -25,14 +25,14 @@ class TurnMetrics:
     mock_vad_wait_ms: float | None = None  # mock: last speech received -> speech_stopped (wall clock)
     mock_think_ms: float | None = None  # mock: think time (+ response.created delay) of the reply
     overhead_ms: float | None = None  # the bridge's share: its hops (below) + the waits it caused
-    uplink_hop_ms: float | None = None  # caller frame sent -> the mock received that same frame (line tag)
-    downlink_hop_ms: float | None = None  # mock sent the reply's first delta -> the caller received it
-    first_byte_ns: int | None = None  # when the reply's first audio byte reached the caller
     heard: str | None = None  # fixture the mock recognised
     reply_start_ns: int | None = None  # first frame (silent or not) of the run holding first_audio_ns
     reply_lead_ms: float | None = None  # the reply's own leading silence: first_audio_ns - reply_start_ns
     mock_item_id: str | None = None  # the mock's user item for this turn
     response_ids: list[str] = field(default_factory=list)  # mock responses that led to the reply (tool chain)
+    uplink_hop_ms: float | None = None  # caller frame sent -> the mock received that same frame (line tag)
+    downlink_hop_ms: float | None = None  # mock sent the reply's first delta -> the caller received it
+    first_byte_ns: int | None = None  # when the reply's first audio byte reached the caller
 
 
 @dataclass

@@ -698,6 +698,9 @@ def summarize(calls: list[CallMetrics]) -> dict[str, Any]:
         "barge_ins": len(bis),
         "turn_latency_ms": percentiles(t.latency_ms for t in turns),
         "overhead_ms": percentiles(t.overhead_ms for t in turns),
+        # the bridge's two hops, from the same audio timestamped on both sides (beside turn latency)
+        "uplink_hop_ms": percentiles(t.uplink_hop_ms for t in turns),
+        "downlink_hop_ms": percentiles(t.downlink_hop_ms for t in turns),
         "barge_in_clear_ms": percentiles(b.clear_ms for b in bis),
         "talk_over_ms": percentiles(b.talk_over_ms for b in bis),
         "truncate_error_ms": {"max": max(trunc) if trunc else None},

@@ -565,6 +565,8 @@ img{display:block;max-width:100%;height:auto}code{font-size:12px}
 _SUMMARY_METRICS = (
     ("turn_latency_ms", "turn latency", "ms"),
     ("overhead_ms", "overhead (bridge + transport)", "ms"),
+    ("uplink_hop_ms", "hop caller → OpenAI (line-tagged frames)", "ms"),
+    ("downlink_hop_ms", "hop OpenAI → caller (first reply byte)", "ms"),
     ("barge_in_clear_ms", "barge-in → clear", "ms"),
     ("talk_over_ms", "talk-over after barge-in", "ms"),
     ("truncate_error_ms", "truncate error", "ms"),

@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterable, Literal
 
+import numpy as np
+
 from .caller import CallerCore
 from .measurements import BargeInMetrics
 from .mock.session_config import DEFAULT_INSTRUCTIONS
@@ -222,7 +224,13 @@ def _openai_side(p: BridgeProfile, snap: dict[str, Any], core: CallerCore | None
             p.openai_errors[code] = p.openai_errors.get(code, 0) + 1
             p.error_examples.setdefault(code, str(err.get("message") or ""))
     if core is not None:
-        sent_ms = len(core.media_sent_ns) * 20.0
+        # only the caller's audio sent while the session was open can have reached it (a bridge that
+        # opens OpenAI late, or outlives it, is not sending the wrong format)
+        t_open, close = snap.get("t_open_ns"), snap.get("close") or {}
+        t_close = close.get("t_ns") if isinstance(close, dict) else None
+        sent = np.frombuffer(core.media_sent_ns, dtype=np.int64) if len(core.media_sent_ns) else np.zeros(0, np.int64)
+        live = (sent >= (t_open or 0)) & (sent <= (t_close if t_close is not None else np.iinfo(np.int64).max))
+        sent_ms = float(np.count_nonzero(live)) * 20.0
         if sent_ms and snap.get("audio_in_ms"):
             p.audio_in_ratio = round(float(snap["audio_in_ms"]) / sent_ms, 3)
         oa_ms = sum(float(r.get("audio_ms_sent") or 0) for r in snap.get("responses") or [] if isinstance(r, dict))

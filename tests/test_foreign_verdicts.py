@@ -98,3 +98,7 @@ def test_the_careful_bridge_is_measured_as_fast_as_it_is(matrix):
     assert prof is not None and prof.offers >= {"greeting", "tools", "passthrough"}
     lines = "\n".join(matrix["beta"]["barge_in"].profile.lines())
     assert "lint:" in lines and "beta" in lines
+    # OpenAI going away mid-call (openai_drops) while the sample keeps the caller on the line is not
+    # "the wrong audio format": only audio sent while the session was open counts
+    dropped = "\n".join(matrix["sample_python"]["openai_drops"].profile.lines())
+    assert "not audio/pcmu" not in dropped and "silence 200 ms" in dropped

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 
 from bridge.server import embedded  # a bridge under test, reached over the wire only
 from simulator import runner

@@ -23,7 +23,7 @@ async def run_one(name: str, scenario: Any) -> ScenarioRun:
 
 
 async def run_matrix(names: list[str], only: list[str] | None = None,
-                     limit: int = 12) -> dict[str, dict[str, ScenarioRun]]:
+                     limit: int = 10) -> dict[str, dict[str, ScenarioRun]]:
     scenarios = [s for s in load_scenarios() if only is None or s.name in only]
     out: dict[str, dict[str, ScenarioRun]] = {name: {} for name in names}
     slots = trio.CapacityLimiter(limit)

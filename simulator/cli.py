@@ -220,25 +220,33 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_and_report
+def _selected_scenarios(prog: str, args: argparse.Namespace) -> list | None:
+    """``--scenarios`` (folder or file) narrowed by ``--only``; None after printing why not."""
     from .scenario import ScenarioError, load_scenarios
 
     if args.calls is not None and args.calls < 1:  # 0 would silently mean "the scenario's"
-        print(f"callsim demo: --calls must be at least 1, got {args.calls}", file=sys.stderr)
-        return 2
+        print(f"callsim {prog}: --calls must be at least 1, got {args.calls}", file=sys.stderr)
+        return None
     try:
         scenarios = load_scenarios(args.scenarios)
     except ScenarioError as exc:
-        print(f"callsim demo: {exc}", file=sys.stderr)
-        return 2
+        print(f"callsim {prog}: {exc}", file=sys.stderr)
+        return None
     if args.only:
-        unknown = set(args.only) - {s.name for s in scenarios}
-        if unknown:
-            print(f"callsim demo: unknown scenario(s) {', '.join(sorted(unknown))}; known: "
+        if unknown := set(args.only) - {s.name for s in scenarios}:
+            print(f"callsim {prog}: unknown scenario(s) {', '.join(sorted(unknown))}; known: "
                   f"{', '.join(s.name for s in scenarios)}", file=sys.stderr)
-            return 2
+            return None
         scenarios = [s for s in scenarios if s.name in args.only]
+    return scenarios
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_and_report
+
+    scenarios = _selected_scenarios("demo", args)
+    if scenarios is None:
+        return 2
     return run_and_report(scenarios, report_dir=args.report, calls=args.calls, hook=args.bridge_hook,
                           seed=args.seed)
 
@@ -273,19 +281,10 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .demo import run_and_report
-    from .scenario import ScenarioError, load_scenarios
 
-    try:
-        scenarios = load_scenarios(args.scenarios)
-    except ScenarioError as exc:
-        print(f"callsim check: {exc}", file=sys.stderr)
+    scenarios = _selected_scenarios("check", args)
+    if scenarios is None:
         return 2
-    if args.only:
-        if unknown := set(args.only) - {s.name for s in scenarios}:
-            print(f"callsim check: unknown scenario(s) {', '.join(sorted(unknown))}; known: "
-                  f"{', '.join(s.name for s in scenarios)}", file=sys.stderr)
-            return 2
-        scenarios = [s for s in scenarios if s.name in args.only]
     return run_and_report(scenarios, report_dir=args.report, target=args.target, calls=args.calls,
                           auth_token=args.auth_token, mock_url=args.mock_url, seed=args.seed)
 

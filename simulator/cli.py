@@ -146,12 +146,8 @@ def _call_scenarios(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     for s in scenarios:
         _check_fixtures(s.says, bank)
-    if args.fixtures:
-        # The calls get the folder through Scenario.fixtures. The runner still measures
-        # (codec check, transcript text) with the process's default bank, which reads
-        # $CALLSIM_FIXTURES on first use: nothing has used it yet, so this keeps the caller
-        # and the measurement on one library. A mock behind --mock-url reads its own.
-        os.environ["CALLSIM_FIXTURES"] = str(args.fixtures.resolve())
+    # The calls and the measurement (codec check, transcript text) get --fixtures through
+    # Scenario.fixtures; a mock behind --mock-url reads its own library.
     return run_and_report(scenarios, report_dir=args.report or Path("callsim-report"), target=args.target,
                           calls=args.calls, auth_token=args.auth_token, mock_url=args.mock_url, seed=args.seed)
 

@@ -312,7 +312,7 @@ async def run_embedded(scenario: Scenario, *, calls: int | None = None, hook: st
                   **scenario.bridge}
         async with bridge_hook(config) as base_url:
             return await _run(scenario, base_url.rstrip("/") + "/incoming-call", InProcessMock(mock), n=n,
-                              auth_token=None, seed=seed, on_call_done=on_call_done, bank=default_bank(),
+                              auth_token=None, seed=seed, on_call_done=on_call_done, bank=scenario.utterance_bank() or default_bank(),
                               external=False)
 
 
@@ -320,7 +320,7 @@ async def run_with_mock(scenario: Scenario, target: str, mock: MockServer, *, ca
                         auth_token: str | None = None, seed: int | None = None) -> ScenarioRun:
     """A bridge reached over the wire that talks to an in-process mock (the pytest plugin's case)."""
     return await _run(scenario, target, InProcessMock(mock), n=calls or scenario.calls, auth_token=auth_token,
-                      seed=seed, on_call_done=None, bank=default_bank(), external=True)
+                      seed=seed, on_call_done=None, bank=scenario.utterance_bank() or default_bank(), external=True)
 
 
 async def run_external(scenario: Scenario, target: str, *, calls: int | None = None,
@@ -330,5 +330,5 @@ async def run_external(scenario: Scenario, target: str, *, calls: int | None = N
     n = calls or scenario.calls
     async with httpx.AsyncClient(timeout=10) as http:
         return await _run(scenario, target, HttpMock(http, mock_url) if mock_url else None, n=n,
-                          auth_token=auth_token, seed=seed, on_call_done=on_call_done, bank=default_bank(),
+                          auth_token=auth_token, seed=seed, on_call_done=on_call_done, bank=scenario.utterance_bank() or default_bank(),
                           external=True)

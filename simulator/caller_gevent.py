@@ -43,12 +43,13 @@ from websocket import ABNF, WebSocketException
 from . import twilio_wire as tw
 from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind
 from .caller import CallerCore
+from .connect_hints import plain_port_hint
 from .impairments import Impairments
 from .script import Step
 from .utterances import UtteranceBank
 from .webhook import (
-    CallParties, TwimlError, WebhookExchange,
-    read_answer, stream_headers, webhook_form, webhook_headers,
+    CallParties, StreamTarget, TwimlError, WebhookExchange,
+    preamble_ms, read_answer, stream_headers, webhook_form, webhook_headers,
 )
 
 log = logging.getLogger("callsim.caller")
@@ -135,6 +136,10 @@ class GeventCall:
             if followed is None:
                 return result
             params = followed
+            answer = result.webhook.result
+            if isinstance(answer, StreamTarget) and answer.preamble:  # <Say>/<Pause> play first
+                result.notes += [p.note for p in answer.preamble]
+                gevent.sleep(preamble_ms(answer.preamble) / 1000)
         elif kind == "stream":
             result.stream_url = self.url
         else:
@@ -147,6 +152,10 @@ class GeventCall:
             self.ws = _connect(result.stream_url, self.auth_token, self.connect_timeout)
         except (WebSocketException, OSError) as exc:
             result.error = f"stream connect to {result.stream_url} failed: {_describe(exc)}"
+            hint = plain_port_hint(result.stream_url, exc,
+                                   webhook_url=result.webhook.url if result.webhook is not None else None)
+            if hint:
+                result.error += f"; {hint}"
             return result
         result.timings["connected_ns"] = time.monotonic_ns()
         if self._closed:  # hung up from elsewhere while connecting

@@ -263,3 +263,50 @@ async def test_wss_stream_without_a_port_on_loopback_names_the_plain_port():
     assert not result.ok and "127.0.0.1:443" in result.error
     assert "the TwiML streams to wss://127.0.0.1/media but nothing speaks TLS there" in result.error
     assert f"--target ws://{hostport}/media" in result.error, result.error
+
+
+GEVENT_CALL = r"""
+from gevent import monkey
+monkey.patch_all()
+import json, sys
+from simulator.caller_gevent import place_call_gevent
+from simulator.script import Hangup, Pause
+r = place_call_gevent(sys.argv[1], [Pause(300), Hangup()], auth_token=sys.argv[2])
+print(json.dumps({"error": r.error, "notes": r.notes}))
+"""
+
+
+async def _gevent_call(app: TwimlApp, tmp_path) -> dict:
+    """The Locust driver (gevent; its own process, as gevent must never enter this trio one)."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "gevent_call.py"
+    script.write_text(GEVENT_CALL)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    async with trio.open_nursery() as n:
+        await n.start(app.serve)
+        proc = await trio.run_process([sys.executable, str(script), app.base + "/incoming-call", TOKEN],
+                                      capture_stdout=True, capture_stderr=True, check=False, env=env)
+        n.cancel_scope.cancel()
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+async def test_the_gevent_driver_also_waits_for_what_twilio_plays_before_connect(tmp_path):
+    app = TwimlApp(TOKEN)
+    app.before_connect = lambda resp: resp.pause(length=1)
+    out = await _gevent_call(app, tmp_path)
+    assert out["error"] is None, out
+    (stream,) = app.streams
+    assert (stream["t_open_ns"] - app.answered_ns[0]) / 1e6 >= 1000
+    assert any(n.startswith('<Pause length="1"> before <Connect>') for n in out["notes"]), out
+
+
+async def test_the_gevent_driver_also_says_what_to_do_about_wss_on_a_plain_port(tmp_path):
+    app = TwimlApp(TOKEN, stream_scheme="https")
+    out = await _gevent_call(app, tmp_path)
+    hostport = app.base.removeprefix("http://")
+    assert f"the TwiML streams to wss://{hostport}/media but nothing speaks TLS there" in out["error"], out

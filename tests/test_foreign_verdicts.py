@@ -93,7 +93,10 @@ def test_the_careful_bridge_is_measured_as_fast_as_it_is(matrix):
              if t.overhead_ms is not None]
     assert len(turns) >= 8
     assert all(t.uplink_hop_ms is not None and t.downlink_hop_ms is not None for t in turns)
-    assert max(t.overhead_ms for t in turns) < 15
+    # the overhead is the two hops (+ waits the bridge caused, never negative): no playback tick in it
+    assert all(t.overhead_ms >= t.uplink_hop_ms + t.downlink_hop_ms - 1e-6 for t in turns)
+    overheads = sorted(t.overhead_ms for t in turns)
+    assert overheads[len(overheads) // 2] < 10, overheads  # ≈ 19 ms for every bridge when it carried the tick
     prof = matrix["careful"]["barge_in"].profile
     assert prof is not None and prof.offers >= {"greeting", "tools", "passthrough"}
     lines = "\n".join(matrix["beta"]["barge_in"].profile.lines())

@@ -42,7 +42,6 @@ __all__ = [
     "SEQ_MOD",
     "tag_frame",
     "read_tag",
-    "call_tag_of",
 ]
 
 FRAME_BYTES: Final = 160  # 20 ms of 8 kHz μ-law
@@ -97,8 +96,3 @@ def read_tag(block: bytes) -> tuple[int, int] | None:
     if _check(body) != value & 0xFF:
         return None
     return body >> 24, body & (SEQ_MOD - 1)
-
-
-def call_tag_of(call_sid: str) -> int:
-    """The 32-bit call tag of a Twilio CallSid (its CRC-32): stable across processes."""
-    return zlib.crc32(call_sid.encode("utf-8")) & _MASK32

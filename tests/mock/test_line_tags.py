@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from simulator.codec import FRAME_BYTES, SILENCE_FRAME
-from simulator.linetag import call_tag_of, tag_frame
+from simulator.linetag import tag_frame
 from simulator.mock.behaviour import Behaviour, ThinkTime
 from simulator.mock.line_tags import MAX_RX_ENTRIES, MAX_TAGS, LineTagLog
 from simulator.mock.server import running_mock
@@ -27,9 +27,9 @@ from .conftest import CHUNK_MS, MS, T0
 from .test_server import PCMU_VAD, config, connect
 from .test_session import PCM, configure
 
-TAG = call_tag_of("CA" + "0123456789abcdef" * 2)
+TAG = 0x5EED0001  # a call tag: random per call in the caller (CallerCore.line_tag)
 HEX = f"{TAG:08x}"
-OTHER = call_tag_of("CA" + "fedcba9876543210" * 2)
+OTHER = 0x5EED0002
 
 
 def _speech(name: str) -> bytes:

@@ -9,7 +9,7 @@ import pytest
 
 from simulator import codec
 from simulator.fixtures import default_library
-from simulator.linetag import FRAME_BYTES, ONE, SEQ_MOD, ZERO, call_tag_of, read_tag, tag_frame
+from simulator.linetag import FRAME_BYTES, ONE, SEQ_MOD, ZERO, read_tag, tag_frame
 
 
 def test_round_trip_many_tags_and_seqs() -> None:
@@ -34,18 +34,10 @@ def test_call_tag_must_fit_32_bits() -> None:
 
 
 def test_a_tag_frame_is_line_silence_to_the_harness() -> None:
-    f = tag_frame(call_tag_of("CA" + "ab" * 16), 99)
+    f = tag_frame(0xC0FFEE42, 99)
     assert set(f) <= {ONE, ZERO}
     assert codec.frame_peak(f) == 8  # +8/32768, about -72 dBFS
     assert codec.is_silent(f)
-
-
-def test_call_tag_of_is_crc32_of_the_sid() -> None:
-    import zlib
-
-    sid = "CA0123456789abcdef0123456789abcdef"
-    assert call_tag_of(sid) == zlib.crc32(sid.encode())
-    assert call_tag_of(sid) != call_tag_of(sid[:-1] + "0")
 
 
 def test_random_and_silent_frames_are_rejected() -> None:

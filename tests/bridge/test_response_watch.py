@@ -330,6 +330,20 @@ def test_a_tool_call_running_does_not_trigger_it(tool_ms: int) -> None:
     assert core.response_deadline_ns() is None and not core.ending
 
 
+def test_a_response_failing_after_its_tool_call_is_not_asked_again_the_tool_output_asks() -> None:
+    sim = Sim(SessionParams(tools=({"type": "function", "name": "get_weather"},)), apology=APOLOGY)
+    core = sim.core
+    sim.openai(1 * S, committed())
+    sim.openai(1 * S + 20 * MS, response_created("resp_1"))
+    for ev in tool_events("call_1", "fc_1", "get_weather", "{}", "resp_1"):
+        sim.openai(1 * S + 300 * MS, ev)
+    assert sim.openai(1 * S + 301 * MS, failed("resp_1")) == []  # a retry now would collide with the tool's
+    assert core.response_deadline_ns() is None
+    acts = core.tool_result(5 * S, "call_1", '{"temp_c": 21}')
+    assert oa_out(acts).count({"type": "response.create"}) == 1
+    assert core.response_deadline_ns() == 5 * S + FA
+
+
 def test_a_caller_hanging_up_stops_the_watch() -> None:
     sim = Sim(apology=APOLOGY)
     sim.openai(1 * S, committed())

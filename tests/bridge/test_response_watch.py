@@ -20,8 +20,25 @@ from bridge.response_watch import ResponseWatch, Verdict, WatchLimits
 from bridge.settings import Settings
 
 from .test_call_core import (
-    APOLOGY, CALL_SID, MS, Sim, apology_msgs, audio_delta, b64, kinds, oa, oa_out, response_created,
-    response_done, run_until, schedule, speech_started, started_core, tool_events, tw_out, ulaw,
+    APOLOGY,
+    CALL_SID,
+    MS,
+    Sim,
+    apology_msgs,
+    audio_delta,
+    b64,
+    kinds,
+    oa,
+    oa_out,
+    response_created,
+    response_done,
+    run_until,
+    schedule,
+    speech_started,
+    started_core,
+    tool_events,
+    tw_out,
+    ulaw,
 )
 
 S = 1000 * MS

@@ -30,6 +30,7 @@ from .codec import Transcoder
 from .driver import CallDriver, TwilioSocket
 from .metrics import BridgeMetrics
 from .realtime import SessionParams
+from .response_watch import WatchLimits
 from .security import call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
 from .settings import Settings
 from .store import AsyncStore, Store
@@ -65,6 +66,7 @@ class BridgeApp:
             vad_eagerness=s.vad_eagerness, interrupt_response=s.interrupt_response,
             transcription_model=s.transcription_model or None, tools=tuple(self.tools.schemas()),
         )
+        self.watch_limits = WatchLimits(s.response_first_audio_timeout_s, s.response_stall_timeout_s)
         self.quart = self._build_quart()
         self.metrics.bind_calls(lambda: self.calls)
 
@@ -110,7 +112,8 @@ class BridgeApp:
         """One call, from the accepted media stream to its end (and its record in the store)."""
         s = self.settings
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
-        core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting)
+        core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting,
+                               watch_limits=self.watch_limits)
         self.calls.add(core)
         self.metrics.call_started()
         try:

@@ -22,7 +22,10 @@ What it does better than the seeds (protocols.md part 3):
   the cancelled response, and sends ``response.cancel`` only when the server
   will not cancel by itself (``interrupt_response`` off).
 * **Never dead air**: if OpenAI refuses, fails or drops, the caller hears a
-  short apology and the stream is closed.
+  short apology and the stream is closed. A reply that does not come, a
+  response that stops mid-way with the socket open, or one that fails twice
+  is caught by :mod:`.response_watch` (a failed one is asked for once more);
+  the driver calls :meth:`CallCore.tick` at :meth:`CallCore.response_deadline_ns`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import orjson
 from . import realtime as rt
 from . import twilio_wire as tw
 from .realtime import NAMES, OUTPUT_BYTES_PER_MS, SessionParams
+from .response_watch import ResponseWatch, Verdict, WatchLimits
 
 log = logging.getLogger("callsim.bridge.call")
 
@@ -155,7 +159,7 @@ class ItemPlayback:
 
 class CallCore:
     def __init__(self, params: SessionParams, *, transcoder: Any = None, apology_ulaw: bytes = b"",
-                 ai_greeting: str | None = None) -> None:
+                 ai_greeting: str | None = None, watch_limits: WatchLimits | None = None) -> None:
         self.p = params
         self.names = NAMES[params.dialect]
         self.out_bpm = OUTPUT_BYTES_PER_MS[params.audio_mode]
@@ -192,8 +196,9 @@ class CallCore:
         self.stats: dict[str, int] = {
             "frames_in": 0, "frames_out": 0, "barge_ins": 0, "truncates": 0, "truncate_errors": 0,
             "marks_ignored": 0, "deltas_dropped": 0, "openai_errors": 0, "twilio_bad": 0, "openai_bad": 0,
-            "tool_calls": 0,
+            "tool_calls": 0, "response_retries": 0, "response_stalls": 0,
         }
+        self.watch = ResponseWatch(watch_limits)
         self.truncates: list[dict[str, Any]] = []
 
     @property
@@ -313,12 +318,14 @@ class CallCore:
         self.stats["openai_errors"] += 1
         return self._apologise(reason)
 
-    def _apologise(self, reason: str) -> list[Action]:
+    def _apologise(self, reason: str, *, cut: bool = True) -> list[Action]:
+        """The apology, then hang up. ``cut=False`` when what is queued at Twilio has (by the
+        estimate) played out: a ``clear`` would only chop the last word whose mark is in flight."""
         self.ending = True
         actions: list[Action] = []
         if self.stream_sid is None:
             return [Hangup(reason), CloseOpenAI(reason)]
-        if any(i.playing for i in self.queue):
+        if cut and any(i.playing for i in self.queue):
             actions.append(ToTwilio(tw.clear(self.stream_sid)))
             self.gen += 1
         if self.apology:
@@ -340,6 +347,7 @@ class CallCore:
             self.stats["openai_bad"] += 1
             log.warning("call %s: ignoring bad OpenAI message %r", self.tag, bytes(data[:80]) if isinstance(data, bytes) else data[:80])
             return []
+        self.watch.event(now_ns)
         try:
             if etype == self.names.audio_delta:
                 return self._delta(now_ns, ev)
@@ -347,9 +355,13 @@ class CallCore:
                 return self._speech_started(now_ns)
             if etype == "response.created":
                 self.active_response = _str(ev["response"]["id"])
+                self.watch.created(now_ns, self.active_response)
                 return []
             if etype == "response.done":
-                return self._response_done(ev)
+                return self._response_done(now_ns, ev)
+            if etype == "input_audio_buffer.committed":
+                self.watch.committed(now_ns)
+                return []
             if etype == self.names.audio_done:
                 return self._audio_done(now_ns, ev)
             if etype == self.names.transcript_done:
@@ -359,7 +371,7 @@ class CallCore:
             if etype == "response.function_call_arguments.done":
                 return self._tool_call(ev)
             if etype == "session.updated":
-                return self._session_ready()
+                return self._session_ready(now_ns)
             if etype == "error":
                 return self._openai_error(ev.get("error") or {})
             if etype == "response.output_item.added":
@@ -372,7 +384,7 @@ class CallCore:
             log.warning("call %s: malformed OpenAI %s: %r", self.tag, etype, exc)
         return []
 
-    def _session_ready(self) -> list[Action]:
+    def _session_ready(self, now_ns: int) -> list[Action]:
         if self.openai_ready:
             return []
         self.openai_ready = True
@@ -383,6 +395,7 @@ class CallCore:
                         self.tag, self.early_dropped, MAX_EARLY_FRAMES * 20)
         if self.ai_greeting:
             actions += [ToOpenAI(rt.user_text(self.ai_greeting)), ToOpenAI(rt.response_create())]
+            self.watch.asked(now_ns)
         return actions
 
     def _openai_error(self, err: dict[str, Any]) -> list[Action]:
@@ -437,6 +450,7 @@ class CallCore:
         item.sent += n
         item.pending.append(item.sent)
         self.stats["frames_out"] += 1
+        self.watch.audio(now_ns, item.response_id, n)
         return [ToTwilio(tw.media(self.stream_sid, payload)),
                 ToTwilio(tw.mark(self.stream_sid, f"{self.gen}:{item.seq}:{item.sent}"))]
 
@@ -464,18 +478,61 @@ class CallCore:
                                            truncated=True, audio_end_ms=t["audio_end_ms"])]
         return [SaveTranscript(item_id, "assistant", text)]
 
-    def _response_done(self, ev: dict[str, Any]) -> list[Action]:
+    def _response_done(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
         r = ev["response"]
-        if r.get("id") == self.active_response:
+        rid = r.get("id")
+        if rid == self.active_response:
             self.active_response = None
         status = r.get("status")
         if status == "failed":
             self.stats["openai_errors"] += 1
-            log.warning("call %s: response %s failed: %s", self.tag, r.get("id"), r.get("status_details"))
+        elif status == "incomplete":  # not retried: the same request would end the same way
+            log.warning("call %s: response %s incomplete: %s", self.tag, rid, _details(r))
+        # A failed response the caller already talked over needs no second try: their turn comes next.
+        verdict = self.watch.done(now_ns, rid, "cancelled" if rid in self._dropped_responses else status)
         if self._want_response and not self._pending_tools:
             self._want_response = False
+            self.watch.asked(now_ns)
             return [ToOpenAI(rt.response_create())]
+        if verdict is Verdict.RETRY and not self.ending:
+            self.stats["response_retries"] += 1
+            log.warning("call %s: response %s failed (%s); asking OpenAI once more", self.tag, rid, _details(r))
+            return [ToOpenAI(rt.response_create())]
+        if verdict is Verdict.FAILED and not self.ending:
+            log.error("call %s: response %s failed again (%s); apologising and ending the call",
+                      self.tag, rid, _details(r))
+            return self._apologise("OpenAI response failed twice")
+        if status == "failed":
+            log.warning("call %s: response %s failed: %s", self.tag, rid, _details(r))
         return []
+
+    # ============================================================ the watch
+
+    def response_deadline_ns(self) -> int | None:
+        """When the driver must call :meth:`tick` (None: no reply is due, nothing to watch)."""
+        if self.ending or not self.openai_ready:
+            return None
+        return self.watch.deadline_ns()
+
+    def tick(self, now_ns: int) -> list[Action]:
+        """The driver's wake-up at :meth:`response_deadline_ns`: a reply that never came, or a
+        response that stopped mid-way with the socket open, ends the call with the apology."""
+        if self.ending or not self.openai_ready:
+            return []
+        exp = self.watch.expired(now_ns)
+        if exp is None:
+            return []
+        self.stats["response_stalls"] += 1
+        self.stats["openai_errors"] += 1
+        waited = exp.waited_ns / 1e9
+        if exp.verdict is Verdict.SILENT:
+            log.error("call %s: OpenAI silent: no reply audio %.1f s after it was due (response %s);"
+                      " apologising and ending the call", self.tag, waited, exp.response_id or "never created")
+        else:
+            log.error("call %s: OpenAI stalled: response %s sent nothing for %.1f s before it was done;"
+                      " apologising and ending the call", self.tag, exp.response_id, waited)
+        # the deadline is never before the queued audio's estimated end: nothing left to clear
+        return self._apologise(f"OpenAI {exp.verdict.value}", cut=False)
 
     # ================================================================ barge-in
 
@@ -491,9 +548,11 @@ class CallCore:
                 self._dropped_responses.add(self.active_response)
         playing = [i for i in self.queue if i.playing]
         self.queue.clear()
+        self.watch.caller_speaks()
         if not playing or self.stream_sid is None:
             return actions
         self.stats["barge_ins"] += 1
+        self.watch.playback_cleared(now_ns)
         # 1. stop playback; marks echoed by this clear belong to the old generation.
         #    (What was heard is computed below from the state before the clear.)
         actions.insert(0, ToTwilio(tw.clear(self.stream_sid)))
@@ -533,6 +592,7 @@ class CallCore:
         arguments = _str(ev.get("arguments") or "{}")
         self._pending_tools.add(call_id)
         self._want_response = True
+        self.watch.tool_started()
         self.stats["tool_calls"] += 1
         return [RunTool(call_id, name, arguments)]
 
@@ -544,6 +604,7 @@ class CallCore:
         if not self._pending_tools and self.active_response is None and self._want_response:
             self._want_response = False
             actions.append(ToOpenAI(rt.response_create()))
+            self.watch.asked(now_ns)
         return actions
 
     # ================================================================ the end
@@ -558,6 +619,17 @@ class CallCore:
 
     def twilio_closed(self, now_ns: int) -> list[Action]:
         return self._end("Twilio stream closed")
+
+
+def _details(response: dict[str, Any]) -> str:
+    """``status_details`` of a response for a log line: its error code or reason, quoted (wire text)."""
+    d = response.get("status_details")
+    if not isinstance(d, dict):
+        return "no details"
+    err = d.get("error")
+    if isinstance(err, dict):
+        return repr(err.get("code") or err.get("type"))[:80]
+    return repr(d.get("reason") or d.get("type"))[:80]
 
 
 def _is_b64(s: str) -> bool:

@@ -11,6 +11,7 @@ bytes and carries out its actions.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,6 +57,8 @@ class CallDriver:
         self._nursery: trio.Nursery | None = None
         self._twilio_closed = False
         self.token_ok = True
+        self._watch_wake = trio.Event()
+        self._watch_until: float = math.inf  # the deadline (monotonic ns) the watchdog sleeps to
 
     @property
     def tag(self) -> str:
@@ -65,6 +68,7 @@ class CallDriver:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._response_watchdog)
                 await self._twilio_reader()
                 nursery.cancel_scope.cancel()
         finally:
@@ -149,6 +153,35 @@ class CallDriver:
     async def _run_tool(self, a: RunTool) -> None:
         output = await self.app.run_tool(a.name, a.arguments)
         await self._do(self.core.tool_result(time.monotonic_ns(), a.call_id, output))
+        self._poke_watchdog()
+
+    # -------------------------------------------------------------- watchdog
+
+    async def _response_watchdog(self) -> None:
+        """Sleep until the core's response deadline, then let it decide (:meth:`CallCore.tick`).
+
+        Why a task of its own: a stalled OpenAI socket sends nothing, so no reader wakes up to
+        notice. The deadline only moves later while the model makes progress (the task wakes,
+        finds it moved and sleeps again); when it appears or moves earlier — on an OpenAI message
+        or a tool result — :meth:`_poke_watchdog` wakes the task to re-arm.
+        """
+        core = self.core
+        while True:
+            now = time.monotonic_ns()
+            deadline = core.response_deadline_ns()
+            if deadline is not None and now >= deadline:
+                await self._do(core.tick(now))  # after it the deadline is gone or later
+                continue
+            self._watch_wake = trio.Event()
+            self._watch_until = math.inf if deadline is None else deadline
+            with trio.move_on_after(math.inf if deadline is None else (deadline - now) / 1e9):
+                await self._watch_wake.wait()
+
+    def _poke_watchdog(self) -> None:
+        d = self.core.response_deadline_ns()
+        if d is not None and d < self._watch_until:
+            self._watch_until = d
+            self._watch_wake.set()
 
     # -------------------------------------------------------------- OpenAI
 
@@ -185,6 +218,7 @@ class CallDriver:
                 while True:
                     data = await receive()
                     await self._do(core.openai_message(time.monotonic_ns(), data))
+                    self._poke_watchdog()
             except (HandshakeFailed, OSError, trio.TooSlowError) as exc:
                 self.app.count_error("openai_connect")
                 await self._do(self.core.openai_failed(time.monotonic_ns(), f"connect failed: {_describe(exc)}"))

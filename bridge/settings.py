@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = Field(
         5.0, gt=0, description="Give up on the OpenAI handshake after this long (then apologise)."
     )
+    response_first_audio_timeout_s: float = Field(
+        2.2, gt=0,
+        description="A reply due (caller's turn committed, or response.create sent) with no audio after this"
+                    " long: OpenAI is not answering, apologise and end the call. Above the real model's slow"
+                    " first audio (~2 s); with the 0.5 s VAD silence the caller waits < 3 s.",
+    )
+    response_stall_timeout_s: float = Field(
+        2.0, gt=0,
+        description="A reply under way sends nothing for this long, and its queued audio has played out:"
+                    " the session has stalled, apologise and end the call.",
+    )
 
     # --- audio ------------------------------------------------------------
     audio_mode: Literal["passthrough", "transcode"] = Field(

@@ -10,14 +10,22 @@ sees it. Both end in :meth:`BridgeApp.run_call`.
 Security: with ``TWILIO_AUTH_TOKEN`` set, the webhook's ``X-Twilio-Signature``
 is checked against the *configured* public URL (never an unchecked Host
 header), the stream upgrade's signature against the stream URL, and the
-per-call token the TwiML hands out (HMAC of the CallSid) against the stream's
-``customParameters``.
+per-call token the TwiML hands out against the stream's ``customParameters``:
+a token opens one stream, once, within its TTL (:mod:`.security`).
+
+Lines: a socket on ``/media-stream`` is *pending* until a valid ``start``
+(accepted token) makes it a *call*. Only calls count against
+``max_concurrent_calls`` — the webhook's busy TwiML and the upgrade's 503 — so
+idle upgrades cannot make the bridge answer "all lines busy"; pending sockets
+have their own cap (``max_pending_streams``) and are closed when no ``start``
+comes (``stream_start_timeout_s``, :mod:`.liveness`).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,7 @@ from .driver import CallDriver, TwilioSocket
 from .metrics import BridgeMetrics
 from .realtime import SessionParams
 from .response_watch import WatchLimits
-from .security import call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
+from .security import StreamTokens, stream_signature_ok, webhook_signature_ok
 from .settings import Settings
 from .store import AsyncStore, Store
 from .tools import ToolRegistry, default_tools
@@ -57,7 +65,9 @@ class BridgeApp:
         self.store = AsyncStore(Store(s.database_path))
         secret = s.stream_token_secret or s.twilio_auth_token
         self.token_secret = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
-        self.calls: set[CallCore] = set()
+        self.tokens = StreamTokens(self.token_secret, s.stream_token_ttl_s + _say_seconds(s.greeting_say))
+        self.calls: set[CallCore] = set()  # calls: streams with a valid start
+        self.pending: set[CallCore] = set()  # streams accepted, no valid start yet
         self._calls_changed = trio.Event()
         self.params = SessionParams(
             dialect=s.openai_dialect, model=s.openai_model, audio_mode=s.audio_mode, voice=s.voice,
@@ -69,6 +79,11 @@ class BridgeApp:
         self.watch_limits = WatchLimits(s.response_first_audio_timeout_s, s.response_stall_timeout_s)
         self.quart = self._build_quart()
         self.metrics.bind_calls(lambda: self.calls)
+        self.metrics.bind_pending(lambda: len(self.pending))
+        interrupted = self.store.store.mark_interrupted()
+        if interrupted:
+            log.warning("%d call(s) were still active in %s from a previous run (killed?): marked interrupted",
+                        interrupted, s.database_path)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -88,12 +103,14 @@ class BridgeApp:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        refusal = self.media_stream_refusal(_header(scope, b"x-twilio-signature"), str(scope.get("client")))
+        client = scope.get("client") or ("?", 0)
+        peer = f"{client[0]}:{client[1]}"
+        refusal = self.media_stream_refusal(_header(scope, b"x-twilio-signature"), peer)
         if refusal is not None:
             await _reject(send, refusal[0], refusal[1].encode())
             return
         await send({"type": "websocket.accept"})
-        await self.run_call(AsgiWebSocket(receive, send))
+        await self.run_call(AsgiWebSocket(receive, send), peer=peer)
 
     def media_stream_refusal(self, signature: str | None, peer: str) -> tuple[int, str] | None:
         """Why a media-stream handshake is refused (HTTP status, body), or None to accept."""
@@ -106,34 +123,46 @@ class BridgeApp:
         if len(self.calls) >= s.max_concurrent_calls:
             self.metrics.busy()
             return 503, "busy"
+        if len(self.pending) >= s.max_pending_streams:
+            self.count_error("pending_streams_full")
+            log.warning("media stream refused: %d streams from %s and others are waiting for their start",
+                        len(self.pending), peer)
+            return 503, "busy"
         return None
 
-    async def run_call(self, twilio: TwilioSocket) -> None:
-        """One call, from the accepted media stream to its end (and its record in the store)."""
+    async def run_call(self, twilio: TwilioSocket, *, peer: str = "?") -> None:
+        """One media stream, from the accepted upgrade to its end: pending until a valid start
+        (:meth:`call_started`), a call from then on (and in the store)."""
         s = self.settings
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
         core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting,
                                watch_limits=self.watch_limits)
-        self.calls.add(core)
-        self.metrics.call_started()
+        driver = self.driver_class(self, core, twilio, peer=peer)
+        self.pending.add(core)
         try:
-            await self.driver_class(self, core, twilio).run()
+            await driver.run()
         finally:
+            self.pending.discard(core)
+            admitted = core in self.calls
             self.calls.discard(core)
-            self.metrics.call_ended(core.stats)
+            if admitted:
+                self.metrics.call_ended(core.stats)
+            else:
+                self.metrics.stream_ended(core.stats)
             self._calls_changed.set()
             self._calls_changed = trio.Event()
-            if core.call_sid:
+            if admitted and core.call_sid:  # a refused stream's CallSid may be a live call's: never touch it
+                status = driver.end_status or ("completed" if core.ended else "failed")
                 with trio.CancelScope(shield=True):
                     try:
-                        await self.store.end_call(core.call_sid, "completed" if core.ended else "failed")
+                        await self.store.end_call(core.call_sid, status)
                     except Exception:
                         log.exception("call %s: could not record the end of the call", core.tag)
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no call is active; False on timeout (a leaked call)."""
+        """Wait until no call is active and no stream pending; False on timeout (a leak)."""
         with trio.move_on_after(timeout):
-            while self.calls:
+            while self.calls or self.pending:
                 await self._calls_changed.wait()
             return True
         return False
@@ -141,14 +170,22 @@ class BridgeApp:
     # ------------------------------------------------------ call callbacks
 
     async def call_started(self, driver: CallDriver, a: CallStarted) -> bool:
-        """Check the per-call token, record the call. False = refuse the stream."""
+        """Take the per-call token, make the stream a call, record it. False = refuse the stream."""
         s = self.settings
-        if s.twilio_auth_token is not None:
-            token = a.parameters.get("token", "")
-            if not call_token_ok(self.token_secret, a.call_sid, token):
-                self.count_error("call_token")
-                log.warning("call %s: stream refused: missing or wrong per-call token", a.call_sid or "?")
+        token = a.parameters.get("token")
+        if token is not None or s.stream_token_required:
+            verdict = self.tokens.redeem(a.call_sid, token, time.time())
+            if verdict != "ok":
+                self.count_error("call_token" if verdict in ("missing", "invalid") else f"call_token_{verdict}")
+                log.warning("call %s: stream from %s refused: %s", driver.tag, driver.peer, _TOKEN_REFUSALS[verdict])
                 return False
+        if len(self.calls) >= s.max_concurrent_calls:  # streams that raced past the webhook's check
+            self.metrics.busy()
+            log.warning("call %s: stream refused: all %d lines are busy", driver.tag, s.max_concurrent_calls)
+            return False
+        self.pending.discard(driver.core)
+        self.calls.add(driver.core)
+        self.metrics.call_started()
         try:
             await self.store.start_call(a.call_sid, a.stream_sid, a.parameters.get("from", ""),
                                         a.parameters.get("to", ""))
@@ -196,14 +233,14 @@ class BridgeApp:
                 self.metrics.busy()
                 return Response(busy_twiml(s.busy_message), content_type="text/xml")
             call_sid = params.get("CallSid", "")
-            parameters = {"callSid": call_sid, "token": call_token(self.token_secret, call_sid),
+            parameters = {"callSid": call_sid, "token": self.tokens.issue(call_sid, time.time()),
                           "from": params.get("From", ""), "to": params.get("To", "")}
             return Response(connect_twiml(s.stream_url, parameters, greeting=s.greeting_say),
                             content_type="text/xml")
 
         @app.get("/health")
         async def health():  # type: ignore[no-untyped-def]
-            return {"status": "ok", "active_calls": len(self.calls)}
+            return {"status": "ok", "active_calls": len(self.calls), "pending_streams": len(self.pending)}
 
         @app.get("/metrics")
         async def metrics():  # type: ignore[no-untyped-def]
@@ -222,6 +259,19 @@ class BridgeApp:
             return conv
 
         return app
+
+
+_TOKEN_REFUSALS = {
+    "missing": "no per-call token (the TwiML's <Parameter name=\"token\">)",
+    "invalid": "wrong per-call token (not ours, or not for this CallSid)",
+    "expired": "per-call token expired",
+    "reused": "per-call token already used (replayed TwiML parameters)",
+}
+
+
+def _say_seconds(text: str | None) -> float:
+    """How long Twilio may take to speak ``text`` (a slow 100 words a minute): the stream opens after it."""
+    return len(text.split()) * 0.6 if text else 0.0
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

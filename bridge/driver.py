@@ -6,6 +6,12 @@ nursery, so when the caller hangs up (or anything else ends the call) every one
 of them is cancelled and the OpenAI socket is closed — an OpenAI session left
 open costs the user money. :class:`CallCore` decides; this module only moves
 bytes and carries out its actions.
+
+A watchdog task (:mod:`.liveness`) ends a stream whose far end is gone: no
+valid ``start`` soon after the upgrade, no media for a while (Twilio sends a
+frame every 20 ms), or a send to Twilio blocked because the peer stopped
+reading. Each would otherwise hold a line, and after ``start`` a billed OpenAI
+session, for as long as the socket stays open.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from . import realtime as rt
+from .liveness import Gone, Liveness
 from .wsconn import ConnectionClosed, HandshakeFailed, WSConnection, connect
 from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI,
@@ -47,10 +54,19 @@ class TwilioSocket(Protocol):
 
 
 class CallDriver:
-    def __init__(self, app: "BridgeApp", core: CallCore, twilio: TwilioSocket) -> None:
+    def __init__(self, app: "BridgeApp", core: CallCore, twilio: TwilioSocket, *, peer: str = "?") -> None:
         self.app = app
         self.core = core
         self.twilio = twilio
+        self.peer = peer
+        s = app.settings
+        self.liveness = Liveness(trio.current_time(), start_timeout=s.stream_start_timeout_s,
+                                 media_timeout=s.media_timeout_s, send_timeout=s.twilio_send_timeout_s)
+        self._sends_pending = 0  # sends to Twilio under way (one blocked = the peer may not be reading)
+        self._sends_done = 0
+        self._close_code = 1000
+        #: how the call ended when the driver decided it (a timeout), for the store; None otherwise
+        self.end_status: str | None = None
         self.openai: WSConnection | None = None
         self._openai_close_reason = "call ended"
         self._openai_scope: trio.CancelScope | None = None
@@ -69,10 +85,11 @@ class CallDriver:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._response_watchdog)
+                nursery.start_soon(self._watchdog)
                 await self._twilio_reader()
                 nursery.cancel_scope.cancel()
         finally:
-            await self._close_twilio(1000)
+            await self._close_twilio(self._close_code)
 
     # -------------------------------------------------------------- Twilio
 
@@ -94,11 +111,15 @@ class CallDriver:
     async def _to_twilio(self, text: str) -> None:
         if self._twilio_closed:
             return
+        self._sends_pending += 1  # counters, not a timer: the watchdog reads them (see .liveness)
         try:
             await self.twilio.send_text(text)
         except ConnectionClosed as exc:
             log.info("call %s: Twilio socket gone while sending (%s)", self.tag, exc)
             self._twilio_closed = True
+        finally:
+            self._sends_pending -= 1
+            self._sends_done += 1
 
     async def _close_twilio(self, code: int) -> None:
         if self._twilio_closed:
@@ -116,6 +137,8 @@ class CallDriver:
             elif isinstance(a, ToTwilio):
                 await self._to_twilio(a.text)
             elif isinstance(a, CallStarted):
+                # before the app's check: it may wait on the store, and a refused stream is closed anyway
+                self.liveness.started(trio.current_time(), self.core.stats["frames_in"])
                 if not await self.app.call_started(self, a):
                     self.token_ok = False
                     await self._close_twilio(1008)
@@ -139,6 +162,30 @@ class CallDriver:
             elif isinstance(a, SaveTranscript):
                 assert self._nursery is not None
                 self._nursery.start_soon(self.app.save_transcript, self.core, a)
+
+    async def _watchdog(self) -> None:
+        """End the stream when its far end is gone (see :mod:`.liveness`)."""
+        live, stats = self.liveness, self.core.stats
+        while True:
+            await trio.sleep_until(live.next_check(trio.current_time()))
+            gone = live.check(trio.current_time(), frames_in=stats["frames_in"],
+                              sends_pending=self._sends_pending, sends_done=self._sends_done)
+            if gone is not None:
+                self._give_up(gone)
+                return
+
+    def _give_up(self, gone: Gone) -> None:
+        """Close OpenAI and Twilio: cancelling the call's nursery does both (a send blocked on a
+        peer that does not read is cancelled first, so the OpenAI close is not held up by it)."""
+        if self.liveness.is_started:
+            log.warning("call %s: %s; ending the call", self.tag, gone.reason)
+        else:
+            log.warning("media stream from %s: %s; closing it", self.peer, gone.reason)
+        self.app.count_error(gone.kind)
+        self.end_status = gone.status
+        self._close_code = gone.close_code
+        self._openai_close_reason = gone.reason
+        self._cancel()
 
     def _cancel(self) -> None:
         if self._nursery is not None:

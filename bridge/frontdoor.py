@@ -104,7 +104,7 @@ async def _media_stream(app: "BridgeApp", stream: trio.SocketStream, head: bytes
     except HandshakeFailed as exc:  # answered already; refusals were logged by the app
         log.info("media stream from %s not accepted: %s", peer, exc)
         return
-    await app.run_call(conn)
+    await app.run_call(conn, peer=peer)
 
 
 def _socket_of(stream: Any) -> trio.socket.SocketType:

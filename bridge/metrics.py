@@ -67,6 +67,7 @@ class BridgeMetrics:
         #: other per-call stats of finished calls (e.g. marks_ignored, deltas_dropped)
         self.call_stats: dict[str, int] = {}
         self._live: StatsSource = tuple
+        self._pending: Callable[[], int] = int  # media streams accepted, no valid start yet
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
@@ -75,6 +76,15 @@ class BridgeMetrics:
     def bind_calls(self, live_calls: StatsSource) -> None:
         """Scrapes add the ``stats`` of ``live_calls()`` (calls still in progress)."""
         self._live = live_calls
+
+    def bind_pending(self, pending_streams: Callable[[], int]) -> None:
+        """The pending-streams gauge reads ``pending_streams()`` at scrape time."""
+        self._pending = pending_streams
+
+    def stream_ended(self, stats: Mapping[str, int] | None = None) -> None:
+        """A media stream that never became a call is gone: fold its ``stats`` (e.g. bad messages)."""
+        if stats:
+            self._fold(stats, self)
 
     def call_started(self) -> None:
         self.active_calls += 1
@@ -118,6 +128,7 @@ class BridgeMetrics:
                 self._fold(stats, view)
         return {
             "active_calls": self.active_calls,
+            "pending_streams": self._pending(),
             "calls_total": self.calls_total,
             "frames_in": view.frames_in,
             "frames_out": view.frames_out,
@@ -154,6 +165,8 @@ class _Collector(Collector):
         m = self._m
         snap = m.snapshot()
         yield GaugeMetricFamily(PREFIX + "active_calls", "Calls currently bridged.", value=snap["active_calls"])
+        yield GaugeMetricFamily(PREFIX + "pending_streams", "Media streams accepted, waiting for a valid start.",
+                                value=snap["pending_streams"])
         for name, doc, value in (
             ("calls", "Calls started.", snap["calls_total"]),
             ("frames_in", "Media frames forwarded Twilio -> OpenAI.", snap["frames_in"]),

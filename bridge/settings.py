@@ -132,6 +132,40 @@ class Settings(BaseSettings):
         None,
         description="HMAC secret for per-call stream tokens; default: TWILIO_AUTH_TOKEN, else random per process.",
     )
+    stream_token_ttl_s: float = Field(
+        30.0, gt=0,
+        description="A per-call token opens one stream, within this long after the TwiML's greeting (<Say>) "
+                    "has played: the bridge adds the greeting's length (at a slow 100 words/minute) to it. "
+                    "Twilio opens the stream at once after the greeting; 30 s leaves room for a slow webhook "
+                    "round trip and Twilio's set-up, and is the window in which an unused token can be replayed.",
+    )
+    require_stream_token: bool | None = Field(
+        None,
+        description="Refuse a stream whose start carries no per-call token. Default: only when "
+                    "TWILIO_AUTH_TOKEN is set (without it anyone can fetch a token from the webhook, and "
+                    "`callsim call --target ws://…/media-stream` is a documented local use). "
+                    "A token that is presented is always checked.",
+    )
+    max_pending_streams: int = Field(
+        50, ge=1,
+        description="Media-stream sockets allowed at once before their valid start; beyond, the upgrade "
+                    "gets 503. They are not calls: the busy answers count calls only.",
+    )
+    stream_start_timeout_s: float = Field(
+        5.0, gt=0,
+        description="Close a media stream that sends no valid start this long after the upgrade "
+                    "(Twilio sends it at once).",
+    )
+    media_timeout_s: float = Field(
+        5.0, gt=0,
+        description="End a call, and its OpenAI session, when Twilio sends no media for this long "
+                    "(it sends a frame every 20 ms for the whole call, silence included).",
+    )
+    twilio_send_timeout_s: float = Field(
+        5.0, gt=0,
+        description="End a call, and its OpenAI session, when one send to Twilio stays blocked this long "
+                    "(the peer stopped reading; Twilio reads as it receives).",
+    )
 
     # --- misc -------------------------------------------------------------
     tool_timeout_s: float = Field(5.0, gt=0, description="Per tool-call timeout.")
@@ -141,7 +175,7 @@ class Settings(BaseSettings):
     # ---------------------------------------------------------------- validators
     @field_validator(
         "transcription_model", "greeting_say", "ai_greeting", "tls_cert_file", "tls_key_file",
-        "twilio_auth_token", "stream_token_secret",
+        "twilio_auth_token", "stream_token_secret", "require_stream_token",
         mode="before",
     )
     @classmethod
@@ -200,6 +234,13 @@ class Settings(BaseSettings):
         """Key for :func:`bridge.security.call_token`."""
         assert self.stream_token_secret is not None  # set by the validator
         return self.stream_token_secret.get_secret_value().encode("utf-8")
+
+    @property
+    def stream_token_required(self) -> bool:
+        """Whether a start without a per-call token is refused (see ``require_stream_token``)."""
+        if self.require_stream_token is not None:
+            return self.require_stream_token
+        return self.twilio_auth_token is not None
 
     @property
     def validate_signatures(self) -> bool:

@@ -14,6 +14,10 @@ Why this shape:
   ``done`` that raced the truncate) cannot put the unheard words back.
 * One connection (``check_same_thread=False``) guarded by a lock: the trio app
   calls in through :class:`AsyncStore`, i.e. worker threads, one at a time.
+* A call's row is ``active`` until the bridge records how it ended. A bridge
+  killed with ``kill -9`` records nothing, so at start-up it calls
+  :meth:`Store.mark_interrupted`: no call of a previous run can still be live
+  (one store per bridge process), and "active forever" would be a lie.
 """
 
 from __future__ import annotations
@@ -92,19 +96,21 @@ class Store:
         self._closed = False
 
     # ----------------------------------------------------------------- internals
-    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Run statements in one transaction, committed before returning."""
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """Run statements in one transaction, committed before returning; the last one's rowcount."""
+        rows = 0
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for sql, args in statements:
-                    conn.execute(sql, args)
+                    rows = conn.execute(sql, args).rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        return rows
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -130,6 +136,14 @@ class Store:
             "UPDATE conversations SET ended_at = ?, status = ? WHERE call_sid = ?",
             (_now(), status, call_sid),
         )])
+
+    def mark_interrupted(self) -> int:
+        """Calls still ``active`` become ``interrupted``, ended now; returns how many.
+
+        For start-up only: the process that was carrying them is gone.
+        """
+        return self._write([("UPDATE conversations SET status = 'interrupted', ended_at = ? WHERE status = 'active'",
+                             (_now(),))])
 
     def put_utterance(
         self,

@@ -9,7 +9,7 @@ import hmac
 import pytest
 from twilio.request_validator import RequestValidator
 
-from bridge.security import call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
+from bridge.security import StreamTokens, call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -90,20 +90,87 @@ def test_stream_signature_rejects(sig):
     assert not stream_signature_ok(TOKEN, STREAM, sig)
 
 
-def test_call_token_per_call_sid():
+SID_A, SID_B = "CA" + "a" * 32, "CA" + "b" * 32
+T0 = 1_700_000_000.0  # an injected wall clock: no test here waits
+
+
+def test_call_token_binds_the_call_sid_the_secret_and_the_issue_time():
     secret = b"s3cret"
-    a, b = call_token(secret, "CA" + "a" * 32), call_token(secret, "CA" + "b" * 32)
-    assert a != b
-    assert len(a) == 22 and base64.urlsafe_b64decode(a + "==")
-    assert a == call_token(secret, "CA" + "a" * 32)  # deterministic
-    assert call_token_ok(secret, "CA" + "a" * 32, a)
-    assert call_token_ok(secret, "CA" + "b" * 32, b)
-    assert not call_token_ok(secret, "CA" + "b" * 32, a)  # token of another call
-    assert not call_token_ok(b"other", "CA" + "a" * 32, a)  # another secret
-    assert call_token(b"other", "CA" + "a" * 32) != a
+    a = call_token(secret, SID_A, T0)
+    issued, nonce, mac = a.split(".")
+    assert int(issued) == int(T0 * 1000) and len(nonce) == 11 and len(mac) == 22
+    assert base64.urlsafe_b64decode(mac + "==")
+    assert a != call_token(secret, SID_A, T0)  # a fresh nonce: every TwiML's token differs
+    assert call_token(secret, SID_A, T0, nonce="n" * 11) == call_token(secret, SID_A, T0, nonce="n" * 11)
+    ok = dict(now=T0 + 1, ttl_s=30)
+    assert call_token_ok(secret, SID_A, a, **ok)
+    assert not call_token_ok(secret, SID_B, a, **ok)  # token of another call
+    assert not call_token_ok(b"other", SID_A, a, **ok)  # another secret
+    forged = f"{int(T0 * 1000) + 60_000}.{nonce}.{mac}"  # a later issue time under the same mac
+    assert not call_token_ok(secret, SID_A, forged, now=T0 + 100, ttl_s=30)
 
 
-@pytest.mark.parametrize("token", [None, "", "x", "é" * 22])
-def test_call_token_rejects_garbage(token):
-    assert not call_token_ok(b"s", "CA1", token)
-    assert not call_token_ok(b"s", None, call_token(b"s", "CA1"))
+def test_call_token_expires_after_its_ttl():
+    a = call_token(b"s", SID_A, T0)
+    assert call_token_ok(b"s", SID_A, a, now=T0 + 29.9, ttl_s=30)
+    assert call_token_ok(b"s", SID_A, a, now=T0 + 30, ttl_s=30)
+    assert not call_token_ok(b"s", SID_A, a, now=T0 + 30.1, ttl_s=30)
+    assert not call_token_ok(b"s", SID_A, a, now=T0 - 60, ttl_s=30)  # from the future: not ours then
+
+
+@pytest.mark.parametrize("call_sid,token", [
+    (SID_A, None), (SID_A, ""), (SID_A, "x"), (SID_A, "é" * 22), (SID_A, 123), (SID_A, ["a"]), (SID_A, b"abc"),
+    (SID_A, {"t": 1}), (None, "VALID"), ("", "VALID"), (123, "VALID"), (["CA1"], "VALID"), ({}, "VALID"),
+    (SID_A, "1.2.3"), (SID_A, "99999999999999999.AAAAAAAAAAA." + "A" * 22), ("\ud800", "VALID"),
+])
+def test_call_token_ok_is_false_for_garbage_of_any_type(call_sid, token):
+    """The issue's crash was ``callSid: 123``: the wire's types are not to be trusted."""
+    valid = call_token(b"s", SID_A, T0)
+    token = valid if token == "VALID" else token
+    assert call_token_ok(b"s", call_sid, token, now=T0, ttl_s=30) is False
+    assert StreamTokens(b"s", 30).redeem(call_sid, token, T0) in ("missing", "invalid")
+
+
+def test_a_token_is_taken_once():
+    tokens = StreamTokens(b"s", ttl_s=30)
+    a, b = tokens.issue(SID_A, T0), tokens.issue(SID_A, T0)  # two TwiMLs for one CallSid
+    assert tokens.redeem(SID_A, a, T0 + 1) == "ok"
+    assert tokens.redeem(SID_A, a, T0 + 2) == "reused"  # a second stream, or a replay after the call
+    assert tokens.redeem(SID_A, b, T0 + 2) == "ok"  # the other TwiML's token is its own
+    assert tokens.redeem(SID_B, tokens.issue(SID_A, T0), T0 + 2) == "invalid"
+    assert tokens.redeem(SID_A, None, T0 + 2) == "missing"
+
+
+def test_an_unused_token_expires_and_used_ones_are_forgotten_at_their_ttl():
+    tokens = StreamTokens(b"s", ttl_s=30)
+    late = tokens.issue(SID_A, T0)
+    used = [tokens.issue(f"CA{i}", T0 + i) for i in range(10)]
+    for i, t in enumerate(used):
+        assert tokens.redeem(f"CA{i}", t, T0 + i + 0.5) == "ok"
+    assert len(tokens) == 10
+    assert tokens.redeem(SID_A, late, T0 + 31) == "expired"
+    assert len(tokens) == 9  # CA0's was issued at T0: it can only be "expired" from now on
+    assert tokens.redeem("CA0", used[0], T0 + 31) == "expired"
+    assert tokens.redeem("CA5", used[5], T0 + 31) == "reused"
+    assert tokens.redeem(SID_B, tokens.issue(SID_B, T0 + 100), T0 + 100) == "ok"
+    assert len(tokens) == 1  # memory follows the TTL, not the number of calls ever seen
+
+
+def test_a_clock_stepped_back_reopens_no_forgotten_token():
+    tokens = StreamTokens(b"s", ttl_s=30)
+    t = tokens.issue(SID_A, T0)
+    assert tokens.redeem(SID_A, t, T0 + 1) == "ok"
+    assert tokens.redeem(SID_B, tokens.issue(SID_B, T0 + 40), T0 + 40) == "ok"  # forgets SID_A's
+    assert tokens.redeem(SID_A, t, T0 + 2) == "expired"  # NTP stepped the clock back 38 s
+
+
+def test_memory_is_capped_without_letting_a_replay_through():
+    tokens = StreamTokens(b"s", ttl_s=30, max_remembered=3)
+    issued = [(f"CA{i}", tokens.issue(f"CA{i}", T0 + i / 10)) for i in range(5)]
+    for sid, t in issued:
+        assert tokens.redeem(sid, t, T0 + 1) == "ok"
+    assert len(tokens) == 3
+    assert [tokens.redeem(sid, t, T0 + 1) for sid, t in issued] == ["reused"] * 5  # forgotten: still refused
+    fresh = tokens.issue("CA9", T0 + 0.05)  # issued before the newest forgotten one: refused, never taken twice
+    assert tokens.redeem("CA9", fresh, T0 + 1) == "reused"
+    assert tokens.redeem("CA10", tokens.issue("CA10", T0 + 1), T0 + 1) == "ok"

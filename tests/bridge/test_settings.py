@@ -126,6 +126,18 @@ def test_stream_secret_derivation():
     assert make(twilio_auth_token=TWILIO_TOKEN).validate_signatures
 
 
+def test_line_keeping_defaults_and_when_a_token_is_required(monkeypatch):
+    s = make()
+    assert (s.max_pending_streams, s.stream_start_timeout_s, s.media_timeout_s, s.twilio_send_timeout_s,
+            s.stream_token_ttl_s) == (50, 5.0, 5.0, 5.0, 30.0)
+    assert s.require_stream_token is None and not s.stream_token_required  # local runs: ws:// straight in
+    assert make(twilio_auth_token=TWILIO_TOKEN).stream_token_required
+    assert make(require_stream_token=True).stream_token_required
+    assert not make(twilio_auth_token=TWILIO_TOKEN, require_stream_token=False).stream_token_required
+    monkeypatch.setenv("REQUIRE_STREAM_TOKEN", "")
+    assert make().require_stream_token is None  # REQUIRE_STREAM_TOKEN= means "the default"
+
+
 def test_secrets_never_leak(caplog):
     s = make(openai_api_key=KEY, twilio_auth_token=TWILIO_TOKEN, stream_token_secret="streamsecret")
     red = s.redacted()

@@ -157,6 +157,28 @@ def test_sigkill_loses_nothing_committed(tmp_path):
         s.close()
 
 
+def test_calls_a_killed_process_left_active_are_marked_interrupted(tmp_path):
+    """After kill -9 a call's row says ``active`` forever unless the next start-up says otherwise."""
+    db = tmp_path / "k.sqlite3"
+    s = Store(db)
+    s.start_call("CA1", "MZ1", "+1", "+2")
+    s.put_utterance("CA1", "i1", "caller", "hi")
+    s.start_call("CA2", "MZ2", None, None)
+    s.end_call("CA2", "completed")
+    s.close()  # (a kill leaves the same rows: see test_sigkill_loses_nothing_committed)
+    s = Store(db)
+    try:
+        assert s.get_conversation("CA1")["status"] == "active"  # opening alone changes nothing
+        assert s.mark_interrupted() == 1
+        conv = s.get_conversation("CA1")
+        assert conv["status"] == "interrupted" and conv["ended_at"] >= conv["started_at"]
+        assert [u["text"] for u in conv["utterances"]] == ["hi"]
+        assert s.get_conversation("CA2")["status"] == "completed"
+        assert s.mark_interrupted() == 0
+    finally:
+        s.close()
+
+
 async def test_async_store(tmp_path):
     a = AsyncStore(Store(tmp_path / "a.sqlite3"))
     assert a.limiter.total_tokens == 1

@@ -121,6 +121,21 @@ class Settings(BaseSettings):
         None,
         description="HMAC secret for per-call stream tokens; default: TWILIO_AUTH_TOKEN, else random per process.",
     )
+    max_connections: int = Field(
+        1000, ge=1,
+        description="Open TCP connections (HTTP and media streams) beyond which a new one is answered 503 "
+                    "and closed; lowered at startup if the descriptor limit (ulimit -n) cannot hold it.",
+    )
+    http_keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="An idle keep-alive HTTP connection is closed after this long (hypercorn's default)."
+    )
+    http_head_timeout_s: float = Field(
+        10.0, gt=0, description="A connection's request head must arrive within this long, else 408 and close.",
+    )
+    http_request_timeout_s: float = Field(
+        30.0, gt=0,
+        description="A request's body must arrive and its answer be sent within this long, else 408 and close.",
+    )
 
     # --- misc -------------------------------------------------------------
     tool_timeout_s: float = Field(5.0, gt=0, description="Per tool-call timeout.")

@@ -182,6 +182,7 @@ async def test_connections_over_the_cap_get_503_and_calls_still_work_after(tmp_p
         held = [await connect(port) for _ in range(cap)]
         for _ in range(extra):
             over = await connect(port)
+            await over.send_all(GET_HEALTH)  # before the refusal comes: closing on it must not reset the 503 away
             status, headers, _ = await read_response(over, bytearray())
             assert (status, headers["connection"]) == (503, "close")
             assert await seconds_until_closed(over, SLACK_S) is not None

@@ -29,6 +29,7 @@ def hypercorn_config(settings: Settings, *, port: int | None = None) -> Config:
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     cfg.websocket_max_message_size = 16 * 2**20
+    cfg.keep_alive_timeout = settings.http_keep_alive_timeout_s
     if settings.tls_cert_file and settings.tls_key_file:
         cfg.certfile = str(settings.tls_cert_file)
         cfg.keyfile = str(settings.tls_key_file)

@@ -166,6 +166,21 @@ class Settings(BaseSettings):
         description="End a call, and its OpenAI session, when one send to Twilio stays blocked this long "
                     "(the peer stopped reading; Twilio reads as it receives).",
     )
+    max_connections: int = Field(
+        1000, ge=1,
+        description="Open TCP connections (HTTP and media streams) beyond which a new one is answered 503 "
+                    "and closed; lowered at startup if the descriptor limit (ulimit -n) cannot hold it.",
+    )
+    http_keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="An idle keep-alive HTTP connection is closed after this long (hypercorn's default)."
+    )
+    http_head_timeout_s: float = Field(
+        10.0, gt=0, description="A connection's request head must arrive within this long, else 408 and close.",
+    )
+    http_request_timeout_s: float = Field(
+        30.0, gt=0,
+        description="A request's body must arrive and its answer be sent within this long, else 408 and close.",
+    )
 
     # --- misc -------------------------------------------------------------
     tool_timeout_s: float = Field(5.0, gt=0, description="Per tool-call timeout.")

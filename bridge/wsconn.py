@@ -23,14 +23,14 @@ from urllib.parse import urlsplit
 
 import trio
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus, SecurityError
 from websockets.frames import (  # apply_mask: C when built
     CloseCode,
     Frame,
     Opcode,
     apply_mask,
 )
-from websockets.http11 import Request, Response
+from websockets.http11 import MAX_LINE_LENGTH, Request, Response
 from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
@@ -510,18 +510,27 @@ async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
 
     ``refuse`` sees the request and returns (HTTP status, body) to turn it down,
     or None. Raises :class:`HandshakeFailed` once the refusal, or the 400/426 for
-    a request that is not a valid upgrade, has been sent.
+    a request that is not a valid upgrade (400/414/431 for one that does not
+    parse: :func:`head_error`), has been sent.
     """
     protocol = ServerProtocol(max_size=max_message_size, logger=PROTOCOL_LOG)
     request_head, rest = split_head(head)
-    protocol.receive_data(request_head or head)  # no end of head: the protocol refuses it
+    protocol.receive_data(request_head or head)
     events = protocol.events_received()
     request = events[0] if events and isinstance(events[0], Request) else None
-    response: Response | None = None
-    if request is not None:  # else the protocol has queued its 400
-        refusal = refuse(request)
-        response = protocol.reject(*refusal) if refusal is not None else protocol.accept(request)
-        protocol.send_response(response)
+    if request is None:
+        # for a head it cannot parse the protocol only half-closes: answer as HTTP servers do
+        response = protocol.reject(*head_error(head, protocol.handshake_exc))
+        try:
+            await stream.send_all(response.serialize())
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise HandshakeFailed("the client went away during the handshake") from None
+        raise HandshakeFailed(f"HTTP {response.status_code}: {_why(protocol.handshake_exc)}", response.status_code)
+    refusal = refuse(request)
+    response = protocol.reject(*refusal) if refusal is not None else protocol.accept(request)
+    protocol.send_response(response)
     conn = WSConnection(stream, protocol)
     if request_head:
         conn._buf = bytearray(rest)  # frames sent right behind the upgrade: the fast lane's
@@ -529,10 +538,33 @@ async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
         await conn._flush()
     except ConnectionClosed:
         raise HandshakeFailed("the client went away during the handshake") from None
-    if response is None or response.status_code != 101:
-        status = response.status_code if response is not None else 400
-        raise HandshakeFailed(f"HTTP {status}: {protocol.handshake_exc or 'refused'}", status)
+    if response.status_code != 101:
+        raise HandshakeFailed(f"HTTP {response.status_code}: {_why(protocol.handshake_exc)}", response.status_code)
     return conn
+
+
+def _why(exc: Exception | None) -> str:
+    if exc is None:
+        return "refused"
+    return f"{exc}: {exc.__cause__}" if exc.__cause__ is not None else str(exc)
+
+
+def head_error(head: bytes, exc: Exception | None) -> tuple[int, str]:
+    """(status, body) for a WebSocket request head the protocol could not parse.
+
+    ``websockets`` limits a line to MAX_LINE_LENGTH bytes and a head to
+    MAX_NUM_HEADERS headers (both 8 KiB / 128, as nginx and h11 roughly do):
+    past them the answer is 414 (the request line) or 431 (the headers), as
+    RFC 9110 and RFC 6585 name them; anything else unparseable is 400.
+    """
+    cause = exc.__cause__ if exc is not None else None
+    if isinstance(cause, SecurityError):
+        if len(head.split(b"\r\n", 1)[0]) + 2 > MAX_LINE_LENGTH:  # the limit counts the CRLF
+            return 414, "request line too long\n"
+        return 431, f"request header fields too large: {cause}\n"
+    if exc is None:  # nothing wrong was found: the head never ended
+        return (431, "request head too large\n") if len(head) > MAX_LINE_LENGTH else (400, "incomplete request head\n")
+    return 400, f"bad request: {cause or exc}\n"
 
 
 __all__ = ["ConnectionClosed", "HandshakeFailed", "WSConnection", "accept", "connect", "text_frame"]

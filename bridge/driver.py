@@ -85,7 +85,7 @@ class CallDriver:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._response_watchdog)
-                nursery.start_soon(self._watchdog)
+                nursery.start_soon(self._liveness_watchdog)
                 await self._twilio_reader()
                 nursery.cancel_scope.cancel()
         finally:
@@ -163,7 +163,7 @@ class CallDriver:
                 assert self._nursery is not None
                 self._nursery.start_soon(self.app.save_transcript, self.core, a)
 
-    async def _watchdog(self) -> None:
+    async def _liveness_watchdog(self) -> None:
         """End the stream when its far end is gone (see :mod:`.liveness`)."""
         live, stats = self.liveness, self.core.stats
         while True:
@@ -200,7 +200,7 @@ class CallDriver:
     async def _run_tool(self, a: RunTool) -> None:
         output = await self.app.run_tool(a.name, a.arguments)
         await self._do(self.core.tool_result(time.monotonic_ns(), a.call_id, output))
-        self._poke_watchdog()
+        self._poke_response_watchdog()
 
     # -------------------------------------------------------------- watchdog
 
@@ -210,7 +210,7 @@ class CallDriver:
         Why a task of its own: a stalled OpenAI socket sends nothing, so no reader wakes up to
         notice. The deadline only moves later while the model makes progress (the task wakes,
         finds it moved and sleeps again); when it appears or moves earlier — on an OpenAI message
-        or a tool result — :meth:`_poke_watchdog` wakes the task to re-arm.
+        or a tool result — :meth:`_poke_response_watchdog` wakes the task to re-arm.
         """
         core = self.core
         while True:
@@ -224,7 +224,7 @@ class CallDriver:
             with trio.move_on_after(math.inf if deadline is None else (deadline - now) / 1e9):
                 await self._watch_wake.wait()
 
-    def _poke_watchdog(self) -> None:
+    def _poke_response_watchdog(self) -> None:
         d = self.core.response_deadline_ns()
         if d is not None and d < self._watch_until:
             self._watch_until = d
@@ -265,7 +265,7 @@ class CallDriver:
                 while True:
                     data = await receive()
                     await self._do(core.openai_message(time.monotonic_ns(), data))
-                    self._poke_watchdog()
+                    self._poke_response_watchdog()
             except (HandshakeFailed, OSError, trio.TooSlowError) as exc:
                 self.app.count_error("openai_connect")
                 await self._do(self.core.openai_failed(time.monotonic_ns(), f"connect failed: {_describe(exc)}"))

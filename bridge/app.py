@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from quart_trio import QuartTrio
 from .call import CallCore, CallStarted, SaveTranscript
 from .codec import Transcoder
 from .driver import CallDriver, TwilioSocket
+from .logsafe import wire
 from .metrics import BridgeMetrics
 from .realtime import SessionParams
 from .security import call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
@@ -86,12 +88,14 @@ class BridgeApp:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        refusal = self.media_stream_refusal(_header(scope, b"x-twilio-signature"), str(scope.get("client")))
+        client = scope.get("client") or ("?", 0)
+        peer = f"{client[0]}:{client[1]}"
+        refusal = self.media_stream_refusal(_header(scope, b"x-twilio-signature"), peer)
         if refusal is not None:
             await _reject(send, refusal[0], refusal[1].encode())
             return
         await send({"type": "websocket.accept"})
-        await self.run_call(AsgiWebSocket(receive, send))
+        await self.run_call(AsgiWebSocket(receive, send), peer=peer)
 
     def media_stream_refusal(self, signature: str | None, peer: str) -> tuple[int, str] | None:
         """Why a media-stream handshake is refused (HTTP status, body), or None to accept."""
@@ -106,16 +110,32 @@ class BridgeApp:
             return 503, "busy"
         return None
 
-    async def run_call(self, twilio: TwilioSocket) -> None:
-        """One call, from the accepted media stream to its end (and its record in the store)."""
+    async def run_call(self, twilio: TwilioSocket, *, peer: str = "?") -> None:
+        """One call, from the accepted media stream to its end (and its record in the store).
+
+        ``peer`` ("host:port") names the call in logs until its ``start`` gives it
+        an id; by default it is the socket's own (:attr:`.wsconn.WSConnection.peer`).
+
+        Nothing a call does may leave this method: a call's connection task is
+        a child of the server's nursery, so an exception escaping here would
+        end the process and every other call with it. The driver catches a bug
+        in any of the call's tasks itself (:meth:`.CallDriver._guarded`); this
+        is the last line, for a bug in the driver's own clean-up. Either way it
+        is logged with its traceback and counted (``errors_total{kind="internal"}``).
+        """
         s = self.settings
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
-        core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting)
+        core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting,
+                               peer=peer if peer != "?" else getattr(twilio, "peer", "?"))
         self.calls.add(core)
         self.metrics.call_started()
         try:
             await self.driver_class(self, core, twilio).run()
+        except* Exception:  # Cancelled (a BaseException) still propagates: shutdown works
+            self.count_error("internal")
+            log.exception("call %s: internal error; the call is ended, the bridge carries on", core.tag)
         finally:
+            core.flush_logs(time.monotonic_ns())
             self.calls.discard(core)
             self.metrics.call_ended(core.stats)
             self._calls_changed.set()
@@ -187,7 +207,8 @@ class BridgeApp:
                                             params if request.method == "POST" else {},
                                             request.headers.get("X-Twilio-Signature")):
                     self.count_error("webhook_signature")
-                    log.warning("webhook refused: bad X-Twilio-Signature for %s", url)
+                    log.warning("webhook refused: bad X-Twilio-Signature for %s (from %s)", wire(url, 200),
+                                request.remote_addr)
                     return Response("invalid signature", status=403, content_type="text/plain")
             if len(self.calls) >= s.max_concurrent_calls:
                 self.metrics.busy()

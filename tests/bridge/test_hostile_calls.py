@@ -167,7 +167,7 @@ class CrashingDriver(CallDriver):
 
 
 async def test_a_bug_in_the_driver_itself_is_caught_by_run_call(tmp_path, caplog):
-    async with stack(tmp_path, {"driver_class": CrashingDriver}) as (mock, app, base):
+    async with stack(tmp_path, {"driver_class": CrashingDriver}) as (_mock, app, base):
         ws_url = base.replace("http://", "ws://") + "/media-stream"
         good: dict[str, Any] = {}
 

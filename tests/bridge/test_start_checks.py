@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 
 from bridge.call import CallCore, CallStarted, ConnectOpenAI, Hangup
 from bridge.realtime import SessionParams
-from bridge.twilio_start import MAX_PARAMETER_VALUE, MAX_PARAMETERS, SID, BadStart, parse_start
+from bridge.twilio_start import (
+    MAX_PARAMETER_VALUE,
+    MAX_PARAMETERS,
+    SID,
+    BadStart,
+    parse_start,
+)
 
 ACCOUNT_SID = "AC" + "00112233445566778899aabbccddeeff"
 CALL_SID = "CA" + "fedcba9876543210fedcba9876543210"

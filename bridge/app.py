@@ -36,6 +36,7 @@ from quart_trio import QuartTrio
 from .call import CallCore, CallStarted, SaveTranscript
 from .codec import Transcoder
 from .driver import CallDriver, TwilioSocket
+from .logsafe import wire
 from .metrics import BridgeMetrics
 from .realtime import SessionParams
 from .response_watch import WatchLimits
@@ -132,16 +133,33 @@ class BridgeApp:
 
     async def run_call(self, twilio: TwilioSocket, *, peer: str = "?") -> None:
         """One media stream, from the accepted upgrade to its end: pending until a valid start
-        (:meth:`call_started`), a call from then on (and in the store)."""
+        (:meth:`call_started`), a call from then on (and in the store).
+
+        ``peer`` ("host:port") names the call in logs until its ``start`` gives it
+        an id; by default it is the socket's own (:attr:`.wsconn.WSConnection.peer`).
+
+        Nothing a call does may leave this method: a call's connection task is
+        a child of the server's nursery, so an exception escaping here would
+        end the process and every other call with it. The driver catches a bug
+        in any of the call's tasks itself (:meth:`.CallDriver._guarded`); this
+        is the last line, for a bug in the driver's own clean-up. Either way it
+        is logged with its traceback and counted (``errors_total{kind="internal"}``).
+        """
         s = self.settings
+        if peer == "?":
+            peer = getattr(twilio, "peer", "?")
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
         core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting,
-                               watch_limits=self.watch_limits)
+                               watch_limits=self.watch_limits, peer=peer)
         driver = self.driver_class(self, core, twilio, peer=peer)
         self.pending.add(core)
         try:
             await driver.run()
+        except* Exception:  # Cancelled (a BaseException) still propagates: shutdown works
+            self.count_error("internal")
+            log.exception("call %s: internal error; the call is ended, the bridge carries on", core.tag)
         finally:
+            core.flush_logs(time.monotonic_ns())
             self.pending.discard(core)
             admitted = core in self.calls
             self.calls.discard(core)
@@ -227,7 +245,8 @@ class BridgeApp:
                                             params if request.method == "POST" else {},
                                             request.headers.get("X-Twilio-Signature")):
                     self.count_error("webhook_signature")
-                    log.warning("webhook refused: bad X-Twilio-Signature for %s", url)
+                    log.warning("webhook refused: bad X-Twilio-Signature for %s (from %s)", wire(url, 200),
+                                request.remote_addr)
                     return Response("invalid signature", status=403, content_type="text/plain")
             if len(self.calls) >= s.max_concurrent_calls:
                 self.metrics.busy()

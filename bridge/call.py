@@ -26,6 +26,12 @@ What it does better than the seeds (protocols.md part 3):
   response that stops mid-way with the socket open, or one that fails twice
   is caught by :mod:`.response_watch` (a failed one is asked for once more);
   the driver calls :meth:`CallCore.tick` at :meth:`CallCore.response_deadline_ns`.
+* **Nothing from the wire is trusted**: ``start`` is checked whole before any
+  state changes (:mod:`.twilio_start`); every buffer a peer can fill is bounded
+  in bytes, not only in count; wire values reach log lines only through
+  :func:`.logsafe.wire`, and bad-message warnings are rate-limited per
+  connection (:class:`.logsafe.WarnLimiter`), each naming the call — or, before
+  ``start``, the peer's address.
 """
 
 from __future__ import annotations
@@ -42,12 +48,29 @@ import orjson
 
 from . import realtime as rt
 from . import twilio_wire as tw
+from .logsafe import WarnLimiter, wire
 from .realtime import NAMES, OUTPUT_BYTES_PER_MS, SessionParams
 from .response_watch import ResponseWatch, Verdict, WatchLimits
+from .twilio_start import BadStart, parse_start
 
 log = logging.getLogger("callsim.bridge.call")
 
-MAX_EARLY_FRAMES = 500  # 10 s of caller audio held while the OpenAI session is being set up
+# Caller audio held while the OpenAI session is being set up: 10 s, bounded in
+# bytes too (500 frames of 1 MB each was 477 MB per unauthenticated connection).
+MAX_EARLY_FRAMES = 500
+MAX_EARLY_MS = 10_000
+# One media payload: Twilio sends 160 bytes (216 base64 chars) every 20 ms. A
+# payload over a second of audio is not Twilio's, and is refused as a bad message.
+MAX_MEDIA_CHARS = 10_668  # base64 of 8000 μ-law bytes
+# What OpenAI can make the call hold (it is a peer too, and can be buggy):
+MAX_ID_CHARS = 128  # item, response and tool-call ids ("item_…" are ~20 chars)
+MAX_ITEMS = 64  # assistant audio items remembered (and queued for playback)
+MAX_PENDING_MARKS = 3000  # marks not yet echoed per item: 60 s of 20 ms deltas
+MAX_TRANSCRIPT_CHARS = 64 * 1024  # ~10 minutes of speech
+MAX_TOOL_ARGS_CHARS = 64 * 1024
+MAX_PENDING_TOOLS = 8
+MAX_TOOL_NAME_CHARS = 64  # OpenAI's own limit for a function name
+MAX_REMEMBERED = 256  # cancelled responses/items, truncates kept for the transcript cut
 ULAW_BYTES_PER_MS = 8
 FRAME_BYTES = 160  # Twilio plays 20 ms frames of μ-law
 FRAME_NS = 20_000_000
@@ -58,7 +81,6 @@ ECHO_SLACK_NS = 3_000_000
 # only let through what needs no escaping, so a malformed message cannot break or inject JSON.
 # (Syntax only — no decoding: ~2.5 ns per character.)
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_SID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 # ------------------------------------------------------------------ actions
@@ -132,7 +154,9 @@ class ItemPlayback:
     sent: int = 0  # μ-law bytes forwarded to Twilio
     acked: int = 0  # μ-law bytes confirmed played by an echoed mark
     t_ref_ns: int | None = None  # when playback was at `acked` (mark echo, or first send)
-    pending: deque[int] = field(default_factory=deque)  # end bytes of marks not yet echoed
+    # end bytes of marks not yet echoed; past the bound the oldest is forgotten (the
+    # playback estimate is then capped by a later mark: a little generous, never wrong by more)
+    pending: deque[int] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_MARKS))
     transcript: str = ""
 
     def played(self, now_ns: int) -> int:
@@ -159,7 +183,8 @@ class ItemPlayback:
 
 class CallCore:
     def __init__(self, params: SessionParams, *, transcoder: Any = None, apology_ulaw: bytes = b"",
-                 ai_greeting: str | None = None, watch_limits: WatchLimits | None = None) -> None:
+                 ai_greeting: str | None = None, watch_limits: WatchLimits | None = None,
+                 peer: str | None = None) -> None:
         self.p = params
         self.names = NAMES[params.dialect]
         self.out_bpm = OUTPUT_BYTES_PER_MS[params.audio_mode]
@@ -168,6 +193,7 @@ class CallCore:
             raise ValueError("transcode mode needs a transcoder")
         self.apology = apology_ulaw
         self.ai_greeting = ai_greeting
+        self.peer = peer  # "host:port" of the Twilio side: names the call in logs before `start`
 
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
@@ -177,6 +203,8 @@ class CallCore:
         self.ending = False
         self.ended = False
         self._early: deque[str] = deque()  # payloads before session.updated
+        self._early_bytes = 0  # decoded bytes in _early
+        self._early_max_bytes = MAX_EARLY_MS * self.out_bpm  # OpenAI's input format = its output format
         self.early_dropped = 0
 
         self.gen = 0  # playback generation, bumped by every clear
@@ -188,74 +216,106 @@ class CallCore:
         # then the answer after a tool call).
         self.queue: deque[ItemPlayback] = deque()
         self.active_response: str | None = None
-        self._dropped_responses: set[str] = set()
-        self._dropped_items: set[str] = set()
+        # ordered sets (dicts), the oldest forgotten past MAX_REMEMBERED
+        self._dropped_responses: dict[str, None] = {}
+        self._dropped_items: dict[str, None] = {}
         self._pending_tools: set[str] = set()
         self._want_response = False
         self._tool_names: dict[str, str] = {}
         self.stats: dict[str, int] = {
             "frames_in": 0, "frames_out": 0, "barge_ins": 0, "truncates": 0, "truncate_errors": 0,
             "marks_ignored": 0, "deltas_dropped": 0, "openai_errors": 0, "twilio_bad": 0, "openai_bad": 0,
-            "tool_calls": 0, "response_retries": 0, "response_stalls": 0,
+            "tool_calls": 0, "response_retries": 0, "response_stalls": 0, "log_suppressed": 0,
         }
         self.watch = ResponseWatch(watch_limits)
-        self.truncates: list[dict[str, Any]] = []
+        self.truncates: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED)
+        self._twilio_warn = WarnLimiter(log, "ignoring bad Twilio message")
+        self._openai_warn = WarnLimiter(log, "ignoring bad OpenAI message")
+        self._openai_err_warn = WarnLimiter(log, "OpenAI error")
+        self._dtmf_log = WarnLimiter(log, "DTMF", burst=32, level=logging.INFO)
 
     @property
     def tag(self) -> str:
-        return self.call_sid or self.stream_sid or "call?"
+        """The call in log lines: its CallSid, its StreamSid, or before ``start`` its peer.
+
+        Safe to print as is: the SIDs passed :data:`.twilio_start.SID` before being set.
+        """
+        if self.call_sid or self.stream_sid:
+            return self.call_sid or self.stream_sid  # type: ignore[return-value]
+        return f"? (peer {self.peer})" if self.peer else "?"
+
+    def _warn(self, limiter: WarnLimiter, now_ns: int, why: str) -> None:
+        if not limiter.warn(now_ns, self.tag, why):
+            self.stats["log_suppressed"] += 1
 
     # ============================================================ Twilio side
 
     def twilio_message(self, now_ns: int, data: str | bytes) -> list[Action]:
         if isinstance(data, (bytes, bytearray)):
-            return self._bad_twilio("binary frame")
+            return self._bad_twilio(now_ns, f"binary frame {wire(data, 40)}")
         try:
             msg = orjson.loads(data)
             event = msg["event"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return self._bad_twilio(f"not a Twilio event: {data[:80]!r}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+            return self._bad_twilio(now_ns, f"not a Twilio event: {wire(data, 80)}")
         try:
             if event == "media":
-                return self._twilio_media(msg["media"]["payload"])
+                return self._twilio_media(now_ns, msg["media"]["payload"])
             if event == "mark":
                 return self._twilio_mark(now_ns, msg["mark"]["name"])
             if event == "start":
                 return self._twilio_start(msg)
             if event == "stop":
                 return self._end("caller hung up")
-            if event in ("connected", "dtmf"):
-                if event == "dtmf":
-                    log.info("call %s: DTMF %s", self.tag, msg.get("dtmf", {}).get("digit"))
+            if event == "connected":
                 return []
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            return self._bad_twilio(f"malformed {event}: {exc!r}")
-        return self._bad_twilio(f"unknown event {event!r}")
+            if event == "dtmf":
+                digit = msg["dtmf"]["digit"]
+                if not isinstance(digit, str) or not digit:
+                    raise TypeError("dtmf.digit is not a string")
+                self._warn(self._dtmf_log, now_ns, wire(digit, 8))
+                return []
+        except BadStart as exc:
+            return self._bad_twilio(now_ns, f"malformed start: {exc}")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            return self._bad_twilio(now_ns, f"malformed {wire(event, 40)}: {type(exc).__name__} {wire(str(exc))}")
+        return self._bad_twilio(now_ns, f"unknown event {wire(event, 40)}")
 
-    def _bad_twilio(self, why: str) -> list[Action]:
+    def _bad_twilio(self, now_ns: int, why: str) -> list[Action]:
+        """Count it, log it (rate-limited), carry on: Twilio itself just ignores what it cannot use."""
         self.stats["twilio_bad"] += 1
-        log.warning("call %s: ignoring bad Twilio message: %s", self.tag, why)
+        self._warn(self._twilio_warn, now_ns, why)
         return []
 
     def _twilio_start(self, msg: dict[str, Any]) -> list[Action]:
-        if self.stream_sid is not None:
-            raise ValueError("second start on one stream")
-        start = msg["start"]
-        stream_sid = msg.get("streamSid") or start["streamSid"]
-        if not isinstance(stream_sid, str) or not _SID.fullmatch(stream_sid):
-            raise ValueError("bad streamSid")
-        call_sid = start.get("callSid")
-        parameters = dict(start.get("customParameters") or {})
-        fmt = start.get("mediaFormat") or {}
-        self.stream_sid, self.call_sid, self.parameters = stream_sid, call_sid, parameters
-        if fmt and (fmt.get("encoding"), fmt.get("sampleRate")) != ("audio/x-mulaw", 8000):
-            log.warning("call %s: unexpected media format %s", self.tag, fmt)
-        log.info("call %s: stream %s started", self.tag, self.stream_sid)
-        return [CallStarted(self.call_sid or "", self.stream_sid or "", self.parameters), ConnectOpenAI()]
+        """Start the call: every field is checked first, so a bad start changes nothing.
 
-    def _twilio_media(self, payload: str) -> list[Action]:
+        A well-formed start in a format the bridge cannot play (anything but
+        8 kHz mono μ-law: it forwards the caller's bytes to OpenAI as ``pcmu`` and
+        Twilio's to the caller as they come) ends the stream at once: no OpenAI
+        session is opened, the caller is not left in silence, and Twilio moves on
+        to the TwiML after ``<Connect>``.
+        """
+        if self.stream_sid is not None:
+            raise BadStart("a second start on one stream")
+        if self.ending:
+            raise BadStart("a start after the stream was refused or ended")
+        start = parse_start(msg)
+        if not start.playable:
+            self.ending = True
+            log.warning("call %s: refusing stream %s (call %s): media format %s, the bridge plays only "
+                        "8 kHz mono audio/x-mulaw", self.tag, start.stream_sid, start.call_sid or "?",
+                        wire(start.format_text))
+            return [Hangup("unsupported media format")]
+        self.stream_sid, self.call_sid, self.parameters = start.stream_sid, start.call_sid, start.parameters
+        log.info("call %s: stream %s started", self.tag, self.stream_sid)
+        return [CallStarted(self.call_sid or "", self.stream_sid, self.parameters), ConnectOpenAI()]
+
+    def _twilio_media(self, now_ns: int, payload: str) -> list[Action]:
         if not isinstance(payload, str):
             raise TypeError("payload is not a string")
+        if len(payload) > MAX_MEDIA_CHARS:
+            raise ValueError(f"payload of {len(payload)} chars (Twilio sends 216; at most {MAX_MEDIA_CHARS})")
         if self.transcoder is None and not _is_b64(payload):
             raise ValueError("payload is not base64")
         self.stats["frames_in"] += 1
@@ -265,15 +325,16 @@ class CallCore:
             try:
                 pcm = self.transcoder.inbound(base64.b64decode(payload, validate=True))
             except (binascii.Error, ValueError):
-                return self._bad_twilio("media payload is not base64")
+                return self._bad_twilio(now_ns, "media payload is not base64")
             if not pcm:  # the resampler is holding this frame back: nothing to append yet
                 return []
             payload = base64.b64encode(pcm).decode("ascii")
         if not self.openai_ready:
-            if len(self._early) >= MAX_EARLY_FRAMES:
-                self._early.popleft()
-                self.early_dropped += 1
             self._early.append(payload)
+            self._early_bytes += tw.b64_len(payload)
+            while len(self._early) > MAX_EARLY_FRAMES or self._early_bytes > self._early_max_bytes:
+                self._early_bytes -= tw.b64_len(self._early.popleft())
+                self.early_dropped += 1
             return []
         return [ToOpenAI(rt.append(payload))]
 
@@ -314,7 +375,7 @@ class CallCore:
         self.openai_ready = False
         if self.ended or self.ending:
             return []
-        log.error("call %s: OpenAI session failed: %s", self.tag, reason)
+        log.error("call %s: OpenAI session failed: %s", self.tag, wire(reason, 200))
         self.stats["openai_errors"] += 1
         return self._apologise(reason)
 
@@ -343,9 +404,9 @@ class CallCore:
             etype = ev["type"]
             if not isinstance(etype, str):
                 raise TypeError("type is not a string")
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
             self.stats["openai_bad"] += 1
-            log.warning("call %s: ignoring bad OpenAI message %r", self.tag, bytes(data[:80]) if isinstance(data, bytes) else data[:80])
+            self._warn(self._openai_warn, now_ns, f"not an event: {wire(data, 80)}")
             return []
         self.watch.event(now_ns)
         try:
@@ -354,7 +415,7 @@ class CallCore:
             if etype == "input_audio_buffer.speech_started":
                 return self._speech_started(now_ns)
             if etype == "response.created":
-                self.active_response = _str(ev["response"]["id"])
+                self.active_response = _id(ev["response"]["id"])
                 self.watch.created(now_ns, self.active_response)
                 return []
             if etype == "response.done":
@@ -367,21 +428,25 @@ class CallCore:
             if etype == self.names.transcript_done:
                 return self._assistant_transcript(ev)
             if etype == "conversation.item.input_audio_transcription.completed":
-                return [SaveTranscript(_str(ev["item_id"]), "caller", _str(ev.get("transcript") or ""))]
+                return [SaveTranscript(_id(ev["item_id"]), "caller", _transcript(ev.get("transcript") or ""))]
             if etype == "response.function_call_arguments.done":
-                return self._tool_call(ev)
+                return self._tool_call(now_ns, ev)
             if etype == "session.updated":
                 return self._session_ready(now_ns)
             if etype == "error":
-                return self._openai_error(ev.get("error") or {})
+                return self._openai_error(now_ns, ev.get("error") or {})
             if etype == "response.output_item.added":
                 item = ev.get("item") or {}
                 if item.get("type") == "function_call":
-                    self._tool_names[item["id"]] = item.get("name", "")
+                    name = _str(item.get("name", ""))
+                    if len(name) > MAX_TOOL_NAME_CHARS:
+                        raise ValueError(f"a tool name of {len(name)} chars")
+                    _remember(self._tool_names, _id(item["id"]), name)
                 return []
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             self.stats["openai_bad"] += 1
-            log.warning("call %s: malformed OpenAI %s: %r", self.tag, etype, exc)
+            self._warn(self._openai_warn, now_ns,
+                       f"malformed {wire(etype, 60)}: {type(exc).__name__} {wire(str(exc))}")
         return []
 
     def _session_ready(self, now_ns: int) -> list[Action]:
@@ -390,30 +455,35 @@ class CallCore:
         self.openai_ready = True
         actions: list[Action] = [ToOpenAI(rt.append(p)) for p in self._early]
         self._early.clear()
+        self._early_bytes = 0
         if self.early_dropped:
             log.warning("call %s: dropped %d early frames (session set-up took > %d ms)",
-                        self.tag, self.early_dropped, MAX_EARLY_FRAMES * 20)
+                        self.tag, self.early_dropped, MAX_EARLY_MS)
         if self.ai_greeting:
             actions += [ToOpenAI(rt.user_text(self.ai_greeting)), ToOpenAI(rt.response_create())]
             self.watch.asked(now_ns)
         return actions
 
-    def _openai_error(self, err: dict[str, Any]) -> list[Action]:
+    def _openai_error(self, now_ns: int, err: dict[str, Any]) -> list[Action]:
         code = err.get("code")
         self.stats["openai_errors"] += 1
         if code in ("conversation_already_has_active_response", "response_cancel_not_active"):
             log.info("call %s: OpenAI: %s (benign)", self.tag, code)
             return []
-        if "truncat" in str(err.get("message", "")).lower() or "shorter than" in str(err.get("message", "")):
+        message = err.get("message", "")
+        message = message[:1000] if isinstance(message, str) else ""
+        if "truncat" in message.lower() or "shorter than" in message:
             self.stats["truncate_errors"] += 1
-        log.warning("call %s: OpenAI error %s: %s", self.tag, code, err.get("message"))
+        self._warn(self._openai_err_warn, now_ns, f"{wire(code, 60)}: {wire(message, 200)}")
         if code in ("beta_api_shape_disabled", "session_expired", "invalid_api_key"):
             return self._apologise(f"OpenAI error {code}")
         return []
 
     def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
-        item_id = _str(ev["item_id"])
+        item_id = _id(ev["item_id"])
         resp = ev.get("response_id")
+        if resp is not None:
+            _id(resp)
         if (self.ending or self.stream_sid is None or item_id in self._dropped_items
                 or resp in self._dropped_responses):
             self.stats["deltas_dropped"] += 1
@@ -423,11 +493,13 @@ class CallCore:
             raise ValueError("delta is not base64")
         item = self.items.get(item_id)
         if item is None:
+            if len(self.queue) >= MAX_ITEMS:  # OpenAI plays one reply at a time; this is not a reply
+                raise ValueError(f"{len(self.queue)} items queued for playback already")
             self._seq += 1
             item = ItemPlayback(item_id, self._seq, resp)
             self.items[item_id] = item
             self._by_seq[item.seq] = item
-            if len(self.items) > 64:  # keep only recent items
+            if len(self.items) > MAX_ITEMS:  # keep only recent items
                 old = next(iter(self.items))
                 self._by_seq.pop(self.items.pop(old).seq, None)
         n = tw.b64_len(payload)
@@ -466,8 +538,8 @@ class CallCore:
         return self._forward(now_ns, item, base64.b64encode(tail).decode("ascii"), len(tail))
 
     def _assistant_transcript(self, ev: dict[str, Any]) -> list[Action]:
-        item_id = _str(ev["item_id"])
-        text = _str(ev.get("transcript") or "")
+        item_id = _id(ev["item_id"])
+        text = _transcript(ev.get("transcript") or "")
         item = self.items.get(item_id)
         if item is not None:
             item.transcript = text
@@ -487,7 +559,7 @@ class CallCore:
         if status == "failed":
             self.stats["openai_errors"] += 1
         elif status == "incomplete":  # not retried: the same request would end the same way
-            log.warning("call %s: response %s incomplete: %s", self.tag, rid, _details(r))
+            self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} incomplete: {_details(r)}")
         # A failed response the caller already talked over needs no second try: their turn comes next.
         verdict = self.watch.done(now_ns, rid, "cancelled" if rid in self._dropped_responses else status)
         if self._want_response and not self._pending_tools:
@@ -496,14 +568,14 @@ class CallCore:
             return [ToOpenAI(rt.response_create())]
         if verdict is Verdict.RETRY and not self.ending:
             self.stats["response_retries"] += 1
-            log.warning("call %s: response %s failed (%s); asking OpenAI once more", self.tag, rid, _details(r))
+            log.warning("call %s: response %s failed (%s); asking OpenAI once more", self.tag, wire(rid, 60), _details(r))
             return [ToOpenAI(rt.response_create())]
         if verdict is Verdict.FAILED and not self.ending:
             log.error("call %s: response %s failed again (%s); apologising and ending the call",
-                      self.tag, rid, _details(r))
+                      self.tag, wire(rid, 60), _details(r))
             return self._apologise("OpenAI response failed twice")
         if status == "failed":
-            log.warning("call %s: response %s failed: %s", self.tag, rid, _details(r))
+            self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} failed: {_details(r)}")
         return []
 
     # ============================================================ the watch
@@ -527,10 +599,10 @@ class CallCore:
         waited = exp.waited_ns / 1e9
         if exp.verdict is Verdict.SILENT:
             log.error("call %s: OpenAI silent: no reply audio %.1f s after it was due (response %s);"
-                      " apologising and ending the call", self.tag, waited, exp.response_id or "never created")
+                      " apologising and ending the call", self.tag, waited, wire(exp.response_id, 60) if exp.response_id else "never created")
         else:
             log.error("call %s: OpenAI stalled: response %s sent nothing for %.1f s before it was done;"
-                      " apologising and ending the call", self.tag, exp.response_id, waited)
+                      " apologising and ending the call", self.tag, wire(exp.response_id, 60), waited)
         # the deadline is never before the queued audio's estimated end: nothing left to clear
         return self._apologise(f"OpenAI {exp.verdict.value}", cut=False)
 
@@ -541,11 +613,9 @@ class CallCore:
         server_cancels = self.p.interrupt_response
         if self.active_response is not None:
             # Whatever the server still sends for it is stale once the caller talks.
-            if server_cancels:
-                self._dropped_responses.add(self.active_response)
-            else:
+            if not server_cancels:
                 actions.append(ToOpenAI(rt.response_cancel()))
-                self._dropped_responses.add(self.active_response)
+            _remember(self._dropped_responses, self.active_response)
         playing = [i for i in self.queue if i.playing]
         self.queue.clear()
         self.watch.caller_speaks()
@@ -567,9 +637,9 @@ class CallCore:
             audio_end_ms = int(min(played // ULAW_BYTES_PER_MS, received_ms))
             item.pending.clear()
             item.acked = item.sent = played
-            self._dropped_items.add(item.item_id)
+            _remember(self._dropped_items, item.item_id)
             if item.response_id:
-                self._dropped_responses.add(item.response_id)
+                _remember(self._dropped_responses, item.response_id)
             if item.received <= 0:
                 continue
             actions.append(ToOpenAI(rt.truncate(item.item_id, audio_end_ms)))
@@ -580,20 +650,31 @@ class CallCore:
                 actions.append(SaveTranscript(item.item_id, "assistant",
                                               _cut(item.transcript, audio_end_ms, item.received / self.out_bpm),
                                               truncated=True, audio_end_ms=audio_end_ms))
-            log.info("call %s: barge-in: truncated %s at %d ms", self.tag, item.item_id, audio_end_ms)
+            log.info("call %s: barge-in: truncated %s at %d ms", self.tag, wire(item.item_id, 60), audio_end_ms)
         return actions
 
     # =================================================================== tools
 
-    def _tool_call(self, ev: dict[str, Any]) -> list[Action]:
-        call_id = _str(ev["call_id"])
+    def _tool_call(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
+        call_id = _id(ev["call_id"])
         # GA names the function here; beta only in response.output_item.added
         name = _str(ev.get("name") or self._tool_names.get(ev.get("item_id", ""), ""))
         arguments = _str(ev.get("arguments") or "{}")
+        if len(name) > MAX_TOOL_NAME_CHARS:
+            raise ValueError(f"a tool name of {len(name)} chars")
+        if call_id in self._pending_tools:
+            raise ValueError("a second call of a tool call still running")
         self._pending_tools.add(call_id)
         self._want_response = True
         self.watch.tool_started()
         self.stats["tool_calls"] += 1
+        # Answered, not dropped: the model waits for an output for every call it makes.
+        if len(arguments) > MAX_TOOL_ARGS_CHARS:
+            return self.tool_result(now_ns, call_id, orjson.dumps(
+                {"error": f"arguments too long ({len(arguments)} chars, at most {MAX_TOOL_ARGS_CHARS})"}).decode())
+        if len(self._pending_tools) > MAX_PENDING_TOOLS:
+            return self.tool_result(now_ns, call_id, orjson.dumps(
+                {"error": f"too many tool calls at once (at most {MAX_PENDING_TOOLS})"}).decode())
         return [RunTool(call_id, name, arguments)]
 
     def tool_result(self, now_ns: int, call_id: str, output: str) -> list[Action]:
@@ -618,7 +699,13 @@ class CallCore:
         return [CloseOpenAI(reason)]
 
     def twilio_closed(self, now_ns: int) -> list[Action]:
+        self.flush_logs(now_ns)
         return self._end("Twilio stream closed")
+
+    def flush_logs(self, now_ns: int) -> None:
+        """Log the counts of warnings still held back by the rate limits (the call is over)."""
+        for limiter in (self._twilio_warn, self._openai_warn, self._openai_err_warn, self._dtmf_log):
+            limiter.flush(now_ns, self.tag)
 
 
 def _details(response: dict[str, Any]) -> str:
@@ -628,8 +715,8 @@ def _details(response: dict[str, Any]) -> str:
         return "no details"
     err = d.get("error")
     if isinstance(err, dict):
-        return repr(err.get("code") or err.get("type"))[:80]
-    return repr(d.get("reason") or d.get("type"))[:80]
+        return wire(err.get("code") or err.get("type"), 80)
+    return wire(d.get("reason") or d.get("type"), 80)
 
 
 def _is_b64(s: str) -> bool:
@@ -641,6 +728,26 @@ def _str(v: Any) -> str:
     if not isinstance(v, str):
         raise TypeError(f"expected a string, got {type(v).__name__}")
     return v
+
+
+def _id(v: Any) -> str:
+    """An OpenAI id (item, response, tool call): a string of bounded length (it is kept)."""
+    if len(_str(v)) > MAX_ID_CHARS:
+        raise ValueError(f"an id of {len(v)} chars")
+    return v
+
+
+def _transcript(v: Any) -> str:
+    """Transcript text, cut to a bound: it is kept per item and goes to the store."""
+    text = _str(v)
+    return text if len(text) <= MAX_TRANSCRIPT_CHARS else text[:MAX_TRANSCRIPT_CHARS] + " …"
+
+
+def _remember(d: dict[str, Any], key: str, value: Any = None) -> None:
+    """``d[key] = value``, forgetting the oldest entries past :data:`MAX_REMEMBERED`."""
+    d[key] = value
+    while len(d) > MAX_REMEMBERED:
+        del d[next(iter(d))]
 
 
 def _cut(text: str, heard_ms: float, total_ms: float) -> str:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from . import realtime as rt
 from .liveness import Gone, Liveness
+from .logsafe import wire
 from .wsconn import ConnectionClosed, HandshakeFailed, WSConnection, connect
 from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI,
@@ -84,12 +86,33 @@ class CallDriver:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._response_watchdog)
-                nursery.start_soon(self._liveness_watchdog)
-                await self._twilio_reader()
+                nursery.start_soon(self._guarded, self._response_watchdog)
+                nursery.start_soon(self._guarded, self._liveness_watchdog)
+                await self._guarded(self._twilio_reader)
                 nursery.cancel_scope.cancel()
         finally:
             await self._close_twilio(self._close_code)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run one of the call's tasks so that a bug in it ends this call only, cleanly.
+
+        No exception may reach the call's nursery: out of it, it would end the
+        connection's task and with it the server and every call (issue 18). And
+        trio, cancelling the call's other tasks on the way, builds an exception
+        group whose ``Cancelled`` holds the frames that created it: a reference
+        cycle that keeps the whole call alive until a full garbage collection.
+        Here the bug is logged with its traceback and counted, Twilio's stream is
+        closed with 1011 (internal error), and cancelling the nursery closes the
+        OpenAI session (its task's ``finally``).
+        """
+        try:
+            await fn(*args)
+        except Exception:
+            self.app.count_error("internal")
+            log.exception("call %s: internal error in %s; the call is ended, the bridge carries on",
+                          self.tag, getattr(fn, "__name__", "a task"))
+            await self._close_twilio(1011)
+            self._cancel()
 
     # -------------------------------------------------------------- Twilio
 
@@ -100,7 +123,7 @@ class CallDriver:
                 data = await receive()
             except ConnectionClosed as exc:
                 if exc.code not in (1000, 1001, 1005, 1006):
-                    log.warning("call %s: Twilio stream closed with %d %s", self.tag, exc.code, exc.reason)
+                    log.warning("call %s: Twilio stream closed with %d %s", self.tag, exc.code, wire(exc.reason))
                 self._twilio_closed = True
                 await self._do(core.twilio_closed(time.monotonic_ns()))
                 return
@@ -146,7 +169,7 @@ class CallDriver:
                     return
             elif isinstance(a, ConnectOpenAI):
                 assert self._nursery is not None
-                self._nursery.start_soon(self._openai_task)
+                self._nursery.start_soon(self._guarded, self._openai_task)
             elif isinstance(a, CloseOpenAI):
                 await self._close_openai(a.reason)
             elif isinstance(a, Hangup):
@@ -155,13 +178,13 @@ class CallDriver:
                     self._cancel()
                 else:
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._hangup_deadline)
+                    self._nursery.start_soon(self._guarded, self._hangup_deadline)
             elif isinstance(a, RunTool):
                 assert self._nursery is not None
-                self._nursery.start_soon(self._run_tool, a)
+                self._nursery.start_soon(self._guarded, self._run_tool, a)
             elif isinstance(a, SaveTranscript):
                 assert self._nursery is not None
-                self._nursery.start_soon(self.app.save_transcript, self.core, a)
+                self._nursery.start_soon(self._guarded, self.app.save_transcript, self.core, a)
 
     async def _liveness_watchdog(self) -> None:
         """End the stream when its far end is gone (see :mod:`.liveness`)."""

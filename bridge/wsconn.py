@@ -184,6 +184,7 @@ class WSConnection:
         if isinstance(stream, trio.SocketStream):
             stream = FdStream(stream)
         self.stream = stream
+        self.peer = peer_of(stream)  # "host:port": names the connection in logs before anything else can
         self.protocol = protocol
         self._send_lock = trio.Lock()
         self._fragments: list[bytes] = []
@@ -191,7 +192,11 @@ class WSConnection:
         self._pending: list[Frame] = []  # frames the protocol parsed, not yet returned
         self._eof = False
         self._receiving = False  # a task is blocked in receive_message (aclose must not read too)
-        self._closed: ConnectionClosed | None = None
+        # (code, reason) once closed. Never the exception itself: a raised exception
+        # carries its traceback, whose frames hold this connection (and the call's
+        # driver and core above it) — a reference cycle that only a full garbage
+        # collection frees. Every raise builds a fresh ConnectionClosed instead.
+        self._closed: tuple[int, str] | None = None
         self._buf = bytearray()  # received bytes not yet cut into frames
         self._server = protocol.side is Side.SERVER  # a server receives masked frames, sends unmasked
 
@@ -213,10 +218,10 @@ class WSConnection:
                 if self._pending or self.protocol.writes or self._eof:
                     continue
             if self._closed is None and self._eof:
-                self._closed = ConnectionClosed(*self._close_args())
+                self._closed = self._close_args()
             if self._closed is not None:
                 await self._flush()  # e.g. the close frame of a failed UTF-8 check
-                raise self._closed
+                raise ConnectionClosed(*self._closed)
             self._receiving = True
             try:
                 data = await self.stream.receive_some(RECV_BYTES)
@@ -297,7 +302,7 @@ class WSConnection:
             data, self._fragments = b"".join(self._fragments), []
             return self._decode(self._fragment_opcode or Opcode.BINARY, data)
         if op is Opcode.CLOSE:
-            self._closed = ConnectionClosed(*self._close_args())
+            self._closed = self._close_args()
         return None  # ping/pong: already answered by the protocol
 
     def _decode(self, op: Opcode, data: bytes) -> str | bytes | None:
@@ -308,7 +313,7 @@ class WSConnection:
         except UnicodeDecodeError:  # RFC 6455 §8.1: fail the connection with 1007
             self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
             self._pending = []
-            self._closed = ConnectionClosed(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
+            self._closed = (CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
             return None
 
     def _close_args(self) -> tuple[int, str]:
@@ -319,8 +324,8 @@ class WSConnection:
         return close.code, close.reason
 
     def _close_now(self, code: int, reason: str) -> ConnectionClosed:
-        self._closed = ConnectionClosed(code, reason)
-        return self._closed
+        self._closed = (code, reason)
+        return ConnectionClosed(code, reason)
 
     # ------------------------------------------------------------ send
 
@@ -328,7 +333,7 @@ class WSConnection:
         """Send one text frame; raises :class:`ConnectionClosed` once the socket is closed."""
         p = self.protocol
         if self._closed is not None or p.state is not State.OPEN:
-            raise self._closed or ConnectionClosed(*self._close_args())
+            raise ConnectionClosed(*(self._closed or self._close_args()))
         data = text.encode() if isinstance(text, str) else text
         if p.writes or p.expect_continuation_frame:
             p.send_text(data)  # keep the order of what the protocol queued; it judges fragments
@@ -382,11 +387,23 @@ class WSConnection:
                 except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
             if self._closed is None:
-                self._closed = ConnectionClosed(code, reason)
+                self._closed = (code, reason)
             try:
                 await self.stream.aclose()
             except (trio.BrokenResourceError, OSError):
                 pass
+
+
+def peer_of(stream: object) -> str:
+    """The remote ``host:port`` of a socket stream (plain or TLS), or "?" when there is none."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        sock = getattr(getattr(stream, "transport_stream", None), "socket", None)
+    try:
+        host, port = sock.getpeername()[:2]  # type: ignore[union-attr]
+    except (AttributeError, OSError, TypeError, ValueError):
+        return "?"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 MAX_HEAD_BYTES = 64 * 1024  # past this without a blank line, the protocol's own limits refuse the head

@@ -715,8 +715,8 @@ def _details(response: dict[str, Any]) -> str:
         return "no details"
     err = d.get("error")
     if isinstance(err, dict):
-        return wire(err.get("code") or err.get("type"), 80)
-    return wire(d.get("reason") or d.get("type"), 80)
+        return f"'{wire(err.get('code') or err.get('type'), 80)}'"
+    return f"'{wire(d.get('reason') or d.get('type'), 80)}'"
 
 
 def _is_b64(s: str) -> bool:

@@ -230,8 +230,8 @@ async def test_finished_calls_are_freed_without_the_garbage_collector(tmp_path, 
     refs: list[tuple[str, weakref.ref]] = []
 
     class Tracked(CallDriver):
-        def __init__(self, app: Any, core: CallCore, twilio: Any) -> None:
-            super().__init__(app, core, twilio)
+        def __init__(self, app: Any, core: CallCore, twilio: Any, **kwargs: Any) -> None:
+            super().__init__(app, core, twilio, **kwargs)
             refs.extend([("driver", weakref.ref(self)), ("core", weakref.ref(core)), ("twilio", weakref.ref(twilio))])
 
     real_connect = bridge.driver.connect

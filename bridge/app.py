@@ -220,9 +220,12 @@ class BridgeApp:
         except Exception:
             log.exception("call %s: could not store a transcript", core.tag)
 
-    async def run_tool(self, name: str, arguments: str) -> str:
-        output = await self.tools.call(name, arguments, self.settings.tool_timeout_s)
-        self.metrics.tool_call(name, "error" if output.startswith('{"error"') else "ok")
+    async def run_tool(self, name: str, arguments: str, *, call_tag: str = "?") -> str:
+        output = await self.tools.call(name, arguments, self.settings.tool_timeout_s, call_tag=call_tag)
+        # The name comes from the model: only registered names become a metric label, so
+        # made-up names cannot grow the metric's series without bound.
+        label = name if name in self.tools else "unknown"
+        self.metrics.tool_call(label, "error" if output.startswith('{"error"') else "ok")
         return output
 
     def count_error(self, kind: str) -> None:

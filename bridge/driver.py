@@ -221,7 +221,7 @@ class CallDriver:
         self._cancel()
 
     async def _run_tool(self, a: RunTool) -> None:
-        output = await self.app.run_tool(a.name, a.arguments)
+        output = await self.app.run_tool(a.name, a.arguments, call_tag=self.tag)
         await self._do(self.core.tool_result(time.monotonic_ns(), a.call_id, output))
         self._poke_response_watchdog()
 

@@ -23,9 +23,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
+from .logsafe import wire
+
 __all__ = ["Tool", "ToolRegistry", "ToolFn", "default_tools", "WEATHER"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("callsim.bridge.tools")
 
 ToolFn = Callable[..., Any] | Callable[..., Awaitable[Any]]
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI function-name rule
@@ -71,8 +73,12 @@ class ToolRegistry:
             for t in self._tools.values()
         ]
 
-    async def call(self, name: str, arguments_json: str, timeout_s: float) -> str:
-        """Run a tool and return its output as a JSON string; errors become ``{"error": …}``."""
+    async def call(self, name: str, arguments_json: str, timeout_s: float, *, call_tag: str = "?") -> str:
+        """Run a tool and return its output as a JSON string; errors become ``{"error": …}``.
+
+        ``call_tag`` names the call in the log lines (a tool failing on one call of many
+        must be findable); the tool's name comes from the model, so it is logged wire-safe.
+        """
         tool = self._tools.get(name)
         if tool is None:
             return _error(f"unknown tool {name!r}")
@@ -101,10 +107,10 @@ class ToolRegistry:
                     if inspect.isawaitable(result):  # e.g. an object with async __call__
                         result = await result
         except Exception as e:  # the tool's own failure: report it to the model
-            log.warning("tool %s failed: %r", name, e, exc_info=True)
+            log.warning("call %s: tool %s failed: %s", call_tag, wire(name, 60), wire(repr(e)), exc_info=True)
             return _error(f"{name} failed: {type(e).__name__}: {e}")
         if scope.cancelled_caught:
-            log.warning("tool %s timed out after %.1f s", name, timeout_s)
+            log.warning("call %s: tool %s timed out after %.1f s", call_tag, wire(name, 60), timeout_s)
             return _error(f"{name} timed out after {timeout_s:g} s")
         try:
             return json.dumps(result, default=str, ensure_ascii=False)

@@ -145,3 +145,29 @@ async def test_outer_cancellation_propagates():
     with trio.move_on_after(0.01) as scope:
         await reg.call("slow", "{}", 30)
     assert scope.cancelled_caught  # the caller's cancel is not turned into an output
+
+
+async def test_a_failing_tool_is_logged_with_the_call_and_a_wire_safe_name(caplog):
+    reg = ToolRegistry()
+
+    def boom() -> None:
+        raise RuntimeError("line one\nFORGED line")
+
+    reg.register("boom", "d", {"type": "object"}, boom)
+    with caplog.at_level("WARNING", logger="callsim.bridge"):
+        await reg.call("boom", "{}", 5, call_tag="CA123")
+    [rec] = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert rec.getMessage().startswith("call CA123: tool boom failed")
+    assert "\n" not in rec.getMessage()
+
+
+async def test_made_up_tool_names_do_not_grow_the_metric_labels(tmp_path):
+    """The tool's name comes from the model: a thousand invented names are one label."""
+    from bridge.app import BridgeApp
+    from bridge.settings import Settings
+
+    app = BridgeApp(Settings(_env_file=None, openai_api_key="sk-x", database_path=tmp_path / "b.sqlite3"))
+    for i in range(1000):
+        assert "unknown tool" in out(await app.run_tool(f"invented_{i}", "{}"))["error"]
+    await app.run_tool("get_weather", '{"city": "Paris"}')
+    assert set(app.metrics.tool_calls) == {("unknown", "error"), ("get_weather", "ok")}

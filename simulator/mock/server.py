@@ -207,6 +207,9 @@ class MockServer:
                 await self._handle_http(stream, head)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             pass  # the peer went away; for the websocket these come out of a nursery, grouped
+        except* Exception as group:  # a mock bug on one connection must not take down every other session
+            log.error("mock: connection from %s failed on a mock bug; closed, serving the others",
+                      _peer(stream), exc_info=group)
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -374,6 +377,14 @@ class MockServer:
         if path.startswith("/v1/realtime"):
             return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}
         return 404, {"error": f"no route {method} {path}"}
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
 
 
 def _set_linger_zero(stream: trio.SocketStream) -> None:

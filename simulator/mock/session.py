@@ -247,7 +247,18 @@ class MockSession:
         return self._finish(now_ns, out)
 
     def receive(self, now_ns: int, raw: str | bytes) -> list[dict[str, Any]]:
-        """One client message; returns the events to send now."""
+        """One client message; returns the events to send now.
+
+        A message the mock itself cannot handle (an exception: a mock bug, found by the fuzzer)
+        ends only this session — see :meth:`_internal_error` — never the server with every
+        other session on it.
+        """
+        try:
+            return self._receive(now_ns, raw)
+        except Exception:
+            return self._internal_error(now_ns, "a client message", raw)
+
+    def _receive(self, now_ns: int, raw: str | bytes) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self.closed or self.stalled or self.close_request or self.abort_request:
             return out
@@ -267,7 +278,7 @@ class MockSession:
                     return self._finish(now_ns, out)
                 if self.server_dialect == "auto" and self.dialect == "ga" and not self._started_audio():
                     self._switch_dialect("beta")
-                    return self.receive(now_ns, raw)
+                    return self._receive(now_ns, raw)
             self._log(now_ns, "in", ev.get("type") if ev else "<unparseable>", invalid=True)
             self._emit(now_ns, out, parsed.error)
             return self._finish(now_ns, out)
@@ -294,7 +305,26 @@ class MockSession:
         out: list[dict[str, Any]] = []
         if self.closed or self.stalled:
             return out
-        self._run_timers(now_ns, out)
+        try:
+            self._run_timers(now_ns, out)
+        except Exception:
+            return self._internal_error(now_ns, "a timer", None)
+        return self._finish(now_ns, out)
+
+    def _internal_error(self, now_ns: int, what: str, raw: str | bytes | None) -> list[dict[str, Any]]:
+        """The mock failed on its own (a bug): log it with the session id, answer as the API answers
+        its own failures (an ``error`` of type ``server_error``), and close with 1011 ("internal
+        error", RFC 6455) — the session's state can no longer be trusted. Whether the real service
+        closes after a server_error is unconfirmed; the mock does, so the failure cannot go unseen."""
+        sample = "" if raw is None else repr(raw[:200])
+        log.exception("session %s: mock bug while handling %s %s; closing the session (1011)", self.id, what, sample)
+        self._timers.clear()
+        out: list[dict[str, Any]] = []
+        try:
+            self._emit(now_ns, out, errors.server_error())
+        except Exception:  # even the error event failed: close all the same
+            out = []
+        self.close_request = (1011, "internal server error")
         return self._finish(now_ns, out)
 
     def next_deadline_ns(self) -> int | None:

@@ -1,0 +1,104 @@
+"""Mock bugs the fuzzer found (loadtests/fuzz.py), each pinned by a test.
+
+1. ``session.update`` with ``"output_modalities": null`` (which the SDK's types allow)
+   raised ``TypeError`` in the session config, and the exception escaped the session's
+   nursery and ended the whole mock process — every other session with it. Now a null for
+   a field the session needs leaves it as it is (as ``audio: null`` and a null format
+   already did; the real server's answer is unconfirmed).
+2. Behind it, the general hole: any exception in the mock's handling of one message (or
+   one timer) killed the process. Now it ends that session alone — a ``server_error``
+   event, then close 1011 — logged with the session id, and the server serves on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from simulator.mock import session as session_mod
+from simulator.mock.server import MockConfig, running_mock
+from simulator.mock.session import MockSession
+from simulator.mock.session_config import SessionConfig
+
+KEY = "sk-test-fuzz-findings"
+AUTH = [(b"authorization", f"Bearer {KEY}".encode())]
+
+
+@pytest.mark.parametrize("dialect, update", [
+    ("ga", {"type": "realtime", "output_modalities": None, "instructions": None, "tools": None,
+            "tool_choice": None, "audio": {"output": {"voice": None}}}),
+    ("beta", {"modalities": None, "instructions": None, "tools": None, "tool_choice": None, "voice": None,
+              "input_audio_format": None}),
+])
+def test_a_null_leaves_a_needed_session_field_as_it_was(dialect, update):
+    c = SessionConfig(dialect, "gpt-realtime" if dialect == "ga" else "gpt-4o-realtime-preview")
+    before = (list(c.output_modalities), c.voice, c.instructions, c.tools, c.tool_choice, c.input_format)
+    assert c.apply_update(update) is None
+    assert (c.output_modalities, c.voice, c.instructions, c.tools, c.tool_choice, c.input_format) == before
+
+
+def test_output_modalities_null_is_answered_with_session_updated():
+    """The fuzzer's repro, through the session core: the event the SDK accepts gets session.updated."""
+    s = MockSession(dialect="ga")
+    s.open(0)
+    out = s.receive(1, json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": None}}))
+    assert [e["type"] for e in out] == ["session.updated"]
+    assert out[0]["session"]["output_modalities"] == ["audio"]
+    assert s.close_request is None and s.invalid_sent == []
+
+
+def test_a_failing_timer_ends_the_session_with_server_error_and_1011(caplog):
+    s = MockSession(dialect="ga")
+    s.open(0)
+
+    def boom(now_ns: int, out: list) -> None:
+        raise RuntimeError("mock bug in a timer")
+
+    s._at(5, boom)
+    with caplog.at_level(logging.ERROR, logger="callsim.mock"):
+        out = s.advance(10)
+    assert [(e["type"], e["error"]["type"]) for e in out] == [("error", "server_error")]
+    assert s.close_request == (1011, "internal server error")
+    assert s.next_deadline_ns() is None
+    assert any(s.id in r.getMessage() and "mock bug" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_mock_bug_on_one_session_leaves_the_server_serving(monkeypatch, caplog):
+    """Over real sockets: the session that hit the bug gets server_error and close 1011; a session
+    opened next (and one open all along) are served as before."""
+    original = session_mod._handler("input_audio_buffer.clear")
+
+    def clear(self, now_ns, event, eid, out):  # type: ignore[no-untyped-def]
+        if eid == "boom":
+            raise RuntimeError("mock bug")
+        original(self, now_ns, event, eid, out)
+
+    monkeypatch.setitem(session_mod._HANDLERS, "input_audio_buffer.clear", clear)
+    async with running_mock(MockConfig(api_key=KEY)) as mock:
+        url = mock.realtime_url + "?model=gpt-realtime"
+        async with open_websocket_url(url, extra_headers=AUTH, connect_timeout=5) as bystander:
+            assert json.loads(await bystander.get_message())["type"] == "session.created"
+            with caplog.at_level(logging.ERROR, logger="callsim.mock"):
+                async with open_websocket_url(url, extra_headers=AUTH, connect_timeout=5) as victim:
+                    assert json.loads(await victim.get_message())["type"] == "session.created"
+                    await victim.send_message('{"type":"input_audio_buffer.clear","event_id":"boom"}')
+                    with trio.fail_after(5):
+                        err = json.loads(await victim.get_message())
+                        with pytest.raises(ConnectionClosed) as closed:
+                            await victim.get_message()
+            assert err["type"] == "error" and err["error"]["type"] == "server_error"
+            assert closed.value.reason.code == 1011
+            assert any("mock bug" in r.getMessage() for r in caplog.records)
+            for ws in (bystander,):
+                await ws.send_message('{"type":"input_audio_buffer.clear"}')
+                with trio.fail_after(5):
+                    assert json.loads(await ws.get_message())["type"] == "input_audio_buffer.cleared"
+        async with open_websocket_url(url, extra_headers=AUTH, connect_timeout=5) as after:
+            with trio.fail_after(5):
+                assert json.loads(await after.get_message())["type"] == "session.created"
+        with trio.fail_after(5):
+            assert await mock.wait_all_closed(5)

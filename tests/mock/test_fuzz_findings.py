@@ -102,3 +102,45 @@ async def test_a_mock_bug_on_one_session_leaves_the_server_serving(monkeypatch, 
                 assert json.loads(await after.get_message())["type"] == "session.created"
         with trio.fail_after(5):
             assert await mock.wait_all_closed(5)
+
+
+# 3. A HEAD request to the control port (e.g. ``HEAD /v1/realtime``) hit an h11 LocalProtocolError
+#    (a body for a HEAD): the connection was dropped with no answer. 4. A request head (or a control
+#    request's body) that never ends held a task and a socket forever: no timeout (slowloris).
+
+
+async def _exchange(port: int, data: bytes, *, read_until_eof: bool = True) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        got = b""
+        while read_until_eof:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+@pytest.mark.parametrize("path", ["/v1/realtime", "/_mock/health", "/nowhere"])
+async def test_head_requests_are_answered_with_a_head(path):
+    async with running_mock(MockConfig(api_key=KEY)) as mock:
+        with trio.fail_after(5):
+            got = await _exchange(mock.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    status = int(got.split(b" ", 2)[1])
+    assert status == {"/v1/realtime": 426, "/_mock/health": 200, "/nowhere": 404}[path], got
+    assert got.endswith(b"\r\n\r\n"), got  # the head alone
+
+
+@pytest.mark.parametrize("sent", [
+    b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n",  # a head that never ends
+    b"POST /_mock/behaviour HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"think\"",  # a body that never comes
+])
+async def test_a_request_that_never_finishes_is_answered_408_after_10_s(sent, autojump_clock):
+    async with running_mock(MockConfig(api_key=KEY)) as mock:
+        t0 = trio.current_time()
+        with trio.fail_after(60):
+            got = await _exchange(mock.port, sent)
+        waited = trio.current_time() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert 10 <= waited < 11

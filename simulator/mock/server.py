@@ -268,7 +268,7 @@ class MockServer:
             log.info("mock: bad upgrade request: %s", exc)
             return
         self._register(session)
-        log.info("mock: session %s opened (#%d, %s, model %s)", session.id, index, session.dialect, model)
+        log.info("mock: session %s opened (#%d, %s, model %r)", session.id, index, session.dialect, model[:100])
         try:
             await self._run_session(session, ws, raw)
         finally:

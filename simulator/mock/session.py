@@ -55,6 +55,7 @@ MAX_ITEMS = 5000  # conversation items kept per session (the oldest are forgotte
 MAX_IDLE_BUFFER_MS = 2000  # with VAD on, audio kept while nobody speaks
 MAX_TURN_MS = 120_000  # longest user turn kept (memory bound per session)
 MIN_COMMIT_MS = 100  # real: "Expected at least 100ms of audio"
+MAX_RECORD_TEXT = 1000  # an error message kept for introspection (the one sent is whole)
 
 
 @dataclass
@@ -401,9 +402,11 @@ class MockSession:
                 self.invalid_sent.append(msg)
                 log.error("session %s: mock sent an event the SDK rejects: %s", self.id, msg)
         if ev["type"] == "error":
-            if len(self.errors_sent) < MAX_RECORDS:  # bounded: a client can provoke errors at will
-                self.errors_sent.append({"t_ns": now_ns, **ev["error"]})
-            log.info("session %s: error %s: %s", self.id, ev["error"].get("code"), ev["error"].get("message"))
+            err = ev["error"]
+            if len(self.errors_sent) < MAX_RECORDS:  # bounded: a client can provoke errors at will ...
+                # ... and their messages quote the client's values, which may be megabytes
+                self.errors_sent.append({"t_ns": now_ns, **err, "message": _clip(err.get("message"), MAX_RECORD_TEXT)})
+            log.info("session %s: error %s: %s", self.id, _for_log(err.get("code")), _for_log(err.get("message")))
         if ev["type"] not in (self.names.audio_delta, self.names.transcript_delta):
             self._log(now_ns, "out", ev["type"], **_summary(ev))
         out.append(ev)
@@ -1082,7 +1085,7 @@ def _peek_json(raw: str | bytes) -> dict[str, Any] | None:
 
 
 def _summary(ev: dict[str, Any]) -> dict[str, Any]:
-    """Small identifying fields of an event for the log (never audio)."""
+    """Small identifying fields of an event for the log (never audio; a client's strings clipped)."""
     keep = {}
     for k in ("item_id", "response_id", "audio_start_ms", "audio_end_ms", "content_index"):
         if k in ev:
@@ -1094,7 +1097,20 @@ def _summary(ev: dict[str, Any]) -> dict[str, Any]:
         keep["code"] = ev["error"].get("code")
     if "item" in ev and isinstance(ev["item"], dict):
         keep["item_id"] = ev["item"].get("id")
-    return keep
+    return {k: _clip(v, 200) if isinstance(v, str) else v for k, v in keep.items()}
+
+
+def _clip(text: Any, limit: int) -> Any:
+    """``text`` cut to ``limit`` characters, saying how much was cut (non-strings as they are)."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return f"{text[:limit]}...(+{len(text) - limit} chars)"
+
+
+def _for_log(text: Any, limit: int = 300) -> str:
+    """Client-controlled text made safe for a log line: clipped, control characters escaped
+    (a newline in an item id must not forge a log line of its own)."""
+    return repr(_clip(str(text), limit))[1:-1]
 
 
 def _cut_text(text: str, fraction: float) -> str:

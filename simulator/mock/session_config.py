@@ -98,7 +98,7 @@ class AudioFormat:
             return cls.of(_FROM_BETA[value])  # type: ignore[arg-type]
         if isinstance(value, dict) and value.get("type") in _FROM_GA:
             kind = _FROM_GA[value["type"]]
-            rate = value.get("rate", _RATE[kind]) if kind == "pcm16" else _RATE[kind]
+            rate = value.get("rate") or _RATE[kind] if kind == "pcm16" else _RATE[kind]  # null rate: the default
             return cls(kind, rate)  # type: ignore[arg-type]
         raise ValueError(f"not a Realtime audio format: {value!r}")
 
@@ -340,7 +340,7 @@ class SessionConfig:
         if key == "format":
             if value is None:  # null leaves the format as it is (unconfirmed)
                 return None
-            if "type" not in value:  # the SDK allows it; the server's answer is unconfirmed
+            if value.get("type") is None:  # absent or null: the SDK allows both; the server's answer is unconfirmed
                 return errors.missing_required_parameter(f"session.audio.{side}.format.type", eid)
             target["format"] = AudioFormat.from_wire(value).to_wire("ga")
         elif key == "turn_detection":

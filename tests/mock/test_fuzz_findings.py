@@ -144,3 +144,42 @@ async def test_a_request_that_never_finishes_is_answered_408_after_10_s(sent, au
         waited = trio.current_time() - t0
     assert got.startswith(b"HTTP/1.1 408 "), got
     assert 10 <= waited < 11
+
+
+# 5. ``session.update`` with ``audio.input.format: {"type": null}`` (SDK-valid) raised ValueError
+#    in AudioFormat.from_wire: before the guard above, another process-killer; a null pcm ``rate``
+#    did the same. A null type is now treated as a missing one, a null rate as the default.
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_null_audio_format_type_is_a_missing_parameter(side):
+    c = SessionConfig("ga", "gpt-realtime")
+    err = c.apply_update({"type": "realtime", "audio": {side: {"format": {"type": None}}}})
+    assert err is not None and err["error"]["code"] == "missing_required_parameter"
+    assert err["error"]["param"] == f"session.audio.{side}.format.type"
+
+
+def test_a_null_pcm_rate_is_the_default_rate():
+    c = SessionConfig("ga", "gpt-realtime")
+    assert c.apply_update({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": None}}}}) is None
+    assert c.input_format.kind == "pcm16" and c.input_format.rate == 24000
+
+
+# 6. Error messages quote the client's values: a 1.2 MB bogus event type became a 1.2 MB log
+#    line and a 1.2 MB record kept per error (500 per session, 1000 sessions kept): the mock's RSS
+#    grew by ~100 MB a minute under the fuzzer. A newline in a client's value could also forge a
+#    log line. The event sent stays whole; what is logged and kept is clipped and escaped.
+
+
+def test_a_huge_bad_value_is_clipped_in_the_log_and_the_records(caplog):
+    s = MockSession(dialect="ga")
+    s.open(0)
+    bogus = "A" * 1_200_000 + "\nINFO callsim.mock: forged line"
+    with caplog.at_level(logging.INFO, logger="callsim.mock"):
+        out = s.receive(1, json.dumps({"type": bogus}))
+        s.receive(2, json.dumps({"type": "conversation.item.delete", "item_id": "x\r\nforged" * 1000}))
+    assert out[0]["type"] == "error" and bogus in out[0]["error"]["message"]  # what is sent is whole
+    assert all(len(e["message"]) < 1100 for e in s.errors_sent)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(len(m) < 800 and "\n" not in m and "\r" not in m for m in lines), [m[:100] for m in lines]
+    assert all(len(str(e.get("item_id", ""))) < 300 for e in s.log)

@@ -14,6 +14,10 @@ one connection per example, judging each answer (:mod:`fuzzcheck`). Meanwhile a 
 call is placed through each bridge every ``--good-every`` seconds from a process of its
 own (:mod:`goodcall`).
 
+At the end, slow and idle peers are probed (:mod:`httpprobe`: Connection: close, idle
+keep-alive, a head or a body that never ends, 300 idle sockets, media streams never
+started, a call with no audio) and reported without judging the exit status.
+
 It prints messages and connections per second, crashes (a server process that exited),
 good calls passed/failed, findings by kind with one example each, RSS and open fds of
 every server before and after, and the leak check (bridge ``active_calls``, mock open
@@ -45,6 +49,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 import fuzzcheck  # noqa: E402
 import fuzzgen  # noqa: E402
+import httpprobe  # noqa: E402
 import servers  # noqa: E402
 from goodcall import GoodCaller  # noqa: E402
 
@@ -172,6 +177,33 @@ class Fuzzer:
             s.stop()
 
 
+def run_probes(fz: Fuzzer) -> dict[str, dict[str, Any]]:
+    """Slow and idle peers (:mod:`httpprobe`) against the bridge (no auth) and the mock, at once."""
+    b, m = fz.bridge, fz.mock
+    probes: dict[str, Any] = {}
+    if b.alive:
+        probes.update({
+            "bridge: Connection: close": lambda: httpprobe.connection_close(b.port, "/health"),
+            "bridge: idle keep-alive": lambda: httpprobe.idle_keepalive(b.port, "/health"),
+            "bridge: slow head": lambda: httpprobe.slow_head(b.port),
+            "bridge: slow body": lambda: httpprobe.slow_body(b.port, "/incoming-call"),
+            "bridge: 300 idle sockets": lambda: httpprobe.idle_sockets(b.port, "/health"),
+            "bridge": lambda: {
+                "streams never started": httpprobe.stream_never_started(
+                    b.port, lambda: servers.bridge_active_calls(b), []),
+                "a call without audio": httpprobe.call_without_audio(
+                    b.port, httpprobe.start_message("CA" + "2" * 32, "x"), [])},
+        })
+    if m.alive:
+        probes.update({
+            "mock: Connection: close": lambda: httpprobe.connection_close(m.port, "/_mock/health"),
+            "mock: slow head": lambda: httpprobe.slow_head(m.port),
+            "mock: slow body": lambda: httpprobe.slow_body(m.port, "/_mock/behaviour"),
+            "mock: 300 idle sockets": lambda: httpprobe.idle_sockets(m.port, "/_mock/health"),
+        })
+    return httpprobe.run_all(probes)
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="callsim-fuzz-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -200,6 +232,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             settled["bridge_auth_active_calls"] = servers.bridge_active_calls(fz.bridge_auth)
         after = {name: s.stats() for name, s in fz.servers.items()}
         tb = {name: servers.log_tracebacks(s.log) for name, s in fz.servers.items()}
+        probes = run_probes(fz) if a.probes else {}  # after the figures: they leave sockets behind them
     finally:
         fz.stop()
     t = fz.tally
@@ -210,6 +243,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "findings": dict(t.findings), "finding_examples": t.examples, "crashes": fz.crashes,
         "good_calls": {"passed": sum(g.passed for g in good), "failed": [f for g in good for f in g.failed]},
         "before": before, "after": after, "leaks": settled, "tracebacks_logged": tb, "logs": str(tmp),
+        "probes": probes,
     }
 
 
@@ -234,6 +268,10 @@ def report(doc: dict[str, Any]) -> int:
     print(f"findings: {sum(doc['findings'].values())} in {len(doc['findings'])} kinds")
     for k, n in sorted(doc["findings"].items(), key=lambda kv: -kv[1]):
         print(f"  {n:6d}  {k}\n          e.g. {doc['finding_examples'][k][:400]}")
+    if doc["probes"]:
+        print("slow and idle peers (not judged in the exit status):")
+        for name, p in sorted(doc["probes"].items()):
+            print(f"  {'ok  ' if p['ok'] else 'FIND'} {name}: {p['detail']}")
     leaked = any(v for v in doc["leaks"].values())
     return 1 if doc["crashes"] or g["failed"] or leaked else 0
 
@@ -255,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tmp", help="directory for the servers' logs (default: a new temporary one)")
     p.add_argument("--strict", action="store_true", help="exit 1 on findings too")
     p.add_argument("--progress", action="store_true", help="a line per round")
+    p.add_argument("--no-probes", dest="probes", action="store_false",
+                   help="skip the slow/idle-peer probes at the end (they take ~15 s)")
     a = p.parse_args(argv)
     if a.long:
         a.seconds = max(a.seconds, 600.0)

@@ -52,8 +52,10 @@ import fuzzgen  # noqa: E402
 import httpprobe  # noqa: E402
 import servers  # noqa: E402
 from goodcall import GoodCaller  # noqa: E402
+from soak import slope_per_min  # noqa: E402
 
 AUTH_TOKEN = "fuzz-auth-token-0123456789abcdef"
+MOCK_SDK_REJECTS = "mock sent an event the SDK rejects"
 BRIDGE_PATHS = ("/incoming-call", "/incoming-call", "/media-stream", "/health", "/metrics", "/api/conversations",
                 "/api/conversations/CA00", "/", "/incoming-call?x=1")
 MOCK_PATHS = ("/_mock/health", "/_mock/sessions", "/_mock/sessions/1", "/_mock/behaviour", "/v1/realtime", "/")
@@ -110,7 +112,8 @@ class Fuzzer:
 
     def __init__(self, tmp: Path, target: str) -> None:
         self.tmp = tmp
-        self.mock = servers.start_mock(tmp)
+        # few records of closed sessions: the mock's RSS after the run then says leak, not history
+        self.mock = servers.start_mock(tmp, extra=["--keep-sessions", "50"])
         self.bridge = servers.start_bridge(tmp, self.mock)
         self.bridge_auth = servers.start_bridge(tmp, self.mock, name="bridge_auth", auth_token=AUTH_TOKEN) \
             if target in ("bridge", "both") else None
@@ -217,9 +220,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                                    auth_token=AUTH_TOKEN, log=tmp / "goodcall_auth.log"))
         t0 = time.monotonic()
         r = 0
+        samples: list[dict[str, Any]] = []
         while time.monotonic() - t0 < a.seconds and fz.alive_targets():
             fz.round(a.round, a.seed + r)
             r += 1
+            samples.append({"t_s": time.monotonic() - t0,
+                            **{f"{n}_rss_mb": s.stats()["rss_mb"] for n, s in fz.servers.items()}})
             if a.progress:
                 print(f"  {time.monotonic() - t0:5.0f} s: {fz.tally.cases} cases, {len(fz.tally.findings)} kinds of "
                       f"finding, crashes: {sorted(fz.crashes) or 'none'}", flush=True)
@@ -232,6 +238,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             settled["bridge_auth_active_calls"] = servers.bridge_active_calls(fz.bridge_auth)
         after = {name: s.stats() for name, s in fz.servers.items()}
         tb = {name: servers.log_tracebacks(s.log) for name, s in fz.servers.items()}
+        rejected = servers.log_lines(fz.mock.log, MOCK_SDK_REJECTS)  # the mock checks what it sends
+        if rejected:
+            fz.tally.findings["mock: sent an event the SDK rejects"] = len(rejected)
+            fz.tally.examples["mock: sent an event the SDK rejects"] = rejected[0][:400]
         probes = run_probes(fz) if a.probes else {}  # after the figures: they leave sockets behind them
     finally:
         fz.stop()
@@ -244,6 +254,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "good_calls": {"passed": sum(g.passed for g in good), "failed": [f for g in good for f in g.failed]},
         "before": before, "after": after, "leaks": settled, "tracebacks_logged": tb, "logs": str(tmp),
         "probes": probes,
+        # memory slope over the last 70 % of the run (the first rounds fill caches and arenas)
+        "rss_slope_mb_per_min": {n: slope_per_min(samples, f"{n}_rss_mb", 0.3 * elapsed) for n in fz.servers},
     }
 
 
@@ -260,6 +272,8 @@ def report(doc: dict[str, Any]) -> int:
         aft = doc["after"].get(name, {})
         print(f"{name:<12} {_n(b['rss_mb']):>14} {_n(aft.get('rss_mb')):>8} {_n(b['fds']):>11} {_n(aft.get('fds')):>6}  "
               f"{doc['tracebacks_logged'].get(name, 0)}")
+    print("RSS slope over the last 70 % of the run: " + ", ".join(
+        f"{n} {'-' if v is None else f'{v:+.2f}'} MB/min" for n, v in doc["rss_slope_mb_per_min"].items()))
     print(f"leak check 1 s after: {doc['leaks']}")
     print(f"crashes: {len(doc['crashes'])}")
     for name, c in doc["crashes"].items():

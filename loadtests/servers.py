@@ -57,6 +57,14 @@ def log_tracebacks(path: Path) -> int:
         return 0
 
 
+def log_lines(path: Path, needle: str) -> list[str]:
+    """Lines of a server's log that contain ``needle`` (e.g. the mock's own "SDK rejects")."""
+    try:
+        return [ln for ln in path.read_text(errors="replace").splitlines() if needle in ln]
+    except OSError:
+        return []
+
+
 @dataclass
 class Server:
     """One server process: its command, its log, how it ended."""
@@ -156,4 +164,4 @@ def wait_settled(bridge: Server | None, mock: Server | None, within_s: float) ->
 
 
 __all__ = ["API_KEY", "Server", "start_mock", "start_bridge", "bridge_active_calls", "mock_open_sessions",
-           "wait_settled", "rss_mb", "open_fds", "log_tracebacks", "free_port", "http_get"]
+           "wait_settled", "rss_mb", "open_fds", "log_tracebacks", "log_lines", "free_port", "http_get"]

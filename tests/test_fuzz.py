@@ -89,6 +89,7 @@ def test_fuzz_the_mock(stack):
     assert tally.cases == EXAMPLES and tally.by_kind["mock/messages"] > 20
     assert not tally.findings, json.dumps(tally.examples, indent=1)[:3000]
     assert servers.log_tracebacks(stack["mock"].log) == 0, stack["mock"].tail(40)
+    assert not servers.log_lines(stack["mock"].log, fuzz.MOCK_SDK_REJECTS)  # what it sent, the SDK can parse
 
 
 def test_fuzz_the_bridge(stack):

@@ -71,8 +71,13 @@ class Item:
     output: str | None = None
     audio_ms_sent: float = 0.0  # assistant audio items: audio the client has been sent
     has_audio: bool = False
+    # an item type the mock does not model (the GA MCP items a client may create), kept as given:
+    # what the real server echoes for one is unconfirmed, but its own fields are what the SDK requires
+    as_given: dict[str, Any] | None = None
 
     def wire(self, with_object: bool = True) -> dict[str, Any]:
+        if self.as_given is not None:
+            return {**self.as_given, "id": self.id, "type": self.type}
         d: dict[str, Any] = {"id": self.id, "type": self.type}
         if with_object:
             d["object"] = "realtime.item"
@@ -691,6 +696,8 @@ class MockSession:
             item.output = raw.get("output")
         elif itype == "function_call":
             item.call_id, item.name, item.arguments = raw.get("call_id"), raw.get("name"), raw.get("arguments")
+        else:  # mcp_call, mcp_list_tools, ...: before, echoed as {id, type} alone, which the SDK rejects
+            item.as_given = dict(raw)
         # omitted: append; "root": insert at the start; an item id: insert right after it
         if prev is None:
             previous, pos = (self.order[-1] if self.order else None), None

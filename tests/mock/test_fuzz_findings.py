@@ -183,3 +183,21 @@ def test_a_huge_bad_value_is_clipped_in_the_log_and_the_records(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines and all(len(m) < 800 and "\n" not in m and "\r" not in m for m in lines), [m[:100] for m in lines]
     assert all(len(str(e.get("item_id", ""))) < 300 for e in s.log)
+
+
+# 7. conversation.item.create with a GA MCP item (mcp_call, mcp_list_tools, ...: SDK-valid client
+#    events) was echoed in conversation.item.added/done as {id, type} alone, which the SDK's own
+#    server-event types reject ("mock sent an event the SDK rejects"). Now kept as given.
+
+
+@pytest.mark.parametrize("item", [
+    {"type": "mcp_list_tools", "server_label": "srv", "tools": [{"name": "t", "input_schema": {}}]},
+    {"type": "mcp_call", "id": "mcp_1", "server_label": "srv", "name": "t", "arguments": "{}"},
+])
+def test_a_client_created_mcp_item_is_echoed_as_the_sdk_expects(item):
+    s = MockSession(dialect="ga")
+    s.open(0)
+    out = s.receive(1, json.dumps({"type": "conversation.item.create", "item": item}))
+    assert [e["type"] for e in out] == ["conversation.item.added", "conversation.item.done"]
+    assert s.invalid_sent == [], s.invalid_sent
+    assert out[0]["item"]["server_label"] == "srv"

@@ -285,7 +285,7 @@ class MockSession:
                 if self.server_dialect == "auto" and self.dialect == "ga" and not self._started_audio():
                     self._switch_dialect("beta")
                     return self._receive(now_ns, raw)
-            self._log(now_ns, "in", ev.get("type") if ev else "<unparseable>", invalid=True)
+            self._log(now_ns, "in", _type_for_log(ev), invalid=True)
             self._emit(now_ns, out, parsed.error)
             return self._finish(now_ns, out)
         event, _model = parsed
@@ -1105,6 +1105,15 @@ def _summary(ev: dict[str, Any]) -> dict[str, Any]:
     if "item" in ev and isinstance(ev["item"], dict):
         keep["item_id"] = ev["item"].get("id")
     return {k: _clip(v, 200) if isinstance(v, str) else v for k, v in keep.items()}
+
+
+def _type_for_log(ev: dict[str, Any] | None) -> str:
+    """The ``type`` of an invalid event, as kept in the session's event log: a client may send any
+    JSON there (a megabyte string, a deep list), and the log is kept after the session closes."""
+    if ev is None:
+        return "<unparseable>"
+    t = ev.get("type")
+    return _clip(t, 100) if isinstance(t, str) else f"<{type(t).__name__}>"
 
 
 def _clip(text: Any, limit: int) -> Any:

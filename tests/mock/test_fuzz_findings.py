@@ -201,3 +201,18 @@ def test_a_client_created_mcp_item_is_echoed_as_the_sdk_expects(item):
     assert [e["type"] for e in out] == ["conversation.item.added", "conversation.item.done"]
     assert s.invalid_sent == [], s.invalid_sent
     assert out[0]["item"]["server_label"] == "srv"
+
+
+# 8. The session's event log (kept after the session closes, for introspection) stored the
+#    ``type`` of an invalid event as the client sent it: a megabyte string or a deep list, up to
+#    2000 of them per session. Under the fuzzer the mock grew by ~2.5 MB a minute.
+
+
+def test_the_event_log_keeps_no_client_megabytes():
+    s = MockSession(dialect="ga")
+    s.open(0)
+    for i, bad in enumerate(["A" * 1_000_000, [[[[1]]]] * 1000, {"k": "v" * 100_000}]):
+        s.receive(i + 1, json.dumps({"type": bad}))
+    kept = [e["type"] for e in s.log if e.get("invalid")]
+    assert kept[0].startswith("AAAA") and len(kept[0]) < 200
+    assert kept[1:] == ["<list>", "<dict>"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from simulator.metrics import Playout
 
 FRAME_MS = 20
@@ -52,14 +50,4 @@ def dead_air_ms(result: Any, reply_ms: float, slack_ms: float = 200.0) -> float:
     return float(longest * FRAME_MS)
 
 
-def heard_ms_after_last_utterance(result: Any) -> float:
-    core = result.core
-    if core is None or core.t0_ns is None or not len(core.played_bytes):
-        return 0.0
-    ends = [e["t_ns"] for e in core.timeline if e["event"] == "utterance_end"]
-    po = Playout(core)
-    a = po.tick_of(ends[-1]) + 1 if ends else 0
-    return float(np.asarray(po.played[a:]).sum()) / 8.0
-
-
-__all__ = ["dead_air_ms", "heard_ms_after_last_utterance"]
+__all__ = ["dead_air_ms"]

@@ -126,7 +126,7 @@ def _start(call_sid: object, token: str = "x") -> bytes:
                                                               "channels": 1}}}))
 
 
-@pytest.mark.xfail(reason="issue 18 item 1 (start-message type validation): fixed on another branch", strict=False)
+@pytest.mark.xfail(reason="issue 18 item (start-message type validation): fixed on another branch", strict=False)
 @pytest.mark.parametrize("call_sid", [123, ["CA1"], {"deep": 1}])
 def test_a_start_with_a_callsid_that_is_not_a_string_does_not_kill_the_bridge(tmp_path, call_sid):
     """Found by the fuzzer: with TWILIO_AUTH_TOKEN set, the per-call token check calls

@@ -367,6 +367,9 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reactor", action="store_true",
                    help="wake each session's own task per caller message instead of reading all sessions "
                         "from one task (for comparison; costs about 15 µs of CPU more per message)")
+    p.add_argument("--keep-sessions", type=int, default=1000, metavar="N",
+                   help="records of closed sessions kept for /_mock/sessions (default 1000; a soak keeps few, "
+                        "so that the records' memory levels off early and what grows after is a leak)")
     p.add_argument("-v", "--verbose", action="store_true", help="log sessions, errors and faults")
     p.set_defaults(func=_cmd_mock)
 
@@ -433,7 +436,8 @@ def _cmd_mock(args: argparse.Namespace) -> int:
     from .mock.server import MockConfig, MockServer  # slow (the openai types): only once the args are good
     config = MockConfig(host=args.host, port=args.port, api_key=None if args.any_key else args.api_key,
                         any_key=args.any_key, dialect=args.dialect, model=args.model, behaviour=behaviour,
-                        validate_outgoing=not args.no_validate, freeze_gc=True, reactor=not args.no_reactor)
+                        validate_outgoing=not args.no_validate, freeze_gc=True, reactor=not args.no_reactor,
+                        keep_sessions=max(1, args.keep_sessions))
     server = MockServer(config)
 
     async def run() -> None:

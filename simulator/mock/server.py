@@ -48,6 +48,7 @@ log = logging.getLogger("callsim.mock")
 MAX_HEAD_BYTES = 32 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 16 * 2**20  # the API accepts appends up to 15 MiB
+REQUEST_TIMEOUT_S = 10.0  # a request head (and a control request's body) must be whole within this
 
 
 @dataclass
@@ -186,14 +187,20 @@ class MockServer:
             pass
         head = b""
         try:
-            while b"\r\n\r\n" not in head:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                head += data
-                if len(head) > MAX_HEAD_BYTES:
-                    await stream.send_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
-                    return
+            with trio.move_on_after(REQUEST_TIMEOUT_S) as timer:
+                while b"\r\n\r\n" not in head:
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        return
+                    head += data
+                    if len(head) > MAX_HEAD_BYTES:
+                        await stream.send_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
+                        return
+            if timer.cancelled_caught:  # a head that never ends (slowloris) must not hold a task and an fd forever
+                log.info("mock: no whole request head from %s within %.0f s; answered 408", _peer(stream),
+                         REQUEST_TIMEOUT_S)
+                await stream.send_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                return
             if b"upgrade: websocket" in head.lower():
                 try:
                     request = ServerHandshake(stream, head, max_message_size=MAX_MESSAGE_BYTES)
@@ -207,6 +214,9 @@ class MockServer:
                 await self._handle_http(stream, head)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             pass  # the peer went away; for the websocket these come out of a nursery, grouped
+        except* Exception as group:  # a mock bug on one connection must not take down every other session
+            log.error("mock: connection from %s failed on a mock bug; closed, serving the others",
+                      _peer(stream), exc_info=group)
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -258,7 +268,7 @@ class MockServer:
             log.info("mock: bad upgrade request: %s", exc)
             return
         self._register(session)
-        log.info("mock: session %s opened (#%d, %s, model %s)", session.id, index, session.dialect, model)
+        log.info("mock: session %s opened (#%d, %s, model %r)", session.id, index, session.dialect, model[:100])
         try:
             await self._run_session(session, ws, raw)
         finally:
@@ -290,33 +300,16 @@ class MockServer:
         conn.receive_data(head)
         status: int
         payload: Any
+        req: Any = None
         try:
-            req = conn.next_event()
-            while req is h11.NEED_DATA:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                conn.receive_data(data)
-                req = conn.next_event()
-            if not isinstance(req, h11.Request):
-                return
-            body = b""
-            too_big = False
-            while True:
-                ev = conn.next_event()
-                if ev is h11.NEED_DATA:
-                    data = await stream.receive_some(4096)
-                    if not data:
-                        break
-                    conn.receive_data(data)
-                elif isinstance(ev, h11.Data):
-                    body += ev.data
-                    if len(body) > MAX_BODY_BYTES:
-                        too_big = True
-                        break
-                else:
-                    break
-            if too_big:
+            with trio.move_on_after(REQUEST_TIMEOUT_S) as timer:
+                req, body, too_big = await _read_request(conn, stream)
+            if timer.cancelled_caught:
+                status, payload = 408, {"error": f"no whole request within {REQUEST_TIMEOUT_S:.0f} s"}
+                req = None
+            elif req is None:
+                return  # the peer went away before its request was whole
+            elif too_big:
                 status, payload = 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}
             else:
                 try:
@@ -326,6 +319,8 @@ class MockServer:
                     status, payload = 500, {"error": repr(exc)}
         except h11.RemoteProtocolError as exc:
             status, payload = 400, {"error": str(exc)}
+            req = None
+        if req is None:  # answer on a fresh connection state: the request's own is broken or unfinished
             conn = h11.Connection(h11.SERVER)
             conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             conn.next_event()
@@ -333,7 +328,11 @@ class MockServer:
         resp = h11.Response(status_code=status, headers=[("content-type", "application/json"),
                                                           ("content-length", str(len(data))),
                                                           ("connection", "close")])
-        await stream.send_all(conn.send(resp) + conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
+        # A HEAD is answered with the head alone (RFC 9110 9.3.2; h11 refuses a body for it)
+        out = conn.send(resp)
+        if req is None or req.method != b"HEAD":
+            out += conn.send(h11.Data(data=data))
+        await stream.send_all(out + conn.send(h11.EndOfMessage()))
 
     def _route(self, method: str, target: str, body: bytes) -> tuple[int, Any]:
         url = urlsplit(target)
@@ -374,6 +373,42 @@ class MockServer:
         if path.startswith("/v1/realtime"):
             return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}
         return 404, {"error": f"no route {method} {path}"}
+
+
+async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[Any, bytes, bool]:
+    """(the request or None if the peer left first, its body, whether the body was too big)."""
+    req = conn.next_event()
+    while req is h11.NEED_DATA:
+        data = await stream.receive_some(4096)
+        if not data:
+            return None, b"", False
+        conn.receive_data(data)
+        req = conn.next_event()
+    if not isinstance(req, h11.Request):
+        return None, b"", False
+    body = b""
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            if not data:
+                break
+            conn.receive_data(data)
+        elif isinstance(ev, h11.Data):
+            body += ev.data
+            if len(body) > MAX_BODY_BYTES:
+                return req, body, True
+        else:
+            break
+    return req, body, False
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
 
 
 def _set_linger_zero(stream: trio.SocketStream) -> None:

@@ -55,6 +55,7 @@ MAX_ITEMS = 5000  # conversation items kept per session (the oldest are forgotte
 MAX_IDLE_BUFFER_MS = 2000  # with VAD on, audio kept while nobody speaks
 MAX_TURN_MS = 120_000  # longest user turn kept (memory bound per session)
 MIN_COMMIT_MS = 100  # real: "Expected at least 100ms of audio"
+MAX_RECORD_TEXT = 1000  # an error message kept for introspection (the one sent is whole)
 
 
 @dataclass
@@ -70,8 +71,13 @@ class Item:
     output: str | None = None
     audio_ms_sent: float = 0.0  # assistant audio items: audio the client has been sent
     has_audio: bool = False
+    # an item type the mock does not model (the GA MCP items a client may create), kept as given:
+    # what the real server echoes for one is unconfirmed, but its own fields are what the SDK requires
+    as_given: dict[str, Any] | None = None
 
     def wire(self, with_object: bool = True) -> dict[str, Any]:
+        if self.as_given is not None:
+            return {**self.as_given, "id": self.id, "type": self.type}
         d: dict[str, Any] = {"id": self.id, "type": self.type}
         if with_object:
             d["object"] = "realtime.item"
@@ -247,7 +253,18 @@ class MockSession:
         return self._finish(now_ns, out)
 
     def receive(self, now_ns: int, raw: str | bytes) -> list[dict[str, Any]]:
-        """One client message; returns the events to send now."""
+        """One client message; returns the events to send now.
+
+        A message the mock itself cannot handle (an exception: a mock bug, found by the fuzzer)
+        ends only this session — see :meth:`_internal_error` — never the server with every
+        other session on it.
+        """
+        try:
+            return self._receive(now_ns, raw)
+        except Exception:
+            return self._internal_error(now_ns, "a client message", raw)
+
+    def _receive(self, now_ns: int, raw: str | bytes) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self.closed or self.stalled or self.close_request or self.abort_request:
             return out
@@ -267,8 +284,8 @@ class MockSession:
                     return self._finish(now_ns, out)
                 if self.server_dialect == "auto" and self.dialect == "ga" and not self._started_audio():
                     self._switch_dialect("beta")
-                    return self.receive(now_ns, raw)
-            self._log(now_ns, "in", ev.get("type") if ev else "<unparseable>", invalid=True)
+                    return self._receive(now_ns, raw)
+            self._log(now_ns, "in", _type_for_log(ev), invalid=True)
             self._emit(now_ns, out, parsed.error)
             return self._finish(now_ns, out)
         event, _model = parsed
@@ -294,7 +311,26 @@ class MockSession:
         out: list[dict[str, Any]] = []
         if self.closed or self.stalled:
             return out
-        self._run_timers(now_ns, out)
+        try:
+            self._run_timers(now_ns, out)
+        except Exception:
+            return self._internal_error(now_ns, "a timer", None)
+        return self._finish(now_ns, out)
+
+    def _internal_error(self, now_ns: int, what: str, raw: str | bytes | None) -> list[dict[str, Any]]:
+        """The mock failed on its own (a bug): log it with the session id, answer as the API answers
+        its own failures (an ``error`` of type ``server_error``), and close with 1011 ("internal
+        error", RFC 6455) — the session's state can no longer be trusted. Whether the real service
+        closes after a server_error is unconfirmed; the mock does, so the failure cannot go unseen."""
+        sample = "" if raw is None else repr(raw[:200])
+        log.exception("session %s: mock bug while handling %s %s; closing the session (1011)", self.id, what, sample)
+        self._timers.clear()
+        out: list[dict[str, Any]] = []
+        try:
+            self._emit(now_ns, out, errors.server_error())
+        except Exception:  # even the error event failed: close all the same
+            out = []
+        self.close_request = (1011, "internal server error")
         return self._finish(now_ns, out)
 
     def next_deadline_ns(self) -> int | None:
@@ -371,9 +407,11 @@ class MockSession:
                 self.invalid_sent.append(msg)
                 log.error("session %s: mock sent an event the SDK rejects: %s", self.id, msg)
         if ev["type"] == "error":
-            if len(self.errors_sent) < MAX_RECORDS:  # bounded: a client can provoke errors at will
-                self.errors_sent.append({"t_ns": now_ns, **ev["error"]})
-            log.info("session %s: error %s: %s", self.id, ev["error"].get("code"), ev["error"].get("message"))
+            err = ev["error"]
+            if len(self.errors_sent) < MAX_RECORDS:  # bounded: a client can provoke errors at will ...
+                # ... and their messages quote the client's values, which may be megabytes
+                self.errors_sent.append({"t_ns": now_ns, **err, "message": _clip(err.get("message"), MAX_RECORD_TEXT)})
+            log.info("session %s: error %s: %s", self.id, _for_log(err.get("code")), _for_log(err.get("message")))
         if ev["type"] not in (self.names.audio_delta, self.names.transcript_delta):
             self._log(now_ns, "out", ev["type"], **_summary(ev))
         out.append(ev)
@@ -658,6 +696,8 @@ class MockSession:
             item.output = raw.get("output")
         elif itype == "function_call":
             item.call_id, item.name, item.arguments = raw.get("call_id"), raw.get("name"), raw.get("arguments")
+        else:  # mcp_call, mcp_list_tools, ...: before, echoed as {id, type} alone, which the SDK rejects
+            item.as_given = dict(raw)
         # omitted: append; "root": insert at the start; an item id: insert right after it
         if prev is None:
             previous, pos = (self.order[-1] if self.order else None), None
@@ -1052,7 +1092,7 @@ def _peek_json(raw: str | bytes) -> dict[str, Any] | None:
 
 
 def _summary(ev: dict[str, Any]) -> dict[str, Any]:
-    """Small identifying fields of an event for the log (never audio)."""
+    """Small identifying fields of an event for the log (never audio; a client's strings clipped)."""
     keep = {}
     for k in ("item_id", "response_id", "audio_start_ms", "audio_end_ms", "content_index"):
         if k in ev:
@@ -1064,7 +1104,29 @@ def _summary(ev: dict[str, Any]) -> dict[str, Any]:
         keep["code"] = ev["error"].get("code")
     if "item" in ev and isinstance(ev["item"], dict):
         keep["item_id"] = ev["item"].get("id")
-    return keep
+    return {k: _clip(v, 200) if isinstance(v, str) else v for k, v in keep.items()}
+
+
+def _type_for_log(ev: dict[str, Any] | None) -> str:
+    """The ``type`` of an invalid event, as kept in the session's event log: a client may send any
+    JSON there (a megabyte string, a deep list), and the log is kept after the session closes."""
+    if ev is None:
+        return "<unparseable>"
+    t = ev.get("type")
+    return _clip(t, 100) if isinstance(t, str) else f"<{type(t).__name__}>"
+
+
+def _clip(text: Any, limit: int) -> Any:
+    """``text`` cut to ``limit`` characters, saying how much was cut (non-strings as they are)."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return f"{text[:limit]}...(+{len(text) - limit} chars)"
+
+
+def _for_log(text: Any, limit: int = 300) -> str:
+    """Client-controlled text made safe for a log line: clipped, control characters escaped
+    (a newline in an item id must not forge a log line of its own)."""
+    return repr(_clip(str(text), limit))[1:-1]
 
 
 def _cut_text(text: str, fraction: float) -> str:

@@ -98,7 +98,7 @@ class AudioFormat:
             return cls.of(_FROM_BETA[value])  # type: ignore[arg-type]
         if isinstance(value, dict) and value.get("type") in _FROM_GA:
             kind = _FROM_GA[value["type"]]
-            rate = value.get("rate", _RATE[kind]) if kind == "pcm16" else _RATE[kind]
+            rate = value.get("rate") or _RATE[kind] if kind == "pcm16" else _RATE[kind]  # null rate: the default
             return cls(kind, rate)  # type: ignore[arg-type]
         raise ValueError(f"not a Realtime audio format: {value!r}")
 
@@ -318,6 +318,8 @@ class SessionConfig:
         for key, value in session.items():
             if key in ("type", "model"):  # model is fixed by the URL (what the server does: unconfirmed)
                 continue
+            if value is None and key in _KEEP_ON_NULL:  # the SDK allows null; the server's answer is unconfirmed
+                continue
             if key == "audio":
                 if value is None:  # `audio: null` accepted as "no change" (unconfirmed)
                     continue
@@ -338,7 +340,7 @@ class SessionConfig:
         if key == "format":
             if value is None:  # null leaves the format as it is (unconfirmed)
                 return None
-            if "type" not in value:  # the SDK allows it; the server's answer is unconfirmed
+            if value.get("type") is None:  # absent or null: the SDK allows both; the server's answer is unconfirmed
                 return errors.missing_required_parameter(f"session.audio.{side}.format.type", eid)
             target["format"] = AudioFormat.from_wire(value).to_wire("ga")
         elif key == "turn_detection":
@@ -348,6 +350,8 @@ class SessionConfig:
             target["transcription"] = None if value is None else {
                 "model": None, "language": None, "prompt": None, **copy.deepcopy(value)}
         elif key == "voice":
+            if value is None:  # null leaves the voice as it is (unconfirmed, as for the format)
+                return None
             err = self._voice_error(value, target.get("voice"), eid)
             if err is not None:
                 return err
@@ -359,6 +363,8 @@ class SessionConfig:
     def _merge_beta(self, body: dict[str, Any], session: dict[str, Any], eid: str | None) -> dict[str, Any] | None:
         for key, value in session.items():
             if key in ("model", "client_secret"):  # fixed by the URL / meaningless on a socket
+                continue
+            if value is None and key in _KEEP_ON_NULL:  # as in GA: null is "no change" (unconfirmed)
                 continue
             if key == "turn_detection":
                 body[key] = None if value is None else TurnDetection.from_wire(value).to_wire("beta")
@@ -373,6 +379,13 @@ class SessionConfig:
             else:
                 body[key] = copy.deepcopy(value)
         return None
+
+
+# Fields the session state needs a value for, which the SDK's types still let a client set to
+# null: a null leaves them as they are, like ``audio: null`` and a null format (what the real
+# server does is unconfirmed; before this, ``"output_modalities": null`` crashed the mock).
+_KEEP_ON_NULL = frozenset({"output_modalities", "modalities", "instructions", "tools", "tool_choice", "voice",
+                           "input_audio_format", "output_audio_format"})
 
 
 __all__ = [

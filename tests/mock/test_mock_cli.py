@@ -20,7 +20,8 @@ KEY = "sk-test-cli"
 URL_LINE = re.compile(r"^mock OpenAI Realtime on (ws://127\.0\.0\.1:(\d+)/v1/realtime) \(ga, key sk-test-cli\)$")
 
 OPTIONS = ("--host", "--port", "--api-key", "--any-key", "--dialect", "--model", "--reply", "--rule", "--echo",
-           "--think-ms", "--realtime-factor", "--chunk-ms", "--fault", "--seed", "--behaviour", "--no-validate")
+           "--think-ms", "--realtime-factor", "--chunk-ms", "--fault", "--seed", "--behaviour", "--no-validate",
+           "--keep-sessions")
 
 
 def _default_sigint() -> None:
@@ -155,3 +156,28 @@ async def test_sigterm_stops_the_command_cleanly():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_keep_sessions_bounds_the_records_of_closed_sessions():
+    """A soak keeps few records, so the mock's memory levels off early (loadtests/soak.py)."""
+    proc = await trio.lowlevel.open_process(CALLSIM + ["mock-openai", "--port", "0", "--api-key", KEY,
+                                                       "--keep-sessions", "2"], stdout=subprocess.PIPE)
+    try:
+        buf = bytearray()
+        with trio.fail_after(20):
+            m = URL_LINE.match(await _read_line(proc.stdout, buf))
+        assert m, buf
+        url, port = m.group(1), int(m.group(2))
+        with trio.fail_after(20):
+            for _ in range(4):
+                async with open_websocket_url(url + "?model=gpt-realtime",
+                                              extra_headers=[(b"authorization", f"Bearer {KEY}".encode())]) as ws:
+                    assert json.loads(await ws.get_message())["type"] == "session.created"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+                while (listing := (await http.get("/_mock/sessions")).json())["open_sessions"]:
+                    await trio.sleep(0.05)
+        assert listing["sessions_total"] == 4 and len(listing["sessions"]) == 2
+        assert [s["index"] for s in listing["sessions"]] == [3, 4]
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -7,9 +7,9 @@ requests (``loadtests/fuzzgen.py``), each played over its own connection and jud
 same run every time. While it runs a good call goes through the bridge (and so through the
 mock); afterwards every server must be alive, the good calls passed, nothing leaked.
 
-Below the fuzz runs, one deterministic repro per finding the fuzzer made against this
-branch, marked ``xfail`` where another branch of issue 18 fixes it (the lead removes the
-mark after merging), and the framing-abuse table both servers already answer right.
+Below the fuzz runs, one deterministic repro per finding the fuzzer made against the bridge
+before issue 18's fixes (each failed then: a killed process, a head or a request closed with
+no status, a socket kept open), and the framing-abuse table both servers answer right.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from goodcall import GoodCaller  # noqa: E402
 
 EXAMPLES = 120  # per server: about 2 s of examples each
 
-# Kinds of finding the fuzzer still makes on the bridge, each with its xfail repro below; any
-# other kind fails the run.
-KNOWN_BRIDGE_FINDINGS = {"handshake: closed_without_status", "http: closed_without_status"}
+# Kinds of finding the fuzzer may still make on the bridge without failing the run: none (the
+# two it made before issue 18, heads and requests closed with no status, have repros below).
+KNOWN_BRIDGE_FINDINGS: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,6 @@ def _start(call_sid: object, token: str = "x") -> bytes:
                                                               "channels": 1}}}))
 
 
-@pytest.mark.xfail(reason="issue 18 item (start-message type validation): fixed on another branch", strict=False)
 @pytest.mark.parametrize("call_sid", [123, ["CA1"], {"deep": 1}])
 def test_a_start_with_a_callsid_that_is_not_a_string_does_not_kill_the_bridge(tmp_path, call_sid):
     """Found by the fuzzer: with TWILIO_AUTH_TOKEN set, the per-call token check calls
@@ -149,8 +148,6 @@ def test_a_start_with_a_callsid_that_is_not_a_string_does_not_kill_the_bridge(tm
         mock.stop()
 
 
-@pytest.mark.xfail(reason="issue 18 item (oversized/malformed media-stream heads answered with no response): "
-                          "fixed on another branch", strict=False)
 @pytest.mark.parametrize("head", ["big", "http/1.0", "http/2.0"])
 def test_a_media_stream_head_the_websocket_parser_refuses_is_answered_with_a_status(stack, head):
     """Found by the fuzzer: ``/media-stream`` heads that websockets' parser rejects — over the
@@ -163,7 +160,6 @@ def test_a_media_stream_head_the_websocket_parser_refuses_is_answered_with_a_sta
     assert v.status is not None and 400 <= v.status < 500, v
 
 
-@pytest.mark.xfail(reason="issue 18 item (HTTP keep-alive / Connection: close): fixed on another branch", strict=False)
 def test_the_webhook_honours_connection_close(stack):
     """Found by the probe: after answering a request that said ``Connection: close`` the bridge
     keeps the socket open (RFC 9112 9.6: the server closes after the response)."""
@@ -217,8 +213,6 @@ def test_framing_abuse_is_answered_with_the_rfc_close_code(stack, server, abuse)
         w.close()
 
 
-@pytest.mark.xfail(reason="new, found by the fuzzer (not in issue 18's list): a chunked body cut by the client's "
-                          "EOF kills the bridge", strict=False)
 def test_a_chunked_body_cut_short_by_eof_does_not_kill_the_bridge(tmp_path):
     """hypercorn answers the incomplete chunked body (h11 RemoteProtocolError) with a 400 while its
     ``_close`` half-closes the same socket: trio raises BusyResourceError in the connection's

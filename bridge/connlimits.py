@@ -77,11 +77,16 @@ def connection_budget(wanted: int, max_calls: int, fd_soft_limit: int) -> int:
 
     Each call holds its media stream (a connection, counted in the cap) and an
     OpenAI socket (not counted); :data:`FD_RESERVE` more are the process's own.
-    ``fd_soft_limit`` < 0 means unlimited. Never below 1.
+    There are never more calls than connections, so ``n`` connections need at
+    most ``n + min(n, max_calls) + FD_RESERVE`` descriptors: when ``max_calls``
+    is huge (a benchmark sets 100000) every connection may be a call, and half
+    the free descriptors are the cap — not ``limit - max_calls``, which would
+    leave one connection. ``fd_soft_limit`` < 0 means unlimited. Never below 1.
     """
     if fd_soft_limit < 0:
         return wanted
-    return max(1, min(wanted, fd_soft_limit - max_calls - FD_RESERVE))
+    free = fd_soft_limit - FD_RESERVE
+    return max(1, min(wanted, max(free // 2, free - max_calls)))
 
 
 __all__ = ["FD_RESERVE", "ConnectionGate", "Slot", "connection_budget"]

@@ -37,7 +37,11 @@ def test_the_budget_fits_the_descriptor_limit():
     assert connection_budget(1000, 200, -1) == 1000  # RLIM_INFINITY
     assert connection_budget(1000, 200, 20000) == 1000
     assert connection_budget(1000, 200, 1024) == 1024 - 200 - FD_RESERVE
-    assert connection_budget(1000, 200, 100) == 1
+    assert connection_budget(1000, 200, 100) == (100 - FD_RESERVE) // 2
+    assert connection_budget(1000, 200, 10) == 1
+    # more calls allowed than descriptors (capacity.py sets 100000): each connection may be a call
+    assert connection_budget(1000, 100_000, 20000) == 1000
+    assert connection_budget(5000, 100_000, 4096) == (4096 - FD_RESERVE) // 2
 
 
 def test_a_limit_below_one_is_refused():

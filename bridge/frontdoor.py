@@ -60,6 +60,12 @@ class _Replay(trio.abc.HalfCloseableStream):
     hypercorn's ``TCPServer`` reads the peer's address from ``.socket`` and
     half-closes with ``send_eof``; both pass through. ``on_close`` runs before
     the socket is closed (it gives back the connection's place under the cap).
+
+    Sends are serialised: on a malformed request hypercorn answers 400 (and
+    half-closes) from the connection's task while the app's task may still be
+    sending its response on the same stream, and trio refuses two concurrent
+    senders with ``BusyResourceError`` (found by ``loadtests/fuzz.py``: a chunked
+    body cut short by the client).
     """
 
     def __init__(self, stream: trio.abc.HalfCloseableStream, head: bytes,
@@ -67,6 +73,7 @@ class _Replay(trio.abc.HalfCloseableStream):
         self._stream = stream
         self._head = head
         self._on_close = on_close
+        self._send_lock = trio.StrictFIFOLock()
         self.socket = _socket_of(stream)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -80,13 +87,16 @@ class _Replay(trio.abc.HalfCloseableStream):
         return await self._stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        async with self._send_lock:
+            await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
+        async with self._send_lock:
+            await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        await self._stream.send_eof()
+        async with self._send_lock:
+            await self._stream.send_eof()
 
     async def aclose(self) -> None:
         self._on_close()

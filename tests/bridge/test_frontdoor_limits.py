@@ -253,6 +253,24 @@ async def test_after_an_error_answer_the_bridge_reads_on_instead_of_resetting(tm
         assert await seconds_until_closed(stream, SLACK_S) is not None
 
 
+async def test_a_chunked_body_cut_short_is_answered_without_two_tasks_sending_at_once(tmp_path, caplog):
+    """Found by the fuzzer: on a chunked body cut short by the client's EOF, hypercorn answers
+    400 from the connection's task while Quart's task still sends its own response on the same
+    stream; trio refused the second sender (``BusyResourceError``, ~1 try in 8), a crash of the
+    whole bridge before the front door's catch-all. Sends on the stream are now serialised."""
+    async with bridge(tmp_path) as (_app, _base, port):
+        for _ in range(60):
+            stream = await connect(port)
+            await stream.send_all(b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc")
+            await stream.send_eof()
+            assert await seconds_until_closed(stream, SLACK_S) is not None
+            await stream.aclose()
+        await still_serves(_base)
+    busy = [r for r in caplog.records if r.exc_info and "BusyResourceError" in repr(r.exc_info[1])
+            or "BusyResourceError" in r.getMessage()]
+    assert busy == [], busy[0].getMessage()
+
+
 # ------------------------------------------------- one connection's exception
 
 

@@ -178,8 +178,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A connection's request head must arrive within this long, else 408 and close.",
     )
     http_request_timeout_s: float = Field(
-        30.0, gt=0,
-        description="A request's body must arrive and its answer be sent within this long, else 408 and close.",
+        10.0, gt=0,
+        description="A request's body must arrive and its answer be sent within this long, else 408 and close "
+                    "(Twilio's webhook bodies are under 2 KB and sent at once; a slow body is an attack).",
     )
 
     # --- misc -------------------------------------------------------------

@@ -121,7 +121,10 @@ def stream_never_started(port: int, health: Callable[[], int | None], headers: l
             ws.append(w)
         time.sleep(0.5)
         counted = health()
-        closed = sum(_closed_within(w, WAIT_S / n)[0] for w in ws)
+        # one deadline for all of them (each waited WAIT_S / n in turn before: the first
+        # socket's 3 s ran out before a 5 s start timeout could close it)
+        deadline = time.monotonic() + WAIT_S
+        closed = sum(_closed_within(w, max(0.0, deadline - time.monotonic()))[0] for w in ws)
         return {"ok": closed == n and not counted,
                 "detail": f"{n} streams without a start: active_calls {counted} meanwhile; "
                           f"{closed}/{n} closed within {WAIT_S:.0f} s"}

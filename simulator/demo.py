@@ -19,6 +19,7 @@ from .metrics import summarize
 from .report import write_reports
 from .runner import DEFAULT_BRIDGE_HOOK, ScenarioRun, run_embedded, run_external
 from .scenario import Scenario
+from .server_logs import server_logs_to
 
 log = logging.getLogger("callsim.demo")
 
@@ -96,8 +97,9 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
     if not console.is_terminal:  # CI logs: wide enough for the table
         console = Console(stderr=False, width=160)
     t0 = time.time()
-    runs = trio.run(lambda: _run_all(scenarios, target=target, calls=calls, hook=hook, auth_token=auth_token,
-                                     mock_url=mock_url, seed=seed, console=console))
+    with server_logs_to(report_dir) as server_logs:
+        runs = trio.run(lambda: _run_all(scenarios, target=target, calls=calls, hook=hook, auth_token=auth_token,
+                                         mock_url=mock_url, seed=seed, console=console))
     console.print(results_table(runs))
     profiles = [r.profile for r in runs if r.profile is not None]
     profile = merge_profiles(profiles) if profiles else None
@@ -127,6 +129,7 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
     console.print(f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed, "
                   f"{summary['skipped']} skipped, {summary['errors']} error(s); "
                   f"reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
+    console.print(server_logs.summary(), markup=False, highlight=False)
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}")
     return 1 if failed else 0

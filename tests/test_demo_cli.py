@@ -81,3 +81,17 @@ async def test_call_scenario_against_an_external_bridge_with_and_without_the_moc
     assert exp_b["openai_closed_within_ms"]["status"] == "skipped"
     assert "mock" in exp_b["openai_closed_within_ms"]["message"]
     assert exp_b["end_reason"]["status"] == "passed"  # judged at the caller alone
+
+
+def test_the_servers_log_goes_to_the_report_folder_not_over_the_console(tmp_path):
+    """openai_drops makes the in-process bridge log an ERROR on purpose; a passing run must not
+    print it over the console (it reads like a failure): it goes to servers.log, and the
+    console says how many warnings and errors the servers logged, and where."""
+    proc = subprocess.run(CALLSIM + ["demo", "--only", "openai_drops", "--report", str(tmp_path)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "ERROR" not in out and "OpenAI session failed" not in out, out
+    log = (tmp_path / "servers.log").read_text()
+    assert "ERROR callsim.bridge" in log and "OpenAI session failed" in log
+    assert f"in-process bridge/mock logged 0 warning(s) and 1 error(s): {tmp_path / 'servers.log'}" in out

@@ -41,13 +41,16 @@ import binascii
 import logging
 import re
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from . import realtime as rt
 from . import twilio_wire as tw
+from .actions import (  # re-exported: the driver, the app and tests import them from here
+    Action, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI, ToTwilio,
+)
+from .item_playback import MAX_PENDING_MARKS, ItemPlayback  # noqa: F401 (the bound, re-exported)
 from .logsafe import WarnLimiter, wire
 from .realtime import NAMES, OUTPUT_BYTES_PER_MS, SessionParams
 from .response_watch import ResponseWatch, Verdict, WatchLimits
@@ -65,120 +68,16 @@ MAX_MEDIA_CHARS = 10_668  # base64 of 8000 μ-law bytes
 # What OpenAI can make the call hold (it is a peer too, and can be buggy):
 MAX_ID_CHARS = 128  # item, response and tool-call ids ("item_…" are ~20 chars)
 MAX_ITEMS = 64  # assistant audio items remembered (and queued for playback)
-MAX_PENDING_MARKS = 3000  # marks not yet echoed per item: 60 s of 20 ms deltas
 MAX_TRANSCRIPT_CHARS = 64 * 1024  # ~10 minutes of speech
 MAX_TOOL_ARGS_CHARS = 64 * 1024
 MAX_PENDING_TOOLS = 8
 MAX_TOOL_NAME_CHARS = 64  # OpenAI's own limit for a function name
 MAX_REMEMBERED = 256  # cancelled responses/items, truncates kept for the transcript cut
 ULAW_BYTES_PER_MS = 8
-FRAME_BYTES = 160  # Twilio plays 20 ms frames of μ-law
-FRAME_NS = 20_000_000
-# A mark echo reaches us a little after Twilio's frame boundary (transit, scheduling);
-# count from a few ms earlier so a boundary crossed in that gap is not missed.
-ECHO_SLACK_NS = 3_000_000
 # Payloads and SIDs are pasted into JSON templates unescaped (twilio_wire, realtime.append):
 # only let through what needs no escaping, so a malformed message cannot break or inject JSON.
 # (Syntax only — no decoding: ~2.5 ns per character.)
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-
-# ------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class ToTwilio:
-    text: str
-
-
-@dataclass(frozen=True)
-class ToOpenAI:
-    text: str
-
-
-@dataclass(frozen=True)
-class ConnectOpenAI:
-    """Open the OpenAI socket now (the stream has started)."""
-
-
-@dataclass(frozen=True)
-class CloseOpenAI:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Hangup:
-    """Close the Twilio stream once mark ``after_mark`` is echoed (or at once if None)."""
-
-    reason: str
-    after_mark: str | None = None
-
-
-@dataclass(frozen=True)
-class RunTool:
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class SaveTranscript:
-    item_id: str
-    role: str  # caller | assistant
-    text: str
-    truncated: bool = False
-    audio_end_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class CallStarted:
-    call_sid: str
-    stream_sid: str
-    parameters: dict[str, str]
-
-
-Action = ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | RunTool | SaveTranscript | CallStarted
-
-
-# ------------------------------------------------------------------ playback
-
-
-@dataclass
-class ItemPlayback:
-    """What Twilio was given of one assistant audio item, and what it has played."""
-
-    item_id: str
-    seq: int
-    response_id: str | None
-    received: int = 0  # bytes received from OpenAI (output format)
-    sent: int = 0  # μ-law bytes forwarded to Twilio
-    acked: int = 0  # μ-law bytes confirmed played by an echoed mark
-    t_ref_ns: int | None = None  # when playback was at `acked` (mark echo, or first send)
-    # end bytes of marks not yet echoed; past the bound the oldest is forgotten (the
-    # playback estimate is then capped by a later mark: a little generous, never wrong by more)
-    pending: deque[int] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_MARKS))
-    transcript: str = ""
-
-    def played(self, now_ns: int) -> int:
-        """μ-law bytes of this item the caller has heard by ``now_ns`` (best estimate).
-
-        Twilio plays 20 ms frames: when the mark for byte ``acked`` comes back,
-        the next frame starts playing at once, and one more starts every 20 ms.
-        A frame that has started is heard (a ``clear`` cannot recall it), so
-        count whole frames begun since the reference point. Never past what was
-        sent, nor more than a frame past the next mark not yet echoed (that mark
-        says the audio before it has not all played).
-        """
-        if self.t_ref_ns is None or self.sent <= self.acked:
-            return min(self.acked, self.sent)
-        frames = max(0, now_ns - self.t_ref_ns + ECHO_SLACK_NS) // FRAME_NS + 1
-        est = self.acked + frames * FRAME_BYTES
-        cap = min(self.sent, self.pending[0] + FRAME_BYTES - 1) if self.pending else self.sent
-        return max(self.acked, min(est, cap))
-
-    @property
-    def playing(self) -> bool:
-        return self.sent > self.acked
 
 
 class CallCore:

@@ -1,0 +1,63 @@
+"""What the call core asks its driver to do: the typed outputs of :class:`.call.CallCore`.
+
+Frozen dataclasses, so the core's decisions can be compared whole in tests; the driver
+(:mod:`.driver`) matches on their types and carries each out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ToTwilio:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToOpenAI:
+    text: str
+
+
+@dataclass(frozen=True)
+class ConnectOpenAI:
+    """Open the OpenAI socket now (the stream has started)."""
+
+
+@dataclass(frozen=True)
+class CloseOpenAI:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Close the Twilio stream once mark ``after_mark`` is echoed (or at once if None)."""
+
+    reason: str
+    after_mark: str | None = None
+
+
+@dataclass(frozen=True)
+class RunTool:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class SaveTranscript:
+    item_id: str
+    role: str  # caller | assistant
+    text: str
+    truncated: bool = False
+    audio_end_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    call_sid: str
+    stream_sid: str
+    parameters: dict[str, str]
+
+
+Action = ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | RunTool | SaveTranscript | CallStarted

@@ -74,7 +74,6 @@ class CallDriver:
         self._openai_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._twilio_closed = False
-        self.token_ok = True
         self._watch_wake = trio.Event()
         self._watch_until: float = math.inf  # the deadline (monotonic ns) the watchdog sleeps to
 
@@ -163,7 +162,6 @@ class CallDriver:
                 # before the app's check: it may wait on the store, and a refused stream is closed anyway
                 self.liveness.started(trio.current_time(), self.core.stats["frames_in"])
                 if not await self.app.call_started(self, a):
-                    self.token_ok = False
                     await self._close_twilio(1008)
                     self._cancel()
                     return

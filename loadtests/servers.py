@@ -5,7 +5,7 @@ what an operator would see: did the process die (a crash is its exit, nothing su
 how much memory and how many file descriptors does it hold, and how many calls and
 sessions does it still think are open. So each server runs as ``python -m bridge`` /
 ``python -m simulator mock-openai`` in a process started here, logging to a file, and
-is read from outside: ``/proc/PID/status`` (VmRSS), ``/proc/PID/fd``, the bridge's
+is read from outside: RSS and open fds (psutil, from ``/proc``), the bridge's
 ``/health`` and the mock's ``/_mock/health``.
 
 The process helpers themselves (free port, waiting for a port or a log line, a polite
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capacity import free_port, http_get, stop_proc, wait_line, wait_port  # noqa: E402
 
@@ -32,20 +34,17 @@ API_KEY = "sk-callsim-robustness"
 
 
 def rss_mb(pid: int) -> float | None:
-    """Resident memory of ``pid`` in MB (``VmRSS``), None once it is gone."""
+    """Resident memory of ``pid`` in MB, None once it is gone (psutil, as capacity.py reads it)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
         return None
-    return None
 
 
 def open_fds(pid: int) -> int | None:
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
+        return psutil.Process(pid).num_fds()
+    except psutil.Error:
         return None
 
 

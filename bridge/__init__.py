@@ -1,4 +1,4 @@
 """callsim's Twilio Media Streams <-> OpenAI Realtime bridge (trio, hypercorn, quart-trio).
 
-It never imports :mod:`simulator`: the product must not depend on its test harness.
+It never imports :mod:`callsim.simulator`: the product must not depend on its test harness.
 """

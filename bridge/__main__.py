@@ -4,4 +4,4 @@ from .server import main
 
 import os
 
-sys.exit(main(prog=os.environ.get("CALLSIM_PROG", "python -m bridge")))
+sys.exit(main(prog=os.environ.get("CALLSIM_PROG", "python -m callsim.bridge")))

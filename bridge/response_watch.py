@@ -76,7 +76,7 @@ class Expired:
 
 
 class ResponseWatch:
-    """The state behind :meth:`deadline_ns`; fed by :class:`bridge.call.CallCore`."""
+    """The state behind :meth:`deadline_ns`; fed by :class:`callsim.bridge.call.CallCore`."""
 
     def __init__(self, limits: WatchLimits | None = None) -> None:
         lim = limits or WatchLimits()

@@ -1,4 +1,4 @@
-"""Serve the bridge (``callsim bridge``, ``python -m bridge``): :mod:`.frontdoor` on one port,
+"""Serve the bridge (``callsim bridge``, ``python -m callsim.bridge``): :mod:`.frontdoor` on one port,
 hypercorn's trio worker for HTTP, the lean WebSocket for ``/media-stream``."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ async def embedded(config: dict[str, Any], **app_kwargs: Any) -> AsyncIterator[s
     """A bridge for the harness to run in-process: settings as a dict in, base URL out.
 
     This is the generic hook ``callsim demo`` and the pytest plugin load by name
-    (``bridge.server:embedded``), so the harness never imports the bridge: any
+    (``callsim.bridge.server:embedded``), so the harness never imports the bridge: any
     bridge offering the same hook can be measured the same way. Hermetic: no
     ``.env`` is read, secrets default to off, the port is picked freely.
     """

@@ -247,7 +247,7 @@ class Settings(BaseSettings):
 
     @property
     def stream_secret_bytes(self) -> bytes:
-        """Key for :func:`bridge.security.call_token`."""
+        """Key for :func:`callsim.bridge.security.call_token`."""
         assert self.stream_token_secret is not None  # set by the validator
         return self.stream_token_secret.get_secret_value().encode("utf-8")
 

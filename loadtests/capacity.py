@@ -8,8 +8,8 @@
 
 For every step of the ramp it starts, each in its own process:
 
-* the mock OpenAI Realtime server (``python -m simulator mock-openai --any-key``),
-* the **target bridge command** (ours by default: ``python -m bridge --port {port}
+* the mock OpenAI Realtime server (``python -m callsim.simulator mock-openai --any-key``),
+* the **target bridge command** (ours by default: ``python -m callsim.bridge --port {port}
   --openai-url {openai_url}``; any command line with those placeholders), pinned to
   the bridge core(s) with ``taskset`` (default core 0),
 * one or more harness processes (``capacity.py _worker``) pinned to the other core,
@@ -25,7 +25,7 @@ its first seconds) and measures, over the window:
   the caller released it (one monotonic clock for all processes). Frames are paired with
   blocks *by content* — the caller records the CRC-32 of each frame it sends, the mock
   the CRC of each 160-byte block it receives — with a monotone alignment
-  (:mod:`simulator.framepairing`), and calls with mock sessions by the same CRCs (the
+  (:mod:`callsim.simulator.measure.framepairing`), and calls with mock sessions by the same CRCs (the
   session that received the call's distinctive frames soonest after they were sent).
   The first second of each call is skipped. p50/p99/max, and **late frames** (>
   ``--late-ms``);
@@ -34,7 +34,7 @@ its first seconds) and measures, over the window:
   lost at call start** (frames before the first forwarded one: a bridge discarding
   audio until its OpenAI socket is open) — never counted as latency; duplicated frames
   and unmatched blocks go to the JSON;
-* **underruns** (silence inside assistant replies; :func:`simulator.metrics.measure_call`,
+* **underruns** (silence inside assistant replies; :func:`callsim.simulator.measure.metrics.measure_call`,
   whole calls) and the downstream latency (mock audio delta → caller), for information;
 * **harness pacing**: how late the caller frames left their 20 ms slots (p99);
 * **CPU and RSS**: psutil CPU-time deltas of the bridge (its process tree), the mock and
@@ -90,14 +90,13 @@ from typing import Any
 
 import numpy as np
 import psutil
-
-from simulator.framepairing import pair_frames
+from callsim.simulator.measure.framepairing import pair_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 FRAME_NS = 20_000_000
 MS = 1_000_000
-DEFAULT_BRIDGE_CMD = "{python} -m bridge --host 127.0.0.1 --port {port} --openai-url {openai_url}"
+DEFAULT_BRIDGE_CMD = "{python} -m callsim.bridge --host 127.0.0.1 --port {port} --openai-url {openai_url}"
 DEFAULT_STEPS = "10,25,50,100,150,200"
 FIXTURES = ("caller_greeting", "caller_weather_question")
 
@@ -119,11 +118,10 @@ def worker_main(cfg_path: str) -> int:
     import random
 
     import trio
-
-    from simulator.caller_trio import place_call
-    from simulator.metrics import measure_call
-    from simulator.script import Pause, Say, WaitForReply
-    from simulator.utterances import default_bank
+    from callsim.simulator.audio.utterances import default_bank
+    from callsim.simulator.caller.script import Pause, Say, WaitForReply
+    from callsim.simulator.caller.trio_driver import place_call
+    from callsim.simulator.measure.metrics import measure_call
 
     cfg = json.loads(Path(cfg_path).read_text())
     bank = default_bank()
@@ -390,7 +388,7 @@ class Servers:
     def start(self) -> None:
         a = self.args
         self.mock_port = free_port()
-        cmd = a.pin("mock") + [PY, "-m", "simulator", "mock-openai", "--port", str(self.mock_port), "--any-key",
+        cmd = a.pin("mock") + [PY, "-m", "callsim.simulator", "mock-openai", "--port", str(self.mock_port), "--any-key",
                                *shlex.split(a.mock_args)]
         self.commands["mock"] = shlex.join(cmd)
         mlog = self.tmp / f"mock-{self.tag}.log"
@@ -796,7 +794,7 @@ def analyse(a: argparse.Namespace, n_calls: int, calls: list[dict[str, Any]], se
         "paired": len(pairs),
         "sessions": len(sessions),
         "calls_appends_mismatch": frames_vs_appends,
-        # caller frames by content (simulator.framepairing): lost ones are never counted as latency
+        # caller frames by content (callsim.simulator.measure.framepairing): lost ones are never counted as latency
         "frames": {
             "lost_at_start": int(sum(lost_start)),
             "lost_at_start_ms_per_call": {

@@ -1,6 +1,6 @@
 """Dead air as the caller heard it: silence while the assistant owed the caller something.
 
-:func:`simulator.metrics` measures ``dead_air_ms`` as the longest silence after the
+:func:`callsim.simulator.measure.metrics` measures ``dead_air_ms`` as the longest silence after the
 caller's last utterance until the call ended — right for a scenario whose caller hangs up
 after its turn, wrong for a caller that stays on the line (the fault matrix's "never"
 moment): once a whole reply has been heard, the silence that follows is the caller's turn,
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.metrics import Playout
+from callsim.simulator.measure.metrics import Playout
 
 FRAME_MS = 20
 

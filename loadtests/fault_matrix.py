@@ -59,7 +59,13 @@ DEAD_AIR_LIMIT_MS = 2000
 
 
 def script(moment: str, wait_ms: int, never_ms: int) -> list[Any]:
-    from simulator.script import Hangup, Pause, Say, WaitForAudio, WaitForReply
+    from callsim.simulator.caller.script import (
+        Hangup,
+        Pause,
+        Say,
+        WaitForAudio,
+        WaitForReply,
+    )
 
     head = [Pause(300), Say(UTTERANCE)]
     return head + {
@@ -83,9 +89,8 @@ def mock_sessions(mock: servers.Server) -> list[dict[str, Any]]:
 
 async def _place(target: str, moments: list[str], a: argparse.Namespace) -> list[tuple[str, Any]]:
     import trio
-
-    from simulator.caller_trio import place_call
-    from simulator.utterances import default_bank
+    from callsim.simulator.audio.utterances import default_bank
+    from callsim.simulator.caller.trio_driver import place_call
 
     bank = default_bank()
     out: list[tuple[str, Any]] = []
@@ -106,8 +111,7 @@ def run_fault(fault: str, mock: servers.Server, bridge: servers.Server, a: argpa
               reply_ms: float) -> list[dict[str, Any]]:
     """The calls of one fault (every moment at once); one record per call."""
     import trio
-
-    from simulator.pairing import call_tag_hex
+    from callsim.simulator.measure.pairing import call_tag_hex
 
     spec = FAULTS[fault]
     tag = f"matrix-{fault}-{time.monotonic_ns()}"
@@ -167,7 +171,7 @@ def summarize(records: list[dict[str, Any]], crashes: dict[str, Any]) -> dict[st
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    from simulator.utterances import default_bank
+    from callsim.simulator.audio.utterances import default_bank
 
     reply_ms = default_bank().get(REPLY).duration_ms
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="callsim-matrix-"))

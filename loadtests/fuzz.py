@@ -45,13 +45,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-
 import fuzzcheck  # noqa: E402
 import fuzzgen  # noqa: E402
 import httpprobe  # noqa: E402
 import servers  # noqa: E402
 from goodcall import GoodCaller  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from soak import slope_per_min  # noqa: E402
 
 AUTH_TOKEN = "fuzz-auth-token-0123456789abcdef"

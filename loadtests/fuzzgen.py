@@ -31,10 +31,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import fuzzwire as fw
 from hypothesis import strategies as st
 from pydantic import BaseModel
-
-import fuzzwire as fw
 
 # --------------------------------------------------------------------- the case
 

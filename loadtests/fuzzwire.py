@@ -21,7 +21,9 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from websockets.frames import apply_mask  # C when built: a fuzzed frame may be megabytes
+from websockets.frames import (
+    apply_mask,  # C when built: a fuzzed frame may be megabytes
+)
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 

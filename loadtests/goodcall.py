@@ -35,14 +35,14 @@ MIN_HEARD_FRACTION = 0.8
 
 
 def good_script() -> list[Any]:
-    from simulator.script import Hangup, Pause, Say, WaitForReply
+    from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
 
     return [Pause(300), Say("caller_greeting"), WaitForReply(quiet_ms=600, timeout_ms=10_000), Hangup()]
 
 
 def judge(result: Any) -> tuple[bool, str, float]:
     """(passed, why not, ms of assistant audio heard) for one :class:`CallResult`."""
-    from simulator.utterances import default_bank
+    from callsim.simulator.audio.utterances import default_bank
 
     core = result.core
     if result.error or core is None or core.t0_ns is None:
@@ -61,9 +61,8 @@ def judge(result: Any) -> tuple[bool, str, float]:
 
 async def _loop(target: str, seconds: float, every: float, concurrency: int, auth_token: str | None) -> None:
     import trio
-
-    from simulator.caller_trio import place_call
-    from simulator.utterances import default_bank
+    from callsim.simulator.audio.utterances import default_bank
+    from callsim.simulator.caller.trio_driver import place_call
 
     bank = default_bank()
     bank.get("caller_greeting")

@@ -7,9 +7,9 @@ Each user is one phone line placing calls of a scenario back to back: it POSTs
 ``{host}{--webhook-path}`` like Twilio (signed when ``--auth-token`` or
 ``$TWILIO_AUTH_TOKEN`` is set), follows the TwiML's ``<Connect><Stream>`` and
 runs the scenario's caller script in real time through the gevent driver
-(:mod:`simulator.caller_gevent`; trio cannot run in a gevent-patched process).
+(:mod:`callsim.simulator.caller.gevent_driver`; trio cannot run in a gevent-patched process).
 After each call it measures the call exactly as ``callsim demo`` does
-(:func:`simulator.metrics.measure_call`, then the scenario's ``[expect]`` on that
+(:func:`callsim.simulator.measure.metrics.measure_call`, then the scenario's ``[expect]`` on that
 one call) and fires Locust request events, so Locust's UI, CSV and HTML report
 carry the caller's figures (``request_type="call"``, response time in ms):
 
@@ -34,7 +34,7 @@ buckets for its percentiles (averages are exact): the JSON report of
 
 ``--mock-url`` names the ``callsim mock-openai`` the bridge talks to: the
 scenario's ``[mock]`` behaviour is set there at test start, and after each call
-its mock session is found (by open time, as :mod:`simulator.runner` pairs them;
+its mock session is found (by open time, as :mod:`callsim.simulator.runner` pairs them;
 see :class:`MockSessions`) and measured too. Without it the expectations that
 need the mock are skipped, as in ``callsim call``. A scenario's ``[bridge]``
 settings only apply to in-process runs: an external bridge must be started with
@@ -69,17 +69,16 @@ import gevent
 import gevent.lock
 import orjson
 import requests
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.caller.call_result import CallResult
+from callsim.simulator.caller.gevent_driver import GeventCall
+from callsim.simulator.measure.expectations import evaluate, judge
+from callsim.simulator.measure.measurements import CallMetrics
+from callsim.simulator.measure.metrics import measure_call
+from callsim.simulator.scenario import Scenario, ScenarioError, find_scenario
 from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner
-
-from simulator.call_result import CallResult
-from simulator.caller_gevent import GeventCall
-from simulator.expectations import evaluate, judge
-from simulator.measurements import CallMetrics
-from simulator.metrics import measure_call
-from simulator.scenario import Scenario, ScenarioError, find_scenario
-from simulator.utterances import default_bank
 
 log = logging.getLogger("callsim.locust")
 
@@ -167,7 +166,7 @@ class MockSessions:
     """The mock's sessions as seen by this process, shared by all its users.
 
     Pairing by what was sent: each call's idle line carries its line tag
-    (:mod:`simulator.linetag`), and the mock lists the tags each session heard, so a
+    (:mod:`callsim.simulator.audio.linetag`), and the mock lists the tags each session heard, so a
     call's session is the one that heard its tag — across worker processes too. Only a
     bridge that converts the audio destroys the tag; then calls are paired by time as
     before (start order, the first free untagged session opened after the start), and

@@ -65,13 +65,22 @@ import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capacity import Meter, _f, _pct, core_busy, free_port, http_get, stop_proc, wait_line  # noqa: E402
+from capacity import (  # noqa: E402
+    Meter,
+    _f,
+    _pct,
+    core_busy,
+    free_port,
+    http_get,
+    stop_proc,
+    wait_line,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from simulator import codec  # noqa: E402
-from simulator.mock.audio import CONVERTER_DELAY_MS  # noqa: E402
-from simulator.fixtures import default_library  # noqa: E402
+from callsim.simulator import codec  # noqa: E402
+from callsim.simulator.audio.fixtures import default_library  # noqa: E402
+from callsim.simulator.mock.audio import CONVERTER_DELAY_MS  # noqa: E402
 
 PY = sys.executable
 MS = 1_000_000
@@ -310,7 +319,7 @@ class Generator:
 def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> dict[str, Any]:
     port = free_port()
     cmd = (["taskset", "-c", a.mock_cpus] if a.mock_cpus else []) + [
-        PY, "-m", "simulator", "mock-openai", "--port", str(port), "--any-key",
+        PY, "-m", "callsim.simulator", "mock-openai", "--port", str(port), "--any-key",
         "--chunk-ms", str(a.chunk_ms), "--realtime-factor", str(a.realtime_factor), *shlex.split(a.mock_args)]
     log = tmp / f"mock-{n}.log"
     with open(log, "wb") as fh:

@@ -3,8 +3,8 @@
 The robustness tools (``fuzz.py``, ``fault_matrix.py``, ``soak.py``) judge a server by
 what an operator would see: did the process die (a crash is its exit, nothing subtler),
 how much memory and how many file descriptors does it hold, and how many calls and
-sessions does it still think are open. So each server runs as ``python -m bridge`` /
-``python -m simulator mock-openai`` in a process started here, logging to a file, and
+sessions does it still think are open. So each server runs as ``python -m callsim.bridge`` /
+``python -m callsim.simulator mock-openai`` in a process started here, logging to a file, and
 is read from outside: RSS and open fds (psutil, from ``/proc``), the bridge's
 ``/health`` and the mock's ``/_mock/health``.
 
@@ -102,7 +102,7 @@ class Server:
 def start_mock(tmp: Path, *, name: str = "mock", extra: list[str] | None = None) -> Server:
     port = free_port()
     log = tmp / f"{name}.log"
-    cmd = [PY, "-m", "simulator", "mock-openai", "--port", str(port), "--any-key", "-v", *(extra or [])]
+    cmd = [PY, "-m", "callsim.simulator", "mock-openai", "--port", str(port), "--any-key", "-v", *(extra or [])]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -112,7 +112,7 @@ def start_mock(tmp: Path, *, name: str = "mock", extra: list[str] | None = None)
 
 def start_bridge(tmp: Path, mock: Server, *, name: str = "bridge", auth_token: str | None = None,
                  env: dict[str, str] | None = None) -> Server:
-    """``python -m bridge`` against ``mock``; with ``auth_token``, signatures and call tokens are checked."""
+    """``python -m callsim.bridge`` against ``mock``; with ``auth_token``, signatures and call tokens are checked."""
     port = free_port()
     log = tmp / f"{name}.log"
     openai_url = f"ws://127.0.0.1:{mock.port}/v1/realtime"
@@ -124,7 +124,7 @@ def start_bridge(tmp: Path, mock: Server, *, name: str = "bridge", auth_token: s
         penv["TWILIO_AUTH_TOKEN"] = auth_token
     penv.update(env or {})
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([PY, "-m", "bridge", "--env-file", "/nonexistent"], stdout=fh,
+        proc = subprocess.Popen([PY, "-m", "callsim.bridge", "--env-file", "/nonexistent"], stdout=fh,
                                 stderr=subprocess.STDOUT, cwd=ROOT, env=penv)
     wait_port(port, proc, 60, name, log)
     return Server(name, proc, port, log)

@@ -89,7 +89,7 @@ def _params(items: list[str]) -> dict[str, str]:
 
 
 def _impairments(spec: str | None):  # type: ignore[no-untyped-def]
-    from .impairments import Impairments
+    from .caller.impairments import Impairments
 
     try:
         return Impairments.parse(spec or "")
@@ -98,8 +98,8 @@ def _impairments(spec: str | None):  # type: ignore[no-untyped-def]
 
 
 def _bank(folder: Path | None):  # type: ignore[no-untyped-def]
-    from .fixtures import FixtureLibrary
-    from .utterances import UtteranceBank
+    from .audio.fixtures import FixtureLibrary
+    from .audio.utterances import UtteranceBank
 
     try:
         return UtteranceBank(FixtureLibrary(folder) if folder else None)
@@ -160,10 +160,10 @@ def _call_once(args: argparse.Namespace) -> int:
                              "to judge; its recording goes to --out)")
     import trio
 
-    from .caller_trio import place_call
-    from .recording import pacing_stats, write_call
-    from .script import conversation
-    from .webhook import CallParties
+    from .caller.script import conversation
+    from .caller.trio_driver import place_call
+    from .caller.webhook import CallParties
+    from .measure.recording import pacing_stats, write_call
 
     impairments = _impairments(args.impair)
     params = _params(args.param)
@@ -208,9 +208,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this scenario (repeat)")
     p.add_argument("--calls", type=int, default=None, help="calls per scenario, at once (default: the scenario's)")
     p.add_argument("--report", type=Path, default=Path("callsim-report"), help="report folder (default ./callsim-report)")
-    p.add_argument("--bridge-hook", default="bridge.server:embedded", metavar="MODULE:CALLABLE",
+    p.add_argument("--bridge-hook", default="callsim.bridge.server:embedded", metavar="MODULE:CALLABLE",
                    help="the in-process bridge to run: an async context manager taking a settings dict and "
-                        "yielding its base URL (default: ours, bridge.server:embedded)")
+                        "yielding its base URL (default: ours, callsim.bridge.server:embedded)")
     p.add_argument("--seed", type=int, default=1, help="seed for the mock and the callers (default 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="log connection events and warnings")
     p.set_defaults(func=_cmd_demo)
@@ -293,7 +293,7 @@ def _add_fixtures(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fixtures(args: argparse.Namespace) -> int:
-    from .fixtures import FixtureLibrary
+    from .audio.fixtures import FixtureLibrary
 
     lib = FixtureLibrary(args.fixtures)
     for fx in lib:
@@ -361,7 +361,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault (see below)")
     p.add_argument("--seed", type=int, default=None, help="seed for think times, ids and faults")
     p.add_argument("--behaviour", type=Path, default=None, metavar="FILE",
-                   help="behaviour as JSON or TOML (keys of simulator.mock.behaviour.Behaviour); flags override")
+                   help="behaviour as JSON or TOML (keys of callsim.simulator.mock.behaviour.Behaviour); flags override")
     p.add_argument("--no-validate", action="store_true",
                    help="skip checking every sent event against the openai SDK's types")
     p.add_argument("--no-reactor", action="store_true",
@@ -421,7 +421,7 @@ def _mock_behaviour(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_mock(args: argparse.Namespace) -> int:
     import trio
 
-    from .fixtures import default_library
+    from .audio.fixtures import default_library
     from .mock.behaviour import unknown_fixtures
 
     try:
@@ -433,7 +433,10 @@ def _cmd_mock(args: argparse.Namespace) -> int:
         print(f"callsim mock-openai: unknown fixture(s) {', '.join(unknown)}; known: "
               f"{', '.join(default_library().names())}", file=sys.stderr)
         return 2
-    from .mock.server import MockConfig, MockServer  # slow (the openai types): only once the args are good
+    from .mock.server import (  # slow (the openai types): only once the args are good
+        MockConfig,
+        MockServer,
+    )
     config = MockConfig(host=args.host, port=args.port, api_key=None if args.any_key else args.api_key,
                         any_key=args.any_key, dialect=args.dialect, model=args.model, behaviour=behaviour,
                         validate_outgoing=not args.no_validate, freeze_gc=True, reactor=not args.no_reactor,
@@ -468,7 +471,7 @@ def _cmd_mock(args: argparse.Namespace) -> int:
 def _add_bridge(sub: argparse._SubParsersAction) -> None:
     # The bridge is a separate product: the CLI hands over to it by entry point so the
     # harness never imports bridge code (design.md rule 1).
-    p = sub.add_parser("bridge", help="run the Twilio <-> OpenAI Realtime bridge (same as python -m bridge)",
+    p = sub.add_parser("bridge", help="run the Twilio <-> OpenAI Realtime bridge (same as python -m callsim.bridge)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bridge)
@@ -476,7 +479,7 @@ def _add_bridge(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_bridge(args: argparse.Namespace) -> int:
     os.environ["CALLSIM_PROG"] = "callsim bridge"
-    os.execv(sys.executable, [sys.executable, "-m", "bridge", *args.rest])
+    os.execv(sys.executable, [sys.executable, "-m", "callsim.bridge", *args.rest])
     return 0  # not reached
 
 

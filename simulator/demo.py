@@ -10,13 +10,19 @@ from typing import Any
 
 import trio
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from .measurements import CallMetrics
-from .bridge_profile import merge_profiles
-from .metrics import summarize
-from .report import write_reports
+from .measure.bridge_profile import merge_profiles
+from .measure.measurements import CallMetrics
+from .measure.metrics import summarize
+from .measure.report import write_reports
 from .runner import DEFAULT_BRIDGE_HOOK, ScenarioRun, run_embedded, run_external
 from .scenario import Scenario
 from .server_logs import server_logs_to

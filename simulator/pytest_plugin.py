@@ -7,11 +7,11 @@ Fixtures (async; need pytest-trio, e.g. ``trio_mode = true``):
   for introspection.
 * ``bridge_server`` — our bridge, in-process, wired to ``mock_openai``; its base
   URL. Another in-process bridge can be used by naming its hook in the ini
-  option ``callsim_bridge_hook`` (``module:callable``, see :mod:`simulator.runner`).
+  option ``callsim_bridge_hook`` (``module:callable``, see :mod:`callsim.simulator.runner`).
 * ``twilio_call`` — ``await twilio_call(url, "barge_in")`` runs a scenario (a
-  name from fixtures/scenarios, a path, or a :class:`~simulator.scenario.Scenario`)
+  name from fixtures/scenarios, a path, or a :class:`~callsim.simulator.scenario.Scenario`)
   against any bridge URL (webhook ``http(s)://…`` or stream ``ws(s)://…``) and
-  returns the :class:`~simulator.runner.ScenarioRun`: per-call metrics, the
+  returns the :class:`~callsim.simulator.runner.ScenarioRun`: per-call metrics, the
   expectations' results, and ``.passed``. When ``mock_openai`` is in use the
   mock's records are part of the measurement.
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .runner import ScenarioRun
     from .scenario import Scenario
 
-DEFAULT_BRIDGE_HOOK = "bridge.server:embedded"
+DEFAULT_BRIDGE_HOOK = "callsim.bridge.server:embedded"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -4,7 +4,7 @@ Two ways to have a bridge in the loop:
 
 * **embedded** (``callsim demo``, the pytest plugin): for each scenario a mock
   OpenAI server and a bridge are started in this process on loopback. The
-  bridge is loaded *by name* from a hook (default ``bridge.server:embedded``:
+  bridge is loaded *by name* from a hook (default ``callsim.bridge.server:embedded``:
   an async context manager taking a settings dict, yielding the base URL), so
   the harness never imports bridge code and any bridge with such a hook can be
   run the same way.
@@ -41,22 +41,22 @@ import httpx
 import orjson
 import trio
 
-from .bridge_profile import BridgeProfile, merge_profiles, profile_call
-from .caller_trio import CallResult, place_call
-from .expectations import evaluate, judge
-from .measurements import CallMetrics, ExpectationResult
-from .metrics import measure_call
+from .audio.utterances import UtteranceBank, default_bank
+from .caller.trio_driver import CallResult, place_call
+from .measure.bridge_profile import BridgeProfile, merge_profiles, profile_call
+from .measure.expectations import evaluate, judge
+from .measure.measurements import CallMetrics, ExpectationResult
+from .measure.metrics import measure_call
+from .measure.pairing import Pairing, call_tag_hex, pair_calls
+from .measure.report import CallArtifacts
+from .measure.truncate_diagnosis import diagnose_truncate
 from .mock.behaviour import Behaviour
 from .mock.server import MockConfig, MockServer, running_mock
-from .pairing import Pairing, call_tag_hex, pair_calls
-from .report import CallArtifacts
-from .truncate_diagnosis import diagnose_truncate
 from .scenario import Scenario
-from .utterances import UtteranceBank, default_bank
 
 log = logging.getLogger("callsim.runner")
 
-DEFAULT_BRIDGE_HOOK = "bridge.server:embedded"
+DEFAULT_BRIDGE_HOOK = "callsim.bridge.server:embedded"
 CALL_STAGGER_S = 0.1
 #: every call with the mock in the loop: the OpenAI session closes within this after the caller's stop
 DEFAULT_OPENAI_CLOSE_MS = 1000.0

@@ -15,7 +15,7 @@ A scenario is data, so teams can write their own without Python::
       { hangup = true },
     ]
 
-    [mock]                                 # simulator.mock.behaviour.Behaviour keys (+ dialect)
+    [mock]                                 # callsim.simulator.mock.behaviour.Behaviour keys (+ dialect)
     replies = ["assistant_long_reply", "assistant_short_reply"]
 
     [bridge]                               # settings for in-process runs of our bridge
@@ -31,22 +31,36 @@ Unknown keys are errors (a typo must not silently disable an expectation).
 
 from __future__ import annotations
 
+import os
 import random
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .impairments import Impairments
+from .caller.impairments import Impairments
+from .caller.script import (
+    DTMF_DIGITS,
+    GREETING_GRACE,
+    Dtmf,
+    Hangup,
+    Pause,
+    Say,
+    Step,
+    WaitForAudio,
+    WaitForReply,
+)
+from .caller.webhook import CallParties
 from .mock.behaviour import Behaviour
-from .script import DTMF_DIGITS, GREETING_GRACE, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
-from .webhook import CallParties
 
 if TYPE_CHECKING:
-    from .utterances import UtteranceBank
+    from .audio.utterances import UtteranceBank
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
+#: The scenarios shipped with the package (package data ``callsim.fixtures``, found through
+#: importlib.resources so that an installed callsim finds them).
+DEFAULT_DIR = Path(os.fspath(resources.files("callsim.fixtures") / "scenarios"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ class Expectations:
     underrun_max_ms: float | None = None
     end_reason: str | None = None  # hangup | closed_by_app
     # needs the mock: session closed after the caller hung up. Checked on EVERY call with the mock in the
-    # loop (default 1000 ms, simulator.runner.DEFAULT_OPENAI_CLOSE_MS); false turns it off
+    # loop (default 1000 ms, callsim.simulator.runner.DEFAULT_OPENAI_CLOSE_MS); false turns it off
     openai_closed_within_ms: float | None = None
     dead_air_max_ms: float | None = None  # longest silence after the caller's last utterance until the call ended
     heard_min_ms: float | None = None  # at least this much assistant audio heard
@@ -164,8 +178,8 @@ class Scenario:
 
 @cache
 def _bank_for(folder: Path) -> UtteranceBank:
-    from .fixtures import FixtureLibrary
-    from .utterances import UtteranceBank
+    from .audio.fixtures import FixtureLibrary
+    from .audio.utterances import UtteranceBank
 
     return UtteranceBank(FixtureLibrary(folder))
 
@@ -174,7 +188,7 @@ class ScenarioError(ValueError):
     pass
 
 
-#: what a scenario may require of a bridge (simulator.bridge_profile learns each from the wire)
+#: what a scenario may require of a bridge (callsim.simulator.measure.bridge_profile learns each from the wire)
 REQUIREMENTS = {
     "greeting": "the bridge speaks first",
     "tools": "the bridge declares the tools the scenario's model calls",

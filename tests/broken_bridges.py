@@ -13,10 +13,9 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import trio
-
-from bridge.call import Action, CallCore, ItemPlayback, ToTwilio
-from bridge.driver import CallDriver
-from bridge.server import embedded
+from callsim.bridge.call import Action, CallCore, ItemPlayback, ToTwilio
+from callsim.bridge.driver import CallDriver
+from callsim.bridge.server import embedded
 
 
 class NoClearCore(CallCore):

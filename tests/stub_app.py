@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
 
 
 @dataclass
@@ -142,12 +147,12 @@ class StubApp:
 
 def is_speech(m: dict) -> bool:
     """A ``media`` message carrying the caller's speech, not its idle line (0xFF, or the call's
-    inaudible line tag: simulator/linetag.py)."""
+    inaudible line tag: simulator/audio/linetag.py)."""
     if m.get("event") != "media":
         return False
     import base64
 
-    from simulator import linetag
+    from callsim.simulator.audio import linetag
 
     frame = base64.b64decode(m["media"]["payload"])
     return frame != b"\xff" * len(frame) and linetag.read_tag(frame) is None

@@ -1,4 +1,4 @@
-"""The bridge profile, its lints and the truncate diagnosis (simulator/bridge_profile.py).
+"""The bridge profile, its lints and the truncate diagnosis (simulator/measure/bridge_profile.py).
 
 Two kinds of evidence: real calls (the barge_in scenario through our bridge and
 through a broken one that counts audio as heard when sent), run once per
@@ -16,18 +16,23 @@ from typing import Any
 
 import pytest
 import trio
-
-from simulator import twilio_wire as tw
-from simulator.bridge_profile import BridgeProfile, Varies, diagnose_truncate, merge_profiles, profile_call
-from simulator.caller import FRAME_NS, CallerConfig, CallerCore
-from simulator.measurements import BargeInMetrics
-from simulator.mock.session import MockSession
-from simulator.runner import run_embedded
-from simulator.scenario import find_scenario
-from simulator.script import Pause, Say
-from simulator.sids import make_sid
-from simulator.truncate_diagnosis import explain_truncate
-from simulator.utterances import UtteranceBank
+from callsim.simulator.audio.utterances import UtteranceBank
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
+from callsim.simulator.caller.script import Pause, Say
+from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.measure.bridge_profile import (
+    BridgeProfile,
+    Varies,
+    diagnose_truncate,
+    merge_profiles,
+    profile_call,
+)
+from callsim.simulator.measure.measurements import BargeInMetrics
+from callsim.simulator.measure.truncate_diagnosis import explain_truncate
+from callsim.simulator.mock.session import MockSession
+from callsim.simulator.runner import run_embedded
+from callsim.simulator.scenario import find_scenario
 
 MS = 1_000_000
 T0 = 50_000_000_000

@@ -14,19 +14,25 @@ import random
 import re
 
 import pytest
+from callsim.simulator.audio import linetag
+from callsim.simulator.audio.codec import SILENCE_PEAK, ULAW_MAGNITUDE
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.audio.utterances import UtteranceBank
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
+from callsim.simulator.caller.script import (
+    DTMF_DIGITS,
+    Dtmf,
+    Hangup,
+    Pause,
+    Say,
+    WaitForAudio,
+    WaitForReply,
+    conversation,
+)
+from callsim.simulator.caller.sids import make_sid
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from simulator import linetag
-from simulator import twilio_wire as tw
-from simulator.codec import SILENCE_PEAK, ULAW_MAGNITUDE
-from simulator.caller import FRAME_NS, CallerConfig, CallerCore
-from simulator.fixtures import default_library
-from simulator.script import (
-    DTMF_DIGITS, Dtmf, Hangup, Pause, Say, WaitForAudio, WaitForReply, conversation,
-)
-from simulator.sids import make_sid
-from simulator.utterances import UtteranceBank
 
 T0 = 123_456_789_000  # an arbitrary monotonic_ns
 FRAME = 160

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from callsim.simulator.audio.codec import SILENCE_PEAK, frame_peak
+from callsim.simulator.caller.core import is_loud
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from simulator.caller import is_loud
-from simulator.codec import SILENCE_PEAK, frame_peak
 
 
 def test_is_loud_matches_frame_peak_for_every_byte_value():

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import trio
+from callsim.simulator.audio import linetag
+from callsim.simulator.audio.codec import FRAME_BYTES
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.caller.script import Dtmf, Hangup, Pause, Say
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.measure.recording import pacing_stats, write_call
 
-from simulator import linetag
-from simulator.caller_trio import place_call
-from simulator.codec import FRAME_BYTES
-from simulator.recording import pacing_stats, write_call
-from simulator.script import Dtmf, Hangup, Pause, Say
-from simulator.utterances import default_bank
 from tests.stub_app import StreamSession, StubApp, is_speech
 
 SID = re.compile(r"^(AC|CA|MZ)[0-9a-f]{32}$")
@@ -292,7 +292,7 @@ async def test_conversation_waits_for_each_reply():
                                 timeout=20)
             await sess.send_audio(reply)
 
-    from simulator.script import conversation
+    from callsim.simulator.caller.script import conversation
 
     app = StubApp(behaviour)
     result = await run_with(app, conversation(["caller_stop", "caller_stop"], quiet_ms=400))
@@ -305,10 +305,10 @@ async def test_conversation_waits_for_each_reply():
 
 async def test_what_the_app_sends_is_handled_in_the_reactor_task(monkeypatch):
     """The caller's receiver stays parked: every message the app sends is handled by
-    the process's reactor task (simulator.reactor), not by a wake-up of the call's
+    the process's reactor task (callsim.simulator.net.reactor), not by a wake-up of the call's
     receiver per message — and the call sees them all, in order."""
-    from simulator.caller import CallerCore
-    from simulator.reactor import shared_reactor
+    from callsim.simulator.caller.core import CallerCore
+    from callsim.simulator.net.reactor import shared_reactor
 
     handled_in: list[tuple[str, str]] = []
     real_receive = CallerCore.receive

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import trio
+from callsim.simulator.mock.server import MockConfig, running_mock
 
-from simulator.mock.server import MockConfig, running_mock
 from tests.foreign.launch import running_foreign_bridge
 from tests.test_cli import CALLSIM
 

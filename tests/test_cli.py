@@ -13,7 +13,7 @@ import trio
 from tests.stub_app import StreamSession, StubApp, is_speech
 from tests.test_caller_wire import noise
 
-CALLSIM = [sys.executable, "-m", "simulator"]
+CALLSIM = [sys.executable, "-m", "callsim.simulator"]
 
 
 def test_help_lists_subcommands():
@@ -172,8 +172,8 @@ def _fixture_folder(tmp_path):
 
 
 async def test_call_scenario_says_fixtures_from_the_fixtures_folder(tmp_path):
-    from simulator.fixtures import FixtureLibrary
-    from simulator.utterances import UtteranceBank
+    from callsim.simulator.audio.fixtures import FixtureLibrary
+    from callsim.simulator.audio.utterances import UtteranceBank
 
     folder = _fixture_folder(tmp_path)
     scenario = _scenario(tmp_path, "cli_fixtures", '{ pause_ms = 100 }, { say = "custom_beep" }, { hangup = true }')
@@ -208,7 +208,7 @@ async def test_call_scenario_says_fixtures_from_the_fixtures_folder(tmp_path):
     (["--report", "r"], "--report only applies to --scenario runs"),
 ])
 def test_call_refuses_what_it_cannot_honour(argv, reason, capsys):
-    from simulator.cli import main
+    from callsim.simulator.cli import main
 
     assert main(["call", "--target", "ws://127.0.0.1:9/x", *argv]) == 2
     err = capsys.readouterr().err
@@ -216,7 +216,7 @@ def test_call_refuses_what_it_cannot_honour(argv, reason, capsys):
 
 
 def test_demo_refuses_zero_calls(capsys):
-    from simulator.cli import main
+    from callsim.simulator.cli import main
 
     assert main(["demo", "--calls", "0"]) == 2
     assert "--calls must be at least 1" in capsys.readouterr().err
@@ -224,8 +224,8 @@ def test_demo_refuses_zero_calls(capsys):
 
 async def test_each_scenario_call_gets_the_scenarios_fixture_bank(tmp_path):
     """In process, with no $CALLSIM_FIXTURES: Scenario.fixtures reaches the caller through the runner."""
-    from simulator.runner import run_external
-    from simulator.scenario import find_scenario
+    from callsim.simulator.runner import run_external
+    from callsim.simulator.scenario import find_scenario
 
     folder = _fixture_folder(tmp_path)
     scenario = find_scenario(_scenario(tmp_path, "bank", '{ say = "custom_beep" }, { hangup = true }'))

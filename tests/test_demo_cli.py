@@ -10,11 +10,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import trio
+from callsim.bridge.server import embedded
+from callsim.simulator.mock.server import MockConfig, running_mock
 
-from bridge.server import embedded
-from simulator.mock.server import MockConfig, running_mock
-
-CALLSIM = [sys.executable, "-m", "simulator"]
+CALLSIM = [sys.executable, "-m", "callsim.simulator"]
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # so the broken-bridge hooks in tests/ import
 

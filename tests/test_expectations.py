@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from simulator.expectations import CHECKS, SKIP_NO_MOCK, evaluate, judge
-from simulator.measurements import BargeInMetrics, CallMetrics, CodecMetrics, TurnMetrics
-from simulator.scenario import Expectations
+from callsim.simulator.measure.expectations import CHECKS, SKIP_NO_MOCK, evaluate, judge
+from callsim.simulator.measure.measurements import (
+    BargeInMetrics,
+    CallMetrics,
+    CodecMetrics,
+    TurnMetrics,
+)
+from callsim.simulator.scenario import Expectations
 
 MOCK = {"id": "sess", "close": {"t_ns": 1, "by": "client"}, "truncates": [], "responses": [], "turns": []}
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-
-from simulator.fixtures import (
+from callsim.simulator.audio.fixtures import (
     DEFAULT_FIXTURES_DIR,
     Fixture,
     FixtureLibrary,

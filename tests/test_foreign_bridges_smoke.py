@@ -17,12 +17,12 @@ from typing import Any, Callable
 
 import pytest
 import trio
+from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
+from callsim.simulator.caller.trio_driver import CallResult, place_call
+from callsim.simulator.mock.behaviour import Behaviour, Rule, ToolCall
+from callsim.simulator.mock.server import MockConfig, MockServer, running_mock
+from callsim.simulator.net.wsconn import open_websocket
 
-from simulator.caller_trio import CallResult, place_call
-from simulator.mock.behaviour import Behaviour, Rule, ToolCall
-from simulator.mock.server import MockConfig, MockServer, running_mock
-from simulator.script import Hangup, Pause, Say, WaitForReply
-from simulator.wsconn import open_websocket
 from tests.foreign.launch import BRIDGES, running_foreign_bridge
 
 FOREIGN = Path(__file__).resolve().parent / "foreign"

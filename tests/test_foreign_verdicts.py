@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 import trio
+from callsim.simulator.scenario import load_scenarios
 
-from simulator.scenario import load_scenarios
 from tests.foreign.launch import BRIDGES
 from tests.foreign.matrix import describe, run_matrix
 

@@ -11,15 +11,14 @@ import random
 import zlib
 
 import orjson
-
-from simulator import twilio_wire as tw
-from simulator.caller import CallerConfig, CallerCore
-from simulator.mock.behaviour import Behaviour
-from simulator.mock.fingerprint import BlockPrints
-from simulator.mock.session import MockSession
-from simulator.script import Hangup, Pause, Say
-from simulator.sids import make_sid
-from simulator.utterances import UtteranceBank
+from callsim.simulator.audio.utterances import UtteranceBank
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import CallerConfig, CallerCore
+from callsim.simulator.caller.script import Hangup, Pause, Say
+from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.mock.behaviour import Behaviour
+from callsim.simulator.mock.fingerprint import BlockPrints
+from callsim.simulator.mock.session import MockSession
 
 T0 = 5_000_000_000
 

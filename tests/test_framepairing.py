@@ -1,4 +1,4 @@
-"""simulator.framepairing on synthetic calls: frames pair by content, so a dropped frame
+"""callsim.simulator.measure.framepairing on synthetic calls: frames pair by content, so a dropped frame
 is one lost frame — never +20 ms of latency on every later frame."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-
-from simulator.framepairing import pair_frames
+from callsim.simulator.measure.framepairing import pair_frames
 
 MS = 1_000_000
 SILENCE = zlib.crc32(b"\xff" * 160)

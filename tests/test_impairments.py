@@ -12,12 +12,11 @@ import json
 import random
 
 import pytest
-
-from simulator import twilio_wire as tw
-from simulator.caller import FRAME_NS, CallerConfig, CallerCore
-from simulator.impairments import FrameFate, Impairer, Impairments
-from simulator.script import Pause, Say
-from simulator.sids import make_sid
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
+from callsim.simulator.caller.impairments import FrameFate, Impairer, Impairments
+from callsim.simulator.caller.script import Pause, Say
+from callsim.simulator.caller.sids import make_sid
 
 T0 = 7_000_000_000
 FRAME_MS = 20

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import socket
 
+from callsim.bridge.server import (
+    embedded,  # a bridge under test, reached over the wire only
+)
+from callsim.simulator import runner
+from callsim.simulator.mock.server import MockConfig, running_mock
+from callsim.simulator.runner import run_embedded, run_external, run_with_mock
+from callsim.simulator.scenario import find_scenario
 
-from bridge.server import embedded  # a bridge under test, reached over the wire only
-from simulator import runner
-from simulator.mock.server import MockConfig, running_mock
-from simulator.runner import run_embedded, run_external, run_with_mock
-from simulator.scenario import find_scenario
 from tests.foreign.launch import running_foreign_bridge
 
 
@@ -55,7 +57,7 @@ async def test_a_session_running_another_scenarios_behaviour_is_an_error_with_th
     """Without withdrawing (the old behaviour), the leftover entry reaches the next call: the harness
     must say so instead of judging the call against the wrong replies."""
     async with running_mock(MockConfig(any_key=True)) as mock:
-        from simulator.mock.behaviour import Behaviour
+        from callsim.simulator.mock.behaviour import Behaviour
         mock.set_behaviour(Behaviour(replies=("assistant_short_reply",)), next_sessions=1, tag="stale#1")
         async with embedded({"openai_realtime_url": mock.realtime_url,
                              "database_path": tmp_path / "b.sqlite3"}) as base:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import httpx
 import trio
-
-from bridge.server import embedded
-from simulator.caller_trio import place_call
-from simulator.mock.behaviour import Behaviour
-from simulator.mock.server import MockConfig, running_mock
-from simulator.recording import pacing_stats
-from simulator.script import Hangup, Pause, Say, WaitForReply
-from simulator.utterances import default_bank
+from callsim.bridge.server import embedded
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.measure.recording import pacing_stats
+from callsim.simulator.mock.behaviour import Behaviour
+from callsim.simulator.mock.server import MockConfig, running_mock
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -40,9 +39,9 @@ from gevent import monkey
 monkey.patch_all()
 
 import json, random, sys
-from simulator.caller_gevent import place_call_gevent
-from simulator.recording import pacing_stats  # imports caller_trio, hence trio: importing is fine
-from simulator.script import Hangup, Pause, Say, WaitForReply
+from callsim.simulator.caller.gevent_driver import place_call_gevent
+from callsim.simulator.measure.recording import pacing_stats  # imports caller_trio, hence trio: importing is fine
+from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
 
 r = place_call_gevent(sys.argv[1], [Pause(300), Say("caller_greeting"),
                                     WaitForReply(quiet_ms=800, timeout_ms=8000), Hangup()],

@@ -16,18 +16,29 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
-from simulator import twilio_wire as tw
-from simulator.caller import FRAME_NS, CallerConfig, CallerCore
-from simulator.caller_trio import CallResult
-from simulator.codec import pcm16_to_ulaw, ulaw_to_pcm16
-from simulator.measurements import CallMetrics, TurnMetrics
-from simulator.metrics import (
-    SNR_IDENTICAL_DB, best_alignment, heard_ms_between, measure_call, percentiles, snr_db, summarize,
+from callsim.simulator.audio.codec import pcm16_to_ulaw, ulaw_to_pcm16
+from callsim.simulator.audio.utterances import UtteranceBank
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
+from callsim.simulator.caller.script import (
+    Hangup,
+    Pause,
+    Say,
+    WaitForAudio,
+    WaitForReply,
 )
-from simulator.script import Hangup, Pause, Say, WaitForAudio, WaitForReply
-from simulator.sids import make_sid
-from simulator.utterances import UtteranceBank
+from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.caller.trio_driver import CallResult
+from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
+from callsim.simulator.measure.metrics import (
+    SNR_IDENTICAL_DB,
+    best_alignment,
+    heard_ms_between,
+    measure_call,
+    percentiles,
+    snr_db,
+    summarize,
+)
 
 T0 = 5_000_000_000_000
 MS = 1_000_000
@@ -533,7 +544,7 @@ def test_summarize():
         if snr is not None or exact is not None:
             c.codec.checked, c.codec.snr_db, c.codec.bit_exact = True, snr, exact
         if clear is not None:
-            from simulator.measurements import BargeInMetrics
+            from callsim.simulator.measure.measurements import BargeInMetrics
             c.barge_ins = [BargeInMetrics(0, "b", clear_ms=clear, talk_over_ms=clear + 20, truncate_error_ms=5.0)]
         return c
 

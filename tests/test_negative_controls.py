@@ -7,9 +7,8 @@ must fail, with a message that says what is wrong and what to do.
 
 from __future__ import annotations
 
-
-from simulator.runner import run_embedded
-from simulator.scenario import find_scenario
+from callsim.simulator.runner import run_embedded
+from callsim.simulator.scenario import find_scenario
 
 
 def _failed(run, name):

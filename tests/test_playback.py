@@ -1,6 +1,6 @@
 """Twilio's outbound playback buffer, emulated (protocols.md 1.3), driven tick by tick.
 
-Timing convention (simulator/playback.py): tick *k* plays one 160-byte frame,
+Timing convention (simulator/caller/playback.py): tick *k* plays one 160-byte frame,
 which finishes at tick *k+1*; a mark is echoed at the start of the tick after
 the tick that played the last byte queued before it — never earlier — or at
 once (``add_mark`` returns True) when nothing is queued or playing.
@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from callsim.simulator.audio.codec import FRAME_BYTES, SILENCE_BYTE
+from callsim.simulator.caller.playback import Frame, Playback
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from simulator.codec import FRAME_BYTES, SILENCE_BYTE
-from simulator.playback import Frame, Playback
 
 SILENCE = bytes([SILENCE_BYTE]) * FRAME_BYTES
 

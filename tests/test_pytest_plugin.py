@@ -8,7 +8,7 @@ pytest_plugins = ["pytester"]
 def test_plugin_fixtures_test_a_bridge_in_a_fresh_pytest_run(pytester):
     pytester.makeini("[pytest]\ntrio_mode = true\n")
     pytester.makepyfile(test_user="""
-        from bridge.server import embedded   # stands in for the user's own bridge
+        from callsim.bridge.server import embedded   # stands in for the user's own bridge
 
         async def test_my_bridge(mock_openai, twilio_call, tmp_path):
             async with embedded({"openai_realtime_url": mock_openai.realtime_url,

@@ -1,8 +1,8 @@
-"""simulator.reactor and WebSocket.receive_via over real sockets, and the mock using them.
+"""callsim.simulator.net.reactor and WebSocket.receive_via over real sockets, and the mock using them.
 
 Why these exist: the reactor moves the mock's per-message work out of each
 session's task into one task that reads every ready socket (see
-simulator/reactor.py). That trades trio's own bookkeeping (one-shot fd
+simulator/net/reactor.py). That trades trio's own bookkeeping (one-shot fd
 registration, wake-ups, cancellation, closing) for ours, so each rule the module
 states is pinned here: callbacks run in the reactor's task while the waiter stays
 parked; False wakes it and takes the fd out; an exception goes to its own task
@@ -38,6 +38,12 @@ from typing import Any, TypeVar
 import pytest
 import trio
 import trio.testing
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
+from callsim.simulator.mock.server import MockConfig, running_mock
+from callsim.simulator.mock.session import MockSession
+from callsim.simulator.net import wsconn
+from callsim.simulator.net.reactor import MAX_EVENTS, Reactor
+from callsim.simulator.net.wsconn import ConnectionClosed, ServerHandshake, WebSocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -49,13 +55,9 @@ from wsproto.events import (
     TextMessage,
 )
 
-from simulator import wsconn
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.mock.server import MockConfig, running_mock
-from simulator.mock.session import MockSession
-from simulator.reactor import MAX_EVENTS, Reactor
-from simulator.wsconn import ConnectionClosed, ServerHandshake, WebSocket
-from tests.test_wsconn import read_head  # the same request-head reader as the wsconn tests
+from tests.test_wsconn import (
+    read_head,  # the same request-head reader as the wsconn tests
+)
 
 HOST = "127.0.0.1"
 GUARD = 10.0  # seconds: every test's deadline (none needs more than a fraction of it)

@@ -20,18 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from simulator import report as rp
-from simulator import twilio_wire as tw
-from simulator.caller import FRAME_NS, CallerConfig, CallerCore
-from simulator.caller_trio import CallResult
-from simulator.measurements import (
-    BargeInMetrics, CallMetrics, CodecMetrics, ExpectationResult, TurnMetrics,
+from callsim.simulator.audio.utterances import UtteranceBank
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
+from callsim.simulator.caller.script import Hangup, Pause, Say
+from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.caller.trio_driver import CallResult
+from callsim.simulator.measure import report as rp
+from callsim.simulator.measure.measurements import (
+    BargeInMetrics,
+    CallMetrics,
+    CodecMetrics,
+    ExpectationResult,
+    TurnMetrics,
 )
-from simulator.report import CallArtifacts, write_reports
-from simulator.script import Hangup, Pause, Say
-from simulator.sids import make_sid
-from simulator.utterances import UtteranceBank
+from callsim.simulator.measure.report import CallArtifacts, write_reports
 
 T0 = 987_654_321_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -332,7 +335,7 @@ def test_no_turns_no_histogram_and_duplicate_names(tmp_path):
 
 
 def test_with_real_summarize(tmp_path):
-    metrics = pytest.importorskip("simulator.metrics")
+    metrics = pytest.importorskip("callsim.simulator.measure.metrics")
     calls = [greeting_call(), barge_in_call(), *error_calls()]
     summary = metrics.summarize([c.metrics for c in calls])
     write_reports(tmp_path, calls, summary)

@@ -1,4 +1,4 @@
-"""The caller's process-wide tick scheduler (simulator.caller_trio.TickScheduler).
+"""The caller's process-wide tick scheduler (callsim.simulator.caller.trio_driver.TickScheduler).
 
 Every call's 20 ms ticks run from one task; each call's own task stays parked
 unless a write must finish asynchronously or something broke. These tests use
@@ -15,20 +15,19 @@ import random
 import pytest
 import trio
 import trio.lowlevel
-
-from simulator import twilio_wire as tw
-from simulator.caller import FRAME_NS, CallerConfig, CallerCore
-from simulator.caller_trio import (
+from callsim.simulator.audio.utterances import UtteranceBank
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
+from callsim.simulator.caller.script import Pause
+from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.caller.trio_driver import (
     MonotonicClock,
     TrioClock,
     _run,
     run_ticks,
     tick_scheduler,
 )
-from simulator.script import Pause
-from simulator.sids import make_sid
-from simulator.utterances import UtteranceBank
-from simulator.wsconn import ConnectionClosed
+from callsim.simulator.net.wsconn import ConnectionClosed
 
 BANK = UtteranceBank()
 

@@ -13,9 +13,8 @@ import random
 import re
 
 import pytest
-
-from simulator import twilio_wire as tw
-from simulator.sids import SID_RE, make_sid
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.sids import SID_RE, make_sid
 
 _rng = random.Random(20240601)
 ACCOUNT = make_sid("AC", _rng)

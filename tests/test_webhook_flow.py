@@ -12,18 +12,24 @@ import time
 
 import pytest
 import trio
+from callsim.simulator.caller.script import Hangup, Pause
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.caller.webhook import (
+    SAY_WORDS_PER_MINUTE,
+    CallParties,
+    NoStream,
+    StreamTarget,
+    parse_twiml,
+    preamble_ms,
+    sign,
+    webhook_form,
+)
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import request, websocket
 from quart_trio import QuartTrio
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
-
-from simulator.caller_trio import place_call
-from simulator.script import Hangup, Pause
-from simulator.webhook import (
-    SAY_WORDS_PER_MINUTE, NoStream, StreamTarget, parse_twiml, preamble_ms, sign, webhook_form, CallParties,
-)
 
 TOKEN = "test-auth-token-0123456789abcdef"
 
@@ -269,8 +275,8 @@ GEVENT_CALL = r"""
 from gevent import monkey
 monkey.patch_all()
 import json, sys
-from simulator.caller_gevent import place_call_gevent
-from simulator.script import Hangup, Pause
+from callsim.simulator.caller.gevent_driver import place_call_gevent
+from callsim.simulator.caller.script import Hangup, Pause
 r = place_call_gevent(sys.argv[1], [Pause(300), Hangup()], auth_token=sys.argv[2])
 print(json.dumps({"error": r.error, "notes": r.notes}))
 """

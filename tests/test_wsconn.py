@@ -1,4 +1,4 @@
-"""simulator.wsconn against real peers on 127.0.0.1.
+"""callsim.simulator.net.wsconn against real peers on 127.0.0.1.
 
 The other side is trio-websocket (wsproto underneath) or, where trio-websocket
 cannot do it (fragments, a bare TCP peer), wsproto or raw bytes on a trio socket.
@@ -10,8 +10,8 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import struct
+import subprocess
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -19,10 +19,14 @@ import pytest
 import trio
 import trio_websocket
 import wsproto
+from callsim.simulator.net import wsconn
+from callsim.simulator.net.wsconn import (
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    ServerHandshake,
+)
 from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
-
-from simulator import wsconn
-from simulator.wsconn import ConnectionClosed, ConnectionRejected, ConnectionTimeout, ServerHandshake
 
 HOST = "127.0.0.1"
 

@@ -1,6 +1,6 @@
-"""simulator.wsconn's fast lanes give exactly what the ``websockets`` protocol gives.
+"""callsim.simulator.net.wsconn's fast lanes give exactly what the ``websockets`` protocol gives.
 
-:class:`simulator.wsconn.WebSocket` cuts received bytes into frames itself and
+:class:`callsim.simulator.net.wsconn.WebSocket` cuts received bytes into frames itself and
 turns plain text/binary frames into messages without the protocol; it frames
 text messages itself too. The reference here is what the WebSocket did before
 (the old path): every frame through a bare ``websockets`` protocol, one frame per
@@ -20,6 +20,12 @@ from typing import Literal
 import pytest
 import trio
 import trio.testing
+from callsim.simulator.net.wsconn import (
+    ConnectionClosed,
+    ServerHandshake,
+    WebSocket,
+    connect,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.client import ClientProtocol
@@ -37,8 +43,6 @@ from websockets.protocol import OPEN, Protocol, Side
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 from websockets.utils import apply_mask
-
-from simulator.wsconn import ConnectionClosed, ServerHandshake, WebSocket, connect
 
 SIDES = [pytest.param(Side.SERVER, id="server-mock"), pytest.param(Side.CLIENT, id="client-caller")]
 

@@ -9,7 +9,7 @@ audio to stream replies.
 Why these implementations:
 
 * G.711 *decoding* is a 256-entry table built once from libsndfile's decoder
-  (the harness's codec, ``simulator.codec``; design.md rule 1: never the
+  (the harness's codec, ``callsim.simulator.audio.codec``; design.md rule 1: never the
   bridge's code). Decoders agree exactly across implementations (stack.md), and
   a table lookup costs a few µs per 20 ms frame instead of a libsndfile call.
 * G.711 *encoding* goes through libsndfile (``soundfile`` RAW ULAW/ALAW), like
@@ -41,10 +41,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .. import codec
+from ..audio import codec
 
 if TYPE_CHECKING:
-    from ..fixtures import FixtureLibrary
+    from ..audio.fixtures import FixtureLibrary
 
 __all__ = [
     "KINDS",
@@ -312,7 +312,7 @@ class InputConverter:
 
 @lru_cache(maxsize=64)
 def _render(root: Path, name: str, kind: str) -> bytes:
-    from ..fixtures import FixtureLibrary, default_library
+    from ..audio.fixtures import FixtureLibrary, default_library
 
     lib = default_library()
     if lib.root != root:
@@ -331,7 +331,7 @@ def fixture_audio(name: str, kind: str, library: FixtureLibrary | None = None) -
     """
     _check_kind(kind)
     if library is None:
-        from ..fixtures import default_library
+        from ..audio.fixtures import default_library
 
         library = default_library()
     _ = library[name]  # unknown name: the library's KeyError lists the known ones

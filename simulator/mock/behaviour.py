@@ -205,7 +205,7 @@ def unknown_fixtures(behaviour: Behaviour) -> list[str]:
     """Fixture names ``behaviour`` refers to that the fixture library lacks. A reply
     naming one would fail mid-session, so the CLI and the control endpoint refuse
     such a behaviour up front."""
-    from ..fixtures import default_library
+    from ..audio.fixtures import default_library
 
     names = [*behaviour.replies, behaviour.greeting]
     for rule in behaviour.rules:

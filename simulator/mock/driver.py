@@ -37,8 +37,8 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from ..reactor import Reactor
-from ..wsconn import ConnectionClosed
+from ..net.reactor import Reactor
+from ..net.wsconn import ConnectionClosed
 from .session import MockSession
 
 __all__ = ["Alarm", "MessageSocket", "run_session"]
@@ -47,7 +47,7 @@ Clock = Callable[[], int]
 
 
 class MessageSocket(Protocol):
-    """What the driver needs of a WebSocket (``simulator.wsconn.WebSocket`` has it)."""
+    """What the driver needs of a WebSocket (``callsim.simulator.net.wsconn.WebSocket`` has it)."""
 
     async def receive_message(self) -> str | bytes: ...
 
@@ -121,9 +121,9 @@ async def run_session(session: MockSession, ws: MessageSocket, *, clock: Clock =
     ``clock`` is the session's clock (the shared monotonic clock; a test passes
     one derived from trio's MockClock). ``abort`` drops the connection without
     a close frame (the ``drop`` fault). ``alarm`` may be passed in to be watched.
-    ``reactor``: the server's :class:`~simulator.reactor.Reactor`; with it, messages
+    ``reactor``: the server's :class:`~callsim.simulator.net.reactor.Reactor`; with it, messages
     are handled in the reactor's task while nothing needs awaiting (``ws`` must
-    then be a :class:`simulator.wsconn.WebSocket`), without waking the receiver.
+    then be a :class:`callsim.simulator.net.wsconn.WebSocket`), without waking the receiver.
     """
     alarm = alarm or Alarm(clock)
 

@@ -5,7 +5,7 @@ while the bridge forwards every frame, one per append. A bridge that drops its f
 frames (sent before its OpenAI socket opened) or batches frames into larger appends
 shifts that index pairing for the rest of the call. A CRC of each 20 ms block of the
 audio *as received* lets the harness pair frames by what they carried instead
-(:mod:`simulator.framepairing`).
+(:mod:`callsim.simulator.measure.framepairing`).
 
 Blocks are cut from the input *stream*, not per append: the bytes left over from one
 append (a bridge re-chunking at odd sizes) start the next block, so block *b* always

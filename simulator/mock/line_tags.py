@@ -1,7 +1,7 @@
 """Which call is this audio from? The line tags a μ-law session's appends carry.
 
 The fake caller marks each idle-line frame with its call tag and a sequence
-number (``simulator.linetag``). A passthrough (μ-law) bridge forwards those
+number (``callsim.simulator.audio.linetag``). A passthrough (μ-law) bridge forwards those
 frames untouched, so the mock can say which calls' audio reached each session
 and when, and the harness pairs calls with sessions by what was sent rather
 than by a timing window (design.md rule 5). Transcoding bridges (A-law, pcm16)
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Final
 
-from ..linetag import FRAME_BYTES, read_tag
+from ..audio.linetag import FRAME_BYTES, read_tag
 
 __all__ = ["LineTagLog", "MAX_RX_ENTRIES", "MAX_TAGS"]
 

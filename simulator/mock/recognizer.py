@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import soxr
 
-from .. import codec
+from ..audio import codec
 from .audio import ANALYSIS_RATE, analysis_pcm, decode
 
 if TYPE_CHECKING:
-    from ..fixtures import FixtureLibrary
+    from ..audio.fixtures import FixtureLibrary
 
 __all__ = ["Recognizer", "THRESHOLD", "fingerprint"]
 
@@ -134,7 +134,7 @@ class Recognizer:
         rate: int = 16000,
     ) -> None:
         if library is None:
-            from ..fixtures import default_library
+            from ..audio.fixtures import default_library
 
             library = default_library()
         self.library: FixtureLibrary = library

@@ -38,7 +38,9 @@ from typing import Annotated, Any, Union
 import orjson
 from openai.types import realtime as _ga
 from openai.types.beta import realtime as _beta
-from openai.types.realtime.realtime_response_create_params import RealtimeResponseCreateParams
+from openai.types.realtime.realtime_response_create_params import (
+    RealtimeResponseCreateParams,
+)
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from . import errors

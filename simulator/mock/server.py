@@ -9,12 +9,12 @@ One TCP port serves both what a bridge needs and what the harness needs:
   and sent) and control (set the behaviour of the next sessions).
 
 The request head is read once; WebSocket upgrades are handed with those bytes
-to :mod:`simulator.wsconn` (``websockets``' sans-IO protocol over the trio socket),
+to :mod:`callsim.simulator.net.wsconn` (``websockets``' sans-IO protocol over the trio socket),
 plain HTTP requests are answered with h11. Each session is one nursery: a receiver task
 and a timer task (:mod:`.driver`); when the socket goes, both go, and the session's record
 stays for introspection (bounded to the last ``keep_sessions``). While nothing needs
 awaiting, a session's caller messages are read and answered by the server's one
-:class:`~simulator.reactor.Reactor` task instead of waking its receiver per message.
+:class:`~callsim.simulator.net.reactor.Reactor` task instead of waking its receiver per message.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import h11
 import orjson
 import trio
 
-from ..reactor import Reactor
-from ..wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
+from ..net.reactor import Reactor
+from ..net.wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from .behaviour import Behaviour, unknown_fixtures
 from .dialect import BETA_HEADER
 from .driver import run_session
@@ -67,7 +67,7 @@ class MockConfig:
     # ~175k objects) out of the collector's reach, so a full collection pauses the event loop for
     # ~1 ms instead of ~100 ms (a pause that would be measured as latency of the bridge under test).
     freeze_gc: bool = False
-    # Sessions' caller messages are read and answered by one task for all sessions (simulator.reactor)
+    # Sessions' caller messages are read and answered by one task for all sessions (callsim.simulator.net.reactor)
     # rather than by a task wake-up each: about 15 µs of CPU less per message. False: a task per read.
     reactor: bool = True
 

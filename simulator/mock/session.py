@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from array import array
 import heapq
 import logging
 import random
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -885,7 +885,7 @@ class MockSession:
         lib = getattr(self.recognizer, "library", None)
         if lib is not None and name in lib:
             return lib[name].text
-        from ..fixtures import default_library
+        from ..audio.fixtures import default_library
 
         lib = default_library()
         return lib[name].text if name in lib else ""

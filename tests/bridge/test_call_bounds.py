@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 
-from bridge.call import (
+from callsim.bridge.call import (
     MAX_EARLY_MS,
     MAX_ID_CHARS,
     MAX_ITEMS,
@@ -29,7 +29,8 @@ from bridge.call import (
     SaveTranscript,
     ToOpenAI,
 )
-from bridge.realtime import SessionParams
+from callsim.bridge.realtime import SessionParams
+
 from tests.bridge.test_call_core import (
     MS,
     TwilioMsgs,
@@ -83,7 +84,7 @@ def test_a_payload_over_a_second_of_audio_is_a_bad_message() -> None:
 
 
 def test_a_transcoded_early_buffer_is_bounded_too() -> None:
-    from bridge.codec import Transcoder
+    from callsim.bridge.codec import Transcoder
 
     core, tw = CallCore(SessionParams(audio_mode="transcode"), transcoder=Transcoder()), TwilioMsgs()
     core.twilio_message(0, tw.start())

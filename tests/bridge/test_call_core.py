@@ -1,4 +1,4 @@
-"""Sans-IO tests of ``bridge.call.CallCore``: one phone call, driven on a synthetic clock.
+"""Sans-IO tests of ``callsim.bridge.call.CallCore``: one phone call, driven on a synthetic clock.
 
 Everything here is independent of ``simulator``: Twilio and OpenAI messages are written
 by hand as dicts (shapes from /work/shared/protocols.md 1.2, 1.3, 2.3, 2.4), and Twilio's
@@ -20,11 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from bridge import twilio_wire
-from bridge.call import (
+from callsim.bridge import twilio_wire
+from callsim.bridge.call import (
     MAX_EARLY_FRAMES,
     CallCore,
     CallStarted,
@@ -36,8 +33,10 @@ from bridge.call import (
     ToOpenAI,
     ToTwilio,
 )
-from bridge.codec import Transcoder
-from bridge.realtime import SessionParams
+from callsim.bridge.codec import Transcoder
+from callsim.bridge.realtime import SessionParams
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 MS = 1_000_000
 FRAME = 160  # μ-law bytes per Twilio frame

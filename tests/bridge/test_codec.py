@@ -13,11 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from bridge.codec import (
+from callsim.bridge.codec import (
     DEFAULT_QUALITY,
     OPENAI_RATE,
     TWILIO_RATE,
@@ -28,6 +24,9 @@ from bridge.codec import (
     ulaw_decode,
     ulaw_encode,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from bridge.connlimits import FD_RESERVE, ConnectionGate, connection_budget
+from callsim.bridge.connlimits import FD_RESERVE, ConnectionGate, connection_budget
 
 
 def test_admits_up_to_the_limit_and_a_released_slot_is_reusable_once():

@@ -15,18 +15,23 @@ from functools import partial
 
 import httpx
 import trio
+from callsim.bridge.app import BridgeApp
+from callsim.bridge.server import hypercorn_config, running_bridge
+from callsim.bridge.settings import Settings
+from callsim.simulator.audio.codec import ulaw_to_pcm16
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.caller.script import (
+    Hangup,
+    Pause,
+    Say,
+    WaitForAudio,
+    WaitForReply,
+)
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.measure.metrics import heard_ms_between, snr_db
+from callsim.simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
+from callsim.simulator.mock.server import MockConfig, running_mock
 from hypercorn.trio import serve
-
-from bridge.app import BridgeApp
-from bridge.server import hypercorn_config, running_bridge
-from bridge.settings import Settings
-from simulator.caller_trio import place_call
-from simulator.codec import ulaw_to_pcm16
-from simulator.metrics import heard_ms_between, snr_db
-from simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
-from simulator.mock.server import MockConfig, running_mock
-from simulator.script import Hangup, Pause, Say, WaitForAudio, WaitForReply
-from simulator.utterances import default_bank
 
 KEY = "sk-test-bridge"
 LONG = default_bank().get("assistant_long_reply")
@@ -196,7 +201,7 @@ async def test_openai_refusing_gives_an_apology_not_dead_air(tmp_path):
     result = await _apology_call(tmp_path, "refuse:status=500")
     s = result.core.summary()
     assert result.core.end_reason == "closed_by_app"
-    apology_ms = len((__import__("bridge.app", fromlist=["APOLOGY"]).APOLOGY)) / 8
+    apology_ms = len((__import__("callsim.bridge.app", fromlist=["APOLOGY"]).APOLOGY)) / 8
     assert abs(s["audio_played_ms"] - apology_ms) < 40
     assert s["duration_ms"] < apology_ms + 8000  # hung up soon after, not left open
 

@@ -16,14 +16,13 @@ import logging
 import numpy as np
 import pytest
 import trio
-
-from bridge.app import APOLOGY
-from simulator.caller_trio import place_call
-from simulator.codec import FRAME_BYTES
-from simulator.metrics import Playout, measure_call
-from simulator.mock.behaviour import Behaviour, Fault, ThinkTime
-from simulator.script import Hangup, Pause, Say, WaitForReply
-from simulator.utterances import default_bank
+from callsim.bridge.app import APOLOGY
+from callsim.simulator.audio.codec import FRAME_BYTES
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.measure.metrics import Playout, measure_call
+from callsim.simulator.mock.behaviour import Behaviour, Fault, ThinkTime
 
 from .test_e2e import stack
 

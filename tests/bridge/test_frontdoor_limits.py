@@ -21,15 +21,14 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import trio
+from callsim.bridge.frontdoor import MAX_HEAD_BYTES
+from callsim.bridge.server import running_bridge
+from callsim.bridge.settings import Settings
+from callsim.simulator.caller.script import Hangup, Say, WaitForReply
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
+from callsim.simulator.mock.server import MockConfig, running_mock
 from hypercorn.protocol.h11 import H11Protocol
-
-from bridge.frontdoor import MAX_HEAD_BYTES
-from bridge.server import running_bridge
-from bridge.settings import Settings
-from simulator.caller_trio import place_call
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.mock.server import MockConfig, running_mock
-from simulator.script import Hangup, Say, WaitForReply
 
 KEY = "sk-test-frontdoor"
 SLACK_S = 2.0

@@ -23,21 +23,27 @@ import weakref
 from contextlib import asynccontextmanager
 from typing import Any
 
+import callsim.bridge.driver
 import orjson
 import trio
 import trio.testing
-
-import bridge.driver
-from bridge.call import CallCore
-from bridge.driver import CallDriver
-from bridge.server import running_bridge
-from bridge.settings import Settings
-from simulator.caller_trio import place_call
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.mock.server import MockConfig, running_mock
-from simulator.script import Dtmf, Hangup, Pause, Say, WaitForAudio, WaitForReply
-from simulator.webhook import stream_headers
-from simulator.wsconn import ConnectionClosed, open_websocket
+from callsim.bridge.call import CallCore
+from callsim.bridge.driver import CallDriver
+from callsim.bridge.server import running_bridge
+from callsim.bridge.settings import Settings
+from callsim.simulator.caller.script import (
+    Dtmf,
+    Hangup,
+    Pause,
+    Say,
+    WaitForAudio,
+    WaitForReply,
+)
+from callsim.simulator.caller.trio_driver import place_call
+from callsim.simulator.caller.webhook import stream_headers
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
+from callsim.simulator.mock.server import MockConfig, running_mock
+from callsim.simulator.net.wsconn import ConnectionClosed, open_websocket
 
 KEY = "sk-test-hostile"
 TOKEN = "twilio-auth-token-for-hostile-tests"
@@ -234,14 +240,14 @@ async def test_finished_calls_are_freed_without_the_garbage_collector(tmp_path, 
             super().__init__(app, core, twilio, **kwargs)
             refs.extend([("driver", weakref.ref(self)), ("core", weakref.ref(core)), ("twilio", weakref.ref(twilio))])
 
-    real_connect = bridge.driver.connect
+    real_connect = callsim.bridge.driver.connect
 
     async def tracked_connect(*args: Any, **kwargs: Any) -> Any:
         ws = await real_connect(*args, **kwargs)
         refs.append(("openai", weakref.ref(ws)))
         return ws
 
-    monkeypatch.setattr(bridge.driver, "connect", tracked_connect)
+    monkeypatch.setattr(callsim.bridge.driver, "connect", tracked_connect)
     logging.getLogger("callsim.bridge").setLevel(logging.CRITICAL)  # pytest keeps records (and tracebacks) alive
     behaviour = Behaviour(replies=("assistant_long_reply",), think=ThinkTime("fixed", 100.0), seed=12)
     gc.collect()

@@ -17,15 +17,15 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 import trio
+from callsim.bridge.store import Store
+from callsim.bridge.wsconn import text_frame
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
+from callsim.simulator.caller.trio_driver import fetch_twiml, place_call
+from callsim.simulator.caller.webhook import CallParties, StreamTarget
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from bridge.store import Store
-from bridge.wsconn import text_frame
-from simulator import twilio_wire as tw
-from simulator.caller_trio import fetch_twiml, place_call
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.script import Hangup, Pause, Say, WaitForReply
-from simulator.webhook import CallParties, StreamTarget
 from tests.bridge.test_e2e import SHORT, stack
 
 SILENCE = base64.b64encode(b"\xff" * 160).decode()

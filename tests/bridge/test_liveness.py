@@ -1,10 +1,9 @@
-"""bridge.liveness: when a media stream's far end is gone, on synthetic times."""
+"""callsim.bridge.liveness: when a media stream's far end is gone, on synthetic times."""
 
 from __future__ import annotations
 
 import pytest
-
-from bridge.liveness import Liveness
+from callsim.bridge.liveness import Liveness
 
 
 def live(**kw) -> Liveness:

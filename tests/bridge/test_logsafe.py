@@ -13,10 +13,10 @@ import logging
 import re
 
 import pytest
+from callsim.bridge.call import CallCore
+from callsim.bridge.logsafe import WIRE_LIMIT, WarnLimiter, wire
+from callsim.bridge.realtime import SessionParams
 
-from bridge.call import CallCore
-from bridge.logsafe import WIRE_LIMIT, WarnLimiter, wire
-from bridge.realtime import SessionParams
 from tests.bridge.test_call_core import CALL_SID, MS, TwilioMsgs, oa, session_updated
 
 PEER = "198.51.100.23:40404"

@@ -1,12 +1,11 @@
-"""bridge.metrics: Prometheus text from plain-int counters, one registry per instance."""
+"""callsim.bridge.metrics: Prometheus text from plain-int counters, one registry per instance."""
 
 from __future__ import annotations
 
 import timeit
 
+from callsim.bridge.metrics import BridgeMetrics
 from prometheus_client.parser import text_string_to_metric_families
-
-from bridge.metrics import BridgeMetrics
 
 
 def samples(m: BridgeMetrics) -> dict[tuple[str, tuple], float]:

@@ -1,6 +1,6 @@
 """A model that stops answering: the sans-IO watch in ``CallCore`` on a synthetic clock.
 
-Every case of ``bridge.response_watch``: a committed turn with no reply (*silent*), a reply
+Every case of ``callsim.bridge.response_watch``: a committed turn with no reply (*silent*), a reply
 that stops mid-way with the socket open (*stalled*), ``status: failed`` (retried once per
 caller turn, then the apology), and the things that must NOT trigger it: a slow model
 just under the bound, a barge-in cancel, a tool call running, a reply that ends
@@ -13,11 +13,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from bridge.call import CallCore, ToOpenAI
-from bridge.realtime import SessionParams
-from bridge.response_watch import ResponseWatch, Verdict, WatchLimits
-from bridge.settings import Settings
+from callsim.bridge.call import CallCore, ToOpenAI
+from callsim.bridge.realtime import SessionParams
+from callsim.bridge.response_watch import ResponseWatch, Verdict, WatchLimits
+from callsim.bridge.settings import Settings
 
 from .test_call_core import (
     APOLOGY,

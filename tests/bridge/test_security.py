@@ -1,4 +1,4 @@
-"""bridge.security: Twilio signatures (protocols.md 1.6) and per-call tokens."""
+"""callsim.bridge.security: Twilio signatures (protocols.md 1.6) and per-call tokens."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import hashlib
 import hmac
 
 import pytest
+from callsim.bridge.security import (
+    StreamTokens,
+    call_token,
+    call_token_ok,
+    stream_signature_ok,
+    webhook_signature_ok,
+)
 from twilio.request_validator import RequestValidator
-
-from bridge.security import StreamTokens, call_token, call_token_ok, stream_signature_ok, webhook_signature_ok
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

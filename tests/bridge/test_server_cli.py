@@ -1,4 +1,4 @@
-"""``python -m bridge`` (what ``callsim bridge`` execs) as an operator runs it: a real
+"""``python -m callsim.bridge`` (what ``callsim bridge`` execs) as an operator runs it: a real
 process on a real port, stopped by Ctrl-C or by a container's SIGTERM."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-BRIDGE = [sys.executable, "-X", "faulthandler", "-m", "bridge"]
+BRIDGE = [sys.executable, "-X", "faulthandler", "-m", "callsim.bridge"]
 RUNNING = re.compile(rb"Running on http://127\.0\.0\.1:(\d+)")
 
 

@@ -1,4 +1,4 @@
-"""bridge.settings: env/.env loading, validation, derived URLs, and secrets never leaking."""
+"""callsim.bridge.settings: env/.env loading, validation, derived URLs, and secrets never leaking."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from callsim.bridge.settings import REDACTED, Settings
 from pydantic import ValidationError
-
-from bridge.settings import REDACTED, Settings
 
 KEY = "sk-proj-THIS-MUST-NEVER-BE-LOGGED-0123456789"
 TWILIO_TOKEN = "twilio-auth-token-also-secret"

@@ -16,18 +16,17 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from bridge.call import CallCore, CallStarted, ConnectOpenAI, Hangup
-from bridge.realtime import SessionParams
-from bridge.twilio_start import (
+from callsim.bridge.call import CallCore, CallStarted, ConnectOpenAI, Hangup
+from callsim.bridge.realtime import SessionParams
+from callsim.bridge.twilio_start import (
     MAX_PARAMETER_VALUE,
     MAX_PARAMETERS,
     SID,
     BadStart,
     parse_start,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ACCOUNT_SID = "AC" + "00112233445566778899aabbccddeeff"
 CALL_SID = "CA" + "fedcba9876543210fedcba9876543210"

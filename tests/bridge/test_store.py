@@ -1,4 +1,4 @@
-"""bridge.store: WAL SQLite transcripts, upserts, truncation, crash safety, thread/trio use."""
+"""callsim.bridge.store: WAL SQLite transcripts, upserts, truncation, crash safety, thread/trio use."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
-
-from bridge.store import AsyncStore, Store
+from callsim.bridge.store import AsyncStore, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,7 +119,7 @@ def test_threads(store):
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from bridge.store import Store
+    from callsim.bridge.store import Store
     s = Store(sys.argv[1])
     s.start_call("CAkill", "MZkill", "+1", "+2")
     for i in range(20):

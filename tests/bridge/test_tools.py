@@ -1,4 +1,4 @@
-"""bridge.tools: schemas, never-raising calls, timeouts, and the two example tools."""
+"""callsim.bridge.tools: schemas, never-raising calls, timeouts, and the two example tools."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 import trio
-
-from bridge.tools import WEATHER, ToolRegistry, default_tools
+from callsim.bridge.tools import WEATHER, ToolRegistry, default_tools
 
 FIXED = datetime(2025, 1, 15, 12, 30, 0, tzinfo=UTC)
 
@@ -163,8 +162,8 @@ async def test_a_failing_tool_is_logged_with_the_call_and_a_wire_safe_name(caplo
 
 async def test_made_up_tool_names_do_not_grow_the_metric_labels(tmp_path):
     """The tool's name comes from the model: a thousand invented names are one label."""
-    from bridge.app import BridgeApp
-    from bridge.settings import Settings
+    from callsim.bridge.app import BridgeApp
+    from callsim.bridge.settings import Settings
 
     app = BridgeApp(Settings(_env_file=None, openai_api_key="sk-x", database_path=tmp_path / "b.sqlite3"))
     for i in range(1000):

@@ -1,10 +1,9 @@
-"""bridge.twiml: exact XML, as in protocols.md 1.4."""
+"""callsim.bridge.twiml: exact XML, as in protocols.md 1.4."""
 
 from __future__ import annotations
 
 import pytest
-
-from bridge.twiml import busy_twiml, connect_twiml
+from callsim.bridge.twiml import busy_twiml, connect_twiml
 
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 

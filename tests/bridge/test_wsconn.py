@@ -1,4 +1,4 @@
-"""The bridge's lean WebSocket (:mod:`bridge.wsconn`) and its front door, against independent
+"""The bridge's lean WebSocket (:mod:`callsim.bridge.wsconn`) and its front door, against independent
 peers: wsproto driven by hand over a real socket pair, trio-websocket, raw HTTP."""
 
 from __future__ import annotations
@@ -13,17 +13,31 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from callsim.bridge.server import running_bridge
+from callsim.bridge.settings import Settings
+from callsim.bridge.wsconn import (
+    ConnectionClosed,
+    HandshakeFailed,
+    WSConnection,
+    accept,
+    connect,
+)
 from trio_websocket import ConnectionClosed as TWClosed
 from trio_websocket import open_websocket_url, serve_websocket
 from websockets.protocol import State
-from wsproto import ConnectionType, WSConnection as WSProto
+from wsproto import ConnectionType
+from wsproto import WSConnection as WSProto
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection, Request, TextMessage,
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
 )
-
-from bridge.server import running_bridge
-from bridge.settings import Settings
-from bridge.wsconn import ConnectionClosed, HandshakeFailed, WSConnection, accept, connect
 
 
 class Peer:

@@ -1,4 +1,4 @@
-"""The fast lane of :mod:`bridge.wsconn` gives exactly what ``websockets``' protocol alone gives.
+"""The fast lane of :mod:`callsim.bridge.wsconn` gives exactly what ``websockets``' protocol alone gives.
 
 The lane cuts frames itself and hands only whole frames it does not handle to the
 protocol; these tests feed the same byte streams, split at arbitrary points, to a
@@ -14,6 +14,15 @@ import os
 import pytest
 import trio
 import trio.testing
+from callsim.bridge import wsconn
+from callsim.bridge.wsconn import (
+    ConnectionClosed,
+    WSConnection,
+    accept,
+    connect,
+    split_head,
+    text_frame,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.frames import (
@@ -27,16 +36,6 @@ from websockets.frames import (
     Frame,
 )
 from websockets.protocol import Protocol, Side, State
-
-from bridge import wsconn
-from bridge.wsconn import (
-    ConnectionClosed,
-    WSConnection,
-    accept,
-    connect,
-    split_head,
-    text_frame,
-)
 
 MAX = 70_000  # above 65,535 so the 8-byte length form is exercised too
 

@@ -7,7 +7,15 @@ exactly one defect or design difference, so each run is a clean negative (or neu
 """
 from __future__ import annotations
 
-import argparse, asyncio, base64, json, logging, os, signal, sys, time
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import time
 from collections import OrderedDict
 from typing import Any
 

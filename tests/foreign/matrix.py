@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-
-from simulator.mock.server import MockConfig, running_mock
-from simulator.runner import ScenarioRun, run_with_mock
-from simulator.scenario import load_scenarios
+from callsim.simulator.mock.server import MockConfig, running_mock
+from callsim.simulator.runner import ScenarioRun, run_with_mock
+from callsim.simulator.scenario import load_scenarios
 
 from .launch import running_foreign_bridge
 

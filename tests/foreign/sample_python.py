@@ -12,7 +12,14 @@ Usage: python sample_python.py [--greet] --port PORT --openai-url ws://HOST:PORT
 """
 from __future__ import annotations
 
-import argparse, asyncio, base64, json, logging, os, signal, sys
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import sys
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect

@@ -17,12 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-
-from simulator.codec import SILENCE_BYTE
-from simulator.mock.behaviour import Behaviour
-from simulator.mock.recognizer import Recognizer
-from simulator.mock.schema import validate_server_event
-from simulator.mock.session import MockSession
+from callsim.simulator.audio.codec import SILENCE_BYTE
+from callsim.simulator.mock.behaviour import Behaviour
+from callsim.simulator.mock.recognizer import Recognizer
+from callsim.simulator.mock.schema import validate_server_event
+from callsim.simulator.mock.session import MockSession
 
 MS = 1_000_000
 CHUNK_MS = 20

@@ -17,15 +17,14 @@ import binascii
 import numpy as np
 import orjson
 import pytest
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.mock import audio as audio_mod
+from callsim.simulator.mock import errors
+from callsim.simulator.mock.audio import InputConverter
+from callsim.simulator.mock.behaviour import Behaviour
+from callsim.simulator.mock.session import MockSession, _b64decode_strict, _handler
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from simulator.mock import audio as audio_mod
-from simulator.mock import errors
-from simulator.mock.audio import InputConverter
-from simulator.mock.behaviour import Behaviour
-from simulator.mock.session import MockSession, _b64decode_strict, _handler
-from simulator.utterances import default_bank
 
 MALFORMED = [
     "not base64!", "AAA", "AA=A", "A===", "AAAA\n", " AAAA", "AA AA",

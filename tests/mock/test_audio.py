@@ -7,14 +7,13 @@ import audioop
 import numpy as np
 import pytest
 import soxr
-
-from simulator import codec
-from simulator.fixtures import default_library
-from simulator.mock.audio import (
+from callsim.simulator.audio import codec
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.mock.audio import (
     BYTES_PER_MS,
     CONVERTER_DELAY_SAMPLES,
-    VAD_RATES,
     RATES,
+    VAD_RATES,
     InputConverter,
     decode,
     duration_ms,

@@ -9,9 +9,8 @@ from __future__ import annotations
 import httpx
 import pytest
 import trio
-
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.mock.server import MockServer, running_mock
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
+from callsim.simulator.mock.server import MockServer, running_mock
 
 from .test_server import PCMU_MANUAL, Client, config, connect
 

@@ -11,9 +11,8 @@ import json
 
 import pytest
 import trio
-
-from simulator.mock.server import MockConfig, running_mock
-from simulator.wsconn import open_websocket
+from callsim.simulator.mock.server import MockConfig, running_mock
+from callsim.simulator.net.wsconn import open_websocket
 
 UPDATE = json.dumps({"type": "session.update",
                      "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}})

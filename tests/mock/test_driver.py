@@ -1,4 +1,4 @@
-"""The trio driver of a session (``simulator.mock.driver``) on trio's MockClock.
+"""The trio driver of a session (``callsim.simulator.mock.driver``) on trio's MockClock.
 
 The driver's receiver task feeds client messages to the session and its timer
 task sleeps until the session's next deadline. What matters, and what these
@@ -29,14 +29,13 @@ import orjson
 import pytest
 import trio
 import trio.testing
-
-from simulator.codec import SILENCE_BYTE
-from simulator.mock.behaviour import Behaviour, Fault, ThinkTime
-from simulator.mock.driver import Alarm, run_session
-from simulator.mock.recognizer import Recognizer
-from simulator.mock.session import MockSession
-from simulator.utterances import default_bank
-from simulator.wsconn import ConnectionClosed
+from callsim.simulator.audio.codec import SILENCE_BYTE
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.mock.behaviour import Behaviour, Fault, ThinkTime
+from callsim.simulator.mock.driver import Alarm, run_session
+from callsim.simulator.mock.recognizer import Recognizer
+from callsim.simulator.mock.session import MockSession
+from callsim.simulator.net.wsconn import ConnectionClosed
 
 from .conftest import Driver
 

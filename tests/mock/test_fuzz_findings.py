@@ -17,12 +17,11 @@ import logging
 
 import pytest
 import trio
+from callsim.simulator.mock import session as session_mod
+from callsim.simulator.mock.server import MockConfig, running_mock
+from callsim.simulator.mock.session import MockSession
+from callsim.simulator.mock.session_config import SessionConfig
 from trio_websocket import ConnectionClosed, open_websocket_url
-
-from simulator.mock import session as session_mod
-from simulator.mock.server import MockConfig, running_mock
-from simulator.mock.session import MockSession
-from simulator.mock.session_config import SessionConfig
 
 KEY = "sk-test-fuzz-findings"
 AUTH = [(b"authorization", f"Bearer {KEY}".encode())]

@@ -15,13 +15,12 @@ import timeit
 from typing import Any
 
 import trio
-
-from simulator.codec import FRAME_BYTES, SILENCE_FRAME
-from simulator.linetag import tag_frame
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.mock.line_tags import MAX_RX_ENTRIES, MAX_TAGS, LineTagLog
-from simulator.mock.server import running_mock
-from simulator.utterances import default_bank
+from callsim.simulator.audio.codec import FRAME_BYTES, SILENCE_FRAME
+from callsim.simulator.audio.linetag import tag_frame
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
+from callsim.simulator.mock.line_tags import MAX_RX_ENTRIES, MAX_TAGS, LineTagLog
+from callsim.simulator.mock.server import running_mock
 
 from .conftest import CHUNK_MS, MS, T0
 from .test_server import PCMU_VAD, config, connect
@@ -162,7 +161,7 @@ def test_tagged_idle_line_changes_no_vad_decision_and_no_turn(drive) -> None:
 
 def test_tag_frames_take_the_vads_digital_silence_path(drive, monkeypatch) -> None:
     """A tag frame costs the VAD what 0xFF silence does: ``feed_silence``, never a decode and ``feed``."""
-    from simulator.mock.vad import ServerVad
+    from callsim.simulator.mock.vad import ServerVad
 
     calls: list[tuple[str, int]] = []
     feed, feed_silence = ServerVad.feed, ServerVad.feed_silence

@@ -1,4 +1,4 @@
-"""simulator.linetag: tag frames round-trip, are silence to the harness, and nothing else reads as one."""
+"""callsim.simulator.audio.linetag: tag frames round-trip, are silence to the harness, and nothing else reads as one."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import random
 import timeit
 
 import pytest
-
-from simulator import codec
-from simulator.fixtures import default_library
-from simulator.linetag import FRAME_BYTES, ONE, SEQ_MOD, ZERO, read_tag, tag_frame
+from callsim.simulator.audio import codec
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.audio.linetag import (
+    FRAME_BYTES,
+    ONE,
+    SEQ_MOD,
+    ZERO,
+    read_tag,
+    tag_frame,
+)
 
 
 def test_round_trip_many_tags_and_seqs() -> None:

@@ -13,9 +13,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-CALLSIM = [sys.executable, "-m", "simulator"]
+CALLSIM = [sys.executable, "-m", "callsim.simulator"]
 # -X faulthandler: SIGABRT then dumps every thread's stack, so a hang explains itself
-CALLSIM_DIAG = [sys.executable, "-X", "faulthandler", "-m", "simulator"]
+CALLSIM_DIAG = [sys.executable, "-X", "faulthandler", "-m", "callsim.simulator"]
 KEY = "sk-test-cli"
 URL_LINE = re.compile(r"^mock OpenAI Realtime on (ws://127\.0\.0\.1:(\d+)/v1/realtime) \(ga, key sk-test-cli\)$")
 

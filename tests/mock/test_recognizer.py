@@ -6,11 +6,10 @@ from functools import cache
 
 import numpy as np
 import pytest
-
-from simulator import codec
-from simulator.fixtures import default_library
-from simulator.mock.audio import analysis_pcm, decode, encode
-from simulator.mock.recognizer import THRESHOLD, Recognizer
+from callsim.simulator.audio import codec
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.mock.audio import analysis_pcm, decode, encode
+from callsim.simulator.mock.recognizer import THRESHOLD, Recognizer
 
 LIB = default_library()
 CALLERS = [fx.name for fx in LIB if fx.role == "caller"]
@@ -136,7 +135,7 @@ def test_roles_and_rate(rec: Recognizer) -> None:
 
 def test_identify_turn_remembers_committed_audio(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same committed bytes are recognised once; the answer is what identify() gives."""
-    import simulator.mock.recognizer as rec_mod
+    import callsim.simulator.mock.recognizer as rec_mod
 
     r = Recognizer()
     wire = codec.to_ulaw_8k(*LIB.read_pcm("caller_weather_question"))

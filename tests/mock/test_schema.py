@@ -12,16 +12,10 @@ import random
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from openai.types import realtime as ga_types
-from openai.types.beta import realtime as beta_types
-from pydantic import ValidationError
-
-from simulator.mock import errors, schema
-from simulator.mock.dialect import BETA_HEADER, NAMES, looks_beta
-from simulator.mock.ids import ID_RE, new_id
-from simulator.mock.schema import (
+from callsim.simulator.mock import errors, schema
+from callsim.simulator.mock.dialect import BETA_HEADER, NAMES, looks_beta
+from callsim.simulator.mock.ids import ID_RE, new_id
+from callsim.simulator.mock.schema import (
     ClientEventError,
     client_event_names,
     client_event_type,
@@ -29,6 +23,11 @@ from simulator.mock.schema import (
     server_event_names,
     validate_server_event,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai.types import realtime as ga_types
+from openai.types.beta import realtime as beta_types
+from pydantic import ValidationError
 
 
 def dumps(obj: object) -> str:

@@ -14,12 +14,11 @@ import json
 import time
 
 import trio
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
+from callsim.simulator.mock.schema import validate_server_event
+from callsim.simulator.mock.server import MockConfig, running_mock
 from openai import AsyncOpenAI
-
-from simulator.mock.behaviour import Behaviour, ThinkTime
-from simulator.mock.schema import validate_server_event
-from simulator.mock.server import MockConfig, running_mock
-from simulator.utterances import default_bank
 
 KEY = "sk-test-mock-key"
 

@@ -27,14 +27,24 @@ from typing import Any, AsyncIterator, Callable
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.mock.behaviour import Behaviour, Fault, ThinkTime
+from callsim.simulator.mock.schema import validate_server_event
+from callsim.simulator.mock.server import MockConfig, MockServer, running_mock
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
-
-from simulator.mock.behaviour import Behaviour, Fault, ThinkTime
-from simulator.mock.schema import validate_server_event
-from simulator.mock.server import MockConfig, MockServer, running_mock
-from simulator.utterances import default_bank
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Message,
+    Request,
+    TextMessage,
+)
 
 KEY = "sk-test-server"
 AUTH = [(b"authorization", f"Bearer {KEY}".encode())]

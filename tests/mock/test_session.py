@@ -19,16 +19,20 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-
-from simulator.codec import SILENCE_BYTE
-from simulator.fixtures import default_library
-from simulator.mock import errors
-from simulator.mock.audio import decode, encode, fixture_audio
-from simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
-from simulator.mock.ids import ID_RE
-from simulator.mock.session import MAX_LOG_EVENTS, MAX_RECORDS, MAX_TURN_MS, MIN_COMMIT_MS
-from simulator.mock.session_config import DEFAULT_INSTRUCTIONS
-from simulator.utterances import default_bank
+from callsim.simulator.audio.codec import SILENCE_BYTE
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.mock import errors
+from callsim.simulator.mock.audio import decode, encode, fixture_audio
+from callsim.simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
+from callsim.simulator.mock.ids import ID_RE
+from callsim.simulator.mock.session import (
+    MAX_LOG_EVENTS,
+    MAX_RECORDS,
+    MAX_TURN_MS,
+    MIN_COMMIT_MS,
+)
+from callsim.simulator.mock.session_config import DEFAULT_INSTRUCTIONS
 
 from .conftest import CHUNK_MS, MS, T0, Driver
 
@@ -820,7 +824,7 @@ def test_item_create_previous_item_id(drive):
 
 
 def test_conversation_stays_bounded_whatever_adds_the_items(drive, monkeypatch):
-    from simulator.mock import session as session_mod
+    from callsim.simulator.mock import session as session_mod
 
     monkeypatch.setattr(session_mod, "MAX_ITEMS", 10)
     d = drive(Behaviour(think=ThinkTime("fixed", 0), seed=40))

@@ -10,11 +10,10 @@ import copy
 import random
 
 import pytest
-
-from simulator.mock.errors import cannot_update_voice
-from simulator.mock.ids import ID_RE
-from simulator.mock.schema import validate_server_event
-from simulator.mock.session_config import (
+from callsim.simulator.mock.errors import cannot_update_voice
+from callsim.simulator.mock.ids import ID_RE
+from callsim.simulator.mock.schema import validate_server_event
+from callsim.simulator.mock.session_config import (
     DEFAULT_INSTRUCTIONS,
     PCM16,
     PCMA,

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import logging
 
-from simulator.mock.audio import fixture_audio
-from simulator.mock.behaviour import Behaviour, Rule, ThinkTime, ToolCall
+from callsim.simulator.mock.audio import fixture_audio
+from callsim.simulator.mock.behaviour import Behaviour, Rule, ThinkTime, ToolCall
 
-from .test_session import GA_REPLY, GA_USER_TURN, LONG, audio_of, configure, declared, shape, sil, since, ulaw
+from .test_session import (
+    GA_REPLY,
+    GA_USER_TURN,
+    LONG,
+    audio_of,
+    configure,
+    declared,
+    shape,
+    sil,
+    since,
+    ulaw,
+)
 
 WEATHER = Behaviour(think=ThinkTime("fixed", 100), seed=31,
                     rules=(Rule("caller_weather_question",

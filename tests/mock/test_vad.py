@@ -10,13 +10,10 @@ from functools import cache
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from simulator import codec
-from simulator.fixtures import default_library
-from simulator.mock.audio import BYTES_PER_MS, VAD_RATES, InputConverter, encode
-from simulator.mock.vad import (
+from callsim.simulator.audio import codec
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.mock.audio import BYTES_PER_MS, VAD_RATES, InputConverter, encode
+from callsim.simulator.mock.vad import (
     FRAME_MS,
     MAX_DECISIONS,
     ServerVad,
@@ -24,6 +21,8 @@ from simulator.mock.vad import (
     VadParams,
     semantic_wait_ms,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 LIB = default_library()
 CALLERS = [fx.name for fx in LIB if fx.role == "caller"]
@@ -341,7 +340,7 @@ def test_decisions_are_bounded() -> None:
 
 
 def test_webrtcvad_fast_path_matches_its_public_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
-    import simulator.mock.vad as vad_module
+    import callsim.simulator.mock.vad as vad_module
 
     samples = vad_input(utterance("caller_weather_question_phone", before_ms=500))
     fast = ServerVad(VadParams(), RATE)

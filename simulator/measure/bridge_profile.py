@@ -27,9 +27,9 @@ from typing import Any, Iterable, Literal
 
 import numpy as np
 
-from .caller import CallerCore
+from ..caller.core import CallerCore
+from ..mock.session_config import DEFAULT_INSTRUCTIONS
 from .measurements import BargeInMetrics
-from .mock.session_config import DEFAULT_INSTRUCTIONS
 from .profile_lints import Lint, lint_profile
 from .truncate_diagnosis import diagnose_truncate, explain_truncate
 from .twilio_evidence import twilio_side

@@ -34,13 +34,22 @@ from dataclasses import dataclass, field
 from typing import Any
 from zlib import crc32
 
+from ..audio import linetag
+from ..audio.codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
+from ..audio.utterances import UtteranceBank, default_bank
 from . import twilio_wire as tw
-from . import linetag
-from .codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
 from .impairments import Impairer, Impairments
 from .playback import Playback
-from .script import DTMF_DIGITS, Dtmf, Hangup, Pause, Say, Step, WaitForAudio, WaitForReply
-from .utterances import UtteranceBank, default_bank
+from .script import (
+    DTMF_DIGITS,
+    Dtmf,
+    Hangup,
+    Pause,
+    Say,
+    Step,
+    WaitForAudio,
+    WaitForReply,
+)
 
 log = logging.getLogger("callsim.caller")
 
@@ -69,7 +78,7 @@ class CallerConfig:
     max_queued_bytes: int = 8000 * 600
     record_media_in: bool = True  # one timeline event per received media message
     max_warnings_kept: int = 200  # warnings are all counted; this many are kept verbatim
-    # Idle-line frames carry an inaudible tag (−72 dBFS; simulator/linetag.py) naming this call and the
+    # Idle-line frames carry an inaudible tag (−72 dBFS; simulator/audio/linetag.py) naming this call and the
     # frame, so the harness pairs the call with the OpenAI session its bridge opened — and times each
     # frame's hop through the bridge — by what was sent, whatever the bridge's timing. Off: pure 0xFF.
     line_tag: bool = True

@@ -44,18 +44,31 @@ import httpx
 import outcome
 import trio
 
+from ..audio.utterances import UtteranceBank
+from ..net.reactor import shared_reactor
+from ..net.wsconn import ConnectionClosed, HandshakeError, open_websocket
 from . import twilio_wire as tw
-from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind  # CallResult re-exported
-from .caller import CallerCore
+from .call_result import (  # CallResult re-exported
+    CallResult,
+    bad_target,
+    follow_twiml,
+    new_core,
+    target_kind,
+)
 from .connect_hints import plain_port_hint
+from .core import CallerCore
 from .impairments import Impairments
-from .reactor import shared_reactor
 from .script import Step
-from .utterances import UtteranceBank
-from .wsconn import ConnectionClosed, HandshakeError, open_websocket
 from .webhook import (
-    CallParties, StreamTarget, TwimlError, WebhookExchange,
-    preamble_ms, read_answer, stream_headers, webhook_form, webhook_headers,
+    CallParties,
+    StreamTarget,
+    TwimlError,
+    WebhookExchange,
+    preamble_ms,
+    read_answer,
+    stream_headers,
+    webhook_form,
+    webhook_headers,
 )
 
 log = logging.getLogger("callsim.caller")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .caller_trio import CallResult
+from ..caller.call_result import CallResult
 
 MS = 1_000_000
 

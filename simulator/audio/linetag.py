@@ -18,7 +18,7 @@ Frame layout (160 bytes of 8 kHz μ-law, one bit per byte):
 
 A 1 bit is μ-law ``0xFE`` (decodes to +8/32768, about −72 dBFS), a 0 bit is
 ``0xFF`` (+0, the idle-line code). So the frame's peak is far below any VAD
-and below ``simulator.codec.SILENCE_PEAK`` (−40 dBFS): to every silence test
+and below ``callsim.simulator.audio.codec.SILENCE_PEAK`` (−40 dBFS): to every silence test
 in the harness it *is* silence, and the mock feeds it to its VAD as digital
 silence.
 

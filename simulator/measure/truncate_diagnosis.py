@@ -28,10 +28,15 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .caller import CallerCore
+from ..caller.core import CallerCore
 from .measurements import BargeInMetrics
-from .twilio_evidence import (ItemAudio, first_media_ns, item_audio, item_audio_playing_at,
-                              media_timestamp_at)
+from .twilio_evidence import (
+    ItemAudio,
+    first_media_ns,
+    item_audio,
+    item_audio_playing_at,
+    media_timestamp_at,
+)
 
 #: a truncate within this of the audio heard is right (the barge_in scenario's own limit)
 HEARD_OK_MS = 20.0

@@ -17,8 +17,8 @@ import numpy as np
 import orjson
 import soundfile as sf
 
-from .caller_trio import CallResult
-from .codec import FRAME_MS, SAMPLE_RATE, ulaw_to_pcm16
+from ..audio.codec import FRAME_MS, SAMPLE_RATE, ulaw_to_pcm16
+from ..caller.call_result import CallResult
 
 
 def pacing_stats(result: CallResult) -> dict[str, float] | None:

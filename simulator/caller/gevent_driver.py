@@ -40,16 +40,23 @@ import requests
 import websocket
 from websocket import ABNF, WebSocketException
 
+from ..audio.utterances import UtteranceBank
 from . import twilio_wire as tw
 from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind
-from .caller import CallerCore
 from .connect_hints import plain_port_hint
+from .core import CallerCore
 from .impairments import Impairments
 from .script import Step
-from .utterances import UtteranceBank
 from .webhook import (
-    CallParties, StreamTarget, TwimlError, WebhookExchange,
-    preamble_ms, read_answer, stream_headers, webhook_form, webhook_headers,
+    CallParties,
+    StreamTarget,
+    TwimlError,
+    WebhookExchange,
+    preamble_ms,
+    read_answer,
+    stream_headers,
+    webhook_form,
+    webhook_headers,
 )
 
 log = logging.getLogger("callsim.caller")

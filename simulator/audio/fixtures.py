@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -34,8 +35,10 @@ __all__ = [
     "VAD_RATES",
 ]
 
-#: Where the committed fixtures live, relative to this package (repo checkout).
-DEFAULT_FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
+#: The speech fixtures shipped with the package (``fixtures/audio`` in the checkout, package
+#: data ``callsim.fixtures`` once installed): found through importlib.resources so that an
+#: installed callsim finds them wherever pip put it.
+DEFAULT_FIXTURES_DIR = Path(os.fspath(resources.files("callsim.fixtures") / "audio"))
 
 #: Sample rates webrtcvad accepts; anything else is resampled first.
 VAD_RATES = (8000, 16000, 32000, 48000)

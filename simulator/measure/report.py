@@ -37,9 +37,17 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .caller_trio import CallResult
-from .codec import FRAME_MS, SAMPLE_RATE, ulaw_to_pcm16
-from .junit import STATUSES, _by_scenario, _expectations, _status, _write_junit, _x, failure_text
+from ..audio.codec import FRAME_MS, SAMPLE_RATE, ulaw_to_pcm16
+from ..caller.call_result import CallResult
+from .junit import (
+    STATUSES,
+    _by_scenario,
+    _expectations,
+    _status,
+    _write_junit,
+    _x,
+    failure_text,
+)
 from .measurements import CallMetrics
 from .recording import write_call
 

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..scenario import Expectations
 from .measurements import CallMetrics, ExpectationResult
-from .scenario import Expectations
 
 SKIP_NO_MOCK = ("needs the mock OpenAI server in the loop (start `callsim mock-openai` "
                 "and point the bridge at it)")

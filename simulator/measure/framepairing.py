@@ -6,7 +6,7 @@ OpenAI socket is open) then reads as +20 ms on *every* frame instead of one lost
 a bridge batching frames into larger appends cannot be measured at all. Here each
 frame is identified by the CRC-32 of its 160 μ-law bytes (the caller records it;
 the mock records the CRC of each 160-byte block of what it received, see
-:mod:`simulator.mock.fingerprint`), so a frame pairs with the block that carried it.
+:mod:`callsim.simulator.mock.fingerprint`), so a frame pairs with the block that carried it.
 
 The pairing is a monotone alignment — frames are never reordered, some are lost, some
 may be duplicated — built in three passes, numpy-vectorised (tens of thousands of
@@ -31,7 +31,7 @@ frames take milliseconds):
    stays under one frame (20 ms). Two blocks claiming one frame: the closer keeps it,
    the other is a **duplicate**; a block that would break the order is **unpaired**.
 
-Callers that tag their idle line (simulator/linetag.py) make silence frames unique,
+Callers that tag their idle line (simulator/audio/linetag.py) make silence frames unique,
 so almost everything is settled in pass 1; the pairing does not depend on it.
 """
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .codec import FRAME_MS
+from ..audio.codec import FRAME_MS
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .caller import FRAME_NS, CallerCore
-from .caller_trio import CallResult
-from .codec import FRAME_BYTES, SILENCE_PEAK, ULAW_MAGNITUDE, ulaw_to_pcm16
+from ..audio.codec import FRAME_BYTES, SILENCE_PEAK, ULAW_MAGNITUDE, ulaw_to_pcm16
+from ..audio.utterances import UtteranceBank, default_bank
+from ..caller.call_result import CallResult
+from ..caller.core import FRAME_NS, CallerCore
 from .bridge_share import attach_mock, line_tag_rx, uplink_ms
 from .measurements import BargeInMetrics, CallMetrics, CodecMetrics, TurnMetrics
 from .recording import pacing_stats
-from .utterances import UtteranceBank, default_bank
 
 MS = 1_000_000  # ns
 BYTES_PER_MS = 8  # μ-law at 8 kHz

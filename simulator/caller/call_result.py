@@ -3,23 +3,22 @@
 It lives on its own, apart from :mod:`.caller_trio`, so the gevent driver (the
 Locust one) and the metrics can share it without tying the result to one event
 loop: importing this module pulls in neither trio nor gevent.
-:mod:`.caller_trio` re-exports it, so ``from simulator.caller_trio import
+:mod:`.caller_trio` re-exports it, so ``from callsim.simulator.caller.trio_driver import
 CallResult`` keeps working and names the same class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..audio.utterances import UtteranceBank
 from . import twilio_wire as tw
-from .caller import CallerConfig, CallerCore
+from .core import CallerConfig, CallerCore
 from .impairments import Impairments
 from .script import Step
 from .sids import make_sid
-from .utterances import UtteranceBank
 from .webhook import CallParties, NoStream, StreamTarget, WebhookExchange
 
 

@@ -191,7 +191,7 @@ class FdStream(trio.abc.HalfCloseableStream):
         return data
 
     def read_nowait(self, size: int = RECEIVE_BYTES) -> bytes | None:
-        """One read without waiting (for a :class:`~simulator.reactor.Reactor` that saw
+        """One read without waiting (for a :class:`~callsim.simulator.net.reactor.Reactor` that saw
         the socket readable): the bytes, ``b""`` at the end of the stream, None when
         there is nothing to read after all."""
         try:
@@ -375,7 +375,7 @@ class WebSocket:
         in the reactor's task, synchronously, while this task stays parked.
 
         Why: waking the receiving task for every 20 ms frame costs more CPU than
-        the frame's own work in the mock (see :mod:`simulator.reactor`).
+        the frame's own work in the mock (see :mod:`callsim.simulator.net.reactor`).
 
         ``handle`` returns True to go on, False when the receiving task must act
         (something to await): the messages after that one stay queued for

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .codec import FRAME_BYTES, SILENCE_BYTE
+from ..audio.codec import FRAME_BYTES, SILENCE_BYTE
 
 _SILENCE = bytes([SILENCE_BYTE]) * FRAME_BYTES
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .caller import CallerCore
+from ..caller.core import CallerCore
 from .measurements import TurnMetrics
 
 MS = 1_000_000  # ns

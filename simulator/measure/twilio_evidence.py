@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .caller import FRAME_NS, CallerCore
-from .codec import FRAME_MS
+from ..audio.codec import FRAME_MS
+from ..caller.core import FRAME_NS, CallerCore
 
 BYTES_PER_MS = 8  # what Twilio plays: 8 kHz μ-law
 #: a barge-in: the caller started speaking while a frame of app audio played within this many ticks

@@ -78,7 +78,7 @@ from capacity import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from callsim.simulator import codec  # noqa: E402
+from callsim.simulator.audio import codec  # noqa: E402
 from callsim.simulator.audio.fixtures import default_library  # noqa: E402
 from callsim.simulator.mock.audio import CONVERTER_DELAY_MS  # noqa: E402
 

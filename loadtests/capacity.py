@@ -64,6 +64,11 @@ is only right while the bridge forwards every frame.
 A bridge without a webhook (WebSocket only): ``--stream-path /media-stream`` connects the
 caller straight to ``ws://…/media-stream``; without a ``--metrics-path`` endpoint the leak
 check relies on the mock alone.
+
+This module is the command line and the ramp; one step is :mod:`capacity_step`, a harness
+process :mod:`capacity_worker`, the pairing, figures and verdicts :mod:`capacity_analysis`,
+the table :mod:`capacity_table`, the profile breakdown :mod:`pyspy_report`; the process and
+meter helpers it shares with ``mock_capacity.py`` are :mod:`bench`'s.
 """
 
 from __future__ import annotations

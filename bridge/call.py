@@ -76,7 +76,7 @@ MAX_REMEMBERED = 256  # cancelled responses/items, truncates kept for the transc
 ULAW_BYTES_PER_MS = 8
 # Payloads and SIDs are pasted into JSON templates unescaped (twilio_wire, realtime.append):
 # only let through what needs no escaping, so a malformed message cannot break or inject JSON.
-# (Syntax only — no decoding: ~2.5 ns per character.)
+# (Syntax only, a regex over the text: no decoding.)
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 

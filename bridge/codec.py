@@ -136,7 +136,7 @@ def ulaw_encode(samples: np.ndarray) -> bytes:
 
     Only int16 is accepted: a float array in [-1, 1] would otherwise encode silently as
     near-silence, and wider ints would need a clipping policy the caller should choose.
-    ``ndarray.take`` rather than ``table[idx]``: same result, ~1 µs less per 20 ms frame.
+    ``ndarray.take`` rather than ``table[idx]``: same result, less work per 20 ms frame.
     """
     samples = np.asarray(samples)
     if samples.dtype != np.int16:
@@ -161,7 +161,7 @@ def _to_int16(y: np.ndarray) -> np.ndarray:
     """Round a float32 array (int16 scale) to int16, saturating; modifies ``y``.
 
     ufuncs with ``out=`` rather than ``np.clip``: on 20 ms frames numpy's per-call overhead
-    dominates, and ``np.clip``'s Python wrapper costs ~4× a bare ufunc.
+    dominates, and ``np.clip``'s Python wrapper costs several times a bare ufunc.
     """
     np.maximum(y, _I16_MIN, out=y)
     np.minimum(y, _I16_MAX, out=y)
@@ -176,8 +176,8 @@ def _measure_latency(in_rate: int, out_rate: int, quality: str) -> tuple[float, 
     Output *lengths* of soxr do not depend on the signal, so we stream 2 s of zeros in
     20 ms frames through a fresh ``ResampleStream`` and, after each frame, compare what
     came out with what went in (× ratio).  soxr's output is time-aligned with its input, so
-    that shortfall is exactly the delay a real-time caller experiences.  Takes ~1 ms once
-    per (rates, quality) per process.
+    that shortfall is exactly the delay a real-time caller experiences.  Runs once per
+    (rates, quality) per process.
     """
     stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
     n = in_rate * _LATENCY_FRAME_MS // 1000

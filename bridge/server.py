@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
         return 0
     sock, settings = _bind(settings, settings.port)
     app = BridgeApp(settings)
-    # ~70k objects are alive after the imports; a full collection over them pauses
-    # every call for 40-66 ms (measured by loadtests/capacity.py). Freeze them.
+    # Tens of thousands of objects are alive after the imports; a full collection over them
+    # pauses every call for tens of ms (loadtests/capacity.py shows it as latency). Freeze them.
     gc.collect()
     gc.freeze()
     log.info("bridge on %s:%d, public URL %s, OpenAI %s (%s, %s)", settings.host, settings.port,

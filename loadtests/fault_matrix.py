@@ -37,9 +37,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import servers  # noqa: E402
-from deadair import dead_air_ms  # noqa: E402
+import servers
+from deadair import dead_air_ms
 
 FAULTS = {  # name -> the mock's --fault spec (timed to land inside the first reply, 2.4 s of audio)
     "none": None,

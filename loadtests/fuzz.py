@@ -44,14 +44,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fuzzcheck  # noqa: E402
-import fuzzgen  # noqa: E402
-import httpprobe  # noqa: E402
-import servers  # noqa: E402
-from goodcall import GoodCaller  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-from soak import slope_per_min  # noqa: E402
+import fuzzcheck
+import fuzzgen
+import httpprobe
+import servers
+from goodcall import GoodCaller
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from soak import slope_per_min
 
 AUTH_TOKEN = "fuzz-auth-token-0123456789abcdef"
 MOCK_SDK_REJECTS = "mock sent an event the SDK rejects"

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 REPLY = "assistant_short_reply"  # the mock's default reply
 MIN_HEARD_FRACTION = 0.8

@@ -63,28 +63,27 @@ from typing import Any
 import numpy as np
 import orjson
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capacity import (  # noqa: E402
+from bench import (
+    FRAME_NS,
+    MS,
+    PY,
     Meter,
-    _f,
-    _pct,
     core_busy,
+    fmt,
     free_port,
     http_get,
+    pct,
+    py_spy,
+    row,
+    start_logged,
     stop_proc,
+    taskset,
     wait_line,
 )
+from callsim.simulator.audio import codec
+from callsim.simulator.audio.fixtures import default_library
+from callsim.simulator.mock.audio import CONVERTER_DELAY_MS
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from callsim.simulator.audio import codec  # noqa: E402
-from callsim.simulator.audio.fixtures import default_library  # noqa: E402
-from callsim.simulator.mock.audio import CONVERTER_DELAY_MS  # noqa: E402
-
-PY = sys.executable
-MS = 1_000_000
-FRAME_NS = 20 * MS
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
 DECISION_DELAY_MS = CONVERTER_DELAY_MS["pcmu"]
 MASK = b"\x5a\xa5\x3c\xc3"  # one key for all frames: the mock only unmasks, any key is valid
@@ -318,13 +317,11 @@ class Generator:
 
 def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> dict[str, Any]:
     port = free_port()
-    cmd = (["taskset", "-c", a.mock_cpus] if a.mock_cpus else []) + [
+    cmd = taskset(a.mock_cpus) + [
         PY, "-m", "callsim.simulator", "mock-openai", "--port", str(port), "--any-key",
         "--chunk-ms", str(a.chunk_ms), "--realtime-factor", str(a.realtime_factor), *shlex.split(a.mock_args)]
     log = tmp / f"mock-{n}.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_logged(cmd, log)
     try:
         wait_line(log, "mock OpenAI Realtime on", proc, 120, "the mock")
         time.sleep(0.5)
@@ -336,8 +333,7 @@ def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> d
         gen.run(w0, t0)  # open everything, let it settle
         spy = None
         if a.py_spy:  # sampled during the window only
-            exe = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
-            spy = subprocess.Popen([exe, "record", "--pid", str(proc.pid), "--rate", "200", "--format", "raw",
+            spy = subprocess.Popen([py_spy(), "record", "--pid", str(proc.pid), "--rate", "200", "--format", "raw",
                                     "--duration", str(int(a.hold_s)), "--nonblocking",
                                     "--output", str(Path(a.py_spy) / f"mock-{n}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -373,10 +369,10 @@ def run_step(a: argparse.Namespace, n: int, frames: list[bytes], tmp: Path) -> d
         "mock_core_busy": core_busy(c0, c1, mock_cpus),
         "gen_core_busy": core_busy(c0, c1, gen_cpus),
         "mock_rss_mb_per_session": round((rss1 - rss0) / n / 2**20, 3),
-        "decisions": len(lags), "lag_p50_ms": _pct(lags, 50), "lag_p99_ms": _pct(lags, 99),
+        "decisions": len(lags), "lag_p50_ms": pct(lags, 50), "lag_p99_ms": pct(lags, 99),
         "lag_max_ms": max(lags) if lags else None,
-        "deltas": len(late), "delta_late_p50_ms": _pct(late, 50), "delta_late_p99_ms": _pct(late, 99),
-        "pacing_p99_ms": _pct(pacing, 99), "errors": sum(s.errors for s in gen.sessions),
+        "deltas": len(late), "delta_late_p50_ms": pct(late, 50), "delta_late_p99_ms": pct(late, 99),
+        "pacing_p99_ms": pct(pacing, 99), "errors": sum(s.errors for s in gen.sessions),
         "closed": sum(1 for s in gen.sessions if s.closed), "leak_ms": leak_ms,
     }
     why = []
@@ -447,19 +443,20 @@ def main(argv: list[str] | None = None) -> int:
           f"({a.fixtures}, each + {a.silence_s} s silence); mock args: {a.mock_args or '(none)'}")
     cols = ("sessions", "mock cpu", "m-core", "RSS", "lag p50", "lag p99", "late p99", "pacing",
             "g-core", "errors", "leak", "served")
-    print(("{:>9}" * len(cols)).format(*cols))
-    print(("{:>9}" * len(cols)).format("", "ms/ses·s", "%", "MB/ses", "ms", "ms", "ms", "p99 ms", "%", "", "ms", ""))
+    widths = [9] * len(cols)
+    print(row(cols, widths, sep=""))
+    print(row(("", "ms/ses·s", "%", "MB/ses", "ms", "ms", "ms", "p99 ms", "%", "", "ms", ""), widths, sep=""))
     results = []
     with tempfile.TemporaryDirectory(prefix="callsim-mockcap-") as tmp:
         for n in steps:
             r = run_step(a, n, frames, Path(tmp))
             results.append(r)
-            print(("{:>9}" * len(cols)).format(
-                n, _f(r["mock_cpu_ms_per_session_s"], "{:.2f}"), _f(r["mock_core_busy"] and r["mock_core_busy"] * 100, "{:.0f}"),
-                _f(r["mock_rss_mb_per_session"], "{:.3f}"), _f(r["lag_p50_ms"]), _f(r["lag_p99_ms"]),
-                _f(r["delta_late_p99_ms"]), _f(r["pacing_p99_ms"], "{:.2f}"),
-                _f(r["gen_core_busy"] and r["gen_core_busy"] * 100, "{:.0f}"), r["errors"], _f(r["leak_ms"], "{:.0f}"),
-                "yes" if r["served"] else "NO") + (f"   {r['why']}" if r["why"] else "")
+            print(row((
+                n, fmt(r["mock_cpu_ms_per_session_s"], "{:.2f}"), fmt(r["mock_core_busy"] and r["mock_core_busy"] * 100, "{:.0f}"),
+                fmt(r["mock_rss_mb_per_session"], "{:.3f}"), fmt(r["lag_p50_ms"]), fmt(r["lag_p99_ms"]),
+                fmt(r["delta_late_p99_ms"]), fmt(r["pacing_p99_ms"], "{:.2f}"),
+                fmt(r["gen_core_busy"] and r["gen_core_busy"] * 100, "{:.0f}"), r["errors"], fmt(r["leak_ms"], "{:.0f}"),
+                "yes" if r["served"] else "NO"), widths, sep="") + (f"   {r['why']}" if r["why"] else "")
                 + ("   [generator-limited]" if r["generator_limited"] else ""), flush=True)
             if not r["served"] and not a.keep_going:
                 break

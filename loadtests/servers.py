@@ -8,8 +8,8 @@ sessions does it still think are open. So each server runs as ``python -m callsi
 is read from outside: RSS and open fds (psutil, from ``/proc``), the bridge's
 ``/health`` and the mock's ``/_mock/health``.
 
-The process helpers themselves (free port, waiting for a port or a log line, a polite
-stop) are :mod:`capacity`'s.
+The process helpers themselves (free port, a logged process, waiting for a port or a log
+line, a polite stop) are :mod:`bench`'s.
 """
 
 from __future__ import annotations
@@ -17,24 +17,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from bench import PY, free_port, http_get, start_logged, stop_proc, wait_line, wait_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capacity import free_port, http_get, stop_proc, wait_line, wait_port  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
 API_KEY = "sk-callsim-robustness"
 
 
 def rss_mb(pid: int) -> float | None:
-    """Resident memory of ``pid`` in MB, None once it is gone (psutil, as capacity.py reads it)."""
+    """Resident memory of ``pid`` in MB, None once it is gone (psutil, as :class:`bench.Meter` reads it)."""
     try:
         return psutil.Process(pid).memory_info().rss / 2**20
     except psutil.Error:
@@ -103,9 +98,7 @@ def start_mock(tmp: Path, *, name: str = "mock", extra: list[str] | None = None)
     port = free_port()
     log = tmp / f"{name}.log"
     cmd = [PY, "-m", "callsim.simulator", "mock-openai", "--port", str(port), "--any-key", "-v", *(extra or [])]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_logged(cmd, log)
     wait_line(log, "mock OpenAI Realtime on", proc, 60, name)
     return Server(name, proc, port, log)
 
@@ -123,9 +116,7 @@ def start_bridge(tmp: Path, mock: Server, *, name: str = "bridge", auth_token: s
     if auth_token:
         penv["TWILIO_AUTH_TOKEN"] = auth_token
     penv.update(env or {})
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([PY, "-m", "callsim.bridge", "--env-file", "/nonexistent"], stdout=fh,
-                                stderr=subprocess.STDOUT, cwd=ROOT, env=penv)
+    proc = start_logged([PY, "-m", "callsim.bridge", "--env-file", "/nonexistent"], log, env=penv)
     wait_port(port, proc, 60, name, log)
     return Server(name, proc, port, log)
 

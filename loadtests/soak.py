@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import servers  # noqa: E402
-from goodcall import GoodCaller  # noqa: E402
+import servers
+from goodcall import GoodCaller
 
 
 def slope_per_min(samples: list[dict[str, Any]], key: str, warmup_s: float) -> float | None:

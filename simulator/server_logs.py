@@ -1,10 +1,10 @@
 """The in-process servers' log lines go to a file in the report folder, not over the console.
 
 ``callsim demo`` (and ``callsim check`` without ``--mock-url``) run the mock OpenAI server — and,
-for the demo, our bridge — in the harness's own process. Their log lines used to reach the
-console: a scenario that injects a fault on purpose (``openai_drops``) made the bridge print
-``ERROR … OpenAI session failed`` over the progress bar of a run that passed, which reads like a
-failure. The run's verdicts are the table; what the servers logged is evidence to look at when
+for the demo, our bridge — in the harness's own process. On the console their log lines would
+mislead: a scenario that injects a fault on purpose (``openai_drops``) makes the bridge log
+``ERROR … OpenAI session failed`` during a run that passed, which over the progress bar reads
+like a failure. The run's verdicts are the table; what the servers logged is evidence to look at when
 something is off. So for the run, the servers' loggers write (at INFO, with the call ids they
 carry) to ``servers.log`` beside the reports and stop propagating to the console, and the console
 gets one line: how many warnings and errors they logged, and where.

@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtests"))
-import capacity  # noqa: E402
+import capacity_analysis  # noqa: E402
 
 
 def test_capacity_quick_prints_a_table_and_exits_0(tmp_path):
@@ -92,7 +92,7 @@ def _pairing_fixture(n_calls: int = 4, dropped: int = 1):
 
 def test_calls_pair_with_sessions_by_content():
     calls, sessions, order = _pairing_fixture()
-    pairs, by_index = capacity.pair(calls, sessions)
+    pairs, by_index = capacity_analysis.pair(calls, sessions)
     assert pairs == {i: order.index(i) for i in range(4)} and not by_index
 
 
@@ -101,5 +101,5 @@ def test_calls_fall_back_to_index_pairing_when_no_content_matches():
     calls, sessions, order = _pairing_fixture(dropped=0)
     for s in sessions:
         s["block_crc"] = s["block_crc"] ^ 0x5A5A5A5A
-    pairs, by_index = capacity.pair(calls, sessions)
+    pairs, by_index = capacity_analysis.pair(calls, sessions)
     assert pairs == {i: order.index(i) for i in range(4)} and by_index == {0, 1, 2, 3}

@@ -31,7 +31,7 @@ from callsim.bridge.call import (
 )
 from callsim.bridge.realtime import SessionParams
 
-from tests.bridge.test_call_core import (
+from tests.bridge.callcore_kit import (
     MS,
     TwilioMsgs,
     audio_delta,

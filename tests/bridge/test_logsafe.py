@@ -17,7 +17,7 @@ from callsim.bridge.call import CallCore
 from callsim.bridge.logsafe import WIRE_LIMIT, WarnLimiter, wire
 from callsim.bridge.realtime import SessionParams
 
-from tests.bridge.test_call_core import CALL_SID, MS, TwilioMsgs, oa, session_updated
+from tests.bridge.callcore_kit import CALL_SID, MS, TwilioMsgs, oa, session_updated
 
 PEER = "198.51.100.23:40404"
 FORGED = "\nCRITICAL callsim.bridge: call CA00: operator password reset"

@@ -4,7 +4,7 @@ Every case of ``callsim.bridge.response_watch``: a committed turn with no reply 
 that stops mid-way with the socket open (*stalled*), ``status: failed`` (retried once per
 caller turn, then the apology), and the things that must NOT trigger it: a slow model
 just under the bound, a barge-in cancel, a tool call running, a reply that ends
-``incomplete`` or without audio. Twilio's playback is the model in ``test_call_core``, so
+``incomplete`` or without audio. Twilio's playback is the model in ``callcore_kit``, so
 "dead air" here is what that model says the caller heard.
 """
 
@@ -18,7 +18,7 @@ from callsim.bridge.realtime import SessionParams
 from callsim.bridge.response_watch import ResponseWatch, Verdict, WatchLimits
 from callsim.bridge.settings import Settings
 
-from .test_call_core import (
+from tests.bridge.callcore_kit import (
     APOLOGY,
     CALL_SID,
     MS,

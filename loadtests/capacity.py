@@ -91,6 +91,7 @@ from typing import Any
 import numpy as np
 import psutil
 from callsim.simulator.measure.framepairing import pair_frames
+from callsim.simulator.measure.timeline import MediaIn, Stop
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -171,10 +172,10 @@ def worker_main(cfg_path: str) -> int:
             tl = core.timeline
             rec.update(
                 end_reason=core.end_reason, t0_ns=core.t0_ns,
-                stop_ns=next((e["t_ns"] for e in reversed(tl) if e["event"] == "stop"), None),
+                stop_ns=(tl.times(Stop) or [None])[-1],
                 sent_ns=_b64(core.media_sent_ns), grid=_b64(core.media_sent_grid),
                 sent_crc=_b64(core.media_sent_crc),
-                media_in_ns=_b64([e["t_ns"] for e in tl if e["event"] == "media_in"]),
+                media_in_ns=_b64(tl.times(MediaIn)),
                 underrun_ms=m.underrun_ms, heard_ms=m.heard_ms, turns=len(m.turns),
                 warnings=sum(core.warning_counts.values()),
                 duration_ms=len(core.tick_ns) * 20,

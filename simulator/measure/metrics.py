@@ -40,6 +40,18 @@ from ..caller.core import FRAME_NS, CallerCore
 from .bridge_share import attach_mock, line_tag_rx, uplink_ms
 from .measurements import BargeInMetrics, CallMetrics, CodecMetrics, TurnMetrics
 from .recording import pacing_stats
+from .timeline import (
+    CallerSpeech,
+    ClearIn,
+    ClosedByApp,
+    MediaIn,
+    Overflow,
+    SpeechEnd,
+    SpeechStart,
+    Stop,
+    UtteranceEnd,
+    UtteranceStart,
+)
 
 MS = 1_000_000  # ns
 BYTES_PER_MS = 8  # μ-law at 8 kHz
@@ -129,16 +141,16 @@ def _arrivals(core: CallerCore, played: np.ndarray) -> np.ndarray:
     seg_t: list[int] = []
     seg_n: list[int] = []
     seen = 0
-    for e in core.timeline:
-        ev = e["event"]
-        if ev == "media_in":
+    for e in core.timeline.iter_of(MediaIn, Overflow, ClearIn):
+        if isinstance(e, MediaIn):
             seen += 1
-            seg_t.append(e["t_ns"])
-            seg_n.append(int(e["bytes"]))
-        elif ev == "overflow" and seg_n:
-            seg_n[-1] = max(0, seg_n[-1] - int(e["dropped_bytes"]))
-        elif ev == "clear_in":
-            d = int(e["dropped_bytes"])
+            seg_t.append(e.t_ns)
+            seg_n.append(e.bytes)
+        elif isinstance(e, Overflow):
+            if seg_n:
+                seg_n[-1] = max(0, seg_n[-1] - e.dropped_bytes)
+        else:
+            d = e.dropped_bytes
             while d > 0 and seg_n:
                 take = min(d, seg_n[-1])
                 seg_n[-1] -= take
@@ -224,16 +236,18 @@ class _Utt:
     barge_in: bool = False
 
 
+_UTT_ATTR = {SpeechStart: "speech_start_ns", SpeechEnd: "speech_end_ns", UtteranceEnd: "end_ns"}
+
+
 def _utterances(core: CallerCore) -> list[_Utt]:
     utts: list[_Utt] = []
-    for e in core.timeline:
-        ev = e["event"]
-        if ev == "utterance_start":
-            utts.append(_Utt(e["fixture"], e["t_ns"]))
-        elif ev in ("speech_start", "speech_end", "utterance_end") and utts and utts[-1].fixture == e.get("fixture"):
-            attr = {"speech_start": "speech_start_ns", "speech_end": "speech_end_ns", "utterance_end": "end_ns"}[ev]
+    for e in core.timeline.iter_of(CallerSpeech):
+        if isinstance(e, UtteranceStart):
+            utts.append(_Utt(e.fixture, e.t_ns))
+        elif utts and utts[-1].fixture == e.fixture:
+            attr = _UTT_ATTR[type(e)]
             if getattr(utts[-1], attr) is None:
-                setattr(utts[-1], attr, e["t_ns"])
+                setattr(utts[-1], attr, e.t_ns)
     return utts
 
 
@@ -293,7 +307,7 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
 
     po = Playout(core)
     m.heard_ms = float(po.played.sum()) / BYTES_PER_MS
-    clears = [e["t_ns"] for e in core.timeline if e["event"] == "clear_in"]
+    clears = core.timeline.times(ClearIn)
     utts = _utterances(core)
     for u in utts:
         u.barge_in = _is_barge_in(po, u, clears)
@@ -540,12 +554,10 @@ def _closed_after_hangup(core: CallerCore, mock: dict[str, Any]) -> float | None
     close = mock.get("close")
     if not isinstance(close, dict) or close.get("t_ns") is None:
         return None
-    end = next((e["t_ns"] for e in core.timeline if e["event"] == "stop"), None)
-    if end is None:
-        end = next((e["t_ns"] for e in core.timeline if e["event"] == "closed_by_app"), None)
+    end = core.timeline.first(Stop) or core.timeline.first(ClosedByApp)
     if end is None:
         return None
-    return (close["t_ns"] - end) / MS
+    return (close["t_ns"] - end.t_ns) / MS
 
 
 def _mock_summary(snap: dict[str, Any], t0_ns: int) -> dict[str, Any]:

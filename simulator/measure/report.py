@@ -1,7 +1,7 @@
 """The reports of a run: ``report.json``, ``junit.xml`` and a self-contained ``report.html``.
 
 Everything here is written *from* the measured records (:mod:`.measurements`)
-and what the caller recorded (:class:`~.caller_trio.CallResult`); nothing is
+and what the caller recorded (:class:`~..caller.call_result.CallResult`); nothing is
 measured here. Layout of ``out_dir``::
 
     report.json                  {"summary", "calls", "meta"} — keys per design.md

@@ -76,6 +76,7 @@ def test_webhook_answers_that_place_no_call(status, body, error):
 def test_a_failed_post_names_its_exception():
     d = Dialer("http://app.test/in", SCRIPT)
     d.start(0)
+    assert d.webhook_failed(TimeoutError()).error == "webhook failed: TimeoutError"  # trio.TooSlowError says nothing
     assert d.webhook_failed(ConnectionRefusedError(111, "refused")).error == "webhook failed: [Errno 111] refused"
 
 

@@ -178,7 +178,7 @@ class Dialer:
 
     def webhook_failed(self, exc: BaseException) -> DialFailed:
         """The POST failed (refused, timed out) or its answer could not be used."""
-        return self._fail(f"webhook failed: {exc or type(exc).__name__}")
+        return self._fail(f"webhook failed: {str(exc) or type(exc).__name__}")
 
     def stream_failed(self, now_ns: int, exc: BaseException) -> None:
         """The WebSocket could not be opened, or broke before the call ended."""

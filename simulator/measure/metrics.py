@@ -1,23 +1,24 @@
 """Measure one call: turn latency, barge-in, truncate error, codec, underruns (design.md).
 
 Everything is measured at the fake caller, on the shared monotonic clock, from
-what :class:`~.caller.CallerCore` recorded — the timeline, one played frame per
-20 ms tick (``played_bytes``, ``heard``), when each tick ran (``tick_ns``) —
+what :class:`~..caller.core.CallerCore` recorded — the timeline (:mod:`.timeline`),
+one played frame per 20 ms tick (``played_bytes``, ``heard``), when each tick ran
+(``tick_ns``) —
 plus, when the mock OpenAI server is in the loop, its session snapshot (VAD
 wait, think time, truncates, close). :func:`measure_call` fills a
 :class:`~.measurements.CallMetrics`; :func:`summarize` pools many.
 
 How caller time is read (the choices every metric below shares):
 
-* **Caller events** (``utterance_start``, ``speech_start``, ``speech_end``) are
-  stamped when their frame was *sent*. The frame's own tick is the last tick
+* **Caller events** (:class:`.UtteranceStart`, :class:`.SpeechStart`,
+  :class:`.SpeechEnd`) are stamped when their frame was *sent*. The frame's own tick is the last tick
   whose grid time ``t0 + k·20 ms`` is not after that send time.
 * **Played audio** is placed at its tick's *grid* time, as ``heard.wav`` places
   it, not at the time the tick happened to be processed: under load a tick runs
   a few ms late, and that harness delay must not count against the bridge. A
   frame is never placed before its audio arrived, though: a late tick can play
   audio that arrived after its grid time, and then the frame counts from the
-  arrival (when ``media_in`` events are recorded; see :class:`Playout`).
+  arrival (when :class:`.MediaIn` events are recorded; see :class:`Playout`).
 * **Before or after an app message** (``clear``): a tick is before it if it was
   processed before it — exactly what the emulated Twilio buffer did.
 

@@ -11,8 +11,9 @@ wait, think time, truncates, close). :func:`measure_call` fills a
 How caller time is read (the choices every metric below shares):
 
 * **Caller events** (:class:`.UtteranceStart`, :class:`.SpeechStart`,
-  :class:`.SpeechEnd`) are stamped when their frame was *sent*. The frame's own tick is the last tick
-  whose grid time ``t0 + k·20 ms`` is not after that send time.
+  :class:`.SpeechEnd`) are stamped when their frame was *sent*. The frame's own
+  tick is the last tick whose grid time ``t0 + k·20 ms`` is not after that send
+  time.
 * **Played audio** is placed at its tick's *grid* time, as ``heard.wav`` places
   it, not at the time the tick happened to be processed: under load a tick runs
   a few ms late, and that harness delay must not count against the bridge. A

@@ -38,6 +38,7 @@ def worker_main(cfg_path: str) -> int:
     from callsim.simulator.caller.script import Pause, Say, WaitForReply
     from callsim.simulator.caller.trio_driver import place_call
     from callsim.simulator.measure.metrics import measure_call
+    from callsim.simulator.measure.timeline import MediaIn, Stop
 
     cfg = json.loads(Path(cfg_path).read_text())
     bank = default_bank()
@@ -87,10 +88,10 @@ def worker_main(cfg_path: str) -> int:
             tl = core.timeline
             rec.update(
                 end_reason=core.end_reason, t0_ns=core.t0_ns,
-                stop_ns=next((e["t_ns"] for e in reversed(tl) if e["event"] == "stop"), None),
+                stop_ns=(tl.times(Stop) or [None])[-1],
                 sent_ns=pack_ints(core.media_sent_ns), grid=pack_ints(core.media_sent_grid),
                 sent_crc=pack_ints(core.media_sent_crc),
-                media_in_ns=pack_ints([e["t_ns"] for e in tl if e["event"] == "media_in"]),
+                media_in_ns=pack_ints(tl.times(MediaIn)),
                 underrun_ms=m.underrun_ms, heard_ms=m.heard_ms, turns=len(m.turns),
                 warnings=sum(core.warning_counts.values()),
                 duration_ms=len(core.tick_ns) * 20,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from callsim.simulator.measure.metrics import Playout
+from callsim.simulator.measure.timeline import UtteranceEnd
 
 FRAME_MS = 20
 
@@ -27,7 +28,7 @@ def dead_air_ms(result: Any, reply_ms: float, slack_ms: float = 200.0) -> float:
     core = result.core
     if core is None or core.t0_ns is None or not len(core.played_bytes):
         return 0.0
-    ends = [e["t_ns"] for e in core.timeline if e["event"] == "utterance_end"]
+    ends = core.timeline.times(UtteranceEnd)
     if not ends:
         return 0.0
     po = Playout(core)

@@ -42,6 +42,7 @@ def good_script() -> list[Any]:
 def judge(result: Any) -> tuple[bool, str, float]:
     """(passed, why not, ms of assistant audio heard) for one :class:`CallResult`."""
     from callsim.simulator.audio.utterances import default_bank
+    from callsim.simulator.measure.timeline import WaitTimeout
 
     core = result.core
     if result.error or core is None or core.t0_ns is None:
@@ -50,7 +51,7 @@ def judge(result: Any) -> tuple[bool, str, float]:
     heard = float(s["audio_played_ms"])
     if core.end_reason != "hangup":
         return False, f"ended by {core.end_reason}", heard
-    if any(e["event"] == "wait_timeout" for e in core.timeline):
+    if core.timeline.first(WaitTimeout) is not None:
         return False, "no reply before the wait timed out", heard
     want = MIN_HEARD_FRACTION * default_bank().get(REPLY).duration_ms
     if heard < want:

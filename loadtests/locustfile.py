@@ -75,6 +75,7 @@ from callsim.simulator.caller.gevent_driver import GeventCall
 from callsim.simulator.measure.expectations import evaluate, judge
 from callsim.simulator.measure.measurements import CallMetrics
 from callsim.simulator.measure.metrics import measure_call
+from callsim.simulator.measure.timeline import UtteranceStart
 from callsim.simulator.scenario import Scenario, ScenarioError, find_scenario
 from locust import User, events, task
 from locust.exception import StopUser
@@ -293,7 +294,7 @@ def call_events(result: CallResult, m: CallMetrics, *, ended_ns: int) -> list[Ca
            CallEvent("call", m.duration_ms, result.error)]
     broke = result.error is not None
     end_ns = core.t0_ns + int(m.duration_ms * MS)
-    starts = sorted(e["t_ns"] for e in core.timeline if e["event"] == "utterance_start")
+    starts = sorted(core.timeline.times(UtteranceStart))
     for t in m.turns:
         if t.latency_ms is not None:
             out.append(CallEvent("turn_latency", t.latency_ms))

@@ -31,6 +31,7 @@ from callsim.simulator.caller.script import (
     conversation,
 )
 from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.measure.timeline import AudioOffset, AudioOnset, PlaybackStart, PlaybackStop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,7 +89,8 @@ def drive(core: CallerCore, max_steps: int = 100_000) -> list[tuple[int, dict]]:
 
 
 def events(core: CallerCore, name: str) -> list[dict]:
-    return [e for e in core.timeline if e["event"] == name]
+    """The timeline's ``name`` events as timeline.json holds them."""
+    return [e for e in core.timeline.as_dicts() if e["event"] == name]
 
 
 # ------------------------------------------------------------ begin / start
@@ -112,7 +114,7 @@ def test_begin_sends_connected_then_start():
     assert s["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
     assert type(s["mediaFormat"]["sampleRate"]) is int and type(s["mediaFormat"]["channels"]) is int
     assert core.next_deadline_ns() == T0  # first frame right away
-    assert [e["event"] for e in core.timeline] == ["connected", "start"]
+    assert [e.kind for e in core.timeline] == ["connected", "start"]
     with pytest.raises(RuntimeError):
         core.begin(T0)
 
@@ -562,7 +564,7 @@ def test_playback_and_audio_onset_events():
     core.receive(grid(0) + 1, media_in(loud(480)))
     for k in range(1, 25):
         core.advance(grid(k))
-    assert [(e["event"], e["tick"]) for e in core.timeline if e["event"].startswith(("playback_", "audio_"))] == [
+    assert [(e.kind, e.tick) for e in core.timeline.of(PlaybackStart, PlaybackStop, AudioOnset, AudioOffset)] == [
         ("playback_start", 1), ("audio_onset", 1), ("playback_stop", 4), ("audio_offset", 4)]
     (off,) = events(core, "audio_offset")
     assert off["t_ns"] == grid(3 + 15)  # reported once the 300 ms hangover has passed

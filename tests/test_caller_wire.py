@@ -22,6 +22,15 @@ from callsim.simulator.audio.utterances import default_bank
 from callsim.simulator.caller.script import Dtmf, Hangup, Pause, Say
 from callsim.simulator.caller.trio_driver import place_call
 from callsim.simulator.measure.recording import pacing_stats, write_call
+from callsim.simulator.measure.timeline import (
+    AudioOffset,
+    AudioOnset,
+    ClosedByApp,
+    MarkEcho,
+    Stop,
+    UtteranceStart,
+    WaitTimeout,
+)
 
 from tests.stub_app import StreamSession, StubApp, is_speech
 
@@ -173,8 +182,8 @@ async def test_marks_echo_after_playout_and_clear_echoes_pending():
     assert 1000 <= ms("audio_sent", "a_back") < 1060, ms("audio_sent", "a_back")
     # 'b' and 'c' were pending behind unplayed audio: the clear echoes them at once
     assert ms("clear_sent", "c_back") < 15, ms("clear_sent", "c_back")
-    echoes = [e for e in result.core.timeline if e["event"] == "mark_echo"]
-    assert [(e["name"], e["reason"]) for e in echoes] == [
+    echoes = result.core.timeline.of(MarkEcho)
+    assert [(e.name, e.reason) for e in echoes] == [
         ("idle", "idle"), ("a", "played"), ("b", "cleared"), ("c", "cleared")]
     s = result.core.summary()
     assert 1000 <= s["audio_played_ms"] <= 1040  # the first burst, plus at most the frame playing at clear
@@ -272,8 +281,8 @@ async def test_app_closing_the_socket_ends_the_call():
     result = await run_with(app, [Pause(10_000), Hangup()])
     assert time.monotonic() - t < 2
     assert result.core.end_reason == "closed_by_app"
-    closed = [e for e in result.core.timeline if e["event"] == "closed_by_app"]
-    assert closed and closed[0]["code"] == 1000
+    closed = result.core.timeline.of(ClosedByApp)
+    assert closed and closed[0].code == 1000
     assert result.ok  # the app ending the stream is a normal end, not a harness error
 
 
@@ -297,10 +306,10 @@ async def test_conversation_waits_for_each_reply():
     app = StubApp(behaviour)
     result = await run_with(app, conversation(["caller_stop", "caller_stop"], quiet_ms=400))
     tl = result.core.timeline
-    kinds = [e["event"] for e in tl if e["event"] in ("utterance_start", "audio_onset", "audio_offset", "stop")]
+    kinds = [e.kind for e in tl.of(UtteranceStart, AudioOnset, AudioOffset, Stop)]
     assert kinds == ["utterance_start", "audio_onset", "audio_offset",
                      "utterance_start", "audio_onset", "audio_offset", "stop"]
-    assert not [e for e in tl if e["event"] == "wait_timeout"]
+    assert not tl.of(WaitTimeout)
 
 
 async def test_what_the_app_sends_is_handled_in_the_reactor_task(monkeypatch):

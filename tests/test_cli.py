@@ -236,4 +236,5 @@ async def test_each_scenario_call_gets_the_scenarios_fixture_bank(tmp_path):
         n.cancel_scope.cancel()
     (call,) = run.calls
     assert call.result.ok, call.result.error
-    assert [e["fixture"] for e in call.result.core.timeline if e["event"] == "utterance_start"] == ["custom_beep"]
+    from callsim.simulator.measure.timeline import UtteranceStart
+    assert [e.fixture for e in call.result.core.timeline.of(UtteranceStart)] == ["custom_beep"]

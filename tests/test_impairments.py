@@ -17,6 +17,7 @@ from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
 from callsim.simulator.caller.impairments import FrameFate, Impairer, Impairments
 from callsim.simulator.caller.script import Pause, Say
 from callsim.simulator.caller.sids import make_sid
+from callsim.simulator.measure.timeline import CallerSpeech, SpeechEnd, SpeechStart, UtteranceEnd, UtteranceStart
 
 T0 = 7_000_000_000
 FRAME_MS = 20
@@ -249,6 +250,6 @@ def test_hang_up_flushes_held_frames_before_stop():
 def test_lost_speech_frames_keep_their_timeline_marks():
     core, sent = run_core(Impairments(loss_prob=1.0), [Say("caller_stop")])
     assert media_of(sent) == []
-    names = [e["event"] for e in core.timeline if e.get("lost")]
-    assert names == ["utterance_start", "speech_start", "speech_end", "utterance_end"]
-    assert all(e["fixture"] == "caller_stop" for e in core.timeline if e.get("lost"))
+    lost = [e for e in core.timeline.of(CallerSpeech) if e.lost]
+    assert [type(e) for e in lost] == [UtteranceStart, SpeechStart, SpeechEnd, UtteranceEnd]
+    assert all(e.fixture == "caller_stop" for e in lost)

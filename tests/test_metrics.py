@@ -28,8 +28,9 @@ from callsim.simulator.caller.script import (
     WaitForReply,
 )
 from callsim.simulator.caller.sids import make_sid
-from callsim.simulator.caller.trio_driver import CallResult
+from callsim.simulator.caller.call_result import CallResult
 from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
+from callsim.simulator.measure.timeline import Event, SpeechEnd, SpeechStart, Stop, UtteranceStart
 from callsim.simulator.measure.metrics import (
     SNR_IDENTICAL_DB,
     best_alignment,
@@ -87,14 +88,10 @@ class App:
         self.done.add(key)
         return True
 
-    def event(self, name: str, nth: int = 0) -> dict | None:
-        evs = [e for e in self.core.timeline if e["event"] == name]
-        return evs[nth] if len(evs) > nth else None
-
-    def tick(self, name: str, nth: int = 0) -> int | None:
-        """Grid tick of the nth caller event ``name`` (sent at its tick's grid time in these tests)."""
-        e = self.event(name, nth)
-        return None if e is None else (e["t_ns"] - T0) // FRAME_NS
+    def tick(self, kind: type[Event], nth: int = 0) -> int | None:
+        """Grid tick of the nth caller event of ``kind`` (sent at its tick's grid time in these tests)."""
+        times = self.core.timeline.times(kind)
+        return (times[nth] - T0) // FRAME_NS if len(times) > nth else None
 
 
 def run(script, react: Callable[[App], None] | None = None, *, late: dict[int, int] | None = None,
@@ -145,7 +142,7 @@ SE = speech_end_tick("caller_stop", 5)  # Pause(100) = ticks 0-4, the Say starts
 def reply_after(delay_ticks: int, audio: bytes, *, at_offset_ns: int = 1000):
     """React: send ``audio`` so that it starts playing ``delay_ticks`` ticks after speech_end."""
     def react(app: App) -> None:
-        se = app.tick("speech_end")
+        se = app.tick(SpeechEnd)
         if se is not None and app.once("reply"):
             app.at(grid(se + delay_ticks - 1) + at_offset_ns, media(audio))
     return react
@@ -204,7 +201,7 @@ def test_audio_after_the_next_utterance_started_is_not_the_reply():
     second_start = 5 + BANK.get("caller_stop").frame_count + 10
 
     def react(app: App) -> None:
-        if app.tick("utterance_start", 1) is not None and app.once("r"):
+        if app.tick(UtteranceStart, 1) is not None and app.once("r"):
             app.at(grid(second_start + 2) + 1000, media(loud(320)))  # in its leading silence
 
     m = measure_call(run(script, react), scenario="s")
@@ -307,7 +304,7 @@ def test_mock_records_transcript_close_and_tools():
     stopped = grid(SE) + 500 * MS
     tool = _response("r1", stopped, reply="tool:get_weather", first_audio_ms=None, done_ms=200)
     result = run(TURN_SCRIPT, reply_after(40, loud(800)))
-    stop_t = next(e["t_ns"] for e in result.core.timeline if e["event"] == "stop")
+    stop_t = result.core.timeline.first(Stop).t_ns
     mock = _mock(started_ns=grid(15), stopped_ns=stopped, responses=[tool],
                  close={"t_ns": stop_t + 300 * MS, "by": "client", "code": 1000, "reason": ""})
     m = measure_call(result, scenario="s", mock=mock)
@@ -336,17 +333,16 @@ REPLY_TICK = SE + 11  # the long reply starts playing here
 
 def barge_in_app(clear_after_ms: int | None):
     def react(app: App) -> None:
-        if app.tick("speech_end") is not None and app.once("reply"):
+        if app.tick(SpeechEnd) is not None and app.once("reply"):
             app.at(grid(REPLY_TICK - 1) + 1000, media(loud(8000 * 5)))
-        onset = app.event("speech_start", 1)
-        if onset is not None and clear_after_ms is not None and app.once("clear"):
-            app.at(onset["t_ns"] + clear_after_ms * MS, CLEAR)
+        onsets = app.core.timeline.times(SpeechStart)
+        if len(onsets) > 1 and clear_after_ms is not None and app.once("clear"):
+            app.at(onsets[1] + clear_after_ms * MS, CLEAR)
     return react
 
 
 def _onset_tick(result: CallResult) -> int:
-    e = [e for e in result.core.timeline if e["event"] == "speech_start"][1]
-    return (e["t_ns"] - T0) // FRAME_NS
+    return (result.core.timeline.times(SpeechStart)[1] - T0) // FRAME_NS
 
 
 def test_barge_in_clear_talk_over_heard_and_truncate_error():
@@ -410,7 +406,7 @@ def test_speech_after_the_reply_ended_is_a_turn_not_a_barge_in():
 
 def test_a_reply_with_a_gap_of_five_ticks_underruns_100_ms():
     def react(app: App) -> None:
-        se = app.tick("speech_end")
+        se = app.tick(SpeechEnd)
         if se is not None and app.once("r"):
             app.at(grid(se + 9) + 1000, media(loud(8000)))  # plays se+10 .. se+59
             app.at(grid(se + 64) + 1000, media(loud(8000)))  # plays from se+65: se+60..se+64 empty
@@ -422,7 +418,7 @@ def test_a_reply_with_a_gap_of_five_ticks_underruns_100_ms():
 
 def test_short_frames_inside_a_reply_count_but_its_last_frame_does_not():
     def react(app: App) -> None:
-        se = app.tick("speech_end")
+        se = app.tick(SpeechEnd)
         if se is not None and app.once("r"):
             app.at(grid(se + 9) + 1000, media(loud(800 + 80)))  # 5 frames + a half frame at se+15
             app.at(grid(se + 15) + 1000, media(loud(800 + 40)))  # se+16..: 5 frames + a quarter (the last)
@@ -441,7 +437,7 @@ def test_a_continuous_reply_and_the_silence_between_replies_are_not_underruns():
 
 def test_a_clear_ends_a_reply_and_the_next_audio_starts_a_new_one():
     def react(app: App) -> None:
-        se = app.tick("speech_end")
+        se = app.tick(SpeechEnd)
         if se is not None and app.once("r"):
             app.at(grid(se + 9) + 1000, media(loud(8000)))
             app.at(grid(se + 20) + 1000, CLEAR)
@@ -458,7 +454,7 @@ def test_a_clear_ends_a_reply_and_the_next_audio_starts_a_new_one():
 
 def echo_app(audio_of: Callable[[bytes], bytes], lead: bytes = b"\xff" * 37):
     def react(app: App) -> None:
-        se = app.tick("speech_end")
+        se = app.tick(SpeechEnd)
         if se is not None and app.once("echo"):
             app.at(grid(se + 30) + 1000, media(lead + audio_of(BANK.get("caller_greeting").ulaw)))
     return react

@@ -25,7 +25,7 @@ from callsim.simulator.caller import twilio_wire as tw
 from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
 from callsim.simulator.caller.script import Hangup, Pause, Say
 from callsim.simulator.caller.sids import make_sid
-from callsim.simulator.caller.trio_driver import CallResult
+from callsim.simulator.caller.call_result import CallResult
 from callsim.simulator.measure import report as rp
 from callsim.simulator.measure.measurements import (
     BargeInMetrics,
@@ -35,6 +35,7 @@ from callsim.simulator.measure.measurements import (
     TurnMetrics,
 )
 from callsim.simulator.measure.report import CallArtifacts, write_reports
+from callsim.simulator.measure.timeline import AudioOnset, ClearIn, Event, SpeechEnd, SpeechStart, Stop
 
 T0 = 987_654_321_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,8 +73,8 @@ def run_call(script, inbound) -> CallResult:
     return CallResult(target="ws://bridge.test/stream", core=core, stream_url="ws://bridge.test/stream")
 
 
-def first(core: CallerCore, event: str, after_ns: int = 0) -> int:
-    return next(e["t_ns"] for e in core.timeline if e["event"] == event and e["t_ns"] >= after_ns)
+def first(core: CallerCore, event: type[Event], after_ns: int = 0) -> int:
+    return next(t for t in core.timeline.times(event) if t >= after_ns)
 
 
 FAIL_CLEAR = "barge-in clear took 700 ms, limit 600 ms <too slow> & late"
@@ -87,8 +88,8 @@ def greeting_call() -> CallArtifacts:
     script = [Pause(100), Say("caller_stop"), Pause(1200), Hangup()]
     res = run_call(script, lambda sid: {50: [media(sid, REPLY[:6400]), mark(sid, "r1")], 100: [mark(sid, "idle1")]})
     core = res.core
-    end = first(core, "speech_end")
-    onset = first(core, "audio_onset", end)
+    end = first(core, SpeechEnd)
+    onset = first(core, AudioOnset, end)
     m = CallMetrics(
         scenario="greeting", call_index=0, call_sid=core.ident.call_sid, status="passed", end_reason="hangup",
         duration_ms=core.summary()["duration_ms"],
@@ -110,10 +111,10 @@ def barge_in_call() -> CallArtifacts:
         90: [media(sid, REPLY[8000:11200]), mark(sid, "b")],
     })
     core = res.core
-    end = first(core, "speech_end")
-    first_audio = first(core, "audio_onset")
-    barge = [e for e in core.timeline if e["event"] == "speech_start"][1]["t_ns"]
-    clear_ns = first(core, "clear_in")
+    end = first(core, SpeechEnd)
+    first_audio = first(core, AudioOnset)
+    barge = core.timeline.times(SpeechStart)[1]
+    clear_ns = first(core, ClearIn)
     m = CallMetrics(
         scenario="barge_in", call_index=0, call_sid=core.ident.call_sid, status="failed", end_reason="hangup",
         duration_ms=core.summary()["duration_ms"],
@@ -353,10 +354,8 @@ def test_heard_spans_are_runs_of_played_ticks():
 
 
 def test_speech_spans_pair_start_and_end():
-    tl = [{"event": "speech_start", "t_ns": T0 + 100_000_000, "fixture": "a"},
-          {"event": "speech_end", "t_ns": T0 + 500_000_000, "fixture": "a"},
-          {"event": "speech_start", "t_ns": T0 + 900_000_000, "fixture": "b"},
-          {"event": "stop", "t_ns": T0 + 1_000_000_000}]
+    tl = [SpeechStart(T0 + 100_000_000, "a"), SpeechEnd(T0 + 500_000_000, "a"),
+          SpeechStart(T0 + 900_000_000, "b"), Stop(T0 + 1_000_000_000, "script")]
     spans = rp.speech_spans(tl, T0, 2.0)
     assert [f for *_, f in spans] == ["a", "b"]
     assert [x for a, b, _ in spans for x in (a, b)] == pytest.approx([0.1, 0.52, 0.9, 1.0])  # end of last frame

@@ -27,6 +27,7 @@ from callsim.simulator.caller.trio_driver import (
     run_ticks,
     tick_scheduler,
 )
+from callsim.simulator.measure.timeline import ClosedByApp
 from callsim.simulator.net.wsconn import ConnectionClosed
 
 BANK = UtteranceBank()
@@ -193,7 +194,7 @@ async def test_a_broken_socket_ends_only_its_own_call(autojump_clock):
             nursery.start_soon(call, name)
     a, b = cores["a"], cores["b"]
     assert a.finished and a.end_reason == "closed_by_app"
-    assert [e["code"] for e in a.timeline if e["event"] == "closed_by_app"] == [1006]
+    assert [e.code for e in a.timeline.of(ClosedByApp)] == [1006]
     assert len(media_times(log, "a")) == 4  # frames 0-3 went out; the 5th frame's send broke
     assert b.end_reason == "hangup" and len(media_times(log, "b")) == 15
     assert results["a"] < results["b"]

@@ -1,25 +1,17 @@
 """What one placed call leaves behind, whichever driver placed it.
 
-It lives on its own, apart from :mod:`.caller_trio`, so the gevent driver (the
-Locust one) and the metrics can share it without tying the result to one event
-loop: importing this module pulls in neither trio nor gevent.
-:mod:`.caller_trio` re-exports it, so ``from callsim.simulator.caller.trio_driver import
-CallResult`` keeps working and names the same class.
+A module of its own so that the measurements read a call's result without importing a
+driver: importing it pulls in neither trio nor gevent, and the figures cannot depend on
+which event loop ran the call. :class:`.dialer.Dialer` fills it in; the drivers add the
+stream's milestones.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..audio.utterances import UtteranceBank
-from . import twilio_wire as tw
-from .core import CallerConfig, CallerCore
-from .impairments import Impairments
-from .script import Step
-from .sids import make_sid
-from .webhook import CallParties, NoStream, StreamTarget, WebhookExchange
+from .core import CallerCore
+from .webhook import WebhookExchange
 
 
 @dataclass
@@ -65,43 +57,3 @@ class CallResult:
         if self.error:
             line += f"; error: {self.error}"
         return line
-
-
-# The steps both drivers take around their I/O, kept in one place so the trio and
-# gevent callers cannot drift apart.
-
-
-def target_kind(target: str) -> str | None:
-    """``"webhook"`` for http(s)://, ``"stream"`` for ws(s)://, else None."""
-    scheme = target.split(":", 1)[0].lower()
-    return "webhook" if scheme in ("http", "https") else "stream" if scheme in ("ws", "wss") else None
-
-
-def bad_target(result: CallResult) -> CallResult:
-    result.error = f"target must be http(s):// (voice webhook) or ws(s):// (stream), not {result.target!r}"
-    return result
-
-
-def follow_twiml(result: CallResult, params: dict[str, str]) -> dict[str, str] | None:
-    """Apply the webhook's answer to ``result``: the stream URL and its parameters
-    (``params`` win over the TwiML's), or an error and None when there is no stream."""
-    assert result.webhook is not None
-    answer = result.webhook.result
-    result.notes += result.webhook.notes
-    if isinstance(answer, NoStream):
-        result.error = f"no stream: {answer.reason}" + (f" (said: {' / '.join(answer.says)})" if answer.says else "")
-        return None
-    assert isinstance(answer, StreamTarget)
-    result.stream_url = answer.url
-    result.notes += list(answer.notes)
-    return {**answer.parameters, **params}
-
-
-def new_core(parties: CallParties, params: dict[str, str], rng: random.Random, script: list[Step],
-             bank: UtteranceBank | None, *, impairments: Impairments | None = None,
-             wire_policy: tw.WirePolicy | None = None, max_duration_ms: int = 300_000,
-             **_: Any) -> CallerCore:
-    ident = tw.StreamIdentity(parties.account_sid, parties.call_sid, make_sid("MZ", rng), params)
-    return CallerCore(CallerConfig(ident, impairments=impairments or Impairments(),
-                                   wire_policy=wire_policy or tw.WirePolicy(), max_duration_ms=max_duration_ms),
-                      script, bank)

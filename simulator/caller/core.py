@@ -17,8 +17,9 @@ rest. One 20 ms tick also plays one frame of the app's audio (see
 :mod:`.playback`), which is recorded, so the heard audio lines up sample for
 sample with the send grid.
 
-Every observation lands in :attr:`timeline` stamped with the driver's clock
-(``time.monotonic_ns`` in real runs — the clock the mock and the bridge share).
+Every observation lands in :attr:`timeline` as a typed event (:mod:`..measure.timeline`)
+stamped with the driver's clock (``time.monotonic_ns`` in real runs — the clock the
+mock and the bridge share).
 """
 
 from __future__ import annotations
@@ -37,6 +38,31 @@ from zlib import crc32
 from ..audio import linetag
 from ..audio.codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
 from ..audio.utterances import UtteranceBank, default_bank
+from ..measure.timeline import (
+    AudioOffset,
+    AudioOnset,
+    ClearIn,
+    ClosedByApp,
+    Connected,
+    DriverLate,
+    DtmfSent,
+    MarkEcho,
+    MarkIn,
+    MaxDuration,
+    MediaIn,
+    Overflow,
+    PlaybackStart,
+    PlaybackStop,
+    SpeechEnd,
+    SpeechStart,
+    Start,
+    Stop,
+    Timeline,
+    TwilioWarning,
+    UtteranceEnd,
+    UtteranceStart,
+    WaitTimeout,
+)
 from . import twilio_wire as tw
 from .impairments import Impairer, Impairments
 from .playback import Playback
@@ -84,13 +110,18 @@ class CallerConfig:
     line_tag: bool = True
 
 
+#: an event to record when its message is released (or its frame lost): its type and its
+#: fields after ``t_ns``, which is the release time
+Tag = tuple[Any, ...]
+
+
 @dataclass(frozen=True)
 class _Out:
     """A message waiting in the outbox; sequence numbers are given at release time."""
 
     kind: str  # media | dtmf | mark | stop
     arg: Any
-    tags: tuple[dict[str, Any], ...] = ()
+    tags: tuple[Tag, ...] = ()
 
 
 class CallerCore:
@@ -110,7 +141,7 @@ class CallerCore:
         self.playback = Playback(config.max_queued_bytes)
         self.impairer = Impairer(config.impairments)
 
-        self.timeline: list[dict[str, Any]] = []
+        self.timeline = Timeline()
         self.warnings: list[dict[str, Any]] = []
         self.warning_counts: Counter[int] = Counter()
         self.heard = bytearray()  # μ-law, one 160-byte frame per tick, silence where nothing played
@@ -153,10 +184,10 @@ class CallerCore:
         if self.t0_ns is not None:
             raise RuntimeError("begin() called twice")
         self.t0_ns = now_ns
+        self.timeline.begin(now_ns)
         self._seq = 1
-        self._event(now_ns, "connected")
-        self._event(now_ns, "start", stream_sid=self.ident.stream_sid, call_sid=self.ident.call_sid,
-                    custom_parameters=dict(self.ident.custom_parameters))
+        self.timeline.append(Connected(now_ns))
+        self.timeline.append(Start(now_ns, self.ident.stream_sid, self.ident.call_sid, dict(self.ident.custom_parameters)))
         return [tw.connected_message(), tw.start_message(self.ident, 1)]
 
     def next_deadline_ns(self) -> int | None:
@@ -191,30 +222,30 @@ class CallerCore:
             self.counts["media_in"] += 1
             dropped = self.playback.add_audio(parsed.payload)
             if self.config.record_media_in:
-                self._event(now_ns, "media_in", bytes=len(parsed.payload), queued=self.playback.queued_bytes)
+                self.timeline.append(MediaIn(now_ns, len(parsed.payload), self.playback.queued_bytes))
             if dropped:
-                self._event(now_ns, "overflow", dropped_bytes=dropped)
+                self.timeline.append(Overflow(now_ns, dropped))
             return []
         if isinstance(parsed, tw.OutMark):
             self.counts["mark_in"] += 1
-            self._event(now_ns, "mark_in", name=parsed.name, queued=self.playback.queued_bytes)
+            self.timeline.append(MarkIn(now_ns, parsed.name, self.playback.queued_bytes))
             if self.playback.add_mark(parsed.name):
-                self._queue(now_ns, _Out("mark", parsed.name, ({"event": "mark_echo", "name": parsed.name, "reason": "idle"},)))
+                self._queue(now_ns, _Out("mark", parsed.name, ((MarkEcho, parsed.name, "idle"),)))
                 return self._release(now_ns)
             return []
         # clear
         self.counts["clear_in"] += 1
         dropped, names = self.playback.clear()
-        self._event(now_ns, "clear_in", dropped_bytes=dropped, marks=list(names))
+        self.timeline.append(ClearIn(now_ns, dropped, tuple(names)))
         for name in names:
-            self._queue(now_ns, _Out("mark", name, ({"event": "mark_echo", "name": name, "reason": "cleared"},)))
+            self._queue(now_ns, _Out("mark", name, ((MarkEcho, name, "cleared"),)))
         return self._release(now_ns)
 
     def peer_closed(self, now_ns: int, code: int | None = None, reason: str | None = None) -> None:
         """The app closed the WebSocket (or it broke): the stream is over."""
         if self.finished:
             return
-        self._event(now_ns, "closed_by_app", code=code, reason=reason, after_stop=self._hung_up)
+        self.timeline.append(ClosedByApp(now_ns, code, reason, self._hung_up))
         self._finish(now_ns, "hangup" if self._hung_up else "closed_by_app")
 
     def hang_up(self, now_ns: int) -> list[str]:
@@ -250,22 +281,16 @@ class CallerCore:
             "clears": self.counts["clear_in"],
             "media_in": self.counts["media_in"],
             "warnings": {str(k): v for k, v in sorted(self.warning_counts.items())},
-            "utterances": sum(1 for e in self.timeline if e["event"] == "utterance_start"),
+            "utterances": self.timeline.count_of(UtteranceStart),
         }
 
     # ------------------------------------------------------------ internals
-
-    def _event(self, now_ns: int, name: str, /, **fields: Any) -> dict[str, Any]:
-        ev = {"event": name, "t_ns": now_ns, "t_ms": round((now_ns - (self.t0_ns or now_ns)) / 1e6, 3)}
-        ev.update(fields)
-        self.timeline.append(ev)
-        return ev
 
     def _warn(self, now_ns: int, inv: tw.Invalid) -> None:
         self.warning_counts[inv.code] += 1
         if len(self.warnings) < self.config.max_warnings_kept:
             self.warnings.append({"t_ns": now_ns, "code": inv.code, "reason": inv.reason})
-        self._event(now_ns, "warning", code=inv.code, reason=inv.reason)
+        self.timeline.append(TwilioWarning(now_ns, inv.code, inv.reason))
         log.warning("call %s: Twilio warning %d: %s", self.ident.call_sid, inv.code, inv.reason)
 
     def _queue(self, due_ns: int, out: _Out) -> None:
@@ -291,12 +316,11 @@ class CallerCore:
                 msgs.append(tw.dtmf_message(self.ident.stream_sid, self._seq, out.arg))
             elif out.kind == "stop":
                 msgs.append(tw.stop_message(self.ident, self._seq))
-            for tag in out.tags:
-                ev = dict(tag)
-                name = ev.pop("event")
-                if name == "mark_echo":
-                    self.marks_echoed[ev["reason"]] += 1
-                self._event(now_ns, name, **ev)
+            for cls, *args in out.tags:
+                ev = cls(now_ns, *args)
+                if cls is MarkEcho:
+                    self.marks_echoed[ev.reason] += 1
+                self.timeline.append(ev)
         if self._hung_up and not box and not self.finished:
             self._finish(now_ns, self.end_reason or "hangup")
         return msgs
@@ -317,7 +341,7 @@ class CallerCore:
     def _do_hangup(self, now_ns: int, why: str) -> None:
         grid = self.t0_ns + self._tick * FRAME_NS  # type: ignore[operator]
         last_due = max((d for d, _, _ in self._outbox), default=grid)
-        self._queue(max(grid, last_due), _Out("stop", None, ({"event": "stop", "why": why},)))
+        self._queue(max(grid, last_due), _Out("stop", None, ((Stop, why),)))
         self._hung_up = True
         self.end_reason = "hangup" if why in ("script", "end_of_script") else why
 
@@ -339,7 +363,7 @@ class CallerCore:
                 self._late_since = k
             self._late_tick = k
         elif self._late_since >= 0:
-            self._event(now_ns, "driver_late", first_tick=self._late_since, ticks=k - self._late_since)
+            self.timeline.append(DriverLate(now_ns, self._late_since, k - self._late_since))
             self._late_since = -1
 
     def _run_tick(self, now_ns: int) -> None:
@@ -353,29 +377,29 @@ class CallerCore:
         self.heard += frame.audio
         self.played_bytes.append(frame.played_bytes)
         for name in frame.echoed:
-            self._queue(grid_ns, _Out("mark", name, ({"event": "mark_echo", "name": name, "reason": "played"},)))
+            self._queue(grid_ns, _Out("mark", name, ((MarkEcho, name, "played"),)))
         playing = frame.played_bytes > 0
         if playing != self._was_playing:
             if playing:
-                self._event(now_ns, "playback_start", tick=k)
+                self.timeline.append(PlaybackStart(now_ns, k))
             else:
-                self._event(now_ns, "playback_stop", tick=k, queued=self.playback.queued_bytes)
+                self.timeline.append(PlaybackStop(now_ns, k, self.playback.queued_bytes))
             self._was_playing = playing
         loud = playing and is_loud(frame.audio)
         if loud:
             if not self._in_audio:
-                self._event(now_ns, "audio_onset", tick=k)
+                self.timeline.append(AudioOnset(now_ns, k))
                 self._in_audio = True
             self._loud_run_end = k
             if self._step_heard < 0:
                 self._step_heard = k
         elif self._in_audio and k - self._loud_run_end >= ONSET_HANGOVER_FRAMES:
-            self._event(now_ns, "audio_offset", tick=self._loud_run_end + 1)
+            self.timeline.append(AudioOffset(now_ns, self._loud_run_end + 1))
             self._in_audio = False
 
         # 2. the caller's side of the line
         if k * FRAME_MS >= self.config.max_duration_ms:
-            self._event(now_ns, "max_duration", ms=self.config.max_duration_ms)
+            self.timeline.append(MaxDuration(now_ns, self.config.max_duration_ms))
             self._do_hangup(now_ns, "max_duration")
             self._tick += 1
             return
@@ -387,9 +411,8 @@ class CallerCore:
         if fate.send:
             self._queue(grid_ns + fate.delay_ns, _Out("media", (k, k * FRAME_MS + fate.ts_shift_ms, b64), tags))
         elif tags:  # a lost frame still carried speech: keep its timeline marks
-            for tag in tags:
-                ev = dict(tag)
-                self._event(now_ns, ev.pop("event"), lost=True, **ev)
+            for cls, *args in tags:
+                self.timeline.append(cls(now_ns, *args, lost=True))
         self._tick += 1
 
     def _idle(self, k: int) -> str:
@@ -398,7 +421,7 @@ class CallerCore:
             return _SILENCE_B64
         return base64.b64encode(linetag.tag_frame(self.line_tag, k)).decode("ascii")
 
-    def _script_frame(self, now_ns: int, k: int) -> tuple[str, tuple[dict[str, Any], ...]]:
+    def _script_frame(self, now_ns: int, k: int) -> tuple[str, tuple[Tag, ...]]:
         """Advance the script by one frame; return the payload to send and timeline tags."""
         while True:
             step = self._step
@@ -408,15 +431,15 @@ class CallerCore:
                 if i >= utt.frame_count:
                     self._next_step()
                     continue
-                tags: list[dict[str, Any]] = []
+                tags: list[Tag] = []
                 if i == 0:
-                    tags.append({"event": "utterance_start", "fixture": utt.name, "text": utt.text})
+                    tags.append((UtteranceStart, utt.name, utt.text))
                 if i == utt.speech_start_frame:
-                    tags.append({"event": "speech_start", "fixture": utt.name})
+                    tags.append((SpeechStart, utt.name))
                 if i == utt.speech_end_frame:
-                    tags.append({"event": "speech_end", "fixture": utt.name})
+                    tags.append((SpeechEnd, utt.name))
                 if i == utt.frame_count - 1:
-                    tags.append({"event": "utterance_end", "fixture": utt.name})
+                    tags.append((UtteranceEnd, utt.name))
                 self._step_mark += 1
                 return utt.frames_b64[i], tuple(tags)
             if isinstance(step, Pause):
@@ -434,7 +457,7 @@ class CallerCore:
                 if self._step_tick % gap == 0:
                     digit = step.digits[i]
                     self._queue(self.t0_ns + k * FRAME_NS,  # type: ignore[operator]
-                                _Out("dtmf", digit, ({"event": "dtmf", "digit": digit},)))
+                                _Out("dtmf", digit, ((DtmfSent, digit),)))
                     self._step_mark += 1
                 self._step_tick += 1
                 return self._idle(k), ()
@@ -449,7 +472,7 @@ class CallerCore:
                     self._next_step()  # nothing to wait for (no greeting)
                     continue
                 if elapsed >= step.timeout_ms:
-                    self._event(now_ns, "wait_timeout", step="wait_for_reply", heard=self._step_heard >= 0)
+                    self.timeline.append(WaitTimeout(now_ns, "wait_for_reply", self._step_heard >= 0))
                     self._next_step()
                     continue
                 self._step_tick += 1
@@ -459,7 +482,7 @@ class CallerCore:
                     self._next_step()
                     continue
                 if self._step_tick * FRAME_MS >= step.timeout_ms:
-                    self._event(now_ns, "wait_timeout", step="wait_for_audio", heard=self._step_heard >= 0)
+                    self.timeline.append(WaitTimeout(now_ns, "wait_for_audio", self._step_heard >= 0))
                     self._next_step()
                     continue
                 self._step_tick += 1

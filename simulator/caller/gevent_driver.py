@@ -1,13 +1,13 @@
-"""The gevent driver of the fake caller: the twin of :mod:`.caller_trio`, for Locust.
+"""The gevent driver of the fake caller: the twin of :mod:`.trio_driver`, for Locust.
 
 Why a second driver: Locust runs on gevent, and gevent's monkey-patching breaks
 trio (``select.epoll`` is gone, and trio in a thread dies with
 ``TrioInternalError``; see shared/stack.md). So inside a Locust process the
 same sans-IO :class:`~.caller.CallerCore` is driven by greenlets instead:
 
-* the webhook is POSTed with ``requests`` (built and signed by :mod:`.webhook`,
-  the TwiML read by :func:`.webhook.parse_twiml`), exactly what the trio driver
-  sends;
+* the call is placed by the same sans-IO :class:`.dialer.Dialer` as the trio
+  driver's (same request, signature, TwiML reading and error messages); the
+  webhook is POSTed with ``requests``;
 * the media stream is a ``websocket-client`` connection;
 * the calling greenlet is the *ticker*: it sleeps to the core's absolute
   deadline (``gevent.sleep`` of what remains on ``time.monotonic_ns``, the
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import struct
 import time
 
@@ -42,22 +41,13 @@ from websocket import ABNF, WebSocketException
 
 from ..audio.utterances import UtteranceBank
 from . import twilio_wire as tw
-from .call_result import CallResult, bad_target, follow_twiml, new_core, target_kind
-from .connect_hints import plain_port_hint
+from .call_result import CallResult
 from .core import CallerCore
+from .dialer import DialFailed, Dialer, OpenStream, PostWebhook, tls_context
+from .dialer import describe as _describe
 from .impairments import Impairments
 from .script import Step
-from .webhook import (
-    CallParties,
-    StreamTarget,
-    TwimlError,
-    WebhookExchange,
-    preamble_ms,
-    read_answer,
-    stream_headers,
-    webhook_form,
-    webhook_headers,
-)
+from .webhook import CallParties
 
 log = logging.getLogger("callsim.caller")
 
@@ -65,17 +55,11 @@ CLOSE_TIMEOUT_S = 2.0  # wait this long for the app's close frame after ours (tr
 ABNORMAL_CLOSURE = 1006  # what a socket that just broke reports (RFC 6455), as trio-websocket does
 
 
-def fetch_twiml(url: str, parties: CallParties, auth_token: str | None, *, timeout: float,
-                http: requests.Session | None = None) -> WebhookExchange:
-    """POST the voice webhook like Twilio and read its TwiML (the ``requests`` twin of
-    :func:`.caller_trio.fetch_twiml`: same form, headers, signature and checks)."""
-    form = webhook_form(parties)
-    ex = WebhookExchange(url, form, signed=bool(auth_token))
+def _post(req: PostWebhook, *, timeout: float, http: requests.Session | None = None) -> requests.Response:
+    """The webhook POST with ``requests``. No redirects: the trio driver (httpx) does not
+    follow them either, so both report the same."""
     post = http.post if http is not None else requests.post
-    # No redirects: the trio driver (httpx) does not follow them either, so both report the same.
-    resp = post(url, data=form, headers=webhook_headers(auth_token, url, form), timeout=timeout,
-                allow_redirects=False)
-    return read_answer(ex, resp.status_code, resp.headers.get("content-type"), resp.text, resp.content)
+    return post(req.url, data=req.form, headers=req.headers, timeout=timeout, allow_redirects=False)
 
 
 class GeventCall:
@@ -105,19 +89,13 @@ class GeventCall:
         webhook_path: str | None = None,
         http: requests.Session | None = None,
     ) -> None:
-        self.rng = rng or random.Random()
         self.url = target.rstrip("/") + "/" + webhook_path.lstrip("/") if webhook_path else target
-        self.script = list(script)
-        self.auth_token = auth_token
-        self.bank = bank
-        self.impairments = impairments or Impairments()
-        self.wire_policy = wire_policy or tw.WirePolicy()
-        self.parties = parties or CallParties.new(self.rng)
-        self.custom_parameters = dict(custom_parameters or {})
-        self.max_duration_ms = max_duration_ms
+        self.dialer = Dialer(self.url, list(script), auth_token=auth_token, bank=bank, impairments=impairments,
+                             wire_policy=wire_policy, parties=parties, custom_parameters=custom_parameters,
+                             max_duration_ms=max_duration_ms, rng=rng)
         self.connect_timeout = connect_timeout
         self.http = http
-        self.result = CallResult(self.url)
+        self.result = self.dialer.result
         self.core: CallerCore | None = None
         self.ws: websocket.WebSocket | None = None
         self._receiver: gevent.Greenlet | None = None
@@ -127,55 +105,37 @@ class GeventCall:
 
     def run(self) -> CallResult:
         """Place the call and drive it to its end (see the module docstring)."""
-        result = self.result
-        result.timings["placed_ns"] = time.monotonic_ns()
-        params = dict(self.custom_parameters)
-        kind = target_kind(self.url)
-        if kind == "webhook":
+        dialer, result = self.dialer, self.result
+        step = dialer.start(time.monotonic_ns())
+        if isinstance(step, PostWebhook):
             try:
-                result.webhook = fetch_twiml(self.url, self.parties, self.auth_token,
-                                             timeout=self.connect_timeout, http=self.http)
-            except (requests.RequestException, TwimlError) as exc:
-                result.error = f"webhook failed: {exc or type(exc).__name__}"
+                resp = _post(step, timeout=self.connect_timeout, http=self.http)
+            except requests.RequestException as exc:
+                dialer.webhook_failed(exc)
                 return result
-            result.timings["webhook_ns"] = time.monotonic_ns()
-            followed = follow_twiml(result, params)
-            if followed is None:
-                return result
-            params = followed
-            answer = result.webhook.result
-            if isinstance(answer, StreamTarget) and answer.preamble:  # <Say>/<Pause> play first
-                result.notes += [p.note for p in answer.preamble]
-                gevent.sleep(preamble_ms(answer.preamble) / 1000)
-        elif kind == "stream":
-            result.stream_url = self.url
-        else:
-            return bad_target(result)
+            step = dialer.webhook_answered(time.monotonic_ns(), resp.status_code, resp.headers.get("content-type"),
+                                           resp.text, resp.content)
+        if isinstance(step, DialFailed):
+            return result
+        assert isinstance(step, OpenStream)
+        if step.preamble_s is not None:  # <Say>/<Pause> play first
+            gevent.sleep(step.preamble_s)
 
-        core = new_core(self.parties, params, self.rng, self.script, self.bank, impairments=self.impairments,
-                        wire_policy=self.wire_policy, max_duration_ms=self.max_duration_ms)
-        self.core = result.core = core
+        self.core = core = step.core
         try:
-            self.ws = _connect(result.stream_url, self.auth_token, self.connect_timeout)
+            self.ws = _connect(step, self.connect_timeout)
         except (WebSocketException, OSError) as exc:
-            result.error = f"stream connect to {result.stream_url} failed: {_describe(exc)}"
-            hint = plain_port_hint(result.stream_url, exc,
-                                   webhook_url=result.webhook.url if result.webhook is not None else None)
-            if hint:
-                result.error += f"; {hint}"
+            dialer.stream_failed(time.monotonic_ns(), exc)
             return result
         result.timings["connected_ns"] = time.monotonic_ns()
         if self._closed:  # hung up from elsewhere while connecting
             self.ws.shutdown()
-            result.error = "call aborted"
-            return result
+            return dialer.aborted()
         try:
             self._drive(self.ws, core)
         finally:  # also on GreenletExit: hang up like Twilio, close, let the kill go on
             self.hang_up()
-        if core.end_reason == "aborted" or not core.finished:
-            result.error = "call aborted"
-        return result
+        return dialer.ended()
 
     def hang_up(self) -> None:
         """End the call now if it is in progress (``stop``, then close the socket); idempotent.
@@ -270,7 +230,7 @@ def place_call_gevent(
     http: requests.Session | None = None,
 ) -> CallResult:
     """Place one call at ``target`` and return when it is over; the twin of
-    :func:`.caller_trio.place_call`.
+    :func:`.trio_driver.place_call`.
 
     ``target`` is an ``http(s)://`` voice webhook or a ``ws(s)://`` stream URL;
     with ``webhook_path`` it is a base URL and the path is appended (Locust's
@@ -286,26 +246,14 @@ def place_call_gevent(
 
 # ---------------------------------------------------------------- helpers
 
-_TLS: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context per process: building one costs ~150 ms of CPU, which would stall
-    every other greenlet (every other call's pacing) each time a call starts."""
-    global _TLS
-    if _TLS is None:
-        _TLS = ssl.create_default_context()
-    return _TLS
-
-
-def _connect(url: str, auth_token: str | None, timeout: float) -> websocket.WebSocket:
-    headers = [f"{k.decode()}: {v.decode()}" for k, v in stream_headers(auth_token, url)]
+def _connect(step: OpenStream, timeout: float) -> websocket.WebSocket:
+    headers = [f"{k.decode()}: {v.decode()}" for k, v in step.headers]
     ws = websocket.create_connection(
-        url, timeout=timeout, header=headers,
+        step.url, timeout=timeout, header=headers,
         enable_multithread=True,  # the ticker and the receiver both send: one lock per frame
         skip_utf8_validation=True,  # see _receive
         suppress_origin=True,  # Twilio's media client sends no Origin; trio-websocket neither
-        sslopt={"context": _tls_context()} if url.lower().startswith("wss:") else None,
+        sslopt={"context": tls_context()} if step.tls else None,
     )
     ws.settimeout(None)  # the connect timeout must not become a receive timeout mid-call
     return ws
@@ -335,10 +283,3 @@ def _close_payload(data: bytes) -> tuple[int | None, str | None]:
         return None, None  # a close frame without a code: 1005 "no status", reported as None
     return struct.unpack("!H", data[:2])[0], data[2:].decode("utf-8", "replace") or None
 
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason; the HTTP status for a refused upgrade (as the trio driver says it)."""
-    status = getattr(exc, "status_code", None)
-    if status is not None:
-        return f"HTTP {status}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

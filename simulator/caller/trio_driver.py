@@ -36,7 +36,6 @@ import itertools
 import logging
 import math
 import random
-import ssl
 import time
 from typing import Protocol
 
@@ -48,28 +47,12 @@ from ..audio.utterances import UtteranceBank
 from ..net.reactor import shared_reactor
 from ..net.wsconn import ConnectionClosed, HandshakeError, open_websocket
 from . import twilio_wire as tw
-from .call_result import (  # CallResult re-exported
-    CallResult,
-    bad_target,
-    follow_twiml,
-    new_core,
-    target_kind,
-)
-from .connect_hints import plain_port_hint
+from .call_result import CallResult  # re-exported
 from .core import CallerCore
+from .dialer import DialFailed, Dialer, OpenStream, PostWebhook, tls_context, webhook_request
 from .impairments import Impairments
 from .script import Step
-from .webhook import (
-    CallParties,
-    StreamTarget,
-    TwimlError,
-    WebhookExchange,
-    preamble_ms,
-    read_answer,
-    stream_headers,
-    webhook_form,
-    webhook_headers,
-)
+from .webhook import CallParties, WebhookExchange
 
 log = logging.getLogger("callsim.caller")
 
@@ -242,11 +225,14 @@ def tick_scheduler(clock: Clock) -> TickScheduler:
 
 async def fetch_twiml(client: httpx.AsyncClient, url: str, parties: CallParties,
                       auth_token: str | None) -> WebhookExchange:
-    """POST the voice webhook like Twilio and read its TwiML."""
-    form = webhook_form(parties)
-    ex = WebhookExchange(url, form, signed=bool(auth_token))
-    resp = await client.post(url, data=form, headers=webhook_headers(auth_token, url, form))
-    return read_answer(ex, resp.status_code, resp.headers.get("content-type"), resp.text, resp.content)
+    """POST the voice webhook like Twilio and read its TwiML (raises for what the dialer refuses)."""
+    req = webhook_request(url, parties, auth_token)
+    resp = await _post(client, req)
+    return req.read(resp.status_code, resp.headers.get("content-type"), resp.text, resp.content)
+
+
+async def _post(client: httpx.AsyncClient, req: PostWebhook) -> httpx.Response:
+    return await client.post(req.url, data=req.form, headers=req.headers)
 
 
 async def place_call(
@@ -266,97 +252,48 @@ async def place_call(
 ) -> CallResult:
     """Place one call at ``target`` (an ``http(s)://`` webhook or ``ws(s)://`` stream URL).
 
-    Never raises for what the far end does: refusals, bad TwiML and broken
-    sockets end up in :attr:`CallResult.error` with what was recorded so far.
+    The sequence is :class:`.dialer.Dialer`'s; this does its I/O. Never raises for what
+    the far end does: refusals, bad TwiML and broken sockets end up in
+    :attr:`CallResult.error` with what was recorded so far.
     """
     clock = clock or MonotonicClock()
-    rng = rng or random.Random()
-    parties = parties or CallParties.new(rng)
-    result = CallResult(target)
-    params = dict(custom_parameters or {})
-
-    result.timings["placed_ns"] = clock.now_ns()
-    kind = target_kind(target)
-    if kind == "webhook":
+    dialer = Dialer(target, script, auth_token=auth_token, bank=bank, impairments=impairments,
+                    wire_policy=wire_policy, parties=parties, custom_parameters=custom_parameters,
+                    max_duration_ms=max_duration_ms, rng=rng)
+    step = dialer.start(clock.now_ns())
+    if isinstance(step, PostWebhook):
         try:
             with trio.fail_after(connect_timeout):
-                verify = _tls_context() if target.lower().startswith("https:") else False
-                async with httpx.AsyncClient(verify=verify) as client:
-                    result.webhook = await fetch_twiml(client, target, parties, auth_token)
-        except (httpx.HTTPError, TwimlError, trio.TooSlowError) as exc:
-            result.error = f"webhook failed: {exc or type(exc).__name__}"
-            return result
-        result.timings["webhook_ns"] = clock.now_ns()
-        followed = follow_twiml(result, params)
-        if followed is None:
-            return result
-        params = followed
-        await _play_preamble(result)
-    elif kind == "stream":
-        result.stream_url = target
-    else:
-        return bad_target(result)
-
-    core = new_core(parties, params, rng, script, bank, impairments=impairments, wire_policy=wire_policy,
-                    max_duration_ms=max_duration_ms)
-    result.core = core
+                async with httpx.AsyncClient(verify=tls_context() if step.tls else False) as client:
+                    resp = await _post(client, step)
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            dialer.webhook_failed(exc)
+            return dialer.result
+        step = dialer.webhook_answered(clock.now_ns(), resp.status_code, resp.headers.get("content-type"),
+                                       resp.text, resp.content)
+    if isinstance(step, DialFailed):
+        return dialer.result
+    assert isinstance(step, OpenStream)
+    await _play_preamble(step)
+    result, core = dialer.result, step.core
     try:
         async with open_websocket(
-            result.stream_url, stream_headers(auth_token, result.stream_url),
+            step.url, step.headers,
             max_message_size=MAX_MESSAGE_BYTES, connect_timeout=connect_timeout, close_timeout=2,
-            ssl_context=_tls_context() if result.stream_url.lower().startswith("wss:") else None,
+            ssl_context=tls_context() if step.tls else None,
         ) as ws:
             result.timings["connected_ns"] = clock.now_ns()
             await _run(ws, core, clock, result.timings)
     except (HandshakeError, OSError) as exc:
-        if core.t0_ns is None:
-            result.error = f"stream connect to {result.stream_url} failed: {_describe(exc)}"
-            hint = plain_port_hint(result.stream_url, exc,
-                                   webhook_url=result.webhook.url if result.webhook is not None else None)
-            if hint:
-                result.error += f"; {hint}"
-        elif not core.finished:  # broke mid-call: keep what was recorded
-            core.peer_closed(clock.now_ns(), None, _describe(exc))
-            result.error = f"stream broke: {_describe(exc)}"
-    if core.end_reason == "aborted":
-        result.error = "call aborted"
-    return result
+        dialer.stream_failed(clock.now_ns(), exc)
+    return dialer.ended()
 
 
-async def _play_preamble(result: CallResult) -> None:
+async def _play_preamble(step: OpenStream) -> None:
     """Take the time Twilio spends on ``<Say>``/``<Pause>`` before ``<Connect>``: it opens
-    the stream only after them, so a bridge sees ``start`` that much later. Each is noted
-    (a ``<Play>`` cannot be timed offline: noted, not waited for)."""
-    answer = result.webhook.result if result.webhook is not None else None
-    if not isinstance(answer, StreamTarget) or not answer.preamble:
-        return
-    result.notes += [p.note for p in answer.preamble]
-    await trio.sleep(preamble_ms(answer.preamble) / 1000)
-
-
-_TLS: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context per process: building one costs ~150 ms, which would stall
-    every other call on the event loop each time a call starts."""
-    global _TLS
-    if _TLS is None:
-        _TLS = ssl.create_default_context()
-    return _TLS
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason: the HTTP status of a refused upgrade, else the OS error underneath."""
-    status = getattr(exc, "status_code", None)
-    if status is not None:
-        return f"HTTP {status}"
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) or str(seen):
-            return f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__
-        seen = seen.__cause__ or seen.__context__
-    return type(exc).__name__
+    the stream only after them, so a bridge sees ``start`` that much later."""
+    if step.preamble_s is not None:
+        await trio.sleep(step.preamble_s)
 
 
 async def run_ticks(ws, core: CallerCore, clock: Clock) -> None:  # type: ignore[no-untyped-def]

@@ -3,8 +3,8 @@
 When a call comes in, Twilio POSTs a form to the number's voice URL, signs it
 with ``X-Twilio-Signature``, reads the TwiML it gets back and, for
 ``<Connect><Stream url=…>``, opens the media WebSocket — signing that upgrade
-too. This module builds the request and reads the answer; the HTTP itself is
-the driver's job, so the Locust driver can reuse every line of it.
+too. This module builds the request and reads the answer; :mod:`.dialer` puts
+the steps in order, and the HTTP itself is the drivers' job.
 
 Signatures come from the ``twilio`` package's own ``RequestValidator`` so they
 match what a bridge validating with the same package expects.
@@ -241,8 +241,7 @@ class WebhookExchange:
 def read_answer(ex: WebhookExchange, status: int, content_type: str | None, text: str, body: bytes) -> WebhookExchange:
     """Record the webhook's HTTP answer in ``ex`` and read its TwiML as Twilio would.
 
-    Shared by the trio (httpx) and gevent (requests) drivers so both judge an
-    answer the same way. Raises :class:`TwimlError` for a non-200 or bad TwiML.
+    Raises :class:`TwimlError` for a non-200 or bad TwiML.
     """
     ex.status = status
     ex.content_type = content_type

@@ -1,9 +1,9 @@
 """Pair the frames a caller sent with the audio blocks the mock received, by content.
 
-Why: per-frame latency through a bridge used to be "k-th frame sent → k-th append
-received". One frame dropped at the call start (a bridge discarding audio until its
-OpenAI socket is open) then reads as +20 ms on *every* frame instead of one lost frame;
-a bridge batching frames into larger appends cannot be measured at all. Here each
+Why not by position ("k-th frame sent → k-th append received"): one frame dropped at
+the call start (a bridge discarding audio until its OpenAI socket is open) would then
+read as +20 ms on *every* frame instead of one lost frame, and a bridge batching frames
+into larger appends could not be measured at all. Here each
 frame is identified by the CRC-32 of its 160 μ-law bytes (the caller records it;
 the mock records the CRC of each 160-byte block of what it received, see
 :mod:`callsim.simulator.mock.fingerprint`), so a frame pairs with the block that carried it.

@@ -1,23 +1,25 @@
 """Measure one call: turn latency, barge-in, truncate error, codec, underruns (design.md).
 
 Everything is measured at the fake caller, on the shared monotonic clock, from
-what :class:`~.caller.CallerCore` recorded — the timeline, one played frame per
-20 ms tick (``played_bytes``, ``heard``), when each tick ran (``tick_ns``) —
+what :class:`~..caller.core.CallerCore` recorded — the timeline (:mod:`.timeline`),
+one played frame per 20 ms tick (``played_bytes``, ``heard``), when each tick ran
+(``tick_ns``) —
 plus, when the mock OpenAI server is in the loop, its session snapshot (VAD
 wait, think time, truncates, close). :func:`measure_call` fills a
 :class:`~.measurements.CallMetrics`; :func:`summarize` pools many.
 
 How caller time is read (the choices every metric below shares):
 
-* **Caller events** (``utterance_start``, ``speech_start``, ``speech_end``) are
-  stamped when their frame was *sent*. The frame's own tick is the last tick
-  whose grid time ``t0 + k·20 ms`` is not after that send time.
+* **Caller events** (:class:`.UtteranceStart`, :class:`.SpeechStart`,
+  :class:`.SpeechEnd`) are stamped when their frame was *sent*. The frame's own
+  tick is the last tick whose grid time ``t0 + k·20 ms`` is not after that send
+  time.
 * **Played audio** is placed at its tick's *grid* time, as ``heard.wav`` places
   it, not at the time the tick happened to be processed: under load a tick runs
   a few ms late, and that harness delay must not count against the bridge. A
   frame is never placed before its audio arrived, though: a late tick can play
   audio that arrived after its grid time, and then the frame counts from the
-  arrival (when ``media_in`` events are recorded; see :class:`Playout`).
+  arrival (when :class:`.MediaIn` events are recorded; see :class:`Playout`).
 * **Before or after an app message** (``clear``): a tick is before it if it was
   processed before it — exactly what the emulated Twilio buffer did.
 
@@ -40,6 +42,18 @@ from ..caller.core import FRAME_NS, CallerCore
 from .bridge_share import attach_mock, line_tag_rx, uplink_ms
 from .measurements import BargeInMetrics, CallMetrics, CodecMetrics, TurnMetrics
 from .recording import pacing_stats
+from .timeline import (
+    CallerSpeech,
+    ClearIn,
+    ClosedByApp,
+    MediaIn,
+    Overflow,
+    SpeechEnd,
+    SpeechStart,
+    Stop,
+    UtteranceEnd,
+    UtteranceStart,
+)
 
 MS = 1_000_000  # ns
 BYTES_PER_MS = 8  # μ-law at 8 kHz
@@ -129,16 +143,16 @@ def _arrivals(core: CallerCore, played: np.ndarray) -> np.ndarray:
     seg_t: list[int] = []
     seg_n: list[int] = []
     seen = 0
-    for e in core.timeline:
-        ev = e["event"]
-        if ev == "media_in":
+    for e in core.timeline.iter_of(MediaIn, Overflow, ClearIn):
+        if isinstance(e, MediaIn):
             seen += 1
-            seg_t.append(e["t_ns"])
-            seg_n.append(int(e["bytes"]))
-        elif ev == "overflow" and seg_n:
-            seg_n[-1] = max(0, seg_n[-1] - int(e["dropped_bytes"]))
-        elif ev == "clear_in":
-            d = int(e["dropped_bytes"])
+            seg_t.append(e.t_ns)
+            seg_n.append(e.bytes)
+        elif isinstance(e, Overflow):
+            if seg_n:
+                seg_n[-1] = max(0, seg_n[-1] - e.dropped_bytes)
+        else:
+            d = e.dropped_bytes
             while d > 0 and seg_n:
                 take = min(d, seg_n[-1])
                 seg_n[-1] -= take
@@ -224,16 +238,18 @@ class _Utt:
     barge_in: bool = False
 
 
+_UTT_ATTR = {SpeechStart: "speech_start_ns", SpeechEnd: "speech_end_ns", UtteranceEnd: "end_ns"}
+
+
 def _utterances(core: CallerCore) -> list[_Utt]:
     utts: list[_Utt] = []
-    for e in core.timeline:
-        ev = e["event"]
-        if ev == "utterance_start":
-            utts.append(_Utt(e["fixture"], e["t_ns"]))
-        elif ev in ("speech_start", "speech_end", "utterance_end") and utts and utts[-1].fixture == e.get("fixture"):
-            attr = {"speech_start": "speech_start_ns", "speech_end": "speech_end_ns", "utterance_end": "end_ns"}[ev]
+    for e in core.timeline.iter_of(CallerSpeech):
+        if isinstance(e, UtteranceStart):
+            utts.append(_Utt(e.fixture, e.t_ns))
+        elif utts and utts[-1].fixture == e.fixture:
+            attr = _UTT_ATTR[type(e)]
             if getattr(utts[-1], attr) is None:
-                setattr(utts[-1], attr, e["t_ns"])
+                setattr(utts[-1], attr, e.t_ns)
     return utts
 
 
@@ -293,7 +309,7 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
 
     po = Playout(core)
     m.heard_ms = float(po.played.sum()) / BYTES_PER_MS
-    clears = [e["t_ns"] for e in core.timeline if e["event"] == "clear_in"]
+    clears = core.timeline.times(ClearIn)
     utts = _utterances(core)
     for u in utts:
         u.barge_in = _is_barge_in(po, u, clears)
@@ -540,12 +556,10 @@ def _closed_after_hangup(core: CallerCore, mock: dict[str, Any]) -> float | None
     close = mock.get("close")
     if not isinstance(close, dict) or close.get("t_ns") is None:
         return None
-    end = next((e["t_ns"] for e in core.timeline if e["event"] == "stop"), None)
-    if end is None:
-        end = next((e["t_ns"] for e in core.timeline if e["event"] == "closed_by_app"), None)
+    end = core.timeline.first(Stop) or core.timeline.first(ClosedByApp)
     if end is None:
         return None
-    return (close["t_ns"] - end) / MS
+    return (close["t_ns"] - end.t_ns) / MS
 
 
 def _mock_summary(snap: dict[str, Any], t0_ns: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..caller.call_result import CallResult
+from .timeline import SpeechStart
 
 MS = 1_000_000
 
@@ -42,12 +43,12 @@ def _span(result: CallResult) -> tuple[int, int] | None:
     core = result.core
     if core is None or core.t0_ns is None or not core.timeline:
         return None
-    return core.t0_ns, max(e["t_ns"] for e in core.timeline)
+    return core.t0_ns, core.timeline.end_ns()  # type: ignore[return-value]
 
 
 def _speech_starts(result: CallResult) -> list[int]:
     core = result.core
-    return [e["t_ns"] for e in core.timeline if e["event"] == "speech_start"] if core is not None else []
+    return core.timeline.times(SpeechStart) if core is not None else []
 
 
 def _timing_cost(result: CallResult, snap: dict[str, Any]) -> float | None:

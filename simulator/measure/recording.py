@@ -58,7 +58,7 @@ def call_record(result: CallResult) -> dict[str, Any]:
         rec["frame_ms"] = FRAME_MS
         rec["pacing"] = pacing_stats(result)
         rec["warnings"] = core.warnings
-        rec["timeline"] = core.timeline
+        rec["timeline"] = core.timeline.as_dicts()
     return rec
 
 

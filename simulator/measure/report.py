@@ -1,7 +1,7 @@
 """The reports of a run: ``report.json``, ``junit.xml`` and a self-contained ``report.html``.
 
 Everything here is written *from* the measured records (:mod:`.measurements`)
-and what the caller recorded (:class:`~.caller_trio.CallResult`); nothing is
+and what the caller recorded (:class:`~..caller.call_result.CallResult`); nothing is
 measured here. Layout of ``out_dir``::
 
     report.json                  {"summary", "calls", "meta"} — keys per design.md
@@ -50,6 +50,7 @@ from .junit import (
 )
 from .measurements import CallMetrics
 from .recording import write_call
+from .timeline import ClearIn, ClosedByApp, Event, MarkEcho, SpeechEnd, SpeechStart, Stop, UtteranceEnd
 
 #: per-call figures (timeline + waveform) are drawn for this many calls at most
 MAX_CALL_FIGURES = 50
@@ -208,12 +209,12 @@ def _call_span_s(result: CallResult) -> float:
     core = result.core
     t0 = core.t0_ns or 0
     end = len(core.tick_ns) * FRAME_MS / 1000
-    if core.timeline:
-        end = max(end, (max(e["t_ns"] for e in core.timeline) - t0) / 1e9)
+    if (last_ns := core.timeline.end_ns()) is not None:
+        end = max(end, (last_ns - t0) / 1e9)
     return max(end, 0.1)
 
 
-def speech_spans(timeline: list[dict[str, Any]], t0_ns: int, end_s: float) -> list[tuple[float, float, str]]:
+def speech_spans(timeline: Iterable[Event], t0_ns: int, end_s: float) -> list[tuple[float, float, str]]:
     """Caller speech as (start s, end s, fixture): speech_start → end of the speech_end frame.
 
     An utterance cut short (hang-up, app closed) ends at its utterance_end, the
@@ -222,14 +223,15 @@ def speech_spans(timeline: list[dict[str, Any]], t0_ns: int, end_s: float) -> li
     spans: list[tuple[float, float, str]] = []
     open_: tuple[float, str] | None = None
     for ev in timeline:
-        name = ev.get("event")
-        t = (ev["t_ns"] - t0_ns) / 1e9
-        if name == "speech_start":
+        if not isinstance(ev, (SpeechStart, SpeechEnd, UtteranceEnd, Stop, ClosedByApp)):
+            continue
+        t = (ev.t_ns - t0_ns) / 1e9
+        if isinstance(ev, SpeechStart):
             if open_ is not None:
                 spans.append((open_[0], t, open_[1]))
-            open_ = (t, str(ev.get("fixture", "")))
-        elif open_ is not None and name in ("speech_end", "utterance_end", "stop", "closed_by_app"):
-            end = t + FRAME_MS / 1000 if name == "speech_end" else t
+            open_ = (t, ev.fixture)
+        elif open_ is not None:
+            end = t + FRAME_MS / 1000 if isinstance(ev, SpeechEnd) else t
             spans.append((open_[0], max(end, open_[0]), open_[1]))
             open_ = None
     if open_ is not None:
@@ -334,10 +336,10 @@ def timeline_figure(call: CallArtifacts) -> bytes | None:
 
     ev = core.timeline
     for reason, colour in MARK_COLOURS.items():
-        xs = [(e["t_ns"] - t0) / 1e9 for e in ev if e["event"] == "mark_echo" and e.get("reason") == reason]
+        xs = [(e.t_ns - t0) / 1e9 for e in ev.iter_of(MarkEcho) if e.reason == reason]
         if xs:
             ax.vlines(xs, rows["marks"] - 0.25, rows["marks"] + 0.25, colors=colour, lw=2, zorder=4)
-    clears = [(e["t_ns"] - t0) / 1e9 for e in ev if e["event"] == "clear_in"]
+    clears = [(t - t0) / 1e9 for t in ev.times(ClearIn)]
     for x in clears:
         ax.axvline(x, color=CLEAR_COLOUR, lw=1.2)
     for tr in _truncates(call.mock_snapshot):
@@ -346,8 +348,8 @@ def timeline_figure(call: CallArtifacts) -> bytes | None:
         ax.plot([x], [rows["assistant heard"] + h / 2 + 0.12], marker="v" if ok else "X", ms=7,
                 color=TRUNCATE_COLOUR, ls="none")
         ax.axvline(x, color=TRUNCATE_COLOUR, lw=0.8, ls=":")
-    stops = [(e["t_ns"] - t0) / 1e9 for e in ev if e["event"] == "stop"]
-    app_closed = [(e["t_ns"] - t0) / 1e9 for e in ev if e["event"] == "closed_by_app" and not e.get("after_stop")]
+    stops = [(t - t0) / 1e9 for t in ev.times(Stop)]
+    app_closed = [(e.t_ns - t0) / 1e9 for e in ev.iter_of(ClosedByApp) if not e.after_stop]
     for x in stops:
         ax.axvline(x, color="black", lw=1.5)
     for x in app_closed:

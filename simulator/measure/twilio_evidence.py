@@ -3,9 +3,10 @@
 The bridge profile (:mod:`.bridge_profile`) and the truncate diagnosis
 (:mod:`.truncate_diagnosis`) both judge a bridge we may never have seen by the
 wire alone (design.md rule 5); on the Twilio side the wire is what
-:class:`~.caller.CallerCore` recorded: ``media_in`` (bytes), ``mark_in``,
-``mark_echo`` (with its reason: played | idle | cleared), ``clear_in``, the
-caller's own ``utterance_start``/``speech_start`` and, per tick, the app bytes
+:class:`~.caller.CallerCore` recorded in its timeline (:mod:`.timeline`):
+:class:`MediaIn` (bytes), :class:`MarkIn`, :class:`MarkEcho` (with its reason:
+played | idle | cleared), :class:`ClearIn`, the caller's own
+:class:`UtteranceStart`/:class:`SpeechStart` and, per tick, the app bytes
 played (``played_bytes``) and when each caller ``media`` frame left
 (``media_sent_ns`` / ``media_sent_grid``). Pure functions, no I/O; nothing here
 runs per frame during a call.
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..audio.codec import FRAME_MS
 from ..caller.core import FRAME_NS, CallerCore
+from .timeline import ClearIn, MarkEcho, MarkIn, MediaIn, SpeechStart, UtteranceStart
 
 BYTES_PER_MS = 8  # what Twilio plays: 8 kHz μ-law
 #: a barge-in: the caller started speaking while a frame of app audio played within this many ticks
@@ -50,26 +52,25 @@ def twilio_side(core: CallerCore) -> TwilioSide:
     acc_bytes = acc_media = 0
     first_media_ns: int | None = None
     first_speech_ns: int | None = None
-    for e in core.timeline:
-        ev = e["event"]
-        if ev == "media_in":
+    for e in core.timeline.iter_of(MediaIn, MarkIn, ClearIn, SpeechStart):
+        if isinstance(e, MediaIn):
             side.media_messages += 1
-            side.audio_ms += e["bytes"] / BYTES_PER_MS
-            acc_bytes += e["bytes"]
+            side.audio_ms += e.bytes / BYTES_PER_MS
+            acc_bytes += e.bytes
             acc_media += 1
             if first_media_ns is None:
-                first_media_ns = e["t_ns"]
-        elif ev == "mark_in":
+                first_media_ns = e.t_ns
+        elif isinstance(e, MarkIn):
             side.marks += 1
             if acc_bytes:
                 side.mark_gaps_ms.append(acc_bytes / BYTES_PER_MS)
                 side.media_per_mark.append(acc_media)
             acc_bytes = acc_media = 0
-        elif ev == "clear_in":
+        elif isinstance(e, ClearIn):
             side.clears += 1
             acc_bytes = acc_media = 0  # the cleared tail is not a whole gap between marks
-        elif ev == "speech_start" and first_speech_ns is None:
-            first_speech_ns = e["t_ns"]
+        elif first_speech_ns is None:
+            first_speech_ns = e.t_ns
     if first_media_ns is not None:
         side.audio_before_speech = first_speech_ns is None or first_media_ns < first_speech_ns
     side.barge_ins, side.barge_in_clears = _barge_ins(core)
@@ -87,14 +88,14 @@ def _barge_ins(core: CallerCore) -> tuple[int, int]:
         return 0, 0
     utts: list[dict[str, Any]] = []  # {"start", "speech"}
     clears: list[int] = []
-    for e in core.timeline:
-        ev = e["event"]
-        if ev == "utterance_start":
-            utts.append({"start": e["t_ns"], "speech": None})
-        elif ev == "speech_start" and utts and utts[-1]["speech"] is None:
-            utts[-1]["speech"] = e["t_ns"]
-        elif ev == "clear_in":
-            clears.append(e["t_ns"])
+    for e in core.timeline.iter_of(UtteranceStart, SpeechStart, ClearIn):
+        if isinstance(e, UtteranceStart):
+            utts.append({"start": e.t_ns, "speech": None})
+        elif isinstance(e, SpeechStart):
+            if utts and utts[-1]["speech"] is None:
+                utts[-1]["speech"] = e.t_ns
+        else:
+            clears.append(e.t_ns)
     barges = cleared = 0
     for i, u in enumerate(utts):
         if u["speech"] is None:
@@ -140,8 +141,8 @@ class ItemAudio:
 def item_audio(core: CallerCore, first_after_ns: int, until_ns: int) -> ItemAudio | None:
     """The item whose first media message is the first one at or after ``first_after_ns``."""
     start = next((i for i, e in enumerate(core.timeline)
-                  if e["event"] == "media_in" and e["t_ns"] >= first_after_ns), None)
-    if start is None or core.timeline[start]["t_ns"] > until_ns:
+                  if isinstance(e, MediaIn) and e.t_ns >= first_after_ns), None)
+    if start is None or core.timeline[start].t_ns > until_ns:
         return None
     return _collect(core, start, until_ns)
 
@@ -152,9 +153,9 @@ def item_audio_playing_at(core: CallerCore, t_ns: int) -> ItemAudio | None:
     buffer empty; later deltas queue behind it)."""
     start = None
     for i, e in enumerate(core.timeline):
-        if e["t_ns"] > t_ns:
+        if e.t_ns > t_ns:
             break
-        if e["event"] == "media_in" and e.get("queued") == e["bytes"]:
+        if isinstance(e, MediaIn) and e.queued == e.bytes:
             start = i
     return None if start is None else _collect(core, start, t_ns)
 
@@ -169,26 +170,27 @@ def _collect(core: CallerCore, start: int, until_ns: int) -> ItemAudio:
     marks: list[float] = []
     echoes: list[tuple[int, str, float]] = []
     for i, e in enumerate(tl):
-        if e["t_ns"] > until_ns and i >= start:
+        if e.t_ns > until_ns and i >= start:
             break
-        ev = e["event"]
-        if ev == "mark_in":
+        if isinstance(e, MarkIn):
             ms = sent / BYTES_PER_MS if i >= start else None
             queue.append(ms)
             if ms is not None:
                 marks.append(ms)
-        elif ev == "mark_echo" and queue:
-            ms = queue.popleft()
-            if ms is not None:
-                echoes.append((e["t_ns"], e["reason"], ms))
-        elif ev == "media_in" and i >= start:
-            sent += e["bytes"]
-    return ItemAudio(tl[start]["t_ns"], sent / BYTES_PER_MS, marks, echoes)
+        elif isinstance(e, MarkEcho):
+            if queue:
+                ms = queue.popleft()
+                if ms is not None:
+                    echoes.append((e.t_ns, e.reason, ms))
+        elif isinstance(e, MediaIn) and i >= start:
+            sent += e.bytes
+    return ItemAudio(tl[start].t_ns, sent / BYTES_PER_MS, marks, echoes)
 
 
 def first_media_ns(core: CallerCore) -> int | None:
     """When the call's first app audio reached the caller."""
-    return next((e["t_ns"] for e in core.timeline if e["event"] == "media_in"), None)
+    first = core.timeline.first(MediaIn)
+    return None if first is None else first.t_ns
 
 
 def media_timestamp_at(core: CallerCore, t_ns: int) -> int | None:

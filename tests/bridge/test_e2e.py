@@ -29,6 +29,7 @@ from callsim.simulator.caller.script import (
 )
 from callsim.simulator.caller.trio_driver import place_call
 from callsim.simulator.measure.metrics import heard_ms_between, snr_db
+from callsim.simulator.measure.timeline import ClearIn, ClosedByApp, PlaybackStart, Stop, WaitTimeout
 from callsim.simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
 from callsim.simulator.mock.server import MockConfig, running_mock
 from hypercorn.trio import serve
@@ -50,8 +51,8 @@ async def stack(tmp_path, behaviour: Behaviour | None = None, **settings):
 
 def _heard_ms_before_clear(core) -> float:
     """Assistant audio the caller played from the start of the barged-in reply to the clear."""
-    clear_t = next(e["t_ns"] for e in core.timeline if e["event"] == "clear_in")
-    start = [e["tick"] for e in core.timeline if e["event"] == "playback_start" and e["t_ns"] < clear_t][-1]
+    clear_t = core.timeline.first(ClearIn).t_ns
+    start = [e.tick for e in core.timeline.of(PlaybackStart) if e.t_ns < clear_t][-1]
     return heard_ms_between(core, start, clear_t)
 
 
@@ -90,7 +91,7 @@ async def test_ai_speaks_first(tmp_path):
     snap = session.snapshot()
     assert snap["responses"][0]["trigger"] == "client"
     assert abs(result.core.summary()["audio_played_ms"] - SHORT.duration_ms) < 60
-    assert not [e for e in result.core.timeline if e["event"] == "wait_timeout"]
+    assert not result.core.timeline.of(WaitTimeout)
 
 
 async def test_barge_in_at_random_moments_truncates_what_was_heard(tmp_path):
@@ -116,7 +117,7 @@ async def test_barge_in_at_random_moments_truncates_what_was_heard(tmp_path):
     assert all(t["accepted"] for t in truncates), truncates
     pairs = []
     for r in results.values():  # pair each call's clear with its truncate on the shared clock
-        clear_t = next(e["t_ns"] for e in r.core.timeline if e["event"] == "clear_in")
+        clear_t = r.core.timeline.first(ClearIn).t_ns
         t = min(truncates, key=lambda t: abs(t["t_ns"] - clear_t))
         assert abs(t["t_ns"] - clear_t) < 50e6
         pairs.append((t["audio_end_ms"], _heard_ms_before_clear(r.core)))
@@ -181,8 +182,8 @@ async def test_signatures_are_checked_on_both_endpoints(tmp_path):
     assert "HTTP 403" in bad_webhook.error
     assert "HTTP 403" in bad_upgrade.error
     # signed upgrade but no per-call token from our TwiML: accepted, then closed with 1008
-    closed = [e for e in no_call_token.core.timeline if e["event"] == "closed_by_app"]
-    assert closed and closed[0]["code"] == 1008
+    closed = no_call_token.core.timeline.of(ClosedByApp)
+    assert closed and closed[0].code == 1008
     assert len(mock.sessions) == 1  # only the good call reached OpenAI
     for kind in ("webhook_signature", "stream_signature", "call_token"):
         assert f'callsim_bridge_errors_total{{kind="{kind}"}} 1.0' in metrics
@@ -210,7 +211,7 @@ async def test_openai_dropping_mid_reply_gives_an_apology(tmp_path):
     result = await _apology_call(tmp_path, "drop:after_ms=300")
     tl = result.core.timeline
     assert result.core.end_reason == "closed_by_app"
-    assert [e for e in tl if e["event"] == "clear_in"]  # the cut-off reply is cleared first
+    assert tl.of(ClearIn)  # the cut-off reply is cleared first
     assert result.core.summary()["audio_played_ms"] > 4000  # then the apology plays
 
 
@@ -222,7 +223,7 @@ async def test_caller_hanging_up_mid_reply_closes_openai_within_1s(tmp_path):
         assert await mock.wait_all_closed(2.0)
         (session,) = mock.sessions.values()
         snap = session.snapshot()
-    stop_t = next(e["t_ns"] for e in result.core.timeline if e["event"] == "stop")
+    stop_t = result.core.timeline.first(Stop).t_ns
     assert snap["close"]["by"] == "client"
     assert 0 <= (snap["close"]["t_ns"] - stop_t) / 1e6 < 1000
     assert snap["responses"][-1]["status"] == "incomplete"  # closed while the reply was streaming
@@ -265,7 +266,7 @@ async def test_twenty_concurrent_calls(tmp_path):
         snaps = [s.snapshot() for s in mock.sessions.values()]
         active = len(app.calls)
     assert len(results) == 20 and all(r.ok for r in results)
-    wrong = [(r.core.summary()["audio_played_ms"], sorted({e["event"] for e in r.core.timeline}))
+    wrong = [(r.core.summary()["audio_played_ms"], sorted({e.kind for e in r.core.timeline}))
              for r in results if abs(r.core.summary()["audio_played_ms"] - SHORT.duration_ms) >= 60]
     assert not wrong, f"expected {SHORT.duration_ms} ms heard per call; got (ms, events): {wrong}"
     assert all(s["responses"] and s["responses"][0]["status"] == "completed" for s in snaps)

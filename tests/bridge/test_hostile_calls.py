@@ -41,6 +41,7 @@ from callsim.simulator.caller.script import (
 )
 from callsim.simulator.caller.trio_driver import place_call
 from callsim.simulator.caller.webhook import stream_headers
+from callsim.simulator.measure.timeline import ClosedByApp
 from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
 from callsim.simulator.mock.server import MockConfig, running_mock
 from callsim.simulator.net.wsconn import ConnectionClosed, open_websocket
@@ -153,8 +154,8 @@ async def test_an_exception_in_one_call_ends_that_call_cleanly_and_no_other(tmp_
     assert results["good"].ok, results["good"].error
     assert after.ok, after.error
     buggy = results["buggy"]
-    closes = [e for e in buggy.core.timeline if e["event"] == "closed_by_app"]
-    assert closes and closes[0]["code"] == 1011  # closed at once, as an internal error: no hang, no dead air
+    closes = buggy.core.timeline.of(ClosedByApp)
+    assert closes and closes[0].code == 1011  # closed at once, as an internal error: no hang, no dead air
     assert 'callsim_bridge_errors_total{kind="internal"} 1.0' in metrics
     assert conv is not None and conv["status"] == "failed"
     (rec,) = [r for r in caplog.records if "internal error" in r.getMessage()]

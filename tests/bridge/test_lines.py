@@ -23,6 +23,7 @@ from callsim.simulator.caller import twilio_wire as tw
 from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
 from callsim.simulator.caller.trio_driver import fetch_twiml, place_call
 from callsim.simulator.caller.webhook import CallParties, StreamTarget
+from callsim.simulator.measure.timeline import ClosedByApp
 from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
@@ -227,8 +228,8 @@ async def test_a_replayed_token_opens_no_second_session_during_or_after_the_call
     assert first["r"].ok, first["r"].error
     assert abs(first["r"].core.summary()["audio_played_ms"] - SHORT.duration_ms) < 60  # its whole reply
     for r in (during, after):
-        closed = [e for e in r.core.timeline if e["event"] == "closed_by_app"]
-        assert closed and closed[0]["code"] == 1008
+        closed = r.core.timeline.of(ClosedByApp)
+        assert closed and closed[0].code == 1008
     assert len(mock.sessions) == 1
     assert 'callsim_bridge_errors_total{kind="call_token_reused"} 2.0' in metrics
     assert sum("per-call token already used" in r.getMessage() for r in caplog.records) == 2
@@ -246,8 +247,8 @@ async def test_a_token_of_another_call_or_a_stale_one_is_refused_without_an_auth
                                  custom_parameters=(await _twiml(base, CallParties.new())).parameters)
         metrics = app.metrics.render()[0].decode()
     for r in (stale, other):
-        closed = [e for e in r.core.timeline if e["event"] == "closed_by_app"]
-        assert closed and closed[0]["code"] == 1008, r.core.timeline[-3:]
+        closed = r.core.timeline.of(ClosedByApp)
+        assert closed and closed[0].code == 1008, r.core.timeline[-3:]
     assert 'callsim_bridge_errors_total{kind="call_token_expired"} 1.0' in metrics
     assert 'callsim_bridge_errors_total{kind="call_token"} 1.0' in metrics
     assert len(mock.sessions) == 0

@@ -26,12 +26,9 @@ from callsim.simulator.mock import errors
 from callsim.simulator.mock.audio import decode, encode, fixture_audio
 from callsim.simulator.mock.behaviour import Behaviour, Fault, Rule, ThinkTime, ToolCall
 from callsim.simulator.mock.ids import ID_RE
-from callsim.simulator.mock.session import (
-    MAX_LOG_EVENTS,
-    MAX_RECORDS,
-    MAX_TURN_MS,
-    MIN_COMMIT_MS,
-)
+from callsim.simulator.mock.input_audio import MAX_TURN_MS, MIN_COMMIT_MS
+from callsim.simulator.mock.session import MAX_LOG_EVENTS
+from callsim.simulator.mock.session_base import MAX_RECORDS
 from callsim.simulator.mock.session_config import DEFAULT_INSTRUCTIONS
 
 from .conftest import CHUNK_MS, MS, T0, Driver
@@ -824,9 +821,9 @@ def test_item_create_previous_item_id(drive):
 
 
 def test_conversation_stays_bounded_whatever_adds_the_items(drive, monkeypatch):
-    from callsim.simulator.mock import session as session_mod
+    from callsim.simulator.mock import conversation
 
-    monkeypatch.setattr(session_mod, "MAX_ITEMS", 10)
+    monkeypatch.setattr(conversation, "MAX_ITEMS", 10)
     d = drive(Behaviour(think=ThinkTime("fixed", 0), seed=40))
     configure(d)
     for _ in range(12):  # each round: a user item and an assistant item

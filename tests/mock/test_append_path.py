@@ -22,7 +22,8 @@ from callsim.simulator.mock import audio as audio_mod
 from callsim.simulator.mock import errors
 from callsim.simulator.mock.audio import InputConverter
 from callsim.simulator.mock.behaviour import Behaviour
-from callsim.simulator.mock.session import MockSession, _b64decode_strict, _handler
+from callsim.simulator.mock.input_audio import b64decode_strict
+from callsim.simulator.mock.session import MockSession, _handler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +44,7 @@ def _reference_decode(text: str) -> bytes | None:
 
 def _strict(text: str) -> bytes | None:
     try:
-        return _b64decode_strict(text)
+        return b64decode_strict(text)
     except (binascii.Error, ValueError):
         return None
 

@@ -57,7 +57,7 @@ def test_a_failing_timer_ends_the_session_with_server_error_and_1011(caplog):
     def boom(now_ns: int, out: list) -> None:
         raise RuntimeError("mock bug in a timer")
 
-    s._at(5, boom)
+    s.timers.call_at(5, "boom", boom)
     with caplog.at_level(logging.ERROR, logger="callsim.mock"):
         out = s.advance(10)
     assert [(e["type"], e["error"]["type"]) for e in out] == [("error", "server_error")]

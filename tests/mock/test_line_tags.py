@@ -24,7 +24,7 @@ from callsim.simulator.mock.server import running_mock
 
 from .conftest import CHUNK_MS, MS, T0
 from .test_server import PCMU_VAD, config, connect
-from .test_session import PCM, configure
+from .session_helpers import PCM, configure
 
 TAG = 0x5EED0001  # a call tag: random per call in the caller (CallerCore.line_tag)
 HEX = f"{TAG:08x}"

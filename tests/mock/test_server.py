@@ -5,7 +5,7 @@ subprotocols), close frames and their codes versus a bare TCP drop, real-time
 pacing of appends and of the reply's audio deltas, what happens when a client
 goes away, junk on the wire, the HTTP introspection/control endpoints on the
 same port, and many sessions at once. The sans-IO session core has its own
-tests (tests/mock/test_session.py); these drive it only through a socket.
+tests (tests/mock/test_session_*.py); these drive it only through a socket.
 
 Clients are trio-websocket (``open_websocket_url``), a tiny wsproto client
 where a test needs to abort the TCP connection itself, and ``httpx`` for HTTP.

@@ -13,7 +13,7 @@ import logging
 from callsim.simulator.mock.audio import fixture_audio
 from callsim.simulator.mock.behaviour import Behaviour, Rule, ThinkTime, ToolCall
 
-from .test_session import (
+from .session_helpers import (
     GA_REPLY,
     GA_USER_TURN,
     LONG,

@@ -53,7 +53,12 @@ APOLOGY = (Path(__file__).resolve().parent / "assets" / "apology.ulaw").read_byt
 
 
 class BridgeApp:
-    """Everything shared by the calls of one bridge process."""
+    """Everything shared by the calls of one bridge process.
+
+    Each call's :class:`.driver.CallDriver` reaches back here only through the
+    :class:`.driver.CallHooks` it defines (``settings``, :meth:`call_started`,
+    :meth:`save_transcript`, :meth:`run_tool`, :meth:`count_error`).
+    """
 
     def __init__(self, settings: Settings | None = None, *, tools: ToolRegistry | None = None,
                  core_class: type[CallCore] = CallCore, driver_class: type[CallDriver] = CallDriver) -> None:

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
@@ -32,9 +32,7 @@ from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI,
     ToTwilio,
 )
-
-if TYPE_CHECKING:
-    from .app import BridgeApp
+from .settings import Settings
 
 log = logging.getLogger("callsim.bridge")
 
@@ -55,8 +53,27 @@ class TwilioSocket(Protocol):
     async def aclose(self, code: int = 1000, reason: str = "") -> None: ...  # never raises
 
 
+class CallHooks(Protocol):
+    """What a call needs from the process that runs it (:class:`.app.BridgeApp` implements it).
+
+    Why a protocol of the driver's own: the app creates drivers, so the driver
+    importing the app would make a circle; with this, the dependency points one
+    way (app -> driver) and the driver can be run and tested against any hooks.
+    """
+
+    settings: Settings
+
+    async def call_started(self, driver: CallDriver, a: CallStarted) -> bool: ...  # False = refuse the stream
+
+    async def save_transcript(self, core: CallCore, t: SaveTranscript) -> None: ...
+
+    async def run_tool(self, name: str, arguments: str, *, call_tag: str = "?") -> str: ...
+
+    def count_error(self, kind: str) -> None: ...
+
+
 class CallDriver:
-    def __init__(self, app: "BridgeApp", core: CallCore, twilio: TwilioSocket, *, peer: str = "?") -> None:
+    def __init__(self, app: CallHooks, core: CallCore, twilio: TwilioSocket, *, peer: str = "?") -> None:
         self.app = app
         self.core = core
         self.twilio = twilio

@@ -18,7 +18,7 @@ pyproject pins hypercorn to the minor versions this was checked with.
 Being the first to read every connection, the front door also bounds what one
 peer can hold: connections over ``max_connections`` are answered 503
 (:mod:`.connlimits`), a head must arrive within ``http_head_timeout_s`` (408)
-and fit in :data:`MAX_HEAD_BYTES` (431), and an exception from one connection
+and fit in :data:`.httphead.MAX_HEAD_BYTES` (431, on both paths), and an exception from one connection
 is logged with its peer instead of stopping the server. Error answers end in a
 lingering close, so a reset does not destroy them before the peer reads them.
 """
@@ -40,6 +40,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 from .connlimits import ConnectionGate, Slot, connection_budget
 from .httpconn import CLOSE_GRACE_S, HTTPConnection
+from .httphead import MAX_HEAD_BYTES, head_end
 from .wsconn import HandshakeFailed, accept
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ log = logging.getLogger("callsim.bridge")
 
 MEDIA_PATH = b"/media-stream"
 TWILIO_MAX_MESSAGE = 2**20  # Twilio's messages are < 1 KB; a bigger one is closed with 1009
-MAX_HEAD_BYTES = 16 * 1024  # hypercorn's h11 limit (h11_max_incomplete_size) is the same; Twilio's heads are < 2 KB
 ANSWER_TIMEOUT_S = 2.0  # an error answer and its lingering close: then the socket is closed regardless
 LINGER_MAX_BYTES = 1 << 20  # read and dropped after an error answer, at most
 
@@ -237,8 +237,9 @@ class FrontDoor:
             return
         if not head:
             return
-        if b"\r\n\r\n" not in head:
-            if len(head) >= MAX_HEAD_BYTES:
+        end = head_end(head)
+        if end < 0 or end > MAX_HEAD_BYTES:  # the end may come in a read that took the head past the limit
+            if end >= 0 or len(head) >= MAX_HEAD_BYTES:
                 self.app.count_error("http_head_too_large")
                 log.info("request head from %s over %d bytes: 431", peer, MAX_HEAD_BYTES)
                 await _answer(stream, _plain_answer(431, f"request head over {MAX_HEAD_BYTES} bytes\n"))

@@ -35,6 +35,8 @@ from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
+from .httphead import MAX_HEAD_BYTES, split_head
+
 RECV_BYTES = 65536
 # websockets logs every open/close at INFO; the bridge logs its calls itself
 PROTOCOL_LOG = logging.getLogger("callsim.bridge.websocket")
@@ -406,22 +408,6 @@ def peer_of(stream: object) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-MAX_HEAD_BYTES = 64 * 1024  # past this without a blank line, the protocol's own limits refuse the head
-
-
-def split_head(raw: bytes | bytearray) -> tuple[bytes, bytes]:
-    """(HTTP head through its blank line, what followed); (b"", b"") while the head is incomplete.
-
-    The protocol must see the handshake head only: frames after it belong to the
-    fast lane, which requires the protocol to sit at a frame boundary. A head
-    grown past ``MAX_HEAD_BYTES`` is returned whole so the protocol refuses it.
-    """
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        return (bytes(raw), b"") if len(raw) > MAX_HEAD_BYTES else (b"", b"")
-    return bytes(raw[:end + 4]), bytes(raw[end + 4:])
-
-
 def text_frame(data: bytes, *, mask: bool) -> bytes:
     """One unfragmented text frame (RFC 6455 §5.2): what ``websockets`` would
     serialise, without building a ``Frame``. A client masks with a fresh key
@@ -532,19 +518,23 @@ async def accept(stream: trio.abc.Stream, head: bytes, *, max_message_size: int,
     """
     protocol = ServerProtocol(max_size=max_message_size, logger=PROTOCOL_LOG)
     request_head, rest = split_head(head)
-    protocol.receive_data(request_head or head)
+    too_big = len(request_head) > MAX_HEAD_BYTES  # refused as the front door refuses it
+    if not too_big:
+        protocol.receive_data(request_head or head)
     events = protocol.events_received()
     request = events[0] if events and isinstance(events[0], Request) else None
     if request is None:
         # for a head it cannot parse the protocol only half-closes: answer as HTTP servers do
-        response = protocol.reject(*head_error(head, protocol.handshake_exc))
+        response = protocol.reject(*((431, "request head too large\n") if too_big
+                                     else head_error(head, protocol.handshake_exc)))
         try:
             await stream.send_all(response.serialize())
             if isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise HandshakeFailed("the client went away during the handshake") from None
-        raise HandshakeFailed(f"HTTP {response.status_code}: {_why(protocol.handshake_exc)}", response.status_code)
+        why = f"request head over {MAX_HEAD_BYTES} bytes" if too_big else _why(protocol.handshake_exc)
+        raise HandshakeFailed(f"HTTP {response.status_code}: {why}", response.status_code)
     refusal = refuse(request)
     response = protocol.reject(*refusal) if refusal is not None else protocol.accept(request)
     protocol.send_response(response)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from callsim.bridge.httphead import MAX_HEAD_BYTES
 from callsim.bridge.server import running_bridge
 from callsim.bridge.settings import Settings
 from callsim.bridge.wsconn import (
@@ -368,3 +369,24 @@ async def test_accept_answers_a_request_that_is_not_an_upgrade_with_an_error():
     assert info.value.status_code in (400, 426)
     answer = await client.receive_some(65536)
     assert answer.startswith(f"HTTP/1.1 {info.value.status_code}".encode())
+
+
+@pytest.mark.parametrize("extra, status", [(0, 101), (1, 431)])
+async def test_accept_takes_a_head_of_the_limit_and_refuses_one_byte_more(extra, status):
+    """The front door refuses bigger heads before :func:`accept` sees them; accept holds the same line."""
+    a, b = trio.socket.socketpair()
+    server_stream, client = trio.SocketStream(a), trio.SocketStream(b)
+    start = (b"GET /media-stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+    pad = MAX_HEAD_BYTES + extra - len(start) - 2 - 4 * len(b"X-PadN: \r\n")  # 4 lines, each under 8 KiB
+    head = start + b"".join(b"X-Pad%d: %s\r\n" % (i, b"p" * (pad // 4 + (i < pad % 4))) for i in range(4)) + b"\r\n"
+    assert len(head) == MAX_HEAD_BYTES + extra
+    if status == 101:
+        conn = await accept(server_stream, head, max_message_size=2**20, refuse=lambda request: None)
+        await conn.aclose(timeout=0)
+    else:
+        with pytest.raises(HandshakeFailed) as info:
+            await accept(server_stream, head, max_message_size=2**20, refuse=lambda request: None)
+        assert info.value.status_code == 431
+    answer = await client.receive_some(65536)
+    assert answer.startswith(f"HTTP/1.1 {status}".encode())

@@ -141,7 +141,7 @@ class BridgeApp:
         (:meth:`call_started`), a call from then on (and in the store).
 
         ``peer`` ("host:port") names the call in logs until its ``start`` gives it
-        an id; by default it is the socket's own (:attr:`.wsconn.WSConnection.peer`).
+        an id; by default it is the socket's own (:attr:`.wsconn.WebSocket.peer`).
 
         Nothing a call does may leave this method: a call's connection task is
         a child of the server's nursery, so an exception escaping here would

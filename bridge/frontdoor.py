@@ -5,7 +5,7 @@ serves both on one port. The webhook, ``/health``, ``/metrics`` and the
 conversation API are ordinary, rare HTTP requests: hypercorn and Quart serve them.
 The media stream is the hot path — 50 frames a second in, as many out, for the
 whole call — and hypercorn's ASGI WebSocket (wsproto, a dict and a task hop per
-message) was measured as 43 % of the bridge's CPU. So every connection's request
+message) took a large share of the bridge's CPU on it. So every connection's request
 head is read here first: a ``GET /media-stream`` goes to :mod:`.wsconn`, anything
 else is handed to hypercorn's own per-connection server with the head replayed.
 
@@ -41,7 +41,7 @@ from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wra
 from .connlimits import ConnectionGate, Slot, connection_budget
 from .httpconn import CLOSE_GRACE_S, HTTPConnection
 from .httphead import MAX_HEAD_BYTES, head_end
-from .wsconn import HandshakeFailed, accept
+from .wsconn import HandshakeError, accept
 
 if TYPE_CHECKING:
     from .app import BridgeApp
@@ -263,7 +263,7 @@ class FrontDoor:
         try:
             conn = await accept(stream, head, max_message_size=TWILIO_MAX_MESSAGE,
                                 refuse=lambda r: app.media_stream_refusal(r.headers.get("X-Twilio-Signature"), peer))
-        except HandshakeFailed as exc:  # answered already; refusals were logged by the app
+        except HandshakeError as exc:  # answered already; refusals were logged by the app
             log.info("media stream from %s not accepted: %s", peer, exc)
             if exc.status_code is not None:
                 if exc.status_code in (400, 414, 431):

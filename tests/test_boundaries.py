@@ -92,6 +92,7 @@ def test_import_linter_contracts_hold(tmp_path):
     ("simulator/mock/session.py", "from ..net import wsconn\n"),
     ("bridge/call.py", "from .. import simulator\n"),
     ("bridge/driver.py", "from . import app\n"),
+    ("bridge/wsframes.py", "import socket\n"),
 ])
 def test_contracts_catch_a_planted_import(tmp_path, victim, planted):
     """Each contract can fail: one forbidden import planted in a copy breaks it."""

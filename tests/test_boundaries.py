@@ -93,6 +93,7 @@ def test_import_linter_contracts_hold(tmp_path):
     ("bridge/call.py", "from .. import simulator\n"),
     ("bridge/driver.py", "from . import app\n"),
     ("bridge/wsframes.py", "import socket\n"),
+    ("simulator/net/wsframes.py", "import trio\n"),
 ])
 def test_contracts_catch_a_planted_import(tmp_path, victim, planted):
     """Each contract can fail: one forbidden import planted in a copy breaks it."""

@@ -51,6 +51,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from .fdstream import RECEIVE_BYTES, FdStream
+from .wsframes import ABNORMAL_CLOSURE as ABNORMAL_CLOSURE  # still importable from here
 from .wsframes import ConnectionClosed, FrameLane
 
 if TYPE_CHECKING:

@@ -53,7 +53,12 @@ APOLOGY = (Path(__file__).resolve().parent / "assets" / "apology.ulaw").read_byt
 
 
 class BridgeApp:
-    """Everything shared by the calls of one bridge process."""
+    """Everything shared by the calls of one bridge process.
+
+    Each call's :class:`.driver.CallDriver` reaches back here only through the
+    :class:`.driver.CallHooks` it defines (``settings``, :meth:`call_started`,
+    :meth:`save_transcript`, :meth:`run_tool`, :meth:`count_error`).
+    """
 
     def __init__(self, settings: Settings | None = None, *, tools: ToolRegistry | None = None,
                  core_class: type[CallCore] = CallCore, driver_class: type[CallDriver] = CallDriver) -> None:
@@ -136,7 +141,7 @@ class BridgeApp:
         (:meth:`call_started`), a call from then on (and in the store).
 
         ``peer`` ("host:port") names the call in logs until its ``start`` gives it
-        an id; by default it is the socket's own (:attr:`.wsconn.WSConnection.peer`).
+        an id; by default it is the socket's own (:attr:`.wsconn.WebSocket.peer`).
 
         Nothing a call does may leave this method: a call's connection task is
         a child of the server's nursery, so an exception escaping here would

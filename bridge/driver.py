@@ -20,33 +20,30 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
 from . import realtime as rt
 from .liveness import Gone, Liveness
 from .logsafe import wire
-from .wsconn import ConnectionClosed, HandshakeFailed, WSConnection, connect
+from .wsconn import ConnectionClosed, HandshakeError, WebSocket, connect
 from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI,
     ToTwilio,
 )
-
-if TYPE_CHECKING:
-    from .app import BridgeApp
+from .settings import Settings
 
 log = logging.getLogger("callsim.bridge")
 
 HANGUP_GRACE_S = 8.0  # longest we wait for the apology's mark before closing anyway
-OPENAI_CLOSE_TIMEOUT_S = 0.5
 
 
 OPENAI_MAX_MESSAGE = 16 * 2**20  # a long audio delta; the real API's limit is not documented
 
 
 class TwilioSocket(Protocol):
-    """The Twilio leg as the driver sees it: :class:`.wsconn.WSConnection` or ASGI."""
+    """The Twilio leg as the driver sees it: :class:`.wsconn.WebSocket` or ASGI."""
 
     async def receive_message(self) -> str | bytes: ...  # raises ConnectionClosed
 
@@ -55,8 +52,27 @@ class TwilioSocket(Protocol):
     async def aclose(self, code: int = 1000, reason: str = "") -> None: ...  # never raises
 
 
+class CallHooks(Protocol):
+    """What a call needs from the process that runs it (:class:`.app.BridgeApp` implements it).
+
+    Why a protocol of the driver's own: the app creates drivers, so the driver
+    importing the app would make a circle; with this, the dependency points one
+    way (app -> driver) and the driver can be run and tested against any hooks.
+    """
+
+    settings: Settings
+
+    async def call_started(self, driver: CallDriver, a: CallStarted) -> bool: ...  # False = refuse the stream
+
+    async def save_transcript(self, core: CallCore, t: SaveTranscript) -> None: ...
+
+    async def run_tool(self, name: str, arguments: str, *, call_tag: str = "?") -> str: ...
+
+    def count_error(self, kind: str) -> None: ...
+
+
 class CallDriver:
-    def __init__(self, app: "BridgeApp", core: CallCore, twilio: TwilioSocket, *, peer: str = "?") -> None:
+    def __init__(self, app: CallHooks, core: CallCore, twilio: TwilioSocket, *, peer: str = "?") -> None:
         self.app = app
         self.core = core
         self.twilio = twilio
@@ -69,7 +85,7 @@ class CallDriver:
         self._close_code = 1000
         #: how the call ended when the driver decided it (a timeout), for the store; None otherwise
         self.end_status: str | None = None
-        self.openai: WSConnection | None = None
+        self.openai: WebSocket | None = None
         self._openai_close_reason = "call ended"
         self._openai_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -275,7 +291,7 @@ class CallDriver:
             else s.openai_realtime_url
         with trio.CancelScope() as scope:
             self._openai_scope = scope
-            ws: WSConnection | None = None
+            ws: WebSocket | None = None
             try:
                 ws = await connect(
                     url, rt.connect_headers(s.openai_api_key.get_secret_value(), s.openai_dialect),
@@ -287,7 +303,7 @@ class CallDriver:
                     data = await receive()
                     await self._do(core.openai_message(time.monotonic_ns(), data))
                     self._poke_response_watchdog()
-            except (HandshakeFailed, OSError, trio.TooSlowError) as exc:
+            except (HandshakeError, OSError, trio.TooSlowError) as exc:
                 self.app.count_error("openai_connect")
                 await self._do(self.core.openai_failed(time.monotonic_ns(), f"connect failed: {_describe(exc)}"))
             except ConnectionClosed as exc:
@@ -297,8 +313,8 @@ class CallDriver:
                     await self._do(self.core.openai_failed(time.monotonic_ns(), f"closed: {exc.reason}"))
             finally:
                 self.openai = None
-                if ws is not None:  # shielded, bounded: an open session keeps costing money
-                    await ws.aclose(1000, self._openai_close_reason[:100], timeout=OPENAI_CLOSE_TIMEOUT_S)
+                if ws is not None:  # shielded, bounded (wsconn.CLOSE_TIMEOUT): an open session keeps costing money
+                    await ws.aclose(1000, self._openai_close_reason[:100])
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,7 +5,7 @@ serves both on one port. The webhook, ``/health``, ``/metrics`` and the
 conversation API are ordinary, rare HTTP requests: hypercorn and Quart serve them.
 The media stream is the hot path — 50 frames a second in, as many out, for the
 whole call — and hypercorn's ASGI WebSocket (wsproto, a dict and a task hop per
-message) was measured as 43 % of the bridge's CPU. So every connection's request
+message) took a large share of the bridge's CPU on it. So every connection's request
 head is read here first: a ``GET /media-stream`` goes to :mod:`.wsconn`, anything
 else is handed to hypercorn's own per-connection server with the head replayed.
 
@@ -18,7 +18,7 @@ pyproject pins hypercorn to the minor versions this was checked with.
 Being the first to read every connection, the front door also bounds what one
 peer can hold: connections over ``max_connections`` are answered 503
 (:mod:`.connlimits`), a head must arrive within ``http_head_timeout_s`` (408)
-and fit in :data:`MAX_HEAD_BYTES` (431), and an exception from one connection
+and fit in :data:`.httphead.MAX_HEAD_BYTES` (431, on both paths), and an exception from one connection
 is logged with its peer instead of stopping the server. Error answers end in a
 lingering close, so a reset does not destroy them before the peer reads them.
 """
@@ -40,7 +40,8 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 from .connlimits import ConnectionGate, Slot, connection_budget
 from .httpconn import CLOSE_GRACE_S, HTTPConnection
-from .wsconn import HandshakeFailed, accept
+from .httphead import MAX_HEAD_BYTES, head_end
+from .wsconn import HandshakeError, accept
 
 if TYPE_CHECKING:
     from .app import BridgeApp
@@ -49,7 +50,6 @@ log = logging.getLogger("callsim.bridge")
 
 MEDIA_PATH = b"/media-stream"
 TWILIO_MAX_MESSAGE = 2**20  # Twilio's messages are < 1 KB; a bigger one is closed with 1009
-MAX_HEAD_BYTES = 16 * 1024  # hypercorn's h11 limit (h11_max_incomplete_size) is the same; Twilio's heads are < 2 KB
 ANSWER_TIMEOUT_S = 2.0  # an error answer and its lingering close: then the socket is closed regardless
 LINGER_MAX_BYTES = 1 << 20  # read and dropped after an error answer, at most
 
@@ -237,8 +237,9 @@ class FrontDoor:
             return
         if not head:
             return
-        if b"\r\n\r\n" not in head:
-            if len(head) >= MAX_HEAD_BYTES:
+        end = head_end(head)
+        if end < 0 or end > MAX_HEAD_BYTES:  # the end may come in a read that took the head past the limit
+            if end >= 0 or len(head) >= MAX_HEAD_BYTES:
                 self.app.count_error("http_head_too_large")
                 log.info("request head from %s over %d bytes: 431", peer, MAX_HEAD_BYTES)
                 await _answer(stream, _plain_answer(431, f"request head over {MAX_HEAD_BYTES} bytes\n"))
@@ -262,7 +263,7 @@ class FrontDoor:
         try:
             conn = await accept(stream, head, max_message_size=TWILIO_MAX_MESSAGE,
                                 refuse=lambda r: app.media_stream_refusal(r.headers.get("X-Twilio-Signature"), peer))
-        except HandshakeFailed as exc:  # answered already; refusals were logged by the app
+        except HandshakeError as exc:  # answered already; refusals were logged by the app
             log.info("media stream from %s not accepted: %s", peer, exc)
             if exc.status_code is not None:
                 if exc.status_code in (400, 414, 431):

@@ -2,7 +2,8 @@
 
 - the harness and the bridge never import each other;
 - measurement reads call results, never a driver or the network room;
-- the sans-IO cores import neither trio nor the network room.
+- the sans-IO cores import neither trio nor the network room;
+- the bridge's call driver never imports the app (the app implements the driver's hooks).
 
 import-linter reads packages from the file system, and in a checkout the ``callsim``
 namespace exists only through the editable install's import hook, so the test lays the
@@ -90,6 +91,9 @@ def test_import_linter_contracts_hold(tmp_path):
     ("simulator/caller/core.py", "import trio\n"),
     ("simulator/mock/session.py", "from ..net import wsconn\n"),
     ("bridge/call.py", "from .. import simulator\n"),
+    ("bridge/driver.py", "from . import app\n"),
+    ("bridge/wsframes.py", "import socket\n"),
+    ("simulator/net/wsframes.py", "import trio\n"),
 ])
 def test_contracts_catch_a_planted_import(tmp_path, victim, planted):
     """Each contract can fail: one forbidden import planted in a copy breaks it."""

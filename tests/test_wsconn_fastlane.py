@@ -1,8 +1,9 @@
-"""callsim.simulator.net.wsconn's fast lanes give exactly what the ``websockets`` protocol gives.
+"""The simulator's WebSocket fast lanes give exactly what the ``websockets`` protocol gives.
 
-:class:`callsim.simulator.net.wsconn.WebSocket` cuts received bytes into frames itself and
-turns plain text/binary frames into messages without the protocol; it frames
-text messages itself too. The reference here is what the WebSocket did before
+:class:`callsim.simulator.net.wsconn.WebSocket` (its framing in
+:class:`callsim.simulator.net.wsframes.FrameLane`) cuts received bytes into frames
+itself and turns plain text/binary frames into messages without the protocol; it
+frames text messages itself too. The reference here is what the WebSocket did before
 (the old path): every frame through a bare ``websockets`` protocol, one frame per
 read. The same peer bytes, cut into reads at arbitrary points, must give the same
 messages, the same bytes written back (pongs, close echoes, EOF) and the same

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import trio
-from callsim.bridge.frontdoor import MAX_HEAD_BYTES
+from callsim.bridge.httphead import MAX_HEAD_BYTES
 from callsim.bridge.server import running_bridge
 from callsim.bridge.settings import Settings
 from callsim.simulator.caller.script import Hangup, Say, WaitForReply
@@ -232,6 +232,44 @@ async def test_oversized_or_broken_heads_are_answered(tmp_path, caplog, head, st
         local_port = stream.socket.getsockname()[1]
         assert any(logged.format(port=local_port) in r.getMessage() for r in caplog.records), \
             [r.getMessage() for r in caplog.records]
+        await still_serves(base)
+
+
+def _head_of_size(start: bytes, size: int) -> bytes:
+    """``start`` (a request line and headers, each ending in CRLF) padded with headers of at most
+    4 KB (under every per-line limit) to exactly ``size`` bytes through the blank line."""
+    room = size - len(start) - 2
+    n = -(-room // 4000)
+    values = [(room - 11 * n) // n] * n
+    values[-1] += room - 11 * n - sum(values)
+    head = start + b"".join(b"X-Pad%02d: %s\r\n" % (i, b"p" * v) for i, v in enumerate(values)) + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+@pytest.mark.parametrize("start, accepted", [
+    (_media_head()[:-2], 101),
+    (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", 200),
+], ids=["websocket-upgrade", "plain-http"])
+@pytest.mark.parametrize("first_read", [None, 1000], ids=["one-read", "two-reads"])
+async def test_one_head_size_limit_on_both_paths(tmp_path, caplog, start, accepted, first_read):
+    """A head of MAX_HEAD_BYTES through its blank line is served, one byte more is 431, on the media
+    stream's path and hypercorn's alike, whether or not the read that ends the head crosses the limit."""
+    caplog.set_level(logging.INFO, logger="callsim.bridge")
+    async with bridge(tmp_path) as (app, base, port):
+        for size, status in [(MAX_HEAD_BYTES, accepted), (MAX_HEAD_BYTES + 1, 431)]:
+            head = _head_of_size(start, size)
+            stream = await connect(port)
+            if first_read:
+                await stream.send_all(head[:first_read])
+                await trio.sleep(0.05)  # the front door reads the first part on its own
+                head = head[first_read:]
+            await stream.send_all(head)
+            answered, _, _ = await read_response(stream, bytearray())
+            assert answered == status, size
+            await stream.aclose()
+        assert app.metrics.errors["http_head_too_large"] == 1
+        assert any(f"over {MAX_HEAD_BYTES} bytes: 431" in r.getMessage() for r in caplog.records)
         await still_serves(base)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import ssl
 import subprocess
 from functools import partial
@@ -13,12 +14,14 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from callsim.bridge import fdstream
+from callsim.bridge.httphead import MAX_HEAD_BYTES
 from callsim.bridge.server import running_bridge
 from callsim.bridge.settings import Settings
 from callsim.bridge.wsconn import (
     ConnectionClosed,
-    HandshakeFailed,
-    WSConnection,
+    HandshakeError,
+    WebSocket,
     accept,
     connect,
 )
@@ -61,8 +64,8 @@ class Peer:
         return self.events.pop(0)
 
 
-async def _pair(max_size: int = 2**20) -> tuple[WSConnection, Peer]:
-    """A handshaken WSConnection (server side) and its wsproto peer, over a real socket pair."""
+async def _pair(max_size: int = 2**20) -> tuple[WebSocket, Peer]:
+    """A handshaken WebSocket (server side) and its wsproto peer, over a real socket pair."""
     a, b = trio.socket.socketpair()
     server_stream, client_stream = trio.SocketStream(a), trio.SocketStream(b)
     peer = Peer(client_stream)
@@ -233,7 +236,7 @@ async def test_client_connect_reports_the_refusals_http_status():
 
     async with trio.open_nursery() as n:
         server = await n.start(serve_websocket, handler, "127.0.0.1", 0, None)
-        with pytest.raises(HandshakeFailed) as info:
+        with pytest.raises(HandshakeError) as info:
             await connect(f"ws://127.0.0.1:{server.port}/v1/realtime", [], timeout=5, max_message_size=2**20)
         n.cancel_scope.cancel()
     assert info.value.status_code == 401 and b"bad key" in info.value.body
@@ -352,7 +355,7 @@ async def test_accept_sends_the_refusal_and_raises():
         seen["path"] = request.path
         return 403, "invalid signature"
 
-    with pytest.raises(HandshakeFailed) as info:
+    with pytest.raises(HandshakeError) as info:
         await accept(server_stream, head, max_message_size=2**20, refuse=refuse)
     assert info.value.status_code == 403 and seen == {"path": "/media-stream"}
     event = await peer.next_event()
@@ -362,9 +365,59 @@ async def test_accept_sends_the_refusal_and_raises():
 async def test_accept_answers_a_request_that_is_not_an_upgrade_with_an_error():
     a, b = trio.socket.socketpair()
     server_stream, client = trio.SocketStream(a), trio.SocketStream(b)
-    with pytest.raises(HandshakeFailed) as info:
+    with pytest.raises(HandshakeError) as info:
         await accept(server_stream, b"GET /media-stream HTTP/1.1\r\nHost: x\r\n\r\n", max_message_size=2**20,
                      refuse=lambda request: None)
     assert info.value.status_code in (400, 426)
     answer = await client.receive_some(65536)
     assert answer.startswith(f"HTTP/1.1 {info.value.status_code}".encode())
+
+
+@pytest.mark.parametrize("extra, status", [(0, 101), (1, 431)])
+async def test_accept_takes_a_head_of_the_limit_and_refuses_one_byte_more(extra, status):
+    """The front door refuses bigger heads before :func:`accept` sees them; accept holds the same line."""
+    a, b = trio.socket.socketpair()
+    server_stream, client = trio.SocketStream(a), trio.SocketStream(b)
+    start = (b"GET /media-stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+    pad = MAX_HEAD_BYTES + extra - len(start) - 2 - 4 * len(b"X-PadN: \r\n")  # 4 lines, each under 8 KiB
+    head = start + b"".join(b"X-Pad%d: %s\r\n" % (i, b"p" * (pad // 4 + (i < pad % 4))) for i in range(4)) + b"\r\n"
+    assert len(head) == MAX_HEAD_BYTES + extra
+    if status == 101:
+        conn = await accept(server_stream, head, max_message_size=2**20, refuse=lambda request: None)
+        await conn.aclose(timeout=0)
+    else:
+        with pytest.raises(HandshakeError) as info:
+            await accept(server_stream, head, max_message_size=2**20, refuse=lambda request: None)
+        assert info.value.status_code == 431
+    answer = await client.receive_some(65536)
+    assert answer.startswith(f"HTTP/1.1 {status}".encode())
+
+
+async def test_a_socket_closed_behind_the_fd_streams_back_is_never_touched_again():
+    """The front door closes a connection's trio ``SocketStream`` itself, not through the FdStream
+    the WebSocket made of it. The FdStream must then neither wait on, read nor write that fd
+    number, which the kernel may already have handed to a new connection."""
+    a, b = trio.socket.socketpair()
+    raw = trio.SocketStream(a)
+    fd = raw.socket.fileno()
+    stream = fdstream.FdStream(raw)
+
+    async def reader() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.receive_some()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.sleep(0.05)  # the reader waits for the fd to be readable
+        await raw.aclose()  # not stream.aclose(): trio wakes the reader anyway
+    with socket.socket() as reused:  # the lowest free fd number: very likely the same
+        assert reused.fileno() == fd
+        reused.setblocking(False)
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"must not go anywhere")
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.receive_some()
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.wait_send_all_might_not_block()
+    b.close()

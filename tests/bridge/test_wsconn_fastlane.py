@@ -1,8 +1,9 @@
-"""The fast lane of :mod:`callsim.bridge.wsconn` gives exactly what ``websockets``' protocol alone gives.
+"""The fast lane (:mod:`callsim.bridge.wsframes`, under :mod:`callsim.bridge.wsconn`) gives exactly
+what ``websockets``' protocol alone gives.
 
 The lane cuts frames itself and hands only whole frames it does not handle to the
 protocol; these tests feed the same byte streams, split at arbitrary points, to a
-``WSConnection`` and to a bare ``websockets`` protocol, and compare messages, the
+``WebSocket`` and to a bare ``websockets`` protocol, and compare messages, the
 bytes sent back (pongs, close replies) and how the connection ends.
 """
 
@@ -14,13 +15,13 @@ import os
 import pytest
 import trio
 import trio.testing
-from callsim.bridge import wsconn
+from callsim.bridge import fdstream
+from callsim.bridge.httphead import MAX_HEAD_BYTES, split_head
 from callsim.bridge.wsconn import (
     ConnectionClosed,
-    WSConnection,
+    WebSocket,
     accept,
     connect,
-    split_head,
     text_frame,
 )
 from hypothesis import HealthCheck, given, settings
@@ -116,7 +117,7 @@ def _cut(wire: bytes, cuts: list[int]) -> list[bytes]:
 
 async def _through_wsconn(wire: bytes, cuts: list[int]) -> tuple[list[str | bytes], bytes, int]:
     stream = Chunks(_cut(wire, cuts))
-    conn = WSConnection(stream, Protocol(Side.SERVER, state=State.OPEN, max_size=MAX))
+    conn = WebSocket(stream, Protocol(Side.SERVER, state=State.OPEN, max_size=MAX))
     messages: list[str | bytes] = []
     while True:
         try:
@@ -179,7 +180,7 @@ async def test_frames_the_lane_does_not_take_fail_as_the_protocol_says(frames: l
 async def test_an_oversized_length_fails_from_the_header_without_waiting_for_the_body() -> None:
     header = bytes([0x81, 0x80 | 127]) + (10**9).to_bytes(8, "big") + os.urandom(4)
     stream = Chunks([header])  # the body never comes: 1009 must not wait for it
-    conn = WSConnection(stream, Protocol(Side.SERVER, state=State.OPEN, max_size=MAX))
+    conn = WebSocket(stream, Protocol(Side.SERVER, state=State.OPEN, max_size=MAX))
     with pytest.raises(ConnectionClosed) as exc:
         await conn.receive_message()
     assert exc.value.code == 1009
@@ -205,7 +206,7 @@ async def test_sends_queue_behind_what_the_protocol_has_queued() -> None:
     """A pong the protocol owes goes out before a text sent after it (order on the wire)."""
     stream = Chunks([])
     p = Protocol(Side.SERVER, state=State.OPEN, max_size=MAX)
-    conn = WSConnection(stream, p)
+    conn = WebSocket(stream, p)
     p.receive_data(_client_frames([Frame(OP_PING, b"p")]))  # queued, not yet flushed
     p.events_received()
     await conn.send_text("after")
@@ -217,7 +218,7 @@ async def test_sends_queue_behind_what_the_protocol_has_queued() -> None:
 def test_split_head() -> None:
     assert split_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x81\x00") == (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x81\x00")
     assert split_head(b"GET / HTTP/1.1\r\nHost: x\r\n") == (b"", b"")
-    big = b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20_000
+    big = b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_HEAD_BYTES // 6)
     assert split_head(big) == (big, b"")
 
 
@@ -273,7 +274,7 @@ async def test_frames_in_the_same_read_as_the_101_are_not_lost() -> None:
 async def test_a_short_read_is_followed_by_a_wait_not_a_failed_read(monkeypatch) -> None:
     """After a read that emptied the socket, the next receive waits for the fd first."""
     a, b = trio.socket.socketpair()
-    fd_stream = wsconn.FdStream(trio.SocketStream(a))
+    fd_stream = fdstream.FdStream(trio.SocketStream(a))
     peer = trio.SocketStream(b)
     real_read, eagain = os.read, []
 
@@ -284,7 +285,7 @@ async def test_a_short_read_is_followed_by_a_wait_not_a_failed_read(monkeypatch)
             eagain.append(fd)
             raise
 
-    monkeypatch.setattr(wsconn.os, "read", counting_read)
+    monkeypatch.setattr(fdstream.os, "read", counting_read)
     async with trio.open_nursery() as nursery:
         async def talk() -> None:
             for i in range(20):

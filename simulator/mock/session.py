@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..core_io import NOTHING, Outputs
 from . import errors
 from .audio import BYTES_PER_MS, InputConverter, decode, encode, fixture_audio
 from .behaviour import Behaviour, Fault, ToolCall
@@ -40,6 +41,7 @@ from .dialect import NAMES, Dialect, looks_beta
 from .fingerprint import BLOCK_MS, BlockPrints
 from .ids import new_id
 from .line_tags import LineTagLog
+from .outputs import session_outputs
 from .recognizer import Recognizer
 from .schema import APPEND, ClientEventError, parse_client_event, validate_server_event
 from .session_config import SessionConfig
@@ -230,13 +232,13 @@ class MockSession:
 
     # ================================================================ API
 
-    def open(self, now_ns: int) -> list[dict[str, Any]]:
+    def open(self, now_ns: int) -> Outputs:
         """The socket is open: ``session.created`` (or the beta refusal)."""
         self.t_open_ns = now_ns
         out: list[dict[str, Any]] = []
         if self.server_dialect == "ga" and self.beta_header:
             self._refuse_beta(now_ns, out, "OpenAI-Beta: realtime=v1 header")
-            return self._finish(now_ns, out)
+            return session_outputs(self, now_ns, self._finish(now_ns, out))
         slow = self._fault("slow_start")
         if slow is not None:
             self._at(now_ns + int(slow.after_ms * MS), lambda t, o: self._emit(t, o, self._session_event("session.created")))
@@ -250,19 +252,20 @@ class MockSession:
                                                          else errors.error_event("Injected fault", code=str(c), type="server_error")))
             elif f.kind == "expire":
                 self._at(now_ns + int(f.after_ms * MS), self._expire)
-        return self._finish(now_ns, out)
+        return session_outputs(self, now_ns, self._finish(now_ns, out))
 
-    def receive(self, now_ns: int, raw: str | bytes) -> list[dict[str, Any]]:
-        """One client message; returns the events to send now.
+    def receive(self, now_ns: int, raw: str | bytes) -> Outputs:
+        """One client message; returns what to send now (events serialised, then a close or abort).
 
         A message the mock itself cannot handle (an exception: a mock bug, found by the fuzzer)
         ends only this session — see :meth:`_internal_error` — never the server with every
         other session on it.
         """
         try:
-            return self._receive(now_ns, raw)
+            events = self._receive(now_ns, raw)
         except Exception:
-            return self._internal_error(now_ns, "a client message", raw)
+            events = self._internal_error(now_ns, "a client message", raw)
+        return session_outputs(self, now_ns, events)
 
     def _receive(self, now_ns: int, raw: str | bytes) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -306,16 +309,16 @@ class MockSession:
             self._run_timers(now_ns, out)
         return self._finish(now_ns, out)
 
-    def advance(self, now_ns: int) -> list[dict[str, Any]]:
+    def advance(self, now_ns: int) -> Outputs:
         """Fire due timers (think time over, next audio delta, transcription, faults)."""
-        out: list[dict[str, Any]] = []
         if self.closed or self.stalled:
-            return out
+            return NOTHING
+        out: list[dict[str, Any]] = []
         try:
             self._run_timers(now_ns, out)
         except Exception:
-            return self._internal_error(now_ns, "a timer", None)
-        return self._finish(now_ns, out)
+            return session_outputs(self, now_ns, self._internal_error(now_ns, "a timer", None))
+        return session_outputs(self, now_ns, self._finish(now_ns, out))
 
     def _internal_error(self, now_ns: int, what: str, raw: str | bytes | None) -> list[dict[str, Any]]:
         """The mock failed on its own (a bug): log it with the session id, answer as the API answers

@@ -122,6 +122,7 @@ def worker_main(cfg_path: str) -> int:
     from callsim.simulator.caller.script import Pause, Say, WaitForReply
     from callsim.simulator.caller.trio_driver import place_call
     from callsim.simulator.measure.metrics import measure_call
+    from callsim.simulator.net.drive import open_call_services
 
     cfg = json.loads(Path(cfg_path).read_text())
     bank = default_bank()
@@ -148,16 +149,17 @@ def worker_main(cfg_path: str) -> int:
     t_go = int(line[1])
     results: dict[int, Any] = {}
 
-    async def one(i: int, start_ns: int) -> None:
+    async def one(i: int, start_ns: int, services: Any) -> None:
         await trio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
         results[i] = await place_call(cfg["target"], script(i), bank=bank, max_duration_ms=duration_ms,
                                       rng=random.Random(cfg["seed"] * 100_003 + i),
-                                      connect_timeout=cfg["connect_timeout_s"])
+                                      connect_timeout=cfg["connect_timeout_s"], services=services)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
+        # one timer task and one reactor for all the calls of this process
+        async with open_call_services() as services, trio.open_nursery() as nursery:
             for i, offset in cfg["calls"]:
-                nursery.start_soon(one, i, t_go + offset)
+                nursery.start_soon(one, i, t_go + offset, services)
 
     trio.run(main)
     t_done = time.monotonic_ns()
@@ -1004,6 +1006,8 @@ STAGES = [
     ("bridge driver/app other", re.compile(r"^(CallDriver|BridgeApp)\.")),
     ("mock server loop (receiver/timer tasks)", re.compile(r"^MockServer\.")),
     ("mock driver (message handler, its sends, timer)", re.compile(r"^run_session\.")),
+    ("shared driver loop (message handler, timer firing, their sends: caller and mock)",
+     re.compile(r"^(drive\.|apply_nowait$|finish$|apply$|Timer\.|TimerService\.|SessionCore\.)")),
     ("WebSocket reads, frames, writes + reactor (simulator)", re.compile(r"^(WebSocket\.|FdStream\.|Reactor\.)")),
     ("caller driver loop (ticker, receiver, sleeps)", re.compile(r"^(_run|place_call|MonotonicClock\..*)$")),
     ("trio run loop (scheduling, epoll, timers)", re.compile(r"^(unrolled_run|run)$")),

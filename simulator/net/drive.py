@@ -203,8 +203,6 @@ async def drive(core: Core, ws: Any, clock: Clock, services: CallServices, *, ti
             elif isinstance(left, End):
                 await finish(ws, left, abort)
                 return
-            elif isinstance(left, BaseException):
-                raise left
 
     timer.on_due = on_due
     try:

@@ -48,11 +48,11 @@ __all__ = ["Timer", "TimerService"]
 class Timer:
     """One connection's timer with a :class:`TimerService`: its deadline, and its task while it waits.
 
-    ``on_due(now_ns)`` runs in the service's task when the deadline is reached;
-    it must not raise on purpose (what it raises is handed back to the waiting
-    task) and either sets the next deadline (:meth:`set`), hands a value back
-    (:meth:`hand_back`), or does neither: the timer then waits, unscheduled,
-    until :meth:`bring_forward` sets a deadline.
+    ``on_due(now_ns)`` runs in the service's task when the deadline is reached.
+    It either sets the next deadline (:meth:`set`), hands a value back to the
+    waiting task (:meth:`hand_back`), or does neither: the timer then waits,
+    unscheduled, until :meth:`bring_forward` sets a deadline. What it raises is
+    raised in the waiting task (:meth:`fail`), never in the service's.
     """
 
     __slots__ = ("brought_forward", "due_ns", "on_due", "service", "task")
@@ -70,7 +70,8 @@ class Timer:
 
     async def wait(self, deadline_ns: int | None) -> object:
         """Park the calling task, the timer set to ``deadline_ns`` (None: until brought
-        forward), until ``on_due`` hands a value back; return it. Cancellable."""
+        forward), until ``on_due`` hands a value back; return it (or raise what
+        ``on_due`` raised). Cancellable."""
         self.task = trio.lowlevel.current_task()
         if deadline_ns is not None:
             self.service.schedule(self, deadline_ns)
@@ -104,11 +105,18 @@ class Timer:
         return True
 
     def hand_back(self, value: object) -> None:
-        """Wake the waiting task with ``value`` (out of the heap first, if it is in it)."""
+        """Wake the waiting task: :meth:`wait` returns ``value``."""
+        self._wake(outcome.Value(value))
+
+    def fail(self, exc: BaseException) -> None:
+        """Wake the waiting task: :meth:`wait` raises ``exc``."""
+        self._wake(outcome.Error(exc))
+
+    def _wake(self, result: outcome.Outcome) -> None:
         task, self.task = self.task, None
         assert task is not None, "no task waits on this timer"
-        self.service.unschedule(self)
-        trio.lowlevel.reschedule(task, outcome.Value(value))
+        self.service.unschedule(self)  # out of the heap, if it is in it
+        trio.lowlevel.reschedule(task, result)
 
 
 class TimerService:
@@ -170,6 +178,6 @@ class TimerService:
                     timer.on_due(now)  # type: ignore[misc]
                 except Exception as exc:  # a bug, or a broken socket: it ends that connection, in its own task
                     if timer.task is not None:
-                        timer.hand_back(exc)
+                        timer.fail(exc)
                 now = clock.now_ns()
                 heap = self._heap  # unschedule() may have rebuilt it

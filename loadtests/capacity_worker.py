@@ -39,6 +39,7 @@ def worker_main(cfg_path: str) -> int:
     from callsim.simulator.caller.trio_driver import place_call
     from callsim.simulator.measure.metrics import measure_call
     from callsim.simulator.measure.timeline import MediaIn, Stop
+    from callsim.simulator.net.drive import open_call_services
 
     cfg = json.loads(Path(cfg_path).read_text())
     bank = default_bank()
@@ -65,16 +66,17 @@ def worker_main(cfg_path: str) -> int:
     t_go = int(line[1])
     results: dict[int, Any] = {}
 
-    async def one(i: int, start_ns: int) -> None:
+    async def one(i: int, start_ns: int, services: Any) -> None:
         await trio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
         results[i] = await place_call(cfg["target"], script(i), bank=bank, max_duration_ms=duration_ms,
                                       rng=random.Random(cfg["seed"] * 100_003 + i),
-                                      connect_timeout=cfg["connect_timeout_s"])
+                                      connect_timeout=cfg["connect_timeout_s"], services=services)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
+        # one timer task and one reactor for all the calls of this process
+        async with open_call_services() as services, trio.open_nursery() as nursery:
             for i, offset in cfg["calls"]:
-                nursery.start_soon(one, i, t_go + offset)
+                nursery.start_soon(one, i, t_go + offset, services)
 
     trio.run(main)
     t_done = time.monotonic_ns()

@@ -90,6 +90,7 @@ async def _place(target: str, moments: list[str], a: argparse.Namespace) -> list
     import trio
     from callsim.simulator.audio.utterances import default_bank
     from callsim.simulator.caller.trio_driver import place_call
+    from callsim.simulator.net.drive import open_call_services
 
     bank = default_bank()
     out: list[tuple[str, Any]] = []
@@ -97,10 +98,10 @@ async def _place(target: str, moments: list[str], a: argparse.Namespace) -> list
     async def one(i: int, moment: str) -> None:
         await trio.sleep(i * 0.05)  # a little apart, as calls arrive
         r = await place_call(target, script(moment, a.wait_ms, a.never_ms), bank=bank, rng=random.Random(i),
-                             max_duration_ms=a.never_ms + 6000, connect_timeout=10)
+                             max_duration_ms=a.never_ms + 6000, connect_timeout=10, services=services)
         out.append((moment, r))
 
-    async with trio.open_nursery() as nursery:
+    async with open_call_services() as services, trio.open_nursery() as nursery:
         for i, m in enumerate(moments):
             nursery.start_soon(one, i, m)
     return out

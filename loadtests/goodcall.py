@@ -63,6 +63,7 @@ async def _loop(target: str, seconds: float, every: float, concurrency: int, aut
     import trio
     from callsim.simulator.audio.utterances import default_bank
     from callsim.simulator.caller.trio_driver import place_call
+    from callsim.simulator.net.drive import open_call_services
 
     bank = default_bank()
     bank.get("caller_greeting")
@@ -75,13 +76,14 @@ async def _loop(target: str, seconds: float, every: float, concurrency: int, aut
             t0 = time.monotonic()
             n += 1
             result = await place_call(target, good_script(), auth_token=auth_token, bank=bank,
-                                      max_duration_ms=30_000, rng=random.Random(n), connect_timeout=10)
+                                      max_duration_ms=30_000, rng=random.Random(n), connect_timeout=10,
+                                      services=services)
             ok, why, heard = judge(result)
             print(json.dumps({"t": round(time.time(), 3), "caller": k, "ok": ok, "why": why,
                               "heard_ms": round(heard), "s": round(time.monotonic() - t0, 2)}), flush=True)
             await trio.sleep(max(0.0, every - (time.monotonic() - t0)))
 
-    async with trio.open_nursery() as nursery:
+    async with open_call_services() as services, trio.open_nursery() as nursery:
         for k in range(concurrency):
             nursery.start_soon(caller, k)
             await trio.sleep(every / concurrency if concurrency > 1 else 0)

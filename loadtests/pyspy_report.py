@@ -55,6 +55,8 @@ STAGES = [
     ("bridge driver/app other", re.compile(r"^(CallDriver|BridgeApp)\.")),
     ("mock server loop (receiver/timer tasks)", re.compile(r"^MockServer\.")),
     ("mock driver (message handler, its sends, timer)", re.compile(r"^run_session\.")),
+    ("shared driver loop (message handler, timer firing, their sends: caller and mock)",
+     re.compile(r"^(drive\.|apply_nowait$|finish$|apply$|Timer\.|TimerService\.|SessionCore\.)")),
     ("WebSocket reads, frames, writes + reactor (simulator)", re.compile(r"^(WebSocket\.|FdStream\.|Reactor\.)")),
     ("caller driver loop (ticker, receiver, sleeps)", re.compile(r"^(_run|place_call|MonotonicClock\..*)$")),
     ("trio run loop (scheduling, epoll, timers)", re.compile(r"^(unrolled_run|run)$")),

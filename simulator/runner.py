@@ -52,6 +52,7 @@ from .measure.report import CallArtifacts
 from .measure.truncate_diagnosis import diagnose_truncate
 from .mock.behaviour import Behaviour
 from .mock.server import MockConfig, MockServer, running_mock
+from .net.drive import open_call_services
 from .scenario import Scenario
 
 log = logging.getLogger("callsim.runner")
@@ -127,11 +128,12 @@ async def _place_calls(url: str, scenario: Scenario, n: int, auth_token: str | N
                                       impairments=scenario.impairments, rng=rng,
                                       parties=scenario.call_parties(rng), bank=scenario.utterance_bank(),
                                       custom_parameters=dict(scenario.custom_parameters),
-                                      max_duration_ms=scenario.max_duration_ms)
+                                      max_duration_ms=scenario.max_duration_ms, services=services)
         if on_call_done:
             on_call_done()
 
-    async with trio.open_nursery() as nursery:
+    # the calls' ticks run from one timer task and their messages are read by one reactor, owned here
+    async with open_call_services() as services, trio.open_nursery() as nursery:
         for i in range(n):
             nursery.start_soon(one, i)
     return [r for r in results if r is not None]

@@ -99,7 +99,7 @@ def events(core: CallerCore, name: str) -> list[dict]:
 def test_begin_sends_connected_then_start():
     core = make([Pause(1000)])
     assert core.next_deadline_ns() is None  # nothing before begin
-    assert core.advance(T0) == []
+    assert not core.advance(T0)
     connected, start = parse(core.begin(T0))
     assert connected == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
     assert set(start) == {"event", "sequenceNumber", "start", "streamSid"}
@@ -229,7 +229,7 @@ def test_main_call_deadlines_are_the_absolute_grid(main_call):
     *_, stop_tick = _layout()
     assert deadlines == [grid(k) for k in range(stop_tick + 1)]
     assert core.next_deadline_ns() is None
-    assert core.advance(grid(stop_tick + 10)) == []
+    assert not core.advance(grid(stop_tick + 10))
 
 
 def test_main_call_timeline_speech_events(main_call):
@@ -282,7 +282,7 @@ def test_late_advance_sends_every_overdue_frame_and_keeps_the_grid():
     out = parse(core.advance(T0 + 70_000_000))  # 3.5 frames late
     assert [m["media"]["timestamp"] for m in out] == ["0", "20", "40", "60"]
     assert core.next_deadline_ns() == grid(4)
-    assert core.advance(grid(4) - 1) == []  # not yet
+    assert not core.advance(grid(4) - 1)  # not yet
     assert core.next_deadline_ns() == grid(4)
     out = parse(core.advance(grid(4) + 19_999_999))  # late by almost a frame: still one frame
     assert [m["media"]["timestamp"] for m in out] == ["80"]
@@ -327,7 +327,7 @@ def test_invalid_messages_are_counted_listed_and_the_call_goes_on():
     core.begin(T0)
     assert len(parse(core.advance(grid(0)))) == 1
     for i, (data, _) in enumerate(BAD_MESSAGES):
-        assert core.receive(grid(0) + 1000 + i, data) == []
+        assert not core.receive(grid(0) + 1000 + i, data)
     assert core.warning_counts == {31950: 2, 31951: len(BAD_MESSAGES) - 2}
     assert [w["code"] for w in core.warnings] == [c for _, c in BAD_MESSAGES]
     assert [w["t_ns"] for w in core.warnings] == [grid(0) + 1000 + i for i in range(len(BAD_MESSAGES))]
@@ -386,10 +386,10 @@ def test_policy_salvages_mark_with_extra_fields():
 
 def test_receive_before_begin_and_after_stop_is_counted_and_ignored():
     core = make([Pause(40)])
-    assert core.receive(T0, mark_in("early")) == []
+    assert not core.receive(T0, mark_in("early"))
     assert core.counts["before_start"] == 1
     drive(core)
-    assert core.receive(grid(10), mark_in("late")) == []
+    assert not core.receive(grid(10), mark_in("late"))
     assert core.counts["after_stop"] == 1
     assert core.warning_counts == {}
 
@@ -412,7 +412,7 @@ def test_audio_received_between_ticks_lands_at_k_times_160_in_heard(k):
     for i in range(k):
         core.advance(grid(i))
     payload = loud(500, k)
-    assert core.receive(grid(k - 1) + 5_000_000, media_in(payload)) == []
+    assert not core.receive(grid(k - 1) + 5_000_000, media_in(payload))
     for i in range(k, k + 6):
         core.advance(grid(i))
     heard = bytes(core.heard)
@@ -446,8 +446,8 @@ def test_mark_after_480_bytes_is_echoed_on_the_4th_tick():
     core = make([Pause(10_000)])
     core.begin(T0)
     core.advance(grid(0))
-    assert core.receive(grid(0) + 1, media_in(loud(480))) == []
-    assert core.receive(grid(0) + 2, mark_in("reply-1")) == []  # not now
+    assert not core.receive(grid(0) + 1, media_in(loud(480)))
+    assert not core.receive(grid(0) + 2, mark_in("reply-1"))  # not now
     outs = {k: parse(core.advance(grid(k))) for k in range(1, 7)}
     for k in (1, 2, 3, 5, 6):
         assert [m["event"] for m in outs[k]] == ["media"], k
@@ -536,7 +536,7 @@ def test_clear_with_nothing_pending_sends_nothing():
     core = make([Pause(10_000)])
     core.begin(T0)
     core.advance(grid(0))
-    assert core.receive(grid(0) + 1, CLEAR) == []
+    assert not core.receive(grid(0) + 1, CLEAR)
     (ce,) = events(core, "clear_in")
     assert ce["dropped_bytes"] == 0 and ce["marks"] == []
 
@@ -757,7 +757,7 @@ def test_hang_up_now():
     assert stop["event"] == "stop" and stop["sequenceNumber"] == "3"
     assert core.finished and core.end_reason == "aborted"
     assert core.next_deadline_ns() is None
-    assert core.hang_up(grid(1)) == [] and core.advance(grid(2)) == []
+    assert not core.hang_up(grid(1)) and not core.advance(grid(2))
 
 
 def test_peer_closed_ends_the_call():
@@ -766,7 +766,7 @@ def test_peer_closed_ends_the_call():
     core.advance(grid(0))
     core.peer_closed(grid(0) + 1, 1000, "bye")
     assert core.finished and core.end_reason == "closed_by_app"
-    assert core.next_deadline_ns() is None and core.advance(grid(5)) == []
+    assert core.next_deadline_ns() is None and not core.advance(grid(5))
     (ev,) = events(core, "closed_by_app")
     assert (ev["code"], ev["reason"], ev["after_stop"]) == (1000, "bye", False)
 
@@ -776,7 +776,7 @@ def test_receive_after_peer_closed_sends_nothing():
     core.begin(T0)
     core.advance(grid(0))
     core.peer_closed(grid(0) + 1)
-    assert core.receive(grid(0) + 2, mark_in("late")) == []
+    assert not core.receive(grid(0) + 2, mark_in("late"))
 
 
 def test_peer_closed_after_stop_is_a_normal_hangup():

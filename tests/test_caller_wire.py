@@ -314,10 +314,11 @@ async def test_conversation_waits_for_each_reply():
 
 async def test_what_the_app_sends_is_handled_in_the_reactor_task(monkeypatch):
     """The caller's receiver stays parked: every message the app sends is handled by
-    the process's reactor task (callsim.simulator.net.reactor), not by a wake-up of the call's
-    receiver per message — and the call sees them all, in order."""
+    the reactor task (callsim.simulator.net.reactor) of the services the calls were placed
+    with, not by a wake-up of the call's receiver per message — and the call sees them all,
+    in order."""
     from callsim.simulator.caller.core import CallerCore
-    from callsim.simulator.net.reactor import shared_reactor
+    from callsim.simulator.net.drive import open_call_services
 
     handled_in: list[tuple[str, str]] = []
     real_receive = CallerCore.receive
@@ -338,9 +339,11 @@ async def test_what_the_app_sends_is_handled_in_the_reactor_task(monkeypatch):
         await sess.wait_for(lambda m: m.get("event") == "mark" and m["mark"]["name"] == names[-1])
 
     app = StubApp(behaviour)
-    result = await run_with(app, [Pause(1200), Hangup()])
+    async with open_call_services() as services:
+        result = await run_with(app, [Pause(1200), Hangup()], services=services)
+        assert services.reactor is not None
+        assert services.reactor.callbacks >= 1 and services.reactor.parked == 0
     assert result.ok, result.error
     assert [n for _, n in handled_in if n] == names
     assert len(handled_in) == 2 * len(names)
     assert {task for task, _ in handled_in} == {"callsim reactor"}
-    assert shared_reactor().callbacks >= 1 and shared_reactor().parked == 0

@@ -48,8 +48,8 @@ def _session(fmt: str = "audio/pcmu") -> MockSession:
 
 
 def _append(s: MockSession, t: int, data: bytes) -> None:
-    assert s.receive(t, orjson.dumps({"type": "input_audio_buffer.append",
-                                      "audio": base64.b64encode(data).decode()}).decode()) == []
+    assert not s.receive(t, orjson.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(data).decode()}).decode())
 
 
 def test_the_mock_fingerprints_each_160_byte_block_of_the_stream_whatever_the_appends():

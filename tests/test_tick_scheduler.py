@@ -1,7 +1,8 @@
-"""The caller's process-wide tick scheduler (callsim.simulator.caller.trio_driver.TickScheduler).
+"""The callers' ticks on the shared timer service (callsim.simulator.net.timers.TimerService).
 
-Every call's 20 ms ticks run from one task; each call's own task stays parked
-unless a write must finish asynchronously or something broke. These tests use
+Every call's 20 ms ticks run from the one task of the timer service its runner
+opened; each call's own task stays parked unless a write must finish
+asynchronously or something broke. These tests use
 trio's ``MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock``)
 with :class:`TrioClock`, so deadlines are exact and only order is tested; the
 real-time behaviour (``MonotonicClock``) is covered by tests/test_caller_wire.py
@@ -20,14 +21,10 @@ from callsim.simulator.caller import twilio_wire as tw
 from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
 from callsim.simulator.caller.script import Pause
 from callsim.simulator.caller.sids import make_sid
-from callsim.simulator.caller.trio_driver import (
-    MonotonicClock,
-    TrioClock,
-    _run,
-    run_ticks,
-    tick_scheduler,
-)
+from callsim.simulator.caller.trio_driver import _run
 from callsim.simulator.measure.timeline import ClosedByApp
+from callsim.simulator.net.clocks import TrioClock
+from callsim.simulator.net.drive import CallServices, drive, open_call_services
 from callsim.simulator.net.wsconn import ConnectionClosed
 
 BANK = UtteranceBank()
@@ -95,6 +92,11 @@ class FakeWS:
         raise ConnectionClosed(1000, None)
 
 
+async def run_ticks(ws: FakeWS, core: CallerCore, clock: TrioClock, services: CallServices) -> None:
+    """A begun call on the shared loop (its receiver waits on the fake socket until the ticks end)."""
+    await drive(core, ws, clock, services)
+
+
 def media_times(log: list[tuple[str, int, str]], name: str) -> list[int]:
     return [t for who, t, m in log if who == name and '"event":"media"' in m]
 
@@ -103,19 +105,19 @@ async def test_calls_with_different_deadlines_are_each_ticked_at_their_own_deadl
     clock = TrioClock()
     log: list[tuple[str, int, str]] = []
     cores = {}
-    async with trio.open_nursery() as nursery:
+    async with open_call_services(clock, reactor=False) as services, trio.open_nursery() as nursery:
         for name, offset_ms in (("a", 0), ("b", 7), ("c", 3), ("d", 7)):
             await trio.sleep_until(1 + offset_ms / 1000)
             core = cores[name] = make_core(ord(name), 200)
             core.begin(clock.now_ns())
-            nursery.start_soon(run_ticks, FakeWS(name, log, clock), core, clock)
+            nursery.start_soon(run_ticks, FakeWS(name, log, clock), core, clock, services)
     for name, core in cores.items():
         sent = media_times(log, name)
         assert len(sent) == 10, name
         assert sent == [core.t0_ns + k * FRAME_NS for k in range(10)], f"{name}: not sent at its deadlines"
-    # one scheduler for all, in deadline order across calls
+    # one timer service for all, in deadline order across calls
     assert [t for _, t, _ in log] == sorted(t for _, t, _ in log)
-    scheduler = tick_scheduler(clock)
+    scheduler = services.timers
     assert scheduler.fired == 4 * 11  # 10 frames + the stop, per call
     assert scheduler.wakeups <= 3 * 11 + 1  # b and d share deadlines: one wake-up for both
     assert scheduler.scheduled == 0
@@ -124,9 +126,9 @@ async def test_calls_with_different_deadlines_are_each_ticked_at_their_own_deadl
 async def test_a_cancelled_call_deregisters_and_nothing_is_left_scheduled(autojump_clock):
     clock = TrioClock()
     log: list[tuple[str, int, str]] = []
-    scheduler = tick_scheduler(clock)
     cancelled_at = None
-    async with trio.open_nursery() as nursery:
+    async with open_call_services(clock, reactor=False) as services, trio.open_nursery() as nursery:
+        scheduler = services.timers
         for name in "abc":
             core = make_core(ord(name), 1000)
             core.begin(clock.now_ns())
@@ -135,11 +137,11 @@ async def test_a_cancelled_call_deregisters_and_nothing_is_left_scheduled(autoju
 
                 async def cancellable(ws: FakeWS, core: CallerCore = core, scope: trio.CancelScope = scope) -> None:
                     with scope:
-                        await run_ticks(ws, core, clock)
+                        await run_ticks(ws, core, clock, services)
 
                 nursery.start_soon(cancellable, FakeWS(name, log, clock))
             else:
-                nursery.start_soon(run_ticks, FakeWS(name, log, clock), core, clock)
+                nursery.start_soon(run_ticks, FakeWS(name, log, clock), core, clock, services)
         await trio.sleep(0.105)
         assert scheduler.scheduled == 3
         scope.cancel()
@@ -158,8 +160,8 @@ async def test_a_send_that_would_block_goes_back_to_the_call_task_in_order(autoj
     core.begin(clock.now_ns())
     ws = FakeWS("a", log, clock)
     ws.takes_whole = lambda n: n != 3  # the third tick's frame does not fit
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_ticks, ws, core, clock)
+    async with open_call_services(clock, reactor=False) as services, trio.open_nursery() as nursery:
+        nursery.start_soon(run_ticks, ws, core, clock, services)
         await trio.sleep_until(core.t0_ns / 1e9 + 0.050)  # ticks 0-2 ran; 2 is stuck
         assert ws.queued and ws.flushes == 1
         nursery.start_soon(ws.send_texts, ["from the receiver"])  # must go after the stuck frame
@@ -181,24 +183,24 @@ async def test_a_broken_socket_ends_only_its_own_call(autojump_clock):
     log: list[tuple[str, int, str]] = []
     cores = {name: make_core(ord(name), 300) for name in "ab"}
     sockets = {name: FakeWS(name, log, clock) for name in "ab"}
-    sockets["a"].broken_at = 5
+    sockets["a"].broken_at = 6  # batch 1 is connected + start, then one batch per frame
     results = {}
 
-    async def call(name: str) -> None:
+    async def call(name: str, services: CallServices) -> None:
         timings: dict[str, int] = {}
-        await _run(sockets[name], cores[name], clock, timings)
+        await _run(sockets[name], cores[name], clock, timings, services)
         results[name] = clock.now_ns()
 
-    async with trio.open_nursery() as nursery:
+    async with open_call_services(clock, reactor=False) as services, trio.open_nursery() as nursery:
         for name in "ab":
-            nursery.start_soon(call, name)
+            nursery.start_soon(call, name, services)
     a, b = cores["a"], cores["b"]
     assert a.finished and a.end_reason == "closed_by_app"
     assert [e.code for e in a.timeline.of(ClosedByApp)] == [1006]
     assert len(media_times(log, "a")) == 4  # frames 0-3 went out; the 5th frame's send broke
     assert b.end_reason == "hangup" and len(media_times(log, "b")) == 15
     assert results["a"] < results["b"]
-    assert tick_scheduler(clock).scheduled == 0
+    assert services.timers.scheduled == 0
 
 
 async def test_a_bug_in_one_core_is_raised_in_that_call_only(autojump_clock):
@@ -214,21 +216,41 @@ async def test_a_bug_in_one_core_is_raised_in_that_call_only(autojump_clock):
     bad.advance = broken_advance  # type: ignore[method-assign]
     raised = []
 
-    async def guarded() -> None:
-        with pytest.raises(ZeroDivisionError):
-            await run_ticks(FakeWS("bad", log, clock), bad, clock)
+    async def guarded(services: CallServices) -> None:
+        with pytest.raises(ExceptionGroup) as info:  # out of the call's nursery
+            await run_ticks(FakeWS("bad", log, clock), bad, clock, services)
+        assert info.group_contains(ZeroDivisionError)
         raised.append(clock.now_ns())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(guarded)
-        nursery.start_soon(run_ticks, FakeWS("good", log, clock), good, clock)
+    async with open_call_services(clock, reactor=False) as services, trio.open_nursery() as nursery:
+        nursery.start_soon(guarded, services)
+        nursery.start_soon(run_ticks, FakeWS("good", log, clock), good, clock, services)
     assert raised == [bad.t0_ns]
     assert len(media_times(log, "good")) == 10 and good.finished
 
 
-async def test_schedulers_are_per_clock_type_and_per_run(autojump_clock):
-    assert tick_scheduler(TrioClock()) is tick_scheduler(TrioClock())
-    assert tick_scheduler(MonotonicClock()) is not tick_scheduler(TrioClock())
+async def test_the_services_live_in_the_nursery_that_opens_them(autojump_clock):
+    """Not system tasks: the timer service and the reactor are children of the block that
+    opened them, and gone when it ends (a test's MockClock drives them, a cancel reaches them)."""
+
+    def tasks() -> list[trio.lowlevel.Task]:
+        found, todo = [], [trio.lowlevel.current_root_task()]
+        while todo:
+            task = todo.pop()
+            found.append(task)
+            todo += [t for n in task.child_nurseries for t in n.child_tasks]
+        return found
+
+    def names() -> set[str]:
+        return {t.name for t in tasks()}
+
+    me = trio.lowlevel.current_task()
+    async with open_call_services(TrioClock()) as services:
+        assert {"callsim timers", "callsim reactor"} <= names()
+        mine = [t for n in me.child_nurseries for t in n.child_tasks]
+        assert {t.name for t in mine} == {"callsim timers", "callsim reactor"}
+        assert services.reactor is not None
+    assert not {"callsim timers", "callsim reactor"} & names()
 
 
 def test_trio_clock_reads_back_the_deadline_it_slept_to():

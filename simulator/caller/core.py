@@ -2,7 +2,9 @@
 
 It stands where Twilio stands in a bidirectional ``<Connect><Stream>`` call.
 Whoever drives it (the trio driver, a Locust greenlet, a test) feeds it the time
-and what arrived on the socket, and sends what it returns:
+and what arrived on the socket, and sends what it returns (wire strings, as
+:data:`~..core_io.Outputs`: the contract it shares with the mock's session; the
+caller never ends the connection itself, so it returns no ``Close``/``Abort``):
 
 * :meth:`CallerCore.begin` → ``connected`` and ``start``;
 * :meth:`CallerCore.advance` at (or after) :meth:`next_deadline_ns` → the 20 ms
@@ -38,6 +40,7 @@ from zlib import crc32
 from ..audio import linetag
 from ..audio.codec import FRAME_MS, SILENCE_FRAME, SILENCE_PEAK, ULAW_MAGNITUDE
 from ..audio.utterances import UtteranceBank, default_bank
+from ..core_io import NOTHING, Outputs
 from ..measure.timeline import (
     AudioOffset,
     AudioOnset,
@@ -179,7 +182,7 @@ class CallerCore:
 
     # ------------------------------------------------------------------ API
 
-    def begin(self, now_ns: int) -> list[str]:
+    def begin(self, now_ns: int) -> Outputs:
         """Start the stream: ``connected`` then ``start``; frames follow from ``now_ns``."""
         if self.t0_ns is not None:
             raise RuntimeError("begin() called twice")
@@ -199,24 +202,24 @@ class CallerCore:
             due.append(self._outbox[0][0])
         return min(due) if due else None
 
-    def advance(self, now_ns: int) -> list[str]:
+    def advance(self, now_ns: int) -> Outputs:
         """Run every tick due by ``now_ns`` and release due messages."""
         if self.t0_ns is None or self.finished:
-            return []
+            return NOTHING
         while not self._hung_up and self.t0_ns + self._tick * FRAME_NS <= now_ns:
             self._run_tick(now_ns)
         return self._release(now_ns)
 
-    def receive(self, now_ns: int, data: str | bytes) -> list[str]:
+    def receive(self, now_ns: int, data: str | bytes) -> Outputs:
         """Handle one message from the app; returns what to send back at once."""
         if self.t0_ns is None or self._hung_up or self.finished:
             self.counts["before_start" if self.t0_ns is None else "after_stop"] += 1
-            return []
+            return NOTHING
         parsed = tw.parse_outbound(data, self.ident.stream_sid, self.config.wire_policy)
         if isinstance(parsed, tw.Invalid):
             self._warn(now_ns, parsed)
             if parsed.salvaged is None:
-                return []
+                return NOTHING
             parsed = parsed.salvaged
         if isinstance(parsed, tw.OutMedia):
             self.counts["media_in"] += 1
@@ -225,14 +228,14 @@ class CallerCore:
                 self.timeline.append(MediaIn(now_ns, len(parsed.payload), self.playback.queued_bytes))
             if dropped:
                 self.timeline.append(Overflow(now_ns, dropped))
-            return []
+            return NOTHING
         if isinstance(parsed, tw.OutMark):
             self.counts["mark_in"] += 1
             self.timeline.append(MarkIn(now_ns, parsed.name, self.playback.queued_bytes))
             if self.playback.add_mark(parsed.name):
                 self._queue(now_ns, _Out("mark", parsed.name, ((MarkEcho, parsed.name, "idle"),)))
                 return self._release(now_ns)
-            return []
+            return NOTHING
         # clear
         self.counts["clear_in"] += 1
         dropped, names = self.playback.clear()
@@ -248,10 +251,10 @@ class CallerCore:
         self.timeline.append(ClosedByApp(now_ns, code, reason, self._hung_up))
         self._finish(now_ns, "hangup" if self._hung_up else "closed_by_app")
 
-    def hang_up(self, now_ns: int) -> list[str]:
+    def hang_up(self, now_ns: int) -> Outputs:
         """Hang up now, whatever the script says (e.g. the driver was cancelled)."""
         if self.t0_ns is None or self.finished:
-            return []
+            return NOTHING
         if not self._hung_up:
             self._do_hangup(now_ns, "aborted")
         # Flush at once: frames an impairment was holding go out now, then stop.
@@ -297,7 +300,7 @@ class CallerCore:
         self._order += 1
         heapq.heappush(self._outbox, (due_ns, self._order, out))
 
-    def _release(self, now_ns: int) -> list[str]:
+    def _release(self, now_ns: int) -> Outputs:
         msgs: list[str] = []
         box = self._outbox
         while box and box[0][0] <= now_ns:

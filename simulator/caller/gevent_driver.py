@@ -40,6 +40,7 @@ import websocket
 from websocket import ABNF, WebSocketException
 
 from ..audio.utterances import UtteranceBank
+from ..core_io import Close, End, Outputs
 from . import twilio_wire as tw
 from .call_result import CallResult
 from .core import CallerCore
@@ -201,12 +202,18 @@ class GeventCall:
             core.peer_closed(time.monotonic_ns(), ABNORMAL_CLOSURE, _describe(exc))
             log.info("call %s: stream lost (%s)", sid, _describe(exc))
 
-    def _send_all(self, ws: websocket.WebSocket, core: CallerCore, msgs: list[str], *,
+    def _send_all(self, ws: websocket.WebSocket, core: CallerCore, msgs: Outputs, *,
                   force: bool = False) -> None:
         for m in msgs:
             if self._closed and not force:
                 return  # hung up from elsewhere while this batch was going out: stop goes last
             try:
+                if isinstance(m, End):  # always last (the caller core sends none today)
+                    if isinstance(m, Close):
+                        ws.send_close(m.code, m.reason.encode())
+                    else:
+                        ws.shutdown()
+                    return
                 ws.send(m)
             except (WebSocketException, OSError) as exc:
                 core.peer_closed(time.monotonic_ns(), ABNORMAL_CLOSURE, _describe(exc))

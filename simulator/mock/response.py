@@ -12,7 +12,7 @@ from typing import Any
 
 from .behaviour import ToolCall
 from .conversation import Item
-from .timers import Timer
+from .session_timers import Timer
 
 
 class Phase(StrEnum):

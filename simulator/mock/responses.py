@@ -26,7 +26,7 @@ from .conversation import Item
 from .ids import new_id
 from .response import Phase, Response
 from .session_base import MAX_RECORDS, MAX_TIMINGS, MS, Events, SessionBase
-from .timers import Timer
+from .session_timers import Timer
 
 if TYPE_CHECKING:
     from .behaviour import Fault

@@ -14,7 +14,9 @@ plain HTTP requests are answered with h11. Each session is one nursery: a receiv
 and a timer task (:mod:`.driver`); when the socket goes, both go, and the session's record
 stays for introspection (bounded to the last ``keep_sessions``). While nothing needs
 awaiting, a session's caller messages are read and answered by the server's one
-:class:`~callsim.simulator.net.reactor.Reactor` task instead of waking its receiver per message.
+:class:`~callsim.simulator.net.reactor.Reactor` task instead of waking its receiver per message,
+and its timers fired by the server's one :class:`~callsim.simulator.net.timers.TimerService`
+task; both run in the server's nursery.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import h11
 import orjson
 import trio
 
+from ..net.clocks import MonotonicClock
+from ..net.drive import CallServices, open_call_services
 from ..net.reactor import Reactor
 from ..net.wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from .behaviour import Behaviour, unknown_fixtures
@@ -89,7 +93,9 @@ class MockServer:
         self._rng = random.Random(self.config.behaviour.seed)
         self.recognizer = Recognizer() if self.config.recognize else None
         self._changed = trio.Event()
-        self.reactor: Reactor | None = None  # set by serve() when config.reactor
+        self._clock = MonotonicClock()  # the sessions' clock: the one the caller and the bridge share
+        self.services: CallServices | None = None  # the sessions' timer service and reactor: set by serve()
+        self.reactor: Reactor | None = None  # ... the reactor of those, when config.reactor
 
     # ---------------------------------------------------------------- info
 
@@ -173,10 +179,8 @@ class MockServer:
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("mock OpenAI Realtime listening on %s (dialect %s)", self.realtime_url, self.config.dialect)
-        async with trio.open_nursery() as nursery:
-            if self.config.reactor:
-                self.reactor = Reactor()
-                nursery.start_soon(self.reactor.run)
+        async with open_call_services(self._clock, reactor=self.config.reactor) as services:
+            self.services, self.reactor = services, services.reactor
             task_status.started(self)
             await trio.serve_listeners(self._handle_conn, listeners)
 
@@ -290,7 +294,8 @@ class MockServer:
             _set_linger_zero(raw)  # RST, no close frame: an abrupt drop
             await raw.aclose()
 
-        await run_session(session, ws, clock=time.monotonic_ns, abort=abort, reactor=self.reactor)
+        assert self.services is not None, "sessions are served from serve()"
+        await run_session(session, ws, self.services, clock=self._clock, abort=abort)
 
     # ----------------------------------------------------------------- http
 

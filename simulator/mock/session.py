@@ -36,6 +36,7 @@ from collections import deque
 from heapq import heappop
 from typing import Any, Callable
 
+from ..core_io import NOTHING, Outputs
 from . import errors
 from .behaviour import Behaviour
 from .conversation import ConversationPart
@@ -44,12 +45,13 @@ from .faults import FaultsPart
 from .ids import new_id
 from .input_audio import InputAudioPart
 from .logsafe import summary, type_for_log
+from .outputs import session_outputs
 from .recognizer import Recognizer
 from .responses import ResponsesPart
 from .schema import APPEND, ClientEventError, parse_client_event
 from .session_base import Events, log
 from .session_config import SessionConfig
-from .timers import Timer, Timers
+from .session_timers import Timer, Timers
 from .tools import ToolsPart
 
 __all__ = ["MockSession"]
@@ -117,7 +119,7 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
 
     # ================================================================ API
 
-    def open(self, now_ns: int) -> Events:
+    def open(self, now_ns: int) -> Outputs:
         """The socket is open: ``session.created`` (or the beta refusal)."""
         self.t_open_ns = now_ns
         out: Events = []
@@ -125,30 +127,31 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
             self._refuse_beta(now_ns, out, "OpenAI-Beta: realtime=v1 header")
         else:
             self._open_with_faults(now_ns, out)
-        return self._finish(now_ns, out)
+        return session_outputs(self, now_ns, self._finish(now_ns, out))
 
-    def receive(self, now_ns: int, raw: str | bytes) -> Events:
-        """One client message; returns the events to send now.
+    def receive(self, now_ns: int, raw: str | bytes) -> Outputs:
+        """One client message; returns what to send now (events serialised, then a close or abort).
 
         A message the mock itself cannot handle (an exception: a mock bug, found by the fuzzer)
         ends only this session — see :meth:`_internal_error` — never the server with every
         other session on it.
         """
         try:
-            return self._receive(now_ns, raw)
+            events = self._receive(now_ns, raw)
         except Exception:
-            return self._internal_error(now_ns, "a client message", raw)
+            events = self._internal_error(now_ns, "a client message", raw)
+        return session_outputs(self, now_ns, events)
 
-    def advance(self, now_ns: int) -> Events:
+    def advance(self, now_ns: int) -> Outputs:
         """Fire due timers (think time over, next audio delta, transcription, faults)."""
-        out: Events = []
         if self.closed or self.stalled:
-            return out
+            return NOTHING
+        out: Events = []
         try:
             self._run_timers(now_ns, out)
         except Exception:
-            return self._internal_error(now_ns, "a timer", None)
-        return self._finish(now_ns, out)
+            return session_outputs(self, now_ns, self._internal_error(now_ns, "a timer", None))
+        return session_outputs(self, now_ns, self._finish(now_ns, out))
 
     def next_deadline_ns(self) -> int | None:
         if self.closed or self.stalled or not self._timer_heap:

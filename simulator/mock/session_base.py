@@ -23,7 +23,7 @@ from .logsafe import clip, for_log, summary
 from .recognizer import Recognizer
 from .schema import validate_server_event
 from .session_config import SessionConfig
-from .timers import Timers
+from .session_timers import Timers
 
 log = logging.getLogger("callsim.mock")
 

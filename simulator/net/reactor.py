@@ -1,21 +1,21 @@
 """One trio task that reads many sockets: readiness callbacks instead of a task wake per message.
 
-Why: a mock session receives a caller frame every 20 ms, and waking the
-session's own task for each one costs trio's scheduler a task switch and an
-``epoll_ctl`` (trio arms each fd one-shot per wait) on top of the read. Measured
-on this machine with 200 sockets at 50 messages/s each (a microbenchmark that
-only reads and counts), that is 22-29 µs of CPU per message against 7-15 µs
-when one task waits on an epoll set holding all of them and reads whichever are
-ready — and the busier the process, the more sockets each wake-up finds ready.
-In the mock at 200 sessions (``loadtests/mock_capacity.py``) it took the CPU per
-session-second from 5.0 to 3.1-3.2 ms, and the decision lag p99 from 29.6 ms
-(more than a caller frame) to 6.4 ms.
+Why: a mock session receives a caller frame every 20 ms (and a caller the app's
+audio as often), and waking the connection's own task for each one costs
+trio's scheduler a task switch and an ``epoll_ctl`` (trio arms each fd one-shot
+per wait) on top of the read. One task waiting on an epoll set that holds all
+the sockets, reading whichever are ready, costs markedly less CPU per message,
+and the busier the process, the more sockets each wake-up finds ready; it also
+cuts the mock's decision lag under load (``loadtests/mock_capacity.py``
+measures both).
 
 How: a task that wants its socket read calls :meth:`Reactor.wait` with a
-synchronous callback and parks. The reactor's task (:meth:`Reactor.run`: one per
-mock server, one per trio run for the callers, :func:`shared_reactor`) waits until the epoll set has something ready, then calls each ready
-socket's callback in turn. The callback does the whole hot path without
-yielding (read, parse, answer with a write the kernel takes whole) and returns
+synchronous callback and parks. The reactor's task (:meth:`Reactor.run`, started
+by whoever runs the connections, in their nursery: one per mock server, one per
+batch of calls, see :func:`~.drive.open_call_services`) waits until the epoll set
+has something ready, then calls each ready socket's callback in turn. The
+callback does the whole hot path without yielding (read, parse, answer with a
+write the kernel takes whole) and returns
 True to stay parked, or False when its task must take over (something to await:
 a write that did not go out whole, a close; or the socket ended): the reactor
 then drops the socket from its set and wakes that task. An exception from a
@@ -42,7 +42,7 @@ from typing import NoReturn
 import outcome
 import trio
 
-__all__ = ["MAX_EVENTS", "Reactor", "shared_reactor"]
+__all__ = ["MAX_EVENTS", "Reactor"]
 
 MAX_EVENTS = 64  # sockets served per wake-up (see the module docstring)
 
@@ -62,7 +62,7 @@ class Reactor:
         return len(self._entries)
 
     async def run(self) -> NoReturn:
-        """Serve parked sockets until cancelled (start it in the server's nursery)."""
+        """Serve parked sockets until cancelled (start it in the nursery that runs the connections)."""
         epoll, entries = self._epoll, self._entries
         try:
             while True:
@@ -123,20 +123,3 @@ class Reactor:
             pass
         return True
 
-
-_SHARED: trio.lowlevel.RunVar[Reactor] = trio.lowlevel.RunVar("callsim_reactor")
-
-
-def shared_reactor() -> Reactor:
-    """This trio run's reactor, its task started on first use.
-
-    A system task, like the callers' tick scheduler: it serves connections that
-    start and end in any order, and holds nothing of one between its parks.
-    """
-    try:
-        return _SHARED.get()
-    except LookupError:
-        reactor = Reactor()
-        _SHARED.set(reactor)
-        trio.lowlevel.spawn_system_task(reactor.run, name="callsim reactor")
-        return reactor

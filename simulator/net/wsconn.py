@@ -25,7 +25,7 @@ A closed connection (close frame, broken socket, protocol error, a message over
 A plain TCP connection is read and written through :class:`FdStream` (``os.read``
 / ``os.write`` on the socket's fd, :mod:`.fdstream`): a send the kernel takes
 whole does not yield, and :meth:`WebSocket.send_texts_nowait` sends from
-synchronous code (the caller's tick scheduler) without a task switch.
+synchronous code (the timer service's task) without a task switch.
 
 The framing (the fast lanes that skip the protocol's frame parser and
 serializer for plain text and binary frames) is :mod:`.wsframes`, sans-IO;

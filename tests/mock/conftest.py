@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 from callsim.simulator.audio.codec import SILENCE_BYTE
+from callsim.simulator.core_io import Abort, Close, End, Outputs
 from callsim.simulator.mock.behaviour import Behaviour
 from callsim.simulator.mock.recognizer import Recognizer
 from callsim.simulator.mock.schema import validate_server_event
@@ -28,6 +29,11 @@ CHUNK_MS = 20
 T0 = 1_000 * MS  # an arbitrary, non-zero start of the fake clock
 
 
+def events_of(out: Outputs) -> list[dict[str, Any]]:
+    """The events in a session's outputs, parsed back from the wire bytes (a close or abort left out)."""
+    return [orjson.loads(item) for item in out if not isinstance(item, End)]
+
+
 class Driver:
     """A ``MockSession`` plus a fake clock and the log of what it sent."""
 
@@ -36,15 +42,25 @@ class Driver:
         self.t = t0
         self.events: list[dict[str, Any]] = []  # every emitted event
         self.times: list[int] = []  # the clock when each was handed out
+        self.ended: Close | Abort | None = None  # how the session ended the connection, if it did
 
     # ------------------------------------------------------------ plumbing
 
-    def _take(self, now: int, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for ev in out:
+    def _take(self, now: int, out: Outputs) -> list[dict[str, Any]]:
+        """The session's outputs as event dicts (the wire bytes parsed back); a close or abort is kept in
+        :attr:`ended`."""
+        events: list[dict[str, Any]] = []
+        for item in out:
+            if isinstance(item, End):
+                assert self.ended is None and item is out[-1], "one end, last of its batch"
+                self.ended = item
+                continue
+            ev = orjson.loads(item)
             validate_server_event(self.s.dialect, ev)  # independent of the session's own check
+            events.append(ev)
             self.events.append(ev)
             self.times.append(now)
-        return out
+        return events
 
     def open(self) -> list[dict[str, Any]]:
         return self._take(self.t, self.s.open(self.t))

@@ -27,6 +27,8 @@ from callsim.simulator.mock.session import MockSession, _handler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .conftest import events_of
+
 MALFORMED = [
     "not base64!", "AAA", "AA=A", "A===", "AAAA\n", " AAAA", "AA AA",
     "ÿÿÿÿ", "AAAA\u00e9", "\u2028", "AA==AA==", "-_-_", "=AAA",
@@ -79,7 +81,7 @@ def test_a_malformed_append_gets_the_same_error_event_and_appends_nothing(text: 
     ev = {"type": "input_audio_buffer.append", "audio": text}
     if with_id:
         ev["event_id"] = "evt_bad_audio"
-    out = s.receive(1_000_000, orjson.dumps(ev).decode())
+    out = events_of(s.receive(1_000_000, orjson.dumps(ev).decode()))
     want = errors.invalid_event("Invalid 'audio'. Expected base64-encoded audio data.",
                                 "evt_bad_audio" if with_id else None, "audio")
     assert [{k: v for k, v in e.items() if k != "event_id"} for e in out] == [want]
@@ -89,7 +91,7 @@ def test_a_malformed_append_gets_the_same_error_event_and_appends_nothing(text: 
 @pytest.mark.parametrize("text", WELL_FORMED)
 def test_a_well_formed_append_buffers_exactly_its_bytes(text: str) -> None:
     s = _session()
-    assert s.receive(1_000_000, orjson.dumps({"type": "input_audio_buffer.append", "audio": text}).decode()) == []
+    assert not s.receive(1_000_000, orjson.dumps({"type": "input_audio_buffer.append", "audio": text}).decode())
     data = base64.b64decode(text)
     assert s.counts["appends"] == 1 and s.counts["audio_in_bytes"] == len(data)
     assert bytes(s._buffer) == data

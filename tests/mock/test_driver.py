@@ -1,18 +1,19 @@
 """The trio driver of a session (``callsim.simulator.mock.driver``) on trio's MockClock.
 
-The driver's receiver task feeds client messages to the session and its timer
-task sleeps until the session's next deadline. What matters, and what these
-tests pin down:
+The driver's receiver task feeds client messages to the session and the timer
+service fires the session's timer at its next deadline while the session's task
+waits. What matters, and what these tests pin down:
 
 * timing is exactly the sans-IO session's: a whole call (appends, a VAD turn,
   a reply streamed in paced deltas while appends go on) sends every event at
   the time, and in the order, that ``MockSession`` driven by the conftest
   ``Driver`` (timers fired at their deadlines) gives;
 * a message that does not move the session's next deadline earlier does not
-  wake the timer task (the 50 appends a second of a call used to wake it every
-  time: a task switch and an empty ``advance()`` per append);
-* a message that does move it earlier wakes it once, and the new timer fires on
-  time; close and abort requests still end the session promptly.
+  touch the timer (the 50 appends a second of a call would otherwise cost an
+  empty ``advance()`` each);
+* a message that does move it earlier brings the timer forward once, and the
+  new timer fires on time; a close or abort the session asks for still ends it
+  promptly.
 
 In-memory socket, MockClock(autojump_threshold=0): deterministic, no sleeping.
 Client messages are scheduled off the session's timer grid, so no test depends
@@ -31,10 +32,14 @@ import trio
 import trio.testing
 from callsim.simulator.audio.codec import SILENCE_BYTE
 from callsim.simulator.audio.utterances import default_bank
+from callsim.simulator.core_io import Outputs
 from callsim.simulator.mock.behaviour import Behaviour, Fault, ThinkTime
-from callsim.simulator.mock.driver import Alarm, run_session
+from callsim.simulator.mock.driver import run_session
 from callsim.simulator.mock.recognizer import Recognizer
 from callsim.simulator.mock.session import MockSession
+from callsim.simulator.net.clocks import TrioClock
+from callsim.simulator.net.drive import open_call_services
+from callsim.simulator.net.timers import Timer
 from callsim.simulator.net.wsconn import ConnectionClosed
 
 from .conftest import Driver
@@ -76,9 +81,13 @@ class FakeSocket:
         except trio.EndOfChannel:
             raise ConnectionClosed(1000, None) from None
 
-    async def send_texts(self, messages: list[bytes]) -> None:
+    def send_texts_nowait(self, messages: list[bytes]) -> bool:
         t = now_ns()
         self.sent.extend((t, orjson.loads(m)) for m in messages)
+        return True
+
+    async def flush(self) -> None:
+        pass
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         self.closed_with = (code, reason)
@@ -96,11 +105,11 @@ class Counted:
         self.received: list[tuple[int, str]] = []
         advance, receive = session.advance, session.receive
 
-        def counting_advance(t: int) -> list[dict[str, Any]]:
+        def counting_advance(t: int) -> Outputs:
             self.advances += 1
             return advance(t)
 
-        def recording_receive(t: int, raw: str | bytes) -> list[dict[str, Any]]:
+        def recording_receive(t: int, raw: str | bytes) -> Outputs:
             self.received.append((t, raw))  # type: ignore[arg-type]
             return receive(t, raw)
 
@@ -112,13 +121,21 @@ def make_session(behaviour: Behaviour, recognizer: Recognizer | None = None) -> 
     return MockSession(behaviour=behaviour, recognizer=recognizer)
 
 
-async def serve(session: MockSession, sock: FakeSocket, alarm: Alarm, nursery: trio.Nursery,
-                aborted: list[int] | None = None) -> None:
+async def serve(session: MockSession, sock: FakeSocket, nursery: trio.Nursery,
+                aborted: list[int] | None = None) -> Timer:
+    """Serve ``session`` in ``nursery``, with a timer service of its own and no reactor (the
+    fake socket has no fd), both ending with the session; returns the session's timer."""
     async def abort() -> None:
         if aborted is not None:
             aborted.append(now_ns())
 
-    nursery.start_soon(lambda: run_session(session, sock, clock=now_ns, abort=abort, alarm=alarm))
+    async def run(*, task_status: trio.TaskStatus[Timer] = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_call_services(TrioClock(), reactor=False) as services:
+            timer = Timer(services.timers)
+            task_status.started(timer)
+            await run_session(session, sock, services, clock=TrioClock(), abort=abort, timer=timer)
+
+    return await nursery.start(run)
 
 
 async def paced(sock: FakeSocket, frames: list[str], start_s: float) -> None:
@@ -128,19 +145,11 @@ async def paced(sock: FakeSocket, frames: list[str], start_s: float) -> None:
         await sock.client.send(msg)
 
 
-class WireDriver(Driver):
-    """The conftest ``Driver``, keeping each event as it was on the wire when sent (an
-    event may share nested dicts with the session's state, which changes later)."""
-
-    def _take(self, now: int, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return super()._take(now, [orjson.loads(orjson.dumps(ev)) for ev in out])
-
-
 def reference(behaviour: Behaviour, received: list[tuple[int, str]], end_ns: int,
               recognizer: Recognizer | None = None) -> tuple[list[int], list[dict[str, Any]]]:
     """The same messages at the same times through the sans-IO session, timers fired at
     their exact deadlines (tests/mock/conftest.py ``Driver``)."""
-    d = WireDriver(make_session(behaviour, recognizer), t0=0)
+    d = Driver(make_session(behaviour, recognizer), t0=0)
     d.open()
     for t, raw in received:
         d.run_until(t)
@@ -180,14 +189,14 @@ def test_a_whole_call_keeps_the_sans_io_timeline_and_appends_do_not_wake_the_tim
     async def main() -> None:
         session = make_session(OFF_GRID, recognizer)
         counted = Counted(session)
-        sock, alarm = FakeSocket(), Alarm(now_ns)
+        sock = FakeSocket()
         speech = default_bank().get("caller_greeting").ulaw
         audio = bytes([SILENCE_BYTE]) * 4000 + speech + bytes([SILENCE_BYTE]) * 8 * 4000
         audio += bytes([SILENCE_BYTE]) * ((-len(audio)) % FRAME)
         frames = [orjson.dumps(PCMU_VAD).decode()] + [append(audio[i:i + FRAME])
                                                        for i in range(0, len(audio), FRAME)]
         async with trio.open_nursery() as nursery:
-            await serve(session, sock, alarm, nursery)
+            timer = await serve(session, sock, nursery)
             await paced(sock, frames, start_s=0.0037)
             await trio.sleep(1.0)
             end = now_ns()
@@ -203,7 +212,7 @@ def test_a_whole_call_keeps_the_sans_io_timeline_and_appends_do_not_wake_the_tim
         # one timer deadline per delta, plus response.created and the first output:
         # the old wake-per-message driver advanced once per append (~ 350 here)
         assert counted.advances <= deltas + 5 < appends
-        assert alarm.wakeups <= 2  # only the turn's commit scheduled a new earliest timer
+        assert timer.brought_forward <= 2  # only the turn's commit scheduled a new earliest timer
 
     trio.run(main, clock=clock)
 
@@ -214,16 +223,16 @@ def test_silence_appends_with_no_timer_pending_never_wake_the_timer() -> None:
     async def main() -> None:
         session = make_session(OFF_GRID)
         counted = Counted(session)
-        sock, alarm = FakeSocket(), Alarm(now_ns)
+        sock = FakeSocket()
         frames = [orjson.dumps(PCMU_VAD).decode()] + [append(bytes([SILENCE_BYTE]) * FRAME)] * 200
         async with trio.open_nursery() as nursery:
-            await serve(session, sock, alarm, nursery)
+            timer = await serve(session, sock, nursery)
             await paced(sock, frames, start_s=0.0037)
             await trio.sleep(0.1)
             assert session.counts["appends"] == 200
             nursery.cancel_scope.cancel()
         assert counted.advances == 0
-        assert alarm.wakeups == 0
+        assert timer.brought_forward == 0
         assert sock.types() == ["session.created", "session.updated"]
 
     trio.run(main, clock=clock)
@@ -239,50 +248,22 @@ def test_a_message_bringing_the_deadline_forward_wakes_the_timer_on_time() -> No
     async def main() -> None:
         session = make_session(behaviour)
         counted = Counted(session)
-        sock, alarm = FakeSocket(), Alarm(now_ns)
+        sock = FakeSocket()
         async with trio.open_nursery() as nursery:
-            await serve(session, sock, alarm, nursery)
+            timer = await serve(session, sock, nursery)
             await trio.sleep_until(1.0)
-            assert alarm.due_ns == 5000 * MS
+            assert timer.due_ns == 5000 * MS
             await sock.client.send('{"type": "response.create"}')
             await trio.sleep_until(6.0)
         times, events = reference(behaviour, counted.received, 6_000 * MS)
         assert_same_timeline(sock.sent, times, events)
-        assert alarm.wakeups == 1
+        assert timer.brought_forward == 1
         created = next(t for t, ev in sock.sent if ev["type"] == "response.created")
         assert abs(created - 1_020_300_000) <= 1000
         assert sock.types()[-1] == "error" and sock.closed_with == (1000, "session expired")
         assert sock.sent[-1][1]["error"]["code"] == "session_expired"
 
     trio.run(main, clock=clock)
-
-
-@pytest.mark.parametrize("deadline_ns", [None, 2_000 * MS, 1_500 * MS])
-def test_alarm_brings_forward_only_to_an_earlier_deadline(deadline_ns: int | None) -> None:
-    async def main() -> None:
-        alarm = Alarm(now_ns)
-        assert not alarm.bring_forward(1_000 * MS)  # not sleeping: nothing to wake
-        woke: list[float] = []
-
-        async def sleeper() -> None:
-            await alarm.sleep_until(deadline_ns)
-            woke.append(trio.current_time())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sleeper)
-            await trio.sleep(0.5)
-            assert alarm.sleeping and alarm.due_ns == deadline_ns
-            assert not alarm.bring_forward(None)
-            if deadline_ns is not None:
-                assert not alarm.bring_forward(deadline_ns)  # not earlier: left alone
-                assert not alarm.bring_forward(deadline_ns + 1)
-            assert alarm.bring_forward(1_000 * MS)
-            assert not alarm.bring_forward(1_000 * MS)
-            assert alarm.bring_forward(900 * MS)
-        assert woke == [pytest.approx(0.9, abs=1e-9)]
-        assert alarm.wakeups == 2 and not alarm.sleeping and alarm.due_ns is None
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 # ---------------------------------------------------------------- ending
@@ -294,10 +275,10 @@ def test_a_close_requested_by_a_message_ends_the_session_at_once() -> None:
 
     async def main() -> None:
         session = make_session(OFF_GRID)
-        sock, alarm = FakeSocket(), Alarm(now_ns)
+        sock = FakeSocket()
         with trio.fail_after(1):
             async with trio.open_nursery() as nursery:
-                await serve(session, sock, alarm, nursery)
+                await serve(session, sock, nursery)
                 await trio.sleep(0.25)
                 await sock.client.send('{"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}}')
         assert sock.types() == ["session.created", "error"]
@@ -314,11 +295,11 @@ def test_a_drop_fault_aborts_from_the_timer_at_its_time() -> None:
 
     async def main() -> None:
         session = make_session(behaviour)
-        sock, alarm = FakeSocket(), Alarm(now_ns)
+        sock = FakeSocket()
         aborted: list[int] = []
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
-                await serve(session, sock, alarm, nursery, aborted)
+                await serve(session, sock, nursery, aborted)
                 await trio.sleep_until(1.0)
                 await sock.client.send('{"type": "response.create"}')
         first_audio = 1_000 * MS + round(20.3 * MS) + round(50.5 * MS)
@@ -333,10 +314,10 @@ def test_the_client_going_away_ends_both_tasks() -> None:
 
     async def main() -> None:
         session = make_session(OFF_GRID.with_(faults=(Fault("expire", after_ms=60_000),)))
-        sock, alarm = FakeSocket(), Alarm(now_ns)
+        sock = FakeSocket()
         with trio.fail_after(1):
             async with trio.open_nursery() as nursery:
-                await serve(session, sock, alarm, nursery)
+                await serve(session, sock, nursery)
                 await trio.sleep(0.3)
                 await sock.client.aclose()
         assert session.closed and session.close_info["by"] == "client"

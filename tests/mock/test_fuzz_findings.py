@@ -23,6 +23,8 @@ from callsim.simulator.mock.session import MockSession
 from callsim.simulator.mock.session_config import SessionConfig
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from .conftest import events_of
+
 KEY = "sk-test-fuzz-findings"
 AUTH = [(b"authorization", f"Bearer {KEY}".encode())]
 
@@ -44,7 +46,7 @@ def test_output_modalities_null_is_answered_with_session_updated():
     """The fuzzer's repro, through the session core: the event the SDK accepts gets session.updated."""
     s = MockSession(dialect="ga")
     s.open(0)
-    out = s.receive(1, json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": None}}))
+    out = events_of(s.receive(1, json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": None}})))
     assert [e["type"] for e in out] == ["session.updated"]
     assert out[0]["session"]["output_modalities"] == ["audio"]
     assert s.close_request is None and s.invalid_sent == []
@@ -59,7 +61,7 @@ def test_a_failing_timer_ends_the_session_with_server_error_and_1011(caplog):
 
     s.timers.call_at(5, "boom", boom)
     with caplog.at_level(logging.ERROR, logger="callsim.mock"):
-        out = s.advance(10)
+        out = events_of(s.advance(10))
     assert [(e["type"], e["error"]["type"]) for e in out] == [("error", "server_error")]
     assert s.close_request == (1011, "internal server error")
     assert s.next_deadline_ns() is None
@@ -175,7 +177,7 @@ def test_a_huge_bad_value_is_clipped_in_the_log_and_the_records(caplog):
     s.open(0)
     bogus = "A" * 1_200_000 + "\nINFO callsim.mock: forged line"
     with caplog.at_level(logging.INFO, logger="callsim.mock"):
-        out = s.receive(1, json.dumps({"type": bogus}))
+        out = events_of(s.receive(1, json.dumps({"type": bogus})))
         s.receive(2, json.dumps({"type": "conversation.item.delete", "item_id": "x\r\nforged" * 1000}))
     assert out[0]["type"] == "error" and bogus in out[0]["error"]["message"]  # what is sent is whole
     assert all(len(e["message"]) < 1100 for e in s.errors_sent)
@@ -196,7 +198,7 @@ def test_a_huge_bad_value_is_clipped_in_the_log_and_the_records(caplog):
 def test_a_client_created_mcp_item_is_echoed_as_the_sdk_expects(item):
     s = MockSession(dialect="ga")
     s.open(0)
-    out = s.receive(1, json.dumps({"type": "conversation.item.create", "item": item}))
+    out = events_of(s.receive(1, json.dumps({"type": "conversation.item.create", "item": item})))
     assert [e["type"] for e in out] == ["conversation.item.added", "conversation.item.done"]
     assert s.invalid_sent == [], s.invalid_sent
     assert out[0]["item"]["server_label"] == "srv"

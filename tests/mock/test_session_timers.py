@@ -6,7 +6,7 @@ import pytest
 from callsim.simulator.mock.behaviour import Behaviour, Fault, ThinkTime
 from callsim.simulator.mock.response import Phase
 from callsim.simulator.mock.responses import NEXT, TIMER_NAMES
-from callsim.simulator.mock.timers import Timer, Timers
+from callsim.simulator.mock.session_timers import Timer, Timers
 
 from .session_helpers import configure, greet
 

@@ -366,7 +366,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
                    help="skip checking every sent event against the openai SDK's types")
     p.add_argument("--no-reactor", action="store_true",
                    help="wake each session's own task per caller message instead of reading all sessions "
-                        "from one task (for comparison; costs about 15 µs of CPU more per message)")
+                        "from one task (for comparison: a task switch more per message)")
     p.add_argument("--keep-sessions", type=int, default=1000, metavar="N",
                    help="records of closed sessions kept for /_mock/sessions (default 1000; a soak keeps few, "
                         "so that the records' memory levels off early and what grows after is a leak)")

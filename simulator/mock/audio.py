@@ -11,17 +11,17 @@ Why these implementations:
 * G.711 *decoding* is a 256-entry table built once from libsndfile's decoder
   (the harness's codec, ``callsim.simulator.audio.codec``; design.md rule 1: never the
   bridge's code). Decoders agree exactly across implementations (stack.md), and
-  a table lookup costs a few µs per 20 ms frame instead of a libsndfile call.
+  a table lookup is cheaper per 20 ms frame than a libsndfile call.
 * G.711 *encoding* goes through libsndfile (``soundfile`` RAW ULAW/ALAW), like
   the fake caller's. Its μ-law encoder differs from the g711.c reference by one
   code on 381 negative inputs (stack.md) — harmless: replies only need *some*
   valid G.711, and the codec checks compare bytes no encoder touched.
 * The live input path (:class:`InputConverter`) feeds the VAD at the wire's
   own rate where webrtcvad takes it: G.711 (8 kHz) is only table-decoded, never
-  resampled. Resampling it to 16 kHz, as this path once did, cost a soxr call
-  per append (the largest single cost of the mock's append path), and soxr's
-  4-sample hold-back made every 10 ms frame that ends on an append boundary
-  wait for the *next* append — a speech_stopped up to 20 ms late in wall time.
+  resampled. Resampling it to 16 kHz would cost a soxr call per append (the
+  largest single cost of an append), and soxr's 4-sample hold-back would make
+  every 10 ms frame that ends on an append boundary wait for the *next* append —
+  a speech_stopped up to 20 ms late in wall time.
   webrtcvad resamples 16 kHz input down to 8 kHz itself before it classifies,
   so nothing is learnt from the detour. pcm16 (24 kHz, which webrtcvad does not
   take) goes to 16 kHz through a streaming soxr ``ResampleStream`` at quality
@@ -115,7 +115,7 @@ def _g711_table(subtype: str) -> np.ndarray:
 
 _ULAW_TABLE: Final = _g711_table("ULAW")
 _ALAW_TABLE: Final = _g711_table("ALAW")
-# dtype objects made once: numpy re-derives a dtype from ``np.int16`` on every call (≈ 0.3 µs each)
+# dtype objects made once: numpy re-derives a dtype from ``np.int16`` on every call
 _U8: Final = np.dtype(np.uint8)
 _I16: Final = np.dtype(np.int16)
 _LE_I16: Final = np.dtype("<i2")
@@ -125,7 +125,7 @@ def _chunk_resampler(stream: soxr.ResampleStream) -> Callable[[np.ndarray], np.n
     """``stream.resample_chunk`` for 1-D int16 chunks, minus its Python checks when possible.
 
     ``resample_chunk`` re-checks the dtype and shape and reshapes around soxr's C
-    method on every call — ≈ 1.5 µs of ≈ 9 µs per 20 ms append. The input path
+    method on every call, a good part of a 20 ms append's cost. The input path
     always passes 1-D int16, so call the C method directly (the wrapper's
     ``_process``) if a probe on a throwaway stream gives the wrapper's exact
     output; else, e.g. after a soxr upgrade renamed it, use the wrapper.
@@ -222,8 +222,8 @@ def duration_ms(kind: str, nbytes: int) -> float:
 class InputConverter:
     """Streaming wire bytes of ``kind`` → int16 at :attr:`rate`, for the VAD.
 
-    G.711 is table-decoded at its own 8 kHz (``rate`` 8000): no state, no delay,
-    ≈ 2 µs per 20 ms append. pcm16 is resampled 24 → 16 kHz by a streaming
+    G.711 is table-decoded at its own 8 kHz (``rate`` 8000): no state, no delay.
+    pcm16 is resampled 24 → 16 kHz by a streaming
     soxr QQ (``rate`` 16000), whose state is kept across :meth:`feed` calls
     (filter history, and an odd trailing byte), so a session's appends give the
     same samples as converting the whole stream at once — within ±2 LSB: soxr

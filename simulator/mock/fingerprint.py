@@ -15,9 +15,8 @@ frame, so its CRC equals the caller's CRC of that frame when the bridge passes �
 through. Transcoded audio (pcm16, 960-byte blocks) is fingerprinted too but cannot
 match the caller's μ-law CRCs; pairing then finds nothing, which it reports.
 
-Cost, measured on 3000 appends through ``MockSession.receive`` (one-core VM): 0.3 µs per
-160-byte append (7.5 µs with fingerprints, 7.2 µs without), next to the ≈ 70 µs a served
-session costs the mock per append in all (275 sessions per core).
+Cost: one CRC32 per 160-byte append, a small share of what an append costs the mock in all
+(``loadtests/mock_capacity.py`` measures the whole).
 """
 
 from __future__ import annotations

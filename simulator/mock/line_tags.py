@@ -49,7 +49,7 @@ class LineTagLog:
         """Record the tags in ``data`` (μ-law, arrived at ``now_ns``); return it as the VAD hears it.
 
         The usual append (one untagged 160-byte frame) costs one ``read_tag``
-        rejection (≈ 0.1 µs) and returns ``data`` itself.
+        rejection and returns ``data`` itself.
         """
         n = len(data)
         if n == FRAME_BYTES:  # the usual Twilio-sized append: no slicing, no join

@@ -257,9 +257,9 @@ class Recognizer:
         Why a cache: under load hundreds of sessions commit the same few fixture
         utterances, and a caller that streams a fixture from a frame boundary after
         line silence gives the VAD the same audio, so the same bytes get committed
-        again and again. Identifying a 3 s turn costs ≈ 2-4 ms of CPU in one
+        again and again. Identifying a turn costs milliseconds of CPU in one
         uninterrupted stretch, during which no other session is served; a BLAKE2b
-        digest of it costs ≈ 20 µs. The result is a pure function of the bytes, so a
+        digest of it costs a hundredth of that. The result is a pure function of the bytes, so a
         hit is exactly what recomputing would give. The last :data:`TURN_CACHE`
         distinct turns are kept.
         """

@@ -189,7 +189,7 @@ def _webrtc_process(vad: webrtcvad.Vad) -> tuple[Callable[[Any, int, bytes, int]
     """(function, handle) to classify a frame: webrtcvad's C entry point if it works.
 
     ``Vad.is_speech`` only re-checks the length, yet its Python frame costs as
-    much as the C call (≈ 2 µs of ≈ 5 µs per 10 ms frame here); this VAD always
+    much as the C call; this VAD always
     passes whole frames. Falls back to the wrapper if the internals differ.
     """
     if _PROCESS_OK:
@@ -240,10 +240,9 @@ class ServerVad:
 
     ``start_ms`` puts the clock's origin elsewhere than 0, for a VAD created
     mid-session (turn detection switched on or changed by ``session.update``).
-    Cost per 20 ms at 8 kHz here (2-core VM): ≈ 3 µs on digital silence
-    (:meth:`feed_silence`), ≈ 17 µs on speech (webrtcvad's C call is ≈ 2 µs per
-    10 ms frame, and is skipped on frames no threshold could call speech);
-    numpy's per-call overhead is most of the rest.
+    Digital silence takes a short path (:meth:`feed_silence`); on speech,
+    webrtcvad's C call is skipped on frames no threshold could call speech, and
+    numpy's per-call overhead is most of the cost.
     """
 
     def __init__(self, params: VadParams, rate: int = 16000, *, start_ms: float = 0.0) -> None:

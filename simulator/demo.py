@@ -126,6 +126,7 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
         "mock_in_loop": all(r.mock_in_loop for r in runs),
         "scenarios": [{"name": r.scenario.name, "description": r.scenario.description, "status": r.status,
                        "passed": r.passed, "skip_reason": r.skip_reason, "notes": r.notes,
+                       "started_at": r.started_at, "seconds": r.seconds,
                        "expectations": [e.to_json() for e in r.expectations]} for r in runs],
     }
     if profile is not None:

@@ -25,6 +25,7 @@ reason, and every call with the mock in the loop is checked for the OpenAI sessi
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import importlib
 import logging
 import random
@@ -71,6 +72,7 @@ class ScenarioRun:
     expectations: list[ExpectationResult] = field(default_factory=list)
     mock_in_loop: bool = False
     seconds: float = 0.0
+    started_at: _dt.datetime | None = None  # wall clock (UTC) when the scenario started: junit.xml's timestamp
     profile: BridgeProfile | None = None  # what the bridge told OpenAI and how it treats Twilio
     notes: list[str] = field(default_factory=list)  # what the user should know about this run
 
@@ -218,6 +220,7 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
                seed: int | None, on_call_done: Callable[[], None] | None, bank: UtteranceBank,
                external: bool) -> ScenarioRun:
     t_start = time.monotonic()
+    started_at = _dt.datetime.now(_dt.timezone.utc)
     since_ns = time.monotonic_ns()
     tag = f"{scenario.name}#{uuid.uuid4().hex[:12]}"
     if mock is not None:
@@ -240,6 +243,7 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
         run.notes.append(f"[bridge] settings ({settings}) apply to our in-process bridge only: they were not "
                          f"applied to {target}; whether the scenario applies is decided from what the bridge did")
     run.seconds = time.monotonic() - t_start
+    run.started_at = started_at
     return run
 
 

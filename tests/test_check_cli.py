@@ -32,5 +32,5 @@ async def test_check_prints_profile_verdicts_and_skips_with_reasons(tmp_path):
     skipped = next(c for c in doc["calls"] if c["scenario"] == "tool_call")
     assert skipped["status"] == "skipped" and "declared no tools" in skipped["skip_reason"]
     junit = (report / "junit.xml").read_text()
-    assert '<skipped message="requires tools: the bridge declared no tools' in junit
+    assert '<skipped message="tool_call[call 0]: requires tools: the bridge declared no tools' in junit
     assert 'skipped="1"' in junit

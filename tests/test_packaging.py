@@ -11,11 +11,13 @@ path added that way is not run, so the checkout's editable-install hook does not
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
 import tomllib
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -44,13 +46,33 @@ def test_package_dir_maps_the_top_folders():
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def wheel(tmp_path_factory) -> Path:
+    """The wheel ``pip wheel .`` builds from a clean copy of the checkout.
+
+    A copy, because setuptools reads the ``*.egg-info/SOURCES.txt`` and ``build/`` an earlier
+    build left in the tree: a file missing from package-data would still reach the wheel here
+    and be missing from the one a fresh clone builds."""
+    base = tmp_path_factory.mktemp("wheel_build")
+    src, dist = base / "src", base / "dist"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
+        "callsim-report", "callsim-out"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(dist), str(src)], check=True, capture_output=True, cwd=base)
+    return next(dist.glob("callsim-*.whl"))
+
+
+def test_wheel_ships_the_report_schema(wheel):
+    """report.json's schema is package data of callsim.simulator.measure, byte for byte the checkout's."""
+    with zipfile.ZipFile(wheel) as z:
+        shipped = z.read("callsim/simulator/measure/report.schema.json")
+    assert shipped == (ROOT / "simulator" / "measure" / "report.schema.json").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, wheel):
     """A fresh venv with the wheel installed; returns (venv bin dir, a foreign work dir)."""
     base = tmp_path_factory.mktemp("wheel")
-    dist = base / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(dist), str(ROOT)], check=True, capture_output=True, cwd=base)
-    wheel = next(dist.glob("callsim-*.whl"))
     env_dir = base / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"

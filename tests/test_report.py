@@ -241,7 +241,7 @@ def test_junit_structure_and_counts(built):
     suites = list(root)
     assert all(s.tag == "testsuite" for s in suites)
     assert [s.get("name") for s in suites] == ["greeting", "barge_in", "openai_drop"]
-    allowed = {"failure", "error", "skipped", "system-out", "system-err"}
+    allowed = {"properties", "failure", "error", "skipped", "system-out", "system-err"}
     for s in suites:
         cases = [c for c in s if c.tag == "testcase"]
         assert all(c.tag in ("testcase", "properties", "system-out", "system-err") for c in s)
@@ -252,21 +252,24 @@ def test_junit_structure_and_counts(built):
         assert float(s.get("time")) == pytest.approx(sum(float(c.get("time")) for c in cases), abs=1e-3)
         for c in cases:
             assert c.get("classname") == f"callsim.{s.get('name')}"
-            assert re.fullmatch(r"call \d+", c.get("name"))
+            assert re.fullmatch(re.escape(s.get("name")) + r"\[call \d+\]", c.get("name"))
             assert float(c.get("time")) >= 0
             assert {x.tag for x in c} <= allowed
     g, b, e = suites
     (case,) = g.findall("testcase")
     assert float(case.get("time")) == pytest.approx(calls[0].metrics.duration_ms / 1000, abs=1e-3)
-    assert len(case) == 0
+    assert [x.tag for x in case] == ["properties", "system-out"]  # no verdict element: a pass
     (case,) = b.findall("testcase")
     fail = case.find("failure")
-    assert FAIL_CLEAR in fail.get("message") and FAIL_TRUNC in fail.get("message")
-    assert "barge_in_clear_max_ms" in fail.text and "truncate_error_max_ms" in fail.text
-    assert SKIP_MSG in case.find("system-out").text
+    assert fail.get("message") == ("barge_in[call 0]: barge_in_clear_max_ms — measured 700 ms, limit 600 ms; "
+                                   "truncate_error_max_ms — measured 45 ms, limit 20 ms")
+    assert fail.text.splitlines() == [
+        f"barge_in[call 0]: barge_in_clear_max_ms — measured 700 ms, limit 600 ms — {FAIL_CLEAR}",
+        f"barge_in[call 0]: truncate_error_max_ms — measured 45 ms, limit 20 ms — {FAIL_TRUNC}"]
+    assert f"transcript_contains — skipped: {SKIP_MSG}" in case.find("system-out").text.splitlines()
     assert (b.get("tests"), b.get("failures"), b.get("errors")) == ("1", "1", "0")
     e_cases = e.findall("testcase")
-    assert [c.get("name") for c in e_cases] == ["call 0", "call 1"]
+    assert [c.get("name") for c in e_cases] == ["openai_drop[call 0]", "openai_drop[call 1]"]
     assert e_cases[0].find("error").get("message") == ERROR_MSG
     assert "cancelled before dialling" in e_cases[1].find("error").get("message")  # control chars made safe
     assert e_cases[1].get("time") == "0.000"  # NaN duration
@@ -373,3 +376,63 @@ def test_envelope_keeps_extremes():
     assert lo.min() == 0.5 and hi.max() == 0.5  # the padding of the last column adds no zeros
     start, lo, hi = rp.envelope(np.array([0.1, -0.2, 0.3], dtype=np.float32), 700)  # fewer samples than px
     assert list(start) == [0, 1, 2] and not math.isnan(float(lo.sum()))
+
+
+# ----------------------------------------------------------------- report.json: rounding and schema
+
+
+def test_report_json_rounds_each_figure_for_its_unit(tmp_path):
+    """ms to 0.1 ms, dB to 0.1 dB, seconds to 1 ms, other floats to 4 digits; ints untouched; no -0.0."""
+    m = CallMetrics(
+        scenario="r", call_index=0, call_sid="CA1", duration_ms=14260.04999,
+        turns=[TurnMetrics(0, "caller_stop", 22850347479417, 22851386305904, 1038.826487, 499.349, 320.0,
+                           -0.04, uplink_hop_ms=0.33513079)],
+        codec=CodecMetrics(checked=True, bit_exact=False, snr_db=34.5678,
+                           turns=[{"fixture": "x", "bit_exact": False, "snr_db": 34.56, "speech_ms": 7230.0}]),
+        pacing={"frames": 712, "lateness_ms_p99": 2.2201946099999996, "drift_frames": 0.0545536,
+                "interval_ms_median": 19.875232},
+        mock={"id": "s", "close": {"t_ns": 22860408319998}, "turns": [{"score": 0.98642, "t_speech_started_ms": 2040.8294}]},
+        expectations=[
+            ExpectationResult("turn_latency_p95_ms", "passed", "ok", 1038.826487, 1200).to_json(),
+            ExpectationResult("snr_min_db", "passed", "ok", 34.5678, 30).to_json(),
+            ExpectationResult("no_underruns", "failed", "gaps", 12.3456, True).to_json(),
+        ],
+    )
+    summary = {"calls": 1, "turn_latency_ms": {"p50": 988.6474330000001, "p95": 1033.8085816, "p99": None,
+                                               "max": float("inf")},
+               "codec": {"bit_exact_calls": 0, "min_snr_db": np.float64(34.5678)}, "underrun_ms_total": 40.04}
+    meta = {"seconds": 33.04567, "audio_in_ratio": 1.00123456, "big": 123456.789,
+            "scenarios": [{"name": "r", "seconds": 12.3456789,
+                           "expectations": [ExpectationResult("turn_latency_p95_ms", "failed", "slow", 1038.826487,
+                                                              800, [{"call_index": 0, "message": "slow",
+                                                                     "measured": 1038.826487}]).to_json()]}]}
+    write_reports(tmp_path, [CallArtifacts(m, None)], summary, meta=meta)
+    doc = json.loads((tmp_path / "report.json").read_bytes())
+    c = doc["calls"][0]
+    t = c["turns"][0]
+    assert (t["latency_ms"], t["mock_vad_wait_ms"], t["uplink_hop_ms"]) == (1038.8, 499.3, 0.3)
+    assert t["overhead_ms"] == 0.0 and b"-0.0" not in (tmp_path / "report.json").read_bytes()
+    assert (t["speech_end_ns"], t["first_audio_ns"]) == (22850347479417, 22851386305904)  # ints untouched
+    assert c["duration_ms"] == 14260.0
+    assert c["codec"]["snr_db"] == 34.6 and c["codec"]["turns"][0]["snr_db"] == 34.6
+    assert c["pacing"] == {"frames": 712, "lateness_ms_p99": 2.2, "drift_frames": 0.05455, "interval_ms_median": 19.9}
+    assert c["mock"]["turns"][0] == {"score": 0.9864, "t_speech_started_ms": 2040.8}
+    assert c["mock"]["close"]["t_ns"] == 22860408319998
+    assert [e["measured"] for e in c["expectations"]] == [1038.8, 34.6, 12.3]  # the unit of the expectation
+    assert [e["limit"] for e in c["expectations"]] == [1200, 30, True]
+    s = doc["summary"]
+    assert s["turn_latency_ms"] == {"p50": 988.6, "p95": 1033.8, "p99": None, "max": None}
+    assert s["codec"]["min_snr_db"] == 34.6 and s["underrun_ms_total"] == 40.0
+    meta = doc["meta"]
+    assert (meta["seconds"], meta["audio_in_ratio"], meta["big"]) == (33.046, 1.001, 123457.0)
+    sc = meta["scenarios"][0]
+    assert sc["seconds"] == 12.346
+    assert sc["expectations"][0]["measured"] == 1038.8 and sc["expectations"][0]["failures"][0]["measured"] == 1038.8
+
+
+def test_report_json_names_its_schema_which_is_beside_it(built):
+    out, _, _ = built
+    doc = json.loads((out / "report.json").read_bytes())
+    assert doc["$schema"] == "./report.schema.json"
+    from callsim.simulator.measure.report_json import schema_text
+    assert (out / "report.schema.json").read_text(encoding="utf-8") == schema_text()

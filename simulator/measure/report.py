@@ -4,7 +4,8 @@ Everything here is written *from* the measured records (:mod:`.measurements`)
 and what the caller recorded (:class:`~..caller.call_result.CallResult`); nothing is
 measured here. Layout of ``out_dir``::
 
-    report.json                  {"summary", "calls", "meta"} — keys per design.md
+    report.json                  {"summary", "calls", "meta"} — keys per design.md (report_json.py)
+    report.schema.json           its JSON Schema (draft 2020-12), the one shipped in this package
     junit.xml                    one <testsuite> per scenario, one <testcase> per call
     report.html                  one file: inline CSS, PNG plots as data: URIs, no JS
     calls/<scenario>-<i>/        heard.wav, heard.ulaw, timeline.json (recording.write_call)
@@ -25,7 +26,7 @@ import io
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -50,6 +51,9 @@ from .junit import (
 )
 from .measurements import CallMetrics
 from .recording import write_call
+from .report_json import call_json
+from .report_json import clean as _clean
+from .report_json import write_json as _write_json
 from .timeline import ClearIn, ClosedByApp, Event, MarkEcho, SpeechEnd, SpeechStart, Stop, UtteranceEnd
 
 #: per-call figures (timeline + waveform) are drawn for this many calls at most
@@ -98,7 +102,7 @@ def write_reports(out_dir: Path, calls: list[CallArtifacts], summary: dict[str, 
     full_meta = _meta(title, meta, len(calls))
     paths = {
         "json": _write_json(out_dir / "report.json", calls, summary, full_meta),
-        "junit": _write_junit(out_dir / "junit.xml", calls, title),
+        "junit": _write_junit(out_dir / "junit.xml", calls, title, full_meta),
         "html": _write_html(out_dir / "report.html", calls, summary, title, full_meta),
         "calls": calls_dir,
     }
@@ -149,47 +153,6 @@ def _write_call_artifacts(out_dir: Path, calls_dir: Path, call: CallArtifacts, u
     call.metrics.artifacts["dir"] = d.relative_to(out_dir).as_posix()
     for p in files:
         call.metrics.artifacts[p.name] = p.relative_to(out_dir).as_posix()
-
-
-# ===================================================================== report.json
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NaN/±inf → None, numpy → Python, non-str keys → str, dataclasses → dicts."""
-    if isinstance(x, bool) or x is None or isinstance(x, (str, int)):
-        return x
-    if isinstance(x, float):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, np.generic):
-        return _clean(x.item())
-    if isinstance(x, Path):
-        return x.as_posix()
-    if isinstance(x, (set, frozenset)):
-        return [_clean(v) for v in sorted(x, key=repr)]
-    if hasattr(x, "to_json"):
-        return _clean(x.to_json())
-    if is_dataclass(x) and not isinstance(x, type):
-        return _clean(asdict(x))
-    return str(x)
-
-
-def call_json(m: CallMetrics) -> dict[str, Any]:
-    """One call as report.json carries it: every CallMetrics field (design.md keys included)."""
-    d = m.to_json()
-    d["expectations"] = [e.to_json() if hasattr(e, "to_json") else e for e in m.expectations]
-    return _clean(d)
-
-
-def _write_json(path: Path, calls: list[CallArtifacts], summary: dict[str, Any], meta: dict[str, Any]) -> Path:
-    doc = {"summary": _clean(summary), "calls": [call_json(c.metrics) for c in calls], "meta": _clean(meta)}
-    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str))
-    return path
 
 
 # ===================================================================== what the plots show

@@ -26,7 +26,9 @@ from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
 from callsim.simulator.caller.script import Hangup, Pause, Say
 from callsim.simulator.caller.sids import make_sid
 from callsim.simulator.caller.call_result import CallResult
+from callsim.simulator.measure import charts
 from callsim.simulator.measure import report as rp
+from callsim.simulator.measure.expectation_text import limit_text, measured_text
 from callsim.simulator.measure.measurements import (
     BargeInMetrics,
     CallMetrics,
@@ -34,8 +36,9 @@ from callsim.simulator.measure.measurements import (
     ExpectationResult,
     TurnMetrics,
 )
+from callsim.simulator.measure import report_html
 from callsim.simulator.measure.report import CallArtifacts, write_reports
-from callsim.simulator.measure.timeline import AudioOnset, ClearIn, Event, SpeechEnd, SpeechStart, Stop
+from callsim.simulator.measure.timeline import AudioOnset, ClearIn, Event, SpeechEnd, SpeechStart, Stop, UtteranceStart
 
 T0 = 987_654_321_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -294,7 +297,7 @@ def test_html_page(built):
     assert html.escape(FAIL_CLEAR) in page and FAIL_CLEAR not in page
     assert html.escape(FAIL_TRUNC) in page and html.escape(SKIP_MSG) in page
     assert html.escape(ERROR_MSG) in page
-    assert 'class="passed"' in page and 'class="failed"' in page and 'class="error"' in page
+    assert 'class="badge passed"' in page and 'class="badge failed"' in page and 'class="badge error"' in page
     assert "calls/greeting-0/heard.wav" in page
     lat = calls[0].metrics.turns[0].latency_ms
     assert f"{lat:.0f}" in page
@@ -303,12 +306,13 @@ def test_html_page(built):
 def test_html_images_are_valid_small_pngs(built):
     out, _, _ = built
     imgs = images((out / "report.html").read_text(encoding="utf-8"))
-    assert len(imgs) == 1 + 2 * 2  # histogram + (timeline, waveform) for the two calls that streamed
+    # 5 histograms (latency, overhead, clear, talk-over, truncate error) + (timeline, waveform) for 2 calls
+    assert len(imgs) == 5 + 2 * 2
     for data in imgs:
         assert data.startswith(PNG_SIGNATURE)
         assert len(data) < 100_000
         w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
-        assert 200 <= w <= 1000 and 100 <= h <= 400
+        assert 500 <= w <= 1120 and 100 <= h <= 400
 
 
 def test_figure_limit(tmp_path, monkeypatch):
@@ -318,7 +322,9 @@ def test_figure_limit(tmp_path, monkeypatch):
     write_reports(tmp_path, calls, SUMMARY)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "first 1 of 2 calls" in page
-    assert len(images(page)) == 1 + 2
+    assert len(images(page)) == 5 + 2  # figures for the first call only ...
+    assert f'id="{report_html.anchor(calls[1].metrics)}"' in page  # ... but the failed one keeps its section
+    assert page.count("<audio ") == 1
     doc = json.loads((tmp_path / "report.json").read_bytes())
     assert doc["meta"]["calls_with_figures"] == 1
     assert (tmp_path / calls[1].metrics.artifacts["heard.wav"]).is_file()  # recordings for every call
@@ -331,7 +337,7 @@ def test_no_turns_no_histogram_and_duplicate_names(tmp_path):
     write_reports(tmp_path, [a, b], {"calls": 2, "passed": 0, "failed": 2})
     assert a.metrics.artifacts["dir"] == "calls/openai_drop-0" and b.metrics.artifacts["dir"] == "calls/openai_drop-0.2"
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "latency histogram: nothing to plot" in page and images(page) == []
+    assert "Histograms: no turn or barge-in was measured" in page and images(page) == []
     assert page.count("—") >= 20  # every missing summary figure shows a dash
 
 
@@ -348,28 +354,28 @@ def test_with_real_summarize(tmp_path):
 
 
 def test_heard_spans_are_runs_of_played_ticks():
-    assert rp.heard_spans([]) == []
-    spans = rp.heard_spans([0, 160, 160, 0, 0, 80, 0, 160])
+    assert charts.heard_spans([]) == []
+    spans = charts.heard_spans([0, 160, 160, 0, 0, 80, 0, 160])
     assert [x for span in spans for x in span] == pytest.approx([0.02, 0.06, 0.1, 0.12, 0.14, 0.16])
 
 
 def test_speech_spans_pair_start_and_end():
     tl = [SpeechStart(T0 + 100_000_000, "a"), SpeechEnd(T0 + 500_000_000, "a"),
           SpeechStart(T0 + 900_000_000, "b"), Stop(T0 + 1_000_000_000, "script")]
-    spans = rp.speech_spans(tl, T0, 2.0)
+    spans = charts.speech_spans(tl, T0, 2.0)
     assert [f for *_, f in spans] == ["a", "b"]
     assert [x for a, b, _ in spans for x in (a, b)] == pytest.approx([0.1, 0.52, 0.9, 1.0])  # end of last frame
-    assert rp.speech_spans(tl[:3], T0, 2.0)[-1] == (0.9, 2.0, "b")  # cut short: runs to the end
+    assert charts.speech_spans(tl[:3], T0, 2.0)[-1] == (0.9, 2.0, "b")  # cut short: runs to the end
 
 
 def test_envelope_keeps_extremes():
     x = np.zeros(10_001, dtype=np.float32)
     x[1234], x[9999], x[10_000] = 0.9, -0.7, 0.25
-    start, lo, hi = rp.envelope(x, 100)
+    start, lo, hi = charts.envelope(x, 100)
     assert len(start) <= 100 and start[0] == 0
     assert hi.max() == pytest.approx(0.9) and lo.min() == pytest.approx(-0.7)
     assert hi[-1] == pytest.approx(0.25) and lo[-1] == pytest.approx(-0.7)  # 101 per column: 9999.. is last
-    start, lo, hi = rp.envelope(np.full(10_001, 0.5, dtype=np.float32), 100)
+    start, lo, hi = charts.envelope(np.full(10_001, 0.5, dtype=np.float32), 100)
     assert lo.min() == 0.5 and hi.max() == 0.5  # the padding of the last column adds no zeros
-    start, lo, hi = rp.envelope(np.array([0.1, -0.2, 0.3], dtype=np.float32), 700)  # fewer samples than px
+    start, lo, hi = charts.envelope(np.array([0.1, -0.2, 0.3], dtype=np.float32), 700)  # fewer samples than px
     assert list(start) == [0, 1, 2] and not math.isnan(float(lo.sum()))

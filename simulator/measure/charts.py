@@ -216,6 +216,12 @@ class Limit:
 
 
 def metric_histogram(values: list[float], title: str, unit: str, limits: Iterable[Limit] = ()) -> bytes | None:
+    """:func:`histogram_fig` as PNG bytes, or None when there is no value."""
+    fig = histogram_fig(values, title, unit, limits)
+    return None if fig is None else _png(fig)
+
+
+def histogram_fig(values: list[float], title: str, unit: str, limits: Iterable[Limit] = ()) -> Figure | None:
     """One metric's distribution on its own axes, p50/p95 dashed, each expectation limit a red line.
 
     The x range takes in the limits too, so a limit far from the values is still seen.
@@ -253,7 +259,7 @@ def metric_histogram(values: list[float], title: str, unit: str, limits: Iterabl
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
               borderaxespad=0)
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 # ===================================================================== a call

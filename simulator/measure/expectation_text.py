@@ -79,8 +79,8 @@ def value_text(v: Any, unit: str = "") -> str:
 
 def _quoted(v: Any) -> str:
     if isinstance(v, (list, tuple)):
-        return ", ".join(f"“{x}”" for x in v) if v else "none"
-    return f"“{v}”"
+        return ", ".join(_quoted(x) for x in v) if v else "none"
+    return f"“{v}”" if isinstance(v, str) else value_text(v)
 
 
 def limit_text(name: str, limit: Any) -> str:

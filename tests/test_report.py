@@ -567,3 +567,9 @@ def test_expectation_text(name, value, measured, limit):
     assert limit_text(name, lim) == limit
     assert measured_text(name, None) == limit_text(name, None) == "—"
     assert not PY_REPR.search(measured_text(name, {"a": None, "b": [True]}))
+
+
+def test_command_reads_as_typed():
+    assert report_html.command_text("/work/x/.venv/bin/callsim demo --only a") == "callsim demo --only a"
+    assert report_html.command_text("/w/simulator/__main__.py demo") == "callsim demo"
+    assert report_html.command_text("callsim demo --calls 1") == "callsim demo --calls 1"

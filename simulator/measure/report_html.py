@@ -147,10 +147,19 @@ def _openai(meta: dict[str, Any]) -> str | None:
     return None
 
 
+def command_text(command: str) -> str:
+    """The command as typed: ``callsim demo …``, not the venv's path to the script that ran it."""
+    prog, sep, rest = str(command).partition(" ")
+    if "/" in prog or "\\" in prog:
+        prog = re.split(r"[/\\]", prog)[-1]
+        prog = "callsim" if prog in ("__main__.py", "cli.py") else prog
+    return prog + sep + rest
+
+
 def _header(title: str, meta: dict[str, Any]) -> str:
     rows: list[tuple[str, str]] = []
     if meta.get("command"):
-        rows.append(("command", f"<code>{_e(meta['command'])}</code>"))
+        rows.append(("command", f"<code>{_e(command_text(meta['command']))}</code>"))
     rows.append(("started", _e(_when(meta))))
     if "seconds" in meta:
         rows.append(("took", _e(_duration(meta.get("seconds")))))
@@ -211,8 +220,8 @@ def _summary_html(summary: dict[str, Any], calls: list[CallArtifacts]) -> str:
     skipped = summary.get("skipped", counts["skipped"])
     if skipped:
         parts.append(f'<span class="badge skipped">skipped {_e(_fmt(skipped))}</span>')
-    errors = summary.get("errors", counts["error"] if counts["error"] else None)
-    if errors is not None:
+    errors = summary.get("errors", counts["error"])
+    if errors:
         parts.append(f'<span class="badge error">errors {_e(_fmt(errors))}</span>')
     parts.append("</p>")
     rows = []
@@ -411,7 +420,7 @@ def _call_section(c: CallArtifacts, out_dir: Path, figures: bool, audio: _AudioB
         facts.append(f"ended: {m.end_reason.replace('_', ' ')}")
     if m.call_sid:
         facts.append(m.call_sid)
-    head = (f'<h3 id="{anchor(m)}">{_e(_call_name(m))} {_badge(st)} '
+    head = (f'<h3>{_e(_call_name(m))} {_badge(st)} '
             f'<span class="muted">{_e(" · ".join(facts))}</span></h3>')
     parts = [head]
     if st == "skipped":
@@ -423,7 +432,7 @@ def _call_section(c: CallArtifacts, out_dir: Path, figures: bool, audio: _AudioB
     if not has_stream:
         why = (c.result.error if c.result is not None else None) or m.error or "the call never started"
         parts.append(f'<p class="muted">No audio: {_e(why)}</p>')
-        return f'<section class="call {st}">' + "".join(parts) + "</section>"
+        return f'<section class="call {st}" id="{anchor(m)}">' + "".join(parts) + "</section>"
     parts.append(_profile_html(c))
     if figures:
         parts.append(audio.player(out_dir, m))
@@ -433,7 +442,7 @@ def _call_section(c: CallArtifacts, out_dir: Path, figures: bool, audio: _AudioB
     else:
         parts.append(f'<p class="muted">Figures and player are drawn for the first calls only; this call\'s '
                      f"audio and timeline are in {_files_cell(m)}.</p>")
-    return f'<section class="call {st}">' + "".join(parts) + "</section>"
+    return f'<section class="call {st}" id="{anchor(m)}">' + "".join(parts) + "</section>"
 
 
 # ===================================================================== page

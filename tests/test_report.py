@@ -26,7 +26,9 @@ from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
 from callsim.simulator.caller.script import Hangup, Pause, Say
 from callsim.simulator.caller.sids import make_sid
 from callsim.simulator.caller.call_result import CallResult
+from callsim.simulator.measure import charts
 from callsim.simulator.measure import report as rp
+from callsim.simulator.measure.expectation_text import limit_text, measured_text
 from callsim.simulator.measure.measurements import (
     BargeInMetrics,
     CallMetrics,
@@ -34,6 +36,7 @@ from callsim.simulator.measure.measurements import (
     ExpectationResult,
     TurnMetrics,
 )
+from callsim.simulator.measure import report_html
 from callsim.simulator.measure.report import CallArtifacts, write_reports
 from callsim.simulator.measure.timeline import AudioOnset, ClearIn, Event, SpeechEnd, SpeechStart, Stop
 
@@ -297,7 +300,7 @@ def test_html_page(built):
     assert html.escape(FAIL_CLEAR) in page and FAIL_CLEAR not in page
     assert html.escape(FAIL_TRUNC) in page and html.escape(SKIP_MSG) in page
     assert html.escape(ERROR_MSG) in page
-    assert 'class="passed"' in page and 'class="failed"' in page and 'class="error"' in page
+    assert 'class="badge passed"' in page and 'class="badge failed"' in page and 'class="badge error"' in page
     assert "calls/greeting-0/heard.wav" in page
     lat = calls[0].metrics.turns[0].latency_ms
     assert f"{lat:.0f}" in page
@@ -306,12 +309,13 @@ def test_html_page(built):
 def test_html_images_are_valid_small_pngs(built):
     out, _, _ = built
     imgs = images((out / "report.html").read_text(encoding="utf-8"))
-    assert len(imgs) == 1 + 2 * 2  # histogram + (timeline, waveform) for the two calls that streamed
+    # 5 histograms (latency, overhead, clear, talk-over, truncate error) + (timeline, waveform) for 2 calls
+    assert len(imgs) == 5 + 2 * 2
     for data in imgs:
         assert data.startswith(PNG_SIGNATURE)
         assert len(data) < 100_000
         w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
-        assert 200 <= w <= 1000 and 100 <= h <= 400
+        assert 500 <= w <= 1120 and 100 <= h <= 400
 
 
 def test_figure_limit(tmp_path, monkeypatch):
@@ -321,7 +325,9 @@ def test_figure_limit(tmp_path, monkeypatch):
     write_reports(tmp_path, calls, SUMMARY)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "first 1 of 2 calls" in page
-    assert len(images(page)) == 1 + 2
+    assert len(images(page)) == 5 + 2  # figures for the first call only ...
+    assert f'id="{report_html.anchor(calls[1].metrics)}"' in page  # ... but the failed one keeps its section
+    assert page.count("<audio ") == 1
     doc = json.loads((tmp_path / "report.json").read_bytes())
     assert doc["meta"]["calls_with_figures"] == 1
     assert (tmp_path / calls[1].metrics.artifacts["heard.wav"]).is_file()  # recordings for every call
@@ -334,7 +340,7 @@ def test_no_turns_no_histogram_and_duplicate_names(tmp_path):
     write_reports(tmp_path, [a, b], {"calls": 2, "passed": 0, "failed": 2})
     assert a.metrics.artifacts["dir"] == "calls/openai_drop-0" and b.metrics.artifacts["dir"] == "calls/openai_drop-0.2"
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "latency histogram: nothing to plot" in page and images(page) == []
+    assert "Histograms: no turn or barge-in was measured" in page and images(page) == []
     assert page.count("—") >= 20  # every missing summary figure shows a dash
 
 
@@ -351,30 +357,30 @@ def test_with_real_summarize(tmp_path):
 
 
 def test_heard_spans_are_runs_of_played_ticks():
-    assert rp.heard_spans([]) == []
-    spans = rp.heard_spans([0, 160, 160, 0, 0, 80, 0, 160])
+    assert charts.heard_spans([]) == []
+    spans = charts.heard_spans([0, 160, 160, 0, 0, 80, 0, 160])
     assert [x for span in spans for x in span] == pytest.approx([0.02, 0.06, 0.1, 0.12, 0.14, 0.16])
 
 
 def test_speech_spans_pair_start_and_end():
     tl = [SpeechStart(T0 + 100_000_000, "a"), SpeechEnd(T0 + 500_000_000, "a"),
           SpeechStart(T0 + 900_000_000, "b"), Stop(T0 + 1_000_000_000, "script")]
-    spans = rp.speech_spans(tl, T0, 2.0)
+    spans = charts.speech_spans(tl, T0, 2.0)
     assert [f for *_, f in spans] == ["a", "b"]
     assert [x for a, b, _ in spans for x in (a, b)] == pytest.approx([0.1, 0.52, 0.9, 1.0])  # end of last frame
-    assert rp.speech_spans(tl[:3], T0, 2.0)[-1] == (0.9, 2.0, "b")  # cut short: runs to the end
+    assert charts.speech_spans(tl[:3], T0, 2.0)[-1] == (0.9, 2.0, "b")  # cut short: runs to the end
 
 
 def test_envelope_keeps_extremes():
     x = np.zeros(10_001, dtype=np.float32)
     x[1234], x[9999], x[10_000] = 0.9, -0.7, 0.25
-    start, lo, hi = rp.envelope(x, 100)
+    start, lo, hi = charts.envelope(x, 100)
     assert len(start) <= 100 and start[0] == 0
     assert hi.max() == pytest.approx(0.9) and lo.min() == pytest.approx(-0.7)
     assert hi[-1] == pytest.approx(0.25) and lo[-1] == pytest.approx(-0.7)  # 101 per column: 9999.. is last
-    start, lo, hi = rp.envelope(np.full(10_001, 0.5, dtype=np.float32), 100)
+    start, lo, hi = charts.envelope(np.full(10_001, 0.5, dtype=np.float32), 100)
     assert lo.min() == 0.5 and hi.max() == 0.5  # the padding of the last column adds no zeros
-    start, lo, hi = rp.envelope(np.array([0.1, -0.2, 0.3], dtype=np.float32), 700)  # fewer samples than px
+    start, lo, hi = charts.envelope(np.array([0.1, -0.2, 0.3], dtype=np.float32), 700)  # fewer samples than px
     assert list(start) == [0, 1, 2] and not math.isnan(float(lo.sum()))
 
 
@@ -436,3 +442,197 @@ def test_report_json_names_its_schema_which_is_beside_it(built):
     assert doc["$schema"] == "./report.schema.json"
     from callsim.simulator.measure.report_json import schema_text
     assert (out / "report.schema.json").read_text(encoding="utf-8") == schema_text()
+
+
+# ----------------------------------------------------------------- report.html for people
+
+PY_REPR = re.compile(r"\{'|\['|\bNone\b|\bTrue\b|\bFalse\b")
+SCENARIOS_META = [
+    {"name": "greeting", "description": "The assistant greets <the caller>", "status": "passed", "passed": True,
+     "skip_reason": None, "notes": [], "expectations": [{"name": "x", "limit": True, "measured": None}]},
+    {"name": "barge_in", "description": "The caller talks over a long reply", "status": "failed", "passed": False,
+     "skip_reason": None, "notes": ["2 call(s) never opened an OpenAI session"], "expectations": []},
+    {"name": "tool_call", "description": "The model calls get_weather", "status": "skipped", "passed": True,
+     "skip_reason": "requires tools: the bridge declared none", "notes": [], "expectations": []},
+]
+META = {"target": "ws://bridge.test/stream", "command": "callsim demo --calls 1", "started_at": "2026-12-05T22:15:02+0000",
+        "seconds": 75.4, "mock_in_loop": True, "scenarios": SCENARIOS_META, "seed": 1}
+
+
+def visible_text(page: str) -> str:
+    """What a reader sees: no style sheet, no tags, entities decoded."""
+    page = re.sub(r"<style>.*?</style>", " ", page, flags=re.S)
+    page = re.sub(r'src="data:[^"]*"', "", page)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def section(page: str, anchor: str) -> str:
+    start = page.index(f'id="{anchor}"')
+    return page[start: page.index("</section>", start)]
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    calls = [greeting_call(), barge_in_call(), *error_calls()]
+    out = tmp_path_factory.mktemp("people")
+    write_reports(out, calls, SUMMARY, meta=META)
+    return out, calls, (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_header_reads_for_people(people):
+    _, _, page = people
+    text = visible_text(page)
+    assert not PY_REPR.search(text), PY_REPR.search(text)
+    for key in ("call_figures_limit", "calls_with_figures", "mock_in_loop", "started_at", "skip_reason"):
+        assert key not in text
+    head = text[text.index("callsim report"): text.index("Scenarios")]
+    for want in ("command", "callsim demo --calls 1", "started", "2026-12-05 22:15:02 UTC", "took", "1 min 15 s",
+                 "target", "ws://bridge.test/stream", "OpenAI", "the mock OpenAI Realtime server",
+                 "versions", "callsim ", "Python 3.", "seed"):
+        assert want in head, want
+    table = page[page.index('<table class="scenarios">'): page.index("</table>", page.index('class="scenarios"'))]
+    rows = re.findall(r"<tr><td><b>(.*?)</b></td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table)
+    assert [(n, re.sub("<[^>]+>", "", st)) for n, st, *_ in rows] == [
+        ("greeting", "passed"), ("barge_in", "failed"), ("tool_call", "skipped")]
+    assert rows[0][2] == "The assistant greets &lt;the caller&gt;" and rows[0][3] == "—"
+    assert rows[1][3] == "2 call(s) never opened an OpenAI session"
+    assert rows[2][3] == "requires tools: the bridge declared none"
+
+
+def test_failures_first_in_a_banner(people):
+    _, calls, page = people
+    body = page.split("<body>", 1)[1].lstrip()
+    assert body.startswith('<div id="verdict" class="banner bad"')
+    banner = body[: body.index("<h1>")]
+    assert "3 of 4 call(s) failed (2 with an error)" in banner
+    assert "greeting" not in banner  # it passed
+    assert f'<a href="#{report_html.anchor(calls[1].metrics)}">barge_in · call 0</a>' in banner
+    assert "<b>barge_in_clear_max_ms</b>: measured 700 ms, limit ≤ 600 ms" in banner
+    assert "<b>truncate_error_max_ms</b>: measured 45 ms, limit ≤ 20 ms" in banner
+    assert html.escape(FAIL_CLEAR) in banner and "transcript_contains" not in banner  # skipped: not a failure
+    assert 'href="#call-openai_drop-0"' in banner and 'href="#call-openai_drop-1"' in banner
+    assert html.escape(ERROR_MSG) in banner
+    for c in calls[1:]:  # every link lands on a section
+        assert f'id="{report_html.anchor(c.metrics)}"' in page
+
+
+def test_passing_run_says_so(tmp_path):
+    write_reports(tmp_path, [greeting_call()], {"calls": 1, "passed": 1, "failed": 0})
+    body = (tmp_path / "report.html").read_text(encoding="utf-8").split("<body>", 1)[1].lstrip()
+    assert body.startswith('<div id="verdict" class="banner ok"><p class="verdict">✓ All 1 call(s) passed.</p>')
+
+
+def test_call_section_every_expectation_profile_and_audio(people):
+    out, calls, page = people
+    bi = section(page, "call-barge_in-0")
+    rows = re.findall(r'<tr class="(\w+)"><td><code>(\w+)</code></td><td>.*?</td><td class="v">(.*?)</td>'
+                      r'<td class="v">(.*?)</td><td>(.*?)</td></tr>', bi)
+    assert [(st, name, measured, limit) for st, name, measured, limit, _ in rows] == [
+        ("failed", "barge_in_clear_max_ms", "700 ms", "≤ 600 ms"),
+        ("failed", "truncate_error_max_ms", "45 ms", "≤ 20 ms"),
+        ("skipped", "transcript_contains", "—", "—")]
+    assert rows[2][4] == html.escape(SKIP_MSG)  # skipped, with its reason
+    g = section(page, "call-greeting-0")
+    assert re.search(r'<tr class="passed"><td><code>turn_latency_p95_ms</code>.*?<td class="v">1 ms</td>'
+                     r'<td class="v">p95 ≤ 800 ms</td>', g)  # passed ones too
+    for sec, call in ((g, calls[0]), (bi, calls[1])):
+        assert "bridge profile of this call" in sec and "twilio: marks" in sec
+        (src,) = re.findall(r'<audio controls preload="metadata" src="data:audio/wav;base64,([A-Za-z0-9+/=]+)"', sec)
+        assert base64.b64decode(src) == (out / call.metrics.artifacts["heard.wav"]).read_bytes()
+    assert "<audio" not in section(page, "call-openai_drop-0")  # no stream, nothing heard
+
+
+def test_audio_past_the_budget_links_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_html, "MAX_EMBEDDED_AUDIO_BYTES", 1000)
+    call = greeting_call()
+    write_reports(tmp_path, [call], {"calls": 1})
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f'<audio controls preload="metadata" src="{call.metrics.artifacts["heard.wav"]}">' in page
+    assert "data:audio" not in page
+
+
+def test_one_histogram_per_metric_with_its_limits(people):
+    _, calls, page = people
+    alts = re.findall(r'<img class="hist" alt="histogram of ([^"]+)"', page)
+    assert alts == ["turn latency", "overhead: bridge + transport", "barge-in → clear", "talk-over after barge-in",
+                    "truncate error"]
+    lims = report_html._limits(calls, ("barge_in_clear_max_ms",))
+    assert [(x.value, x.label) for x in lims] == [(600.0, "≤ 600 ms (barge_in)")]
+    fig = charts.histogram_fig([700.0], "barge-in → clear", "ms", lims)
+    ax = fig.axes[0]
+    red = [ln for ln in ax.lines if ln.get_color() == charts.LIMIT_COLOUR]
+    assert [tuple(ln.get_xdata()) for ln in red] == [(600.0, 600.0)]
+    lo, hi = ax.get_xlim()
+    assert lo < 600 < 700 < hi
+    fig = charts.histogram_fig([2.0, 3.0], "overhead", "ms", [charts.Limit(150.0, "≤ 150 ms")])
+    assert fig.axes[0].get_xlim()[1] > 150  # a limit far from the values is still on the axis
+    assert charts.histogram_fig([], "x", "ms") is None
+
+
+def test_timeline_labels_every_utterance_and_marks_what_happened():
+    call = greeting_call()
+    core = call.result.core
+    onset = core.timeline.times(SpeechStart)[0]
+    call.metrics.barge_ins = [BargeInMetrics(onset, "caller_stop")]  # a barge-in no clear followed
+    snap = {
+        "responses": [
+            {"reply": "tool:get_weather", "status": "completed", "t_done_ns": T0 + 600_000_000,
+             "t_first_audio_ns": None},
+            {"reply": "assistant_short_reply", "status": "completed", "t_first_audio_ns": T0 + 950_000_000},
+        ],
+        "events": [{"t_ns": T0 + 1_200_000_000, "dir": "fault", "type": "drop", "after_ms": 200.0},
+                   {"t_ns": T0 + 1_300_000_000, "dir": "out", "type": "error"}],
+        "truncates": [{"t_ns": T0 + 1_250_000_000, "accepted": False}],
+    }
+    fig = charts.timeline_fig(call.metrics, call.result, snap)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "caller_stop" in texts and "assistant_short_reply" in texts  # caller and assistant utterances
+    assert "tool: get_weather" in texts and "fault: drop" in texts and "no clear" in texts
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    for want in ("tool call", "injected fault", "barge-in, no clear came", "truncate", "caller hung up"):
+        assert want in legend
+    plain = charts.timeline_fig(greeting_call().metrics, greeting_call().result, None)
+    assert "no clear" not in [t.get_text() for t in plain.axes[0].texts]
+    assert "tool call" not in [t.get_text() for t in plain.legends[0].get_texts()]
+
+
+def test_mock_markers_from_the_snapshot():
+    snap = {"sessions": [{"responses": [
+        {"reply": "assistant_long_reply", "status": "incomplete", "reason": "connection_closed",
+         "t_first_audio_ns": 20},
+        {"reply": "tool:lookup", "t_done_ns": 10, "t_first_audio_ns": None}],
+        "events": [{"t_ns": 30, "dir": "fault", "type": "stall"}, {"t_ns": 5, "dir": "in", "type": "x"}]}]}
+    assert charts.replies(snap) == [charts.Marker(20, "assistant_long_reply (cut: connection_closed)")]
+    assert charts.tool_calls(snap) == [charts.Marker(10, "lookup")]
+    assert charts.faults(snap) == [charts.Marker(30, "stall")]
+    assert charts.replies(None) == charts.tool_calls({}) == charts.faults(None) == []
+
+
+def test_heard_spans_split_at_a_clear():
+    spans = charts.heard_spans([160] * 10, cuts=[0.1, 5.0])
+    assert [x for span in spans for x in span] == pytest.approx([0.0, 0.1, 0.1, 0.2])
+
+
+@pytest.mark.parametrize(("name", "value", "measured", "limit"), [
+    ("turn_latency_p95_ms", 1038.64, "1039 ms", "p95 ≤ 1039 ms"),
+    ("no_underruns", 0.0, "0 ms", "0 ms"),
+    ("no_twilio_warnings", 2, "2 warning(s)", "0 warnings"),
+    ("openai_session", "accepted", "accepted", "accepted"),
+    ("end_reason", "closed_by_app", "closed by app", "= closed by app"),
+    ("transcript_contains", ["Hello there."], "“Hello there.”", "heard: “Hello there.”"),
+    ("heard_min_ms", 7000, "7000 ms", "≥ 7000 ms"),
+    ("snr_min_db", 30.25, "30.2 dB", "≥ 30.2 dB"),
+    ("barge_ins", 1, "1 barge-in(s)", "= 1"),
+])
+def test_expectation_text(name, value, measured, limit):
+    assert measured_text(name, value) == measured
+    lim = True if name.startswith("no_") or name == "openai_session" else value
+    assert limit_text(name, lim) == limit
+    assert measured_text(name, None) == limit_text(name, None) == "—"
+    assert not PY_REPR.search(measured_text(name, {"a": None, "b": [True]}))
+
+
+def test_command_reads_as_typed():
+    assert report_html.command_text("/work/x/.venv/bin/callsim demo --only a") == "callsim demo --only a"
+    assert report_html.command_text("/w/simulator/__main__.py demo") == "callsim demo"
+    assert report_html.command_text("callsim demo --calls 1") == "callsim demo --calls 1"

@@ -209,7 +209,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             "the bridge on loopback in this process, place the scenario's calls as Twilio would, measure what "
             "the callers experienced (turn latency, overhead, barge-in, truncation, codec, underruns), check "
             "the expectations, print a table and write report.json, junit.xml and report.html. "
-            "Exit status 1 when an expectation fails."
+            "The scenarios run at once (--jobs), each with its own mock and bridge. "
+            "Exit status 1 when an expectation fails; 130 after Ctrl-C, which hangs up the calls in "
+            "progress and writes the report of the scenarios that finished (a second Ctrl-C quits at once)."
         ),
     )
     p.add_argument("--scenarios", type=Path, default=None, metavar="DIR_OR_FILE",

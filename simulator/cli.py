@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import __version__
 
+#: scenarios ``callsim demo`` runs at once unless --jobs/--sequential say otherwise
+DEFAULT_JOBS = 9
 DEFAULT_FROM = "+15005550006"  # Twilio's magic test numbers, as the webhook's From/To
 DEFAULT_TO = "+15005550001"
 
@@ -163,6 +165,7 @@ def _call_once(args: argparse.Namespace) -> int:
     from .caller.script import conversation
     from .caller.trio_driver import place_call
     from .caller.webhook import CallParties
+    from .interrupt import EXIT_INTERRUPTED, CtrlC
     from .measure.recording import pacing_stats, write_call
 
     impairments = _impairments(args.impair)
@@ -175,11 +178,17 @@ def _call_once(args: argparse.Namespace) -> int:
                           timeout_ms=15000 if args.reply_timeout_ms is None else args.reply_timeout_ms)
     max_duration_s = 300.0 if args.max_duration_s is None else args.max_duration_s
     print(f"calling {args.target} (saying {', '.join(says)}) ...", file=sys.stderr)
-    result = trio.run(lambda: place_call(
-        args.target, script, auth_token=args.auth_token, bank=bank, impairments=impairments,
-        parties=CallParties.new(rng, from_=args.from_ or DEFAULT_FROM, to=args.to or DEFAULT_TO),
-        custom_parameters=params, max_duration_ms=int(max_duration_s * 1000), rng=rng,
-    ))
+    ctrl_c = CtrlC(on_first=lambda: print("interrupted: hanging up (Ctrl-C again to quit at once)",
+                                          file=sys.stderr, flush=True))
+    with ctrl_c.exits_at_once():
+        result = trio.run(ctrl_c.run, lambda: place_call(
+            args.target, script, auth_token=args.auth_token, bank=bank, impairments=impairments,
+            parties=CallParties.new(rng, from_=args.from_ or DEFAULT_FROM, to=args.to or DEFAULT_TO),
+            custom_parameters=params, max_duration_ms=int(max_duration_s * 1000), rng=rng,
+        ))
+    if result is None:  # a call cut short has no verdict and its recording stops mid-word: nothing is written
+        print("callsim call: interrupted: the call was hung up before it ended; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     paths = write_call(result, args.out or Path("callsim-out"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -200,7 +209,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             "the bridge on loopback in this process, place the scenario's calls as Twilio would, measure what "
             "the callers experienced (turn latency, overhead, barge-in, truncation, codec, underruns), check "
             "the expectations, print a table and write report.json, junit.xml and report.html. "
-            "Exit status 1 when an expectation fails."
+            "The scenarios run at once (--jobs), each with its own mock and bridge. "
+            "Exit status 1 when an expectation fails; 130 after Ctrl-C, which hangs up the calls in "
+            "progress and writes the report of the scenarios that finished (a second Ctrl-C quits at once)."
         ),
     )
     p.add_argument("--scenarios", type=Path, default=None, metavar="DIR_OR_FILE",
@@ -212,6 +223,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="the in-process bridge to run: an async context manager taking a settings dict and "
                         "yielding its base URL (default: ours, callsim.bridge.server:embedded)")
     p.add_argument("--seed", type=int, default=1, help="seed for the mock and the callers (default 1)")
+    at_once = p.add_mutually_exclusive_group()
+    at_once.add_argument("--jobs", type=int, default=None, metavar="N",
+                         help=f"scenarios run at once, each with its own mock and bridge (default {DEFAULT_JOBS}); "
+                              "the calls and verdicts are the same, only the wall time changes")
+    at_once.add_argument("--sequential", action="store_true",
+                         help="one scenario after another (same as --jobs 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="log connection events and warnings")
     p.set_defaults(func=_cmd_demo)
 
@@ -238,13 +255,17 @@ def _selected_scenarios(prog: str, args: argparse.Namespace) -> list | None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_and_report
-
+    if args.jobs is not None and args.jobs < 1:
+        print(f"callsim demo: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     scenarios = _selected_scenarios("demo", args)
     if scenarios is None:
         return 2
+    from .demo import run_and_report
+
+    jobs = 1 if args.sequential else args.jobs or DEFAULT_JOBS
     return run_and_report(scenarios, report_dir=args.report, calls=args.calls, hook=args.bridge_hook,
-                          seed=args.seed)
+                          seed=args.seed, jobs=jobs)
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -510,7 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C where no run is watching for it (loading, parsing): nothing to keep
+        print(f"callsim {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .interrupt import EXIT_INTERRUPTED, CtrlC
 from .measure.bridge_profile import merge_profiles
 from .measure.measurements import CallMetrics
 from .measure.metrics import summarize
@@ -55,7 +58,8 @@ def results_table(runs: list[ScenarioRun]) -> Table:
         else:
             c = "—"
         failed = [e for e in run.expectations if e.status == "failed"]
-        result = {"passed": "[green]passed", "skipped": "[yellow]skipped", "error": "[red]error"}.get(
+        result = {"passed": "[green]passed", "skipped": "[yellow]skipped", "error": "[red]error",
+                  "interrupted": "[yellow]interrupted"}.get(
             run.status, "[red]failed")
         t.add_row(
             run.scenario.name, str(len(ms)), result,
@@ -70,42 +74,110 @@ def results_table(runs: list[ScenarioRun]) -> Table:
 
 async def _run_all(scenarios: list[Scenario], *, target: str | None, calls: int | None, hook: str,
                    auth_token: str | None, mock_url: str | None, seed: int | None,
-                   console: Console) -> list[ScenarioRun]:
+                   console: Console, jobs: int, ctrl_c: CtrlC) -> list[ScenarioRun]:
+    """Run the scenarios, ``jobs`` at a time; the runs come back in the scenarios' order.
+
+    The scenarios are independent: each embedded one starts its own mock and bridge on free ports,
+    seeds its calls by (seed, scenario, call) and tags its mock behaviour, so running them at once
+    changes no call, only the wall time — most of a scenario is waiting in real time (speech is
+    played at 1x). A line is printed per scenario as it finishes. After the first Ctrl-C the
+    scenarios still running are cancelled (their calls hang up) and come back marked interrupted.
+    """
     total = sum(calls or s.calls for s in scenarios)
-    runs: list[ScenarioRun] = []
+    done: list[ScenarioRun | None] = [None] * len(scenarios)
+    limiter = trio.CapacityLimiter(max(1, jobs))
+    running: list[str] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False, disable=not console.is_terminal) as progress:
         task = progress.add_task("calls", total=total)
-        for s in scenarios:
-            progress.update(task, description=f"{s.name}")
-            if not console.is_terminal:
-                console.print(f"running {s.name} ({calls or s.calls} call(s)) ...")
-            if target is None:
-                run = await run_embedded(s, calls=calls, hook=hook, seed=seed,
-                                         on_call_done=lambda: progress.advance(task))
-            else:
-                run = await run_external(s, target, calls=calls, auth_token=auth_token, mock_url=mock_url,
-                                         seed=seed, on_call_done=lambda: progress.advance(task))
-            runs.append(run)
-            status = {"passed": "passed", "skipped": "skipped"}.get(run.status, run.status.upper())
-            why = f" — {run.skip_reason}" if run.status == "skipped" and run.skip_reason else ""
-            console.print(f"  {s.name}: {status} in {run.seconds:.1f} s{why}", markup=False)
-            for note in run.notes:
-                console.print(f"    note: {note}", markup=False)
-    return runs
+
+        def show_running() -> None:
+            progress.update(task, description=f"{len(running)} scenario(s) running" if len(running) > 1
+                            else (running[0] if running else "calls"))
+
+        async def one(i: int, s: Scenario) -> None:
+            async with limiter:
+                running.append(s.name)
+                show_running()
+                try:
+                    if target is None:
+                        run = await run_embedded(s, calls=calls, hook=hook, seed=seed,
+                                                 on_call_done=lambda: progress.advance(task))
+                    else:
+                        run = await run_external(s, target, calls=calls, auth_token=auth_token,
+                                                 mock_url=mock_url, seed=seed,
+                                                 on_call_done=lambda: progress.advance(task))
+                finally:
+                    running.remove(s.name)
+                    show_running()
+            done[i] = run
+            _print_finished(console, run)
+
+        at_once = min(max(1, jobs), len(scenarios))
+        console.print(f"running {len(scenarios)} scenario(s)" + (f", {at_once} at a time" if at_once > 1 else "")
+                      + " ...", markup=False, highlight=False)
+
+        async def all_of_them() -> None:
+            async with trio.open_nursery() as nursery:
+                for i, s in enumerate(scenarios):
+                    nursery.start_soon(one, i, s)
+
+        await ctrl_c.run(all_of_them)
+    return [r if r is not None else ScenarioRun(s, interrupted=True) for r, s in zip(done, scenarios)]
+
+
+def _print_finished(console: Console, run: ScenarioRun) -> None:
+    """The line a scenario gets as it finishes (CI logs read these live)."""
+    status = {"passed": "passed", "skipped": "skipped"}.get(run.status, run.status.upper())
+    why = f" — {run.skip_reason}" if run.status == "skipped" and run.skip_reason else ""
+    console.print(f"  {run.scenario.name}: {status} in {run.seconds:.1f} s{why}", markup=False, highlight=False)
+    for note in run.notes:
+        console.print(f"    note: {note}", markup=False, highlight=False)
+    console.file.flush()
+
+
+def _when(t: float | None) -> str | None:
+    return None if t is None else _dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")
+
+
+def _interrupted_note(console: Console) -> Callable[[], None]:
+    def note() -> None:
+        console.print("interrupted: hanging up the calls in progress, then writing the partial report "
+                      "(Ctrl-C again to quit at once)", markup=False, highlight=False)
+        console.file.flush()
+    return note
 
 
 def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str | None = None,
                    calls: int | None = None, hook: str = DEFAULT_BRIDGE_HOOK, auth_token: str | None = None,
-                   mock_url: str | None = None, seed: int | None = 1, command: str = "") -> int:
-    """Run, print the table, write report.json/junit.xml/report.html; exit code 1 if anything failed."""
+                   mock_url: str | None = None, seed: int | None = 1, command: str = "",
+                   jobs: int = 1) -> int:
+    """Run, print the table, write report.json/junit.xml/report.html; exit code 1 if anything failed.
+
+    ``jobs``: embedded scenarios run at once (each with its own mock and bridge; ``callsim demo``
+    passes its ``--jobs``). Against a
+    ``target`` they run one at a time whatever ``jobs`` says: they share that bridge and its mock,
+    whose queued behaviours go to sessions in the order these open, not by scenario.
+    Ctrl-C: see :mod:`.interrupt`; the partial report is written and the status is 130.
+    """
     console = Console(stderr=False)
     if not console.is_terminal:  # CI logs: wide enough for the table
         console = Console(stderr=False, width=160)
+    ctrl_c = CtrlC(on_first=_interrupted_note(console))
+    with ctrl_c.exits_at_once():
+        return _run_and_report(scenarios, report_dir=report_dir, target=target, calls=calls, hook=hook,
+                               auth_token=auth_token, mock_url=mock_url, seed=seed, command=command,
+                               jobs=jobs if target is None else 1, console=console, ctrl_c=ctrl_c)
+
+
+def _run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str | None, calls: int | None,
+                    hook: str, auth_token: str | None, mock_url: str | None, seed: int | None, command: str,
+                    jobs: int, console: Console, ctrl_c: CtrlC) -> int:
     t0 = time.time()
     with server_logs_to(report_dir) as server_logs:
         runs = trio.run(lambda: _run_all(scenarios, target=target, calls=calls, hook=hook, auth_token=auth_token,
-                                         mock_url=mock_url, seed=seed, console=console))
+                                         mock_url=mock_url, seed=seed, console=console, jobs=jobs,
+                                         ctrl_c=ctrl_c))
     console.print(results_table(runs))
     profiles = [r.profile for r in runs if r.profile is not None]
     profile = merge_profiles(profiles) if profiles else None
@@ -123,20 +195,27 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
     meta: dict[str, Any] = {
         "command": command or " ".join(sys.argv), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
         "seconds": round(time.time() - t0, 1), "target": target or f"embedded ({hook})",
-        "mock_in_loop": all(r.mock_in_loop for r in runs),
+        "mock_in_loop": all(r.mock_in_loop for r in runs if not r.interrupted),
+        "jobs": jobs, "interrupted": ctrl_c.interrupted,
         "scenarios": [{"name": r.scenario.name, "description": r.scenario.description, "status": r.status,
                        "passed": r.passed, "skip_reason": r.skip_reason, "notes": r.notes,
-                       "started_at": r.started_at, "seconds": r.seconds,
+                       "started_at": _when(r.started_at), "ended_at": _when(r.ended_at),
+                       "seconds": None if r.interrupted else round(r.seconds, 3),
                        "expectations": [e.to_json() for e in r.expectations]} for r in runs],
     }
     if profile is not None:
         meta["bridge_profile"] = {"lines": profile.lines(), **profile.to_json()}
     paths = write_reports(report_dir, [c for r in runs for c in r.calls], summary, meta=meta)
-    failed = [r.scenario.name for r in runs if not r.passed]
+    failed = [r.scenario.name for r in runs if not r.passed and not r.interrupted]
     console.print(f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed, "
                   f"{summary['skipped']} skipped, {summary['errors']} error(s); "
                   f"reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
     console.print(server_logs.summary(), markup=False, highlight=False)
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}")
+    if ctrl_c.interrupted:
+        finished = sum(not r.interrupted for r in runs)
+        console.print(f"interrupted: {finished} of {len(runs)} scenario(s) finished; partial report: "
+                      f"{paths['json']}", markup=False, highlight=False)
+        return EXIT_INTERRUPTED
     return 1 if failed else 0

@@ -25,7 +25,6 @@ reason, and every call with the mock in the loop is checked for the OpenAI sessi
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import importlib
 import logging
 import random
@@ -72,9 +71,11 @@ class ScenarioRun:
     expectations: list[ExpectationResult] = field(default_factory=list)
     mock_in_loop: bool = False
     seconds: float = 0.0
-    started_at: _dt.datetime | None = None  # wall clock (UTC) when the scenario started: junit.xml's timestamp
     profile: BridgeProfile | None = None  # what the bridge told OpenAI and how it treats Twilio
     notes: list[str] = field(default_factory=list)  # what the user should know about this run
+    started_at: float | None = None  # wall clock (epoch seconds) when it started: junit.xml's timestamp
+    ended_at: float | None = None  # ... and when it was measured
+    interrupted: bool = False  # stopped by Ctrl-C before it finished: no calls, nothing judged
 
     @property
     def metrics(self) -> list[CallMetrics]:
@@ -82,7 +83,10 @@ class ScenarioRun:
 
     @property
     def status(self) -> str:
-        """``error`` if a call errored, ``failed`` if one failed, ``skipped`` if none applied, else ``passed``."""
+        """``interrupted`` if stopped by Ctrl-C, ``error`` if a call errored, ``failed`` if one failed,
+        ``skipped`` if none applied, else ``passed``."""
+        if self.interrupted:
+            return "interrupted"
         st = {m.status for m in self.metrics}
         for s in ("error", "failed"):
             if s in st:
@@ -219,16 +223,19 @@ class HttpMock:
 async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: int, auth_token: str | None,
                seed: int | None, on_call_done: Callable[[], None] | None, bank: UtteranceBank,
                external: bool) -> ScenarioRun:
-    t_start = time.monotonic()
-    started_at = _dt.datetime.now(_dt.timezone.utc)
+    t_start, started_at = time.monotonic(), time.time()
     since_ns = time.monotonic_ns()
     tag = f"{scenario.name}#{uuid.uuid4().hex[:12]}"
     if mock is not None:
         await mock.queue(scenario.mock, n, tag)
+    withdrawn = 0
     try:
         results = await _place_calls(target, scenario, n, auth_token, seed, on_call_done)
     finally:
-        withdrawn = await mock.withdraw(tag) if mock is not None else 0
+        # even when the run is cancelled (Ctrl-C): a behaviour left queued on a mock that outlives
+        # this run would be handed to whoever calls next
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            withdrawn = await mock.withdraw(tag) if mock is not None else 0
     snaps: list[dict[str, Any]] = []
     if mock is not None:
         await mock.wait_closed(tag, _close_wait_s(scenario))
@@ -243,7 +250,7 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
         run.notes.append(f"[bridge] settings ({settings}) apply to our in-process bridge only: they were not "
                          f"applied to {target}; whether the scenario applies is decided from what the bridge did")
     run.seconds = time.monotonic() - t_start
-    run.started_at = started_at
+    run.started_at, run.ended_at = started_at, time.time()
     return run
 
 

@@ -94,3 +94,45 @@ def test_the_servers_log_goes_to_the_report_folder_not_over_the_console(tmp_path
     log = (tmp_path / "servers.log").read_text()
     assert "ERROR callsim.bridge" in log and "OpenAI session failed" in log
     assert f"in-process bridge/mock logged 0 warning(s) and 1 error(s): {tmp_path / 'servers.log'}" in out
+
+
+def _demo(tmp_path: Path, name: str, *args: str) -> dict:
+    proc = subprocess.run(CALLSIM + ["demo", "--only", "hangup_mid_reply", "--only", "codec_transcode",
+                                     "--only", "openai_drops", "--report", str(tmp_path / name), *args],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((tmp_path / name / "report.json").read_text())
+
+
+def test_concurrent_demo_places_the_same_calls_and_gives_the_same_verdicts_as_sequential(tmp_path):
+    """Scenarios run at once, each with its own mock and bridge: the same seeded calls (same SIDs),
+    the same verdicts, in the scenario files' order — and they really overlap in time."""
+    concurrent, sequential = _demo(tmp_path, "concurrent"), _demo(tmp_path, "sequential", "--sequential")
+
+    def verdicts(report: dict) -> list:
+        return [(c["scenario"], c["call_index"], c["call_sid"], c["status"],
+                 sorted((e["name"], e["status"]) for e in c["expectations"])) for c in report["calls"]]
+
+    assert verdicts(concurrent) == verdicts(sequential)
+    names = [s["name"] for s in concurrent["meta"]["scenarios"]]
+    assert names == ["codec_transcode", "hangup_mid_reply", "openai_drops"]  # the files' order, not finishing order
+    assert [s["status"] for s in concurrent["meta"]["scenarios"]] == ["passed"] * 3
+    assert concurrent["meta"]["jobs"] > 1 and sequential["meta"]["jobs"] == 1
+    assert concurrent["meta"]["interrupted"] is False
+
+    def spans(report: dict) -> list[tuple[str, str]]:
+        return [(s["started_at"], s["ended_at"]) for s in report["meta"]["scenarios"]]
+
+    # ISO timestamps of one run, one time zone: they compare as strings
+    assert max(a for a, _ in spans(concurrent)) < min(b for _, b in spans(concurrent))  # all ran at once
+    ordered = sorted(spans(sequential))
+    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(ordered, ordered[1:]))
+
+
+def test_jobs_must_be_at_least_one_and_excludes_sequential(tmp_path):
+    proc = subprocess.run(CALLSIM + ["demo", "--jobs", "0", "--report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--jobs must be at least 1, got 0" in proc.stderr
+    proc = subprocess.run(CALLSIM + ["demo", "--jobs", "2", "--sequential", "--report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr

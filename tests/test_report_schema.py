@@ -115,7 +115,8 @@ def test_the_scenarios_start_and_duration_are_recorded_and_junit_uses_them(run):
             timespec="seconds")
         assert float(suite.get("time")) == pytest.approx(sc["seconds"], abs=1e-3)
         starts.append(started)
-    assert starts == sorted(starts) and starts[-1] - starts[0] >= dt.timedelta(seconds=1)  # each its own
+    # the scenarios run at once: each has its own start, all within the run
+    assert max(starts) - min(starts) <= dt.timedelta(seconds=doc["meta"]["seconds"])
     fail = suites["s2_fails"].find("testcase/failure")
     assert fail.get("message").startswith("s2_fails[call 0]: heard_min_ms — measured ")
     assert fail.get("message").endswith(" ms, limit 600000 ms")

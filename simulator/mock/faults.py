@@ -40,6 +40,7 @@ class FaultsPart(SessionBase):
         """session.created (now, or late under slow_start), then the faults timed from the open."""
         slow = self._fault("slow_start")
         if slow is not None:
+            self._log(now_ns, "fault", "slow_start", after_ms=slow.after_ms)
             self.timers.call_at(now_ns + int(slow.after_ms * MS), "fault.slow_start", self._send_session_created)
         else:
             self._send_session_created(now_ns, out)
@@ -58,6 +59,8 @@ class FaultsPart(SessionBase):
                                     partial(self._mid_response_fault, f=f))
 
     def _injected_error(self, now_ns: int, out: Events, *, code: str | int | None) -> None:
+        # logged, as every injected fault is, so that a report can mark when it struck
+        self._log(now_ns, "fault", "error", code=code)
         self._emit(now_ns, out, errors.server_error() if code is None
                    else errors.error_event("Injected fault", code=str(code), type="server_error"))
 
@@ -73,5 +76,6 @@ class FaultsPart(SessionBase):
             self.timers.clear()
 
     def _expire(self, now_ns: int, out: Events) -> None:
+        self._log(now_ns, "fault", "expire")
         self._emit(now_ns, out, errors.session_expired())
         self.close_request = (1000, "session expired")

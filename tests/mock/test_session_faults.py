@@ -155,3 +155,20 @@ def test_fault_parse_and_applies(drive):
     assert first == [hit(i) for i in range(1, 21)]
     assert {"drop" in h for h in first} == {True, False}
     assert [("stall" in h) for h in first] == [i == 3 for i in range(1, 21)]
+
+
+@pytest.mark.parametrize(("fault", "kind", "at_ms"), [
+    (Fault("error", after_ms=500), "error", 500),
+    (Fault("expire", after_ms=800), "expire", 800),
+    (Fault("slow_start", after_ms=700), "slow_start", 0),
+])
+def test_faults_timed_from_the_open_are_logged_when_they_strike(drive, fault, kind, at_ms):
+    """Every injected fault is in the session's log with its time, as the mid-response ones are,
+    so that the report can mark it on the call's timeline (charts.faults reads the log)."""
+    from callsim.simulator.measure.charts import faults as fault_markers
+
+    d = drive(Behaviour(faults=(fault,), seed=31))
+    d.advance_ms(1000)
+    logged = [e for e in d.s.log if e["dir"] == "fault"]
+    assert [(e["type"], e["t_ns"]) for e in logged] == [(kind, T0 + at_ms * MS)]
+    assert [(m.t_ns, m.label) for m in fault_markers(d.s.snapshot())] == [(T0 + at_ms * MS, kind)]

@@ -9,16 +9,19 @@ import logging
 import os
 import signal
 import socket
+import sys
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, NoReturn
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config
+from pydantic import ValidationError
 
 from .app import BridgeApp
 from .frontdoor import serve
-from .settings import Settings
+from .settings import Settings, SettingsError, check_keys, describe_errors, env_name
 
 log = logging.getLogger("callsim.bridge")
 
@@ -78,8 +81,32 @@ def _bind(settings: Settings, port: int) -> tuple[socket.socket, Settings]:
     return sock, settings
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line on stderr (exit 2), not the usage block: CI logs show it whole."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if port < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {port}")
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {port}")
+    return port
+
+
+#: the flags that override a setting, for naming the one that is wrong
+FLAGS = {"host": "--host", "port": "--port", "public_url": "--public-url", "openai_realtime_url": "--openai-url",
+         "audio_mode": "--audio-mode", "openai_dialect": "--dialect"}
+
+
 def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=prog,
         description=(
             "Run the Twilio Media Streams <-> OpenAI Realtime bridge under hypercorn (trio). "
@@ -89,7 +116,7 @@ def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--host", help="address to bind (HOST; default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (PORT; default 8080)")
+    p.add_argument("--port", type=_port, help="port (PORT; default 8080)")
     p.add_argument("--public-url", help="URL Twilio reaches this bridge at (PUBLIC_URL)")
     p.add_argument("--openai-url", help="Realtime WebSocket URL, e.g. the mock's (OPENAI_REALTIME_URL)")
     p.add_argument("--audio-mode", choices=["passthrough", "transcode"], help="AUDIO_MODE")
@@ -101,19 +128,40 @@ def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
+    """Start-up problems (bad settings, a port in use, no API key for OpenAI) are one line on
+    stderr and exit status 2, before anything listens."""
     args = build_parser(prog).parse_args(argv)
     overrides = {k: v for k, v in {
         "host": args.host, "port": args.port, "public_url": args.public_url,
         "openai_realtime_url": args.openai_url, "audio_mode": args.audio_mode, "openai_dialect": args.dialect,
     }.items() if v is not None}
-    settings = Settings(_env_file=args.env_file if os.path.exists(args.env_file) else None, **overrides)  # type: ignore[call-arg]
+    env_file = args.env_file if os.path.exists(args.env_file) else None
+    try:
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        where = f" (environment or {env_file})" if env_file else ""
+        name = lambda f: FLAGS[f] if f in overrides else env_name(f) + where  # noqa: E731
+        return _refuse(prog, describe_errors(exc, name))
     logging.basicConfig(level=logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.print_settings:
         for k, v in settings.redacted().items():
             print(f"{k} = {v}")
         return 0
-    sock, settings = _bind(settings, settings.port)
+    # No key: OpenAI itself refuses every session, so starting would only turn each call into the
+    # apology; another URL (the mock, a proxy that adds the key) may not need one: a warning.
+    keyless = not settings.openai_api_key.get_secret_value()
+    if keyless and urlsplit(settings.openai_realtime_url).hostname == "api.openai.com":
+        return _refuse(prog, "OPENAI_API_KEY is not set: OpenAI refuses a session without it, so every call "
+                             "would end in the apology (set it, or point --openai-url at `callsim mock-openai`)")
+    try:
+        sock, settings = _bind(settings, settings.port)
+    except OSError as exc:
+        return _refuse(prog, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+                             f"(choose another with --port or PORT)")
+    if keyless:
+        log.warning("OPENAI_API_KEY is not set: %s must accept a session without a key, or every call ends "
+                    "in the apology", settings.openai_realtime_url)
     app = BridgeApp(settings)
     # Tens of thousands of objects are alive after the imports; a full collection over them
     # pauses every call for tens of ms (loadtests/capacity.py shows it as latency). Freeze them.
@@ -127,6 +175,11 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
         pass
     log.info("bridge stopped")
     return 0
+
+
+def _refuse(prog: str, why: str) -> int:
+    print(f"{prog}: {why}", file=sys.stderr)
+    return 2
 
 
 async def _until_signalled() -> None:
@@ -145,6 +198,10 @@ async def _until_signalled() -> None:
             return
 
 
+_EMBEDDED_DEFAULTS: dict[str, Any] = {"openai_api_key": "sk-callsim-embedded", "twilio_auth_token": None,
+                                      "port": 0, "public_url": ""}
+
+
 @asynccontextmanager
 async def embedded(config: dict[str, Any], **app_kwargs: Any) -> AsyncIterator[str]:
     """A bridge for the harness to run in-process: settings as a dict in, base URL out.
@@ -154,8 +211,19 @@ async def embedded(config: dict[str, Any], **app_kwargs: Any) -> AsyncIterator[s
     bridge offering the same hook can be measured the same way. Hermetic: no
     ``.env`` is read, secrets default to off, the port is picked freely.
     """
-    defaults: dict[str, Any] = {"openai_api_key": "sk-callsim-embedded", "twilio_auth_token": None,
-                                "port": 0, "public_url": ""}
-    settings = Settings(_env_file=None, **{**defaults, **config})  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **{**_EMBEDDED_DEFAULTS, **config})  # type: ignore[call-arg]
     async with running_bridge(settings, port=0, **app_kwargs) as (_app, base):
         yield base
+
+
+def check_embedded_config(config: dict[str, Any]) -> None:
+    """What the harness calls on every scenario's ``[bridge]`` table before it starts anything (the
+    hook's optional ``check_config``): a ValueError whose message is one line naming the setting."""
+    check_keys(config)
+    try:
+        Settings(_env_file=None, **{**_EMBEDDED_DEFAULTS, **config})  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, str)) from None
+
+
+embedded.check_config = check_embedded_config  # type: ignore[attr-defined]

@@ -12,15 +12,17 @@ tutorials and hosting platforms already set.
 
 from __future__ import annotations
 
+import difflib
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "REDACTED"]
+__all__ = ["Settings", "REDACTED", "SettingsError", "describe_errors", "check_keys"]
 
 REDACTED = "**********"
 
@@ -278,3 +280,43 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name] = value
         return out
+
+
+class SettingsError(ValueError):
+    """Settings the bridge cannot start with; ``str()`` is one line naming each bad setting."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting (``audio_mode`` -> ``AUDIO_MODE``)."""
+    return field.upper()
+
+
+def describe_errors(exc: ValidationError, name: Callable[[str], str] = env_name) -> str:
+    """A :class:`ValidationError` as one line: each bad setting by ``name(field)`` (its environment
+    variable, or the flag that set it), what is wrong and the value it got (never a secret's)."""
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not field:  # a rule over several settings (TLS cert and key together)
+            parts.append(msg)
+            continue
+        line = f"{name(field)}: {msg}"
+        info = Settings.model_fields.get(field)
+        got = repr(err.get("input"))
+        secret = info is None or info.annotation in (SecretStr, SecretStr | None)
+        if not secret and "input" in err and got not in msg:
+            line += f", got {got}"
+        parts.append(line)
+    return "; ".join(parts)
+
+
+def check_keys(config: dict[str, Any], name: Callable[[str], str] = str) -> None:
+    """Refuse keys that are no setting: pydantic-settings ignores them (a shared .env holds other
+    tools' keys), but in a settings dict a typo would silently keep the default."""
+    known = list(Settings.model_fields)
+    for key in config:
+        if key not in Settings.model_fields:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise SettingsError(f"{name(key)}: no such setting"
+                                + (f" (did you mean {name(near[0])}?)" if near else ""))

@@ -11,12 +11,59 @@ import os
 import random
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from . import __version__
 
 #: scenarios ``callsim demo`` runs at once unless --jobs/--sequential say otherwise
 DEFAULT_JOBS = 9
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line on stderr (exit 2), not the usage block: CI logs show it whole."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, *, minimum: float | None = None, above: float | None = None,
+            maximum: float | None = None, what: str = "") -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` within the bounds, else a one-line reason."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}{what}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value:g}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be more than {above:g}, got {value:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {value:g}")
+        return value
+    return parse
+
+
+PORT = _number(int, minimum=0, maximum=65535, what=" (a port, 0..65535)")
+AT_LEAST_1 = _number(int, minimum=1)
+MS = _number(int, minimum=0, what=" of ms")
+
+
+def _check_target(target: str) -> None:
+    """``--target`` must be a webhook or a stream URL: refused before anything is placed."""
+    from urllib.parse import urlsplit
+
+    from .caller.dialer import target_kind
+
+    if target_kind(target) not in ("webhook", "stream") or not urlsplit(target).hostname:
+        raise UsageError(f"--target must be http(s)://… (voice webhook) or ws(s)://… (stream), got {target!r}")
+
+
 DEFAULT_FROM = "+15005550006"  # Twilio's magic test numbers, as the webhook's From/To
 DEFAULT_TO = "+15005550001"
 
@@ -46,13 +93,13 @@ def _add_call(sub: argparse._SubParsersAction) -> None:
                    help="extra start.customParameters (as <Parameter> would give; these win)")
     p.add_argument("--from", dest="from_", default=None, help=f"caller number (From; default {DEFAULT_FROM})")
     p.add_argument("--to", default=None, help=f"called number (To; default {DEFAULT_TO})")
-    p.add_argument("--quiet-ms", type=int, default=None,
+    p.add_argument("--quiet-ms", type=MS, default=None,
                    help="a reply has ended after this much silence (default 800; "
                         "with --scenario: every wait_for_reply step's)")
-    p.add_argument("--reply-timeout-ms", type=int, default=None,
+    p.add_argument("--reply-timeout-ms", type=_number(int, minimum=1), default=None,
                    help="give up waiting for a reply after this long (default 15000; "
                         "with --scenario: every wait_for_reply step's)")
-    p.add_argument("--max-duration-s", type=float, default=None,
+    p.add_argument("--max-duration-s", type=_number(float, above=0), default=None,
                    help="hang up after this long whatever happens (default 300)")
     p.add_argument("--impair", default=None, metavar="SPEC",
                    help="seeded send-side impairments, e.g. jitter=5,loss=0.01,bunch=0.02x5,gap=0.01x40,seed=7 "
@@ -68,7 +115,7 @@ def _add_call(sub: argparse._SubParsersAction) -> None:
                    help="http://host:port of a running `callsim mock-openai` the bridge is pointed at: the "
                         "scenario's mock behaviour is set there and its records checked (else expectations that "
                         "need the mock are skipped); --scenario only")
-    p.add_argument("--calls", type=int, default=None,
+    p.add_argument("--calls", type=AT_LEAST_1, default=None,
                    help="calls per scenario (default: the scenario's); --scenario only")
     p.add_argument("--report", type=Path, default=None,
                    help="report folder for --scenario runs (default ./callsim-report)")
@@ -116,6 +163,7 @@ def _check_fixtures(says: list[str], bank) -> None:  # type: ignore[no-untyped-d
 
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
+        _check_target(args.target)
         return _call_scenarios(args) if args.scenario else _call_once(args)
     except UsageError as exc:
         print(f"callsim call: {exc}", file=sys.stderr)
@@ -143,7 +191,7 @@ def _call_scenarios(args: argparse.Namespace) -> int:
     }
     bank = _bank(args.fixtures)
     try:
-        scenarios = [find_scenario(s).with_overrides(**overrides) for s in args.scenario]
+        scenarios = [find_scenario(s, fixtures=args.fixtures).with_overrides(**overrides) for s in args.scenario]
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     for s in scenarios:
@@ -217,14 +265,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenarios", type=Path, default=None, metavar="DIR_OR_FILE",
                    help="scenario folder or file (default fixtures/scenarios)")
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this scenario (repeat)")
-    p.add_argument("--calls", type=int, default=None, help="calls per scenario, at once (default: the scenario's)")
+    p.add_argument("--calls", type=AT_LEAST_1, default=None,
+                   help="calls per scenario, at once (default: the scenario's)")
     p.add_argument("--report", type=Path, default=Path("callsim-report"), help="report folder (default ./callsim-report)")
     p.add_argument("--bridge-hook", default="callsim.bridge.server:embedded", metavar="MODULE:CALLABLE",
                    help="the in-process bridge to run: an async context manager taking a settings dict and "
                         "yielding its base URL (default: ours, callsim.bridge.server:embedded)")
     p.add_argument("--seed", type=int, default=1, help="seed for the mock and the callers (default 1)")
     at_once = p.add_mutually_exclusive_group()
-    at_once.add_argument("--jobs", type=int, default=None, metavar="N",
+    at_once.add_argument("--jobs", type=AT_LEAST_1, default=None, metavar="N",
                          help=f"scenarios run at once, each with its own mock and bridge (default {DEFAULT_JOBS}); "
                               "the calls and verdicts are the same, only the wall time changes")
     at_once.add_argument("--sequential", action="store_true",
@@ -255,14 +304,19 @@ def _selected_scenarios(prog: str, args: argparse.Namespace) -> list | None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    if args.jobs is not None and args.jobs < 1:
-        print(f"callsim demo: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
+    from .bridge_hook import HookError, check_config, load_hook
+    from .demo import run_and_report
+
     scenarios = _selected_scenarios("demo", args)
     if scenarios is None:
         return 2
-    from .demo import run_and_report
-
+    try:  # every scenario's [bridge] settings, before the first mock or bridge starts
+        hook = load_hook(args.bridge_hook)
+        for s in scenarios:
+            check_config(hook, s.bridge, str(s.path or s.name))
+    except HookError as exc:
+        print(f"callsim demo: {exc}", file=sys.stderr)
+        return 2
     jobs = 1 if args.sequential else args.jobs or DEFAULT_JOBS
     return run_and_report(scenarios, report_dir=args.report, calls=args.calls, hook=args.bridge_hook,
                           seed=args.seed, jobs=jobs)
@@ -287,7 +341,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenarios", type=Path, default=None, metavar="DIR_OR_FILE",
                    help="scenario folder or file (default: the shipped set)")
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this scenario (repeat)")
-    p.add_argument("--calls", type=int, default=None, help="calls per scenario (default: the scenario's)")
+    p.add_argument("--calls", type=AT_LEAST_1, default=None, help="calls per scenario (default: the scenario's)")
     p.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"),
                    help="sign the webhook and the stream upgrade like Twilio (default: $TWILIO_AUTH_TOKEN)")
     p.add_argument("--report", type=Path, default=Path("callsim-report"), help="report folder (default ./callsim-report)")
@@ -299,6 +353,11 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .demo import run_and_report
 
+    try:
+        _check_target(args.target)
+    except UsageError as exc:
+        print(f"callsim check: {exc}", file=sys.stderr)
+        return 2
     scenarios = _selected_scenarios("check", args)
     if scenarios is None:
         return 2
@@ -360,7 +419,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--port", type=PORT, default=8765, help="port (default 8765; 0 = any free port)")
     p.add_argument("--api-key", default=os.environ.get("CALLSIM_MOCK_API_KEY", DEFAULT_MOCK_KEY),
                    help=f"the bearer key clients must send (default $CALLSIM_MOCK_API_KEY or {DEFAULT_MOCK_KEY})")
     p.add_argument("--any-key", action="store_true", help="accept any non-empty bearer key")
@@ -376,9 +435,9 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--echo", action="store_true", help="reply with exactly the audio of the caller's last turn")
     p.add_argument("--think-ms", default="300", metavar="SPEC",
                    help="think time before the first audio: MS, uniform:LO-HI or normal:MEAN,SD (default 300)")
-    p.add_argument("--realtime-factor", type=float, default=5.0,
+    p.add_argument("--realtime-factor", type=_number(float, above=0), default=5.0,
                    help="audio is sent this many times faster than real time (default 5)")
-    p.add_argument("--chunk-ms", type=int, default=100, help="audio per delta in ms (default 100)")
+    p.add_argument("--chunk-ms", type=_number(int, minimum=1), default=100, help="audio per delta in ms (default 100)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault (see below)")
     p.add_argument("--seed", type=int, default=None, help="seed for think times, ids and faults")
     p.add_argument("--behaviour", type=Path, default=None, metavar="FILE",
@@ -388,7 +447,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reactor", action="store_true",
                    help="wake each session's own task per caller message instead of reading all sessions "
                         "from one task (for comparison: a task switch more per message)")
-    p.add_argument("--keep-sessions", type=int, default=1000, metavar="N",
+    p.add_argument("--keep-sessions", type=AT_LEAST_1, default=1000, metavar="N",
                    help="records of closed sessions kept for /_mock/sessions (default 1000; a soak keeps few, "
                         "so that the records' memory levels off early and what grows after is a leak)")
     p.add_argument("-v", "--verbose", action="store_true", help="log sessions, errors and faults")
@@ -402,14 +461,19 @@ def _mock_behaviour(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     base = Behaviour()
     if args.behaviour:
-        text = args.behaviour.read_text()
-        if args.behaviour.suffix == ".toml":
-            import tomllib
+        try:
+            text = args.behaviour.read_text()
+            if args.behaviour.suffix == ".toml":
+                import tomllib
 
-            base = Behaviour.from_dict(tomllib.loads(text))
-        else:
-            base = Behaviour.from_dict(json.loads(text))
-    changes: dict = {"think": ThinkTime.parse(args.think_ms), "realtime_factor": args.realtime_factor,
+                base = Behaviour.from_dict(tomllib.loads(text))
+            else:
+                base = Behaviour.from_dict(json.loads(text))
+        except OSError as exc:
+            raise ValueError(f"--behaviour {args.behaviour}: cannot read it: {exc.strerror or exc}") from None
+        except ValueError as exc:  # bad TOML/JSON, or a bad key (DataError names it)
+            raise ValueError(f"--behaviour {args.behaviour}: {exc}") from None
+    changes: dict = {"think": ThinkTime.parse(args.think_ms, "--think-ms"), "realtime_factor": args.realtime_factor,
                      "chunk_ms": args.chunk_ms}
     if args.reply:
         changes["replies"] = tuple(args.reply)
@@ -418,7 +482,7 @@ def _mock_behaviour(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.seed is not None:
         changes["seed"] = args.seed
     if args.fault:
-        changes["faults"] = base.faults + tuple(Fault.parse(f) for f in args.fault)
+        changes["faults"] = base.faults + tuple(Fault.parse(f, "--fault") for f in args.fault)
     rules = list(base.rules)
     for spec in args.rule:
         heard, sep, what = spec.partition("=")
@@ -463,6 +527,7 @@ def _cmd_mock(args: argparse.Namespace) -> int:
                         validate_outgoing=not args.no_validate, freeze_gc=True, reactor=not args.no_reactor,
                         keep_sessions=max(1, args.keep_sessions))
     server = MockServer(config)
+    cannot_listen: list[OSError] = []
 
     async def run() -> None:
         # Ctrl-C and SIGTERM are taken as messages, not as KeyboardInterrupt: trio
@@ -471,7 +536,11 @@ def _cmd_mock(args: argparse.Namespace) -> int:
         # Python swallows it) the process would go on serving.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as n:
-                await n.start(server.serve)
+                try:
+                    await n.start(server.serve)
+                except OSError as exc:  # port in use, an address not of this host: before any session
+                    cannot_listen.append(exc)
+                    return
                 key = "any key" if args.any_key else f"key {args.api_key}"
                 print(f"mock OpenAI Realtime on {server.realtime_url} ({args.dialect}, {key})", flush=True)
                 print(f"  point a bridge at it: OPENAI_REALTIME_URL={server.realtime_url} "
@@ -485,6 +554,11 @@ def _cmd_mock(args: argparse.Namespace) -> int:
         trio.run(run)
     except* KeyboardInterrupt:  # a Ctrl-C before the receiver is in place (start-up)
         pass
+    if cannot_listen:
+        exc = cannot_listen[0]
+        print(f"callsim mock-openai: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+              "(choose another with --port)", file=sys.stderr)
+        return 2
     print(f"stopped after {server.session_count} session(s)", file=sys.stderr)
     return 0
 
@@ -505,7 +579,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="callsim",
         description="Test and load-test a Twilio <-> OpenAI Realtime voice agent without a phone.",
     )
@@ -525,7 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bridge"]:  # hand every flag, --help included, to the bridge itself
         return _cmd_bridge(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

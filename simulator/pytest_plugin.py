@@ -1,6 +1,7 @@
 """pytest plugin (entry point ``pytest11``): run Twilio calls against a bridge from your tests.
 
-Fixtures (async; need pytest-trio, e.g. ``trio_mode = true``):
+Fixtures (async, run by pytest-trio: ``pip install "callsim[pytest]"``; an ``async def`` test
+that uses one is run as a trio test, so no ``trio_mode = true`` is needed):
 
 * ``mock_openai`` — a running mock OpenAI Realtime server (any key accepted):
   ``mock_openai.realtime_url`` for your bridge's settings, ``mock_openai.sessions``
@@ -25,6 +26,7 @@ Testing your own bridge::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +43,52 @@ if TYPE_CHECKING:
 DEFAULT_BRIDGE_HOOK = "callsim.bridge.server:embedded"
 
 
+#: the fixtures that need a trio test
+FIXTURES = ("mock_openai", "bridge_server", "twilio_call")
+INSTALL = 'pip install "callsim[pytest]"'
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("callsim_bridge_hook", "module:callable of the in-process bridge for bridge_server",
                   default=DEFAULT_BRIDGE_HOOK)
+
+
+def _uses_ours(item: pytest.Item) -> list[str]:
+    return [f for f in FIXTURES if f in getattr(item, "fixturenames", ())]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An ``async def`` test using our fixtures is a trio test, with or without ``trio_mode``:
+    without it pytest-trio would leave the test, and our async fixtures, to pytest, which cannot
+    run them. Tests marked for another async library are left alone (and told why below)."""
+    if not config.pluginmanager.has_plugin("trio"):
+        return
+    for item in items:
+        if (_uses_ours(item) and inspect.iscoroutinefunction(getattr(item, "obj", None))
+                and not any(item.get_closest_marker(m) for m in ("trio", "asyncio", "anyio"))):
+            item.add_marker(pytest.mark.trio)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test our fixtures cannot run in fails at set-up with one line saying what to do, instead
+    of pytest's own error about async fixtures (or an assertion deep inside it)."""
+    ours = _uses_ours(item)
+    if not ours:
+        return
+    many = len(ours) > 1
+    what = f"callsim's fixture{'s' if many else ''} {', '.join(ours)}"
+    run, be = ("run", "are") if many else ("runs", "is")
+    if not item.config.pluginmanager.has_plugin("trio"):
+        try:
+            import pytest_trio  # noqa: F401
+        except ImportError:
+            pytest.fail(f"{what} {run} under pytest-trio, which is not installed: {INSTALL}", pytrace=False)
+        pytest.fail(f"{what} {run} under pytest-trio, which is disabled (-p no:trio)", pytrace=False)
+    if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        pytest.fail(f"{what} {be} async: write the test as `async def` (pytest-trio runs it)", pytrace=False)
+    if item.get_closest_marker("trio") is None:
+        pytest.fail(f"{what} {run} under trio: this test is marked for another async library", pytrace=False)
 
 
 @pytest.fixture

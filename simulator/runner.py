@@ -25,14 +25,12 @@ reason, and every call with the mock in the loop is checked for the OpenAI sessi
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import random
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +40,7 @@ import orjson
 import trio
 
 from .audio.utterances import UtteranceBank, default_bank
+from .bridge_hook import BridgeHook as BridgeHook, check_config, load_hook  # BridgeHook: re-exported
 from .caller.trio_driver import CallResult, place_call
 from .measure.bridge_profile import BridgeProfile, merge_profiles, profile_call
 from .measure.expectations import evaluate, judge
@@ -61,7 +60,6 @@ DEFAULT_BRIDGE_HOOK = "callsim.bridge.server:embedded"
 CALL_STAGGER_S = 0.1
 #: every call with the mock in the loop: the OpenAI session closes within this after the caller's stop
 DEFAULT_OPENAI_CLOSE_MS = 1000.0
-BridgeHook = Callable[[dict[str, Any]], AbstractAsyncContextManager[str]]
 
 
 @dataclass
@@ -102,14 +100,6 @@ class ScenarioRun:
     def skip_reason(self) -> str | None:
         reasons = list(dict.fromkeys(m.skip_reason for m in self.metrics if m.skip_reason))
         return "; ".join(reasons) if reasons else None
-
-
-def load_hook(spec: str) -> BridgeHook:
-    """``module:attribute`` → the bridge hook (imported by name, at run time)."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ValueError(f"bridge hook must be 'module:callable', got {spec!r}")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _behaviour_json(behaviour: Behaviour) -> dict[str, Any]:
@@ -318,6 +308,7 @@ async def run_embedded(scenario: Scenario, *, calls: int | None = None, hook: st
     behaviour = scenario.mock if scenario.mock.seed is not None or seed is None else scenario.mock.with_(seed=seed)
     scenario = dataclasses.replace(scenario, mock=behaviour)
     bridge_hook = load_hook(hook)
+    check_config(bridge_hook, scenario.bridge, str(scenario.path or scenario.name))  # before anything starts
     tmp = Path(workdir or tempfile.mkdtemp(prefix="callsim-"))
     mock_cfg = MockConfig(any_key=True, dialect=scenario.mock_dialect, behaviour=behaviour)
     async with running_mock(mock_cfg) as mock:

@@ -54,6 +54,7 @@ from .caller.script import (
 )
 from .caller.webhook import CallParties
 from .mock.behaviour import Behaviour
+from .tableread import DataError, Table, check_names, check_string, did_you_mean, show
 
 if TYPE_CHECKING:
     from .audio.utterances import UtteranceBank
@@ -185,7 +186,7 @@ def _bank_for(folder: Path) -> UtteranceBank:
 
 
 class ScenarioError(ValueError):
-    pass
+    """A scenario cannot be used; ``str()`` is one line naming the file and the key."""
 
 
 #: what a scenario may require of a bridge (callsim.simulator.measure.bridge_profile learns each from the wire)
@@ -198,103 +199,168 @@ REQUIREMENTS = {
 }
 
 
-def _step(raw: dict[str, Any], where: str) -> Step:
+STEP_KEYS = ("say", "pause_ms", "dtmf", "wait_for_reply", "wait_for_audio_ms", "hangup")
+#: how a call may end, as ``[expect] end_reason`` names it (the caller's end reasons)
+END_REASONS = ("hangup", "closed_by_app", "max_duration")
+
+
+def _step(raw: Any, where: str) -> Step:
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise ScenarioError(f"{where}: a step is a table with exactly one key, got {raw!r}")
+        raise DataError(f"{where}: a step is a table with exactly one key ({', '.join(STEP_KEYS)}), "
+                        f"got {show(raw)}")
     (key, value), = raw.items()
+    t = Table(raw, where)
     if key == "say":
-        return Say(str(value))
+        return Say(t.string("say", nonempty=True))
     if key == "pause_ms":
-        return Pause(int(value))
+        return Pause(t.number("pause_ms", unit="ms", integer=True, minimum=0))
     if key == "dtmf":
-        digits = str(value)
+        digits = t.string("dtmf", nonempty=True)
         if not set(digits) <= DTMF_DIGITS:
-            raise ScenarioError(f"{where}: DTMF digits must be in {''.join(sorted(DTMF_DIGITS))}")
+            raise t.error("dtmf", f"DTMF digits are {''.join(sorted(DTMF_DIGITS))}, got {show(digits)}")
         return Dtmf(digits)
     if key == "wait_for_reply":
         if value is True:
             return WaitForReply()
-        if isinstance(value, dict):
-            return WaitForReply(**{k: int(v) for k, v in value.items()})
-        raise ScenarioError(f"{where}: wait_for_reply = true or {{quiet_ms=…, timeout_ms=…}}")
+        if not isinstance(value, dict):
+            raise t.error(key, f"expected true or {{ quiet_ms = …, timeout_ms = … }}, got {show(value)}")
+        w = Table(value, t.key(key))
+        d = WaitForReply()
+        step = WaitForReply(quiet_ms=w.number("quiet_ms", d.quiet_ms, unit="ms", integer=True, minimum=0),
+                            timeout_ms=w.number("timeout_ms", d.timeout_ms, unit="ms", integer=True, minimum=1),
+                            start_ms=w.number("start_ms", d.start_ms, unit="ms", integer=True, minimum=0))
+        w.finish()
+        return step
     if key == "wait_for_audio_ms":
-        return WaitForAudio(after_ms=int(value))
+        return WaitForAudio(after_ms=t.number(key, unit="ms", integer=True, minimum=0))
     if key == "hangup":
+        if value is not True:
+            raise t.error(key, f"expected true, got {show(value)}")
         return Hangup()
-    raise ScenarioError(f"{where}: unknown step {key!r}; steps: say, pause_ms, dtmf, wait_for_reply, "
-                        "wait_for_audio_ms, hangup")
+    near = did_you_mean(key, STEP_KEYS)
+    raise DataError(f"{where}: unknown step {key!r} ("
+                    + (f"did you mean {near}?)" if near else f"steps: {', '.join(STEP_KEYS)})"))
 
 
-def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path | None = None) -> Scenario:
+def _expectations(t: Table) -> Expectations:
+    """``[expect]``: each key checked by its field's type (a new field is checked as soon as it exists)."""
+    kw: dict[str, Any] = {}
+    for f in fields(Expectations):
+        if f.name not in t:
+            t.raw(f.name)  # known, for "did you mean"
+            continue
+        kind = str(f.type).removesuffix(" | None")
+        unit = "ms" if f.name.endswith("_ms") else "dB" if f.name.endswith("_db") else ""
+        if f.name == "openai_closed_within_ms" and t.raw(f.name) is False:
+            kw[f.name] = False  # turns the check every mock run gets off
+        elif kind == "float":
+            kw[f.name] = float(t.number(f.name, unit=unit, minimum=0 if unit == "ms" else None))
+        elif kind == "int":
+            kw[f.name] = t.number(f.name, integer=True, minimum=0)
+        elif kind == "bool":
+            kw[f.name] = t.boolean(f.name)
+        elif f.name == "codec":
+            kw[f.name] = t.string(f.name, choices=("bit_exact",))
+        elif f.name == "end_reason":
+            kw[f.name] = t.string(f.name, choices=END_REASONS)
+        elif kind == "str":
+            kw[f.name] = t.string(f.name, nonempty=True)
+        elif kind == "tuple[str, ...]":
+            kw[f.name] = t.strings(f.name)
+        else:  # a new field of another type must say how it is read
+            raise TypeError(f"Expectations.{f.name}: no reader for {f.type}")
+    t.finish()
+    return Expectations(**kw)
+
+
+@cache
+def _fixture_names(folder: Path | None) -> frozenset[str]:
+    from .audio.fixtures import FixtureLibrary, default_library
+
+    return frozenset((FixtureLibrary(folder) if folder is not None else default_library()).names())
+
+
+def parse_scenario(data: dict[str, Any], *, name: str = "scenario", path: Path | None = None,
+                   fixtures: Path | None = None, check_fixtures: bool = True) -> Scenario:
+    """A scenario from its TOML data, every key checked: a wrong one raises a one-line
+    :class:`ScenarioError` naming the file and the key, before anything is started.
+
+    ``fixtures``: the caller's fixture folder (None: the default library), which its ``say``
+    steps must name; the mock's fixtures must be in the default library (the mock's own).
+    """
     where = str(path or name)
-    known = {"name", "description", "calls", "requires", "caller", "mock", "bridge", "expect"}
-    if unknown := set(data) - known:
-        raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    caller = dict(data.get("caller") or {})
-    raw_steps = caller.pop("steps", None)
-    impairments = Impairments.parse(caller.pop("impairments", "") or "")
-    grace = caller.pop("let_greeting_finish", True)
-    if caller:
-        raise ScenarioError(f"{where}: unknown [caller] keys {sorted(caller)}; known: steps, impairments, let_greeting_finish")
-    if not raw_steps:
-        raise ScenarioError(f"{where}: [caller] steps is empty")
-    steps = tuple(_step(s, f"{where} step {i + 1}") for i, s in enumerate(raw_steps))
-    if grace is True and not isinstance(steps[0], WaitForReply):
-        steps = (GREETING_GRACE, *steps)  # see GREETING_GRACE: the verdict must not depend on a greeting
-    requires = data.get("requires", [])
-    if isinstance(requires, str):
-        requires = [requires]
-    if bad := [r for r in requires if r not in REQUIREMENTS]:
-        raise ScenarioError(f"{where}: unknown requires {bad}; known: {sorted(REQUIREMENTS)}")
-    mock = dict(data.get("mock") or {})
-    dialect = mock.pop("dialect", "ga")
     try:
-        behaviour = Behaviour.from_dict(mock)
-    except (ValueError, TypeError) as exc:
-        raise ScenarioError(f"{where}: [mock]: {exc}") from None
-    expect_raw = dict(data.get("expect") or {})
-    names = {f.name for f in fields(Expectations)}
-    if unknown := set(expect_raw) - names:
-        raise ScenarioError(f"{where}: unknown [expect] keys {sorted(unknown)}; known: {sorted(names)}")
-    if "transcript_contains" in expect_raw:
-        tc = expect_raw["transcript_contains"]
-        expect_raw["transcript_contains"] = (tc,) if isinstance(tc, str) else tuple(tc)
-    if expect_raw.get("codec") not in (None, "bit_exact"):
-        raise ScenarioError(f"{where}: [expect] codec must be \"bit_exact\" (use snr_min_db for transcoding)")
-    return Scenario(
-        name=str(data.get("name") or name), steps=steps, description=str(data.get("description", "")),
-        calls=int(data.get("calls", 1)), impairments=impairments, mock=behaviour, mock_dialect=dialect,
-        bridge=dict(data.get("bridge") or {}), expect=Expectations(**expect_raw), path=path,
-        requires=tuple(requires),
+        return _parse(Table(data), name=name, path=path, fixtures=fixtures, check_fixtures=check_fixtures)
+    except DataError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def _parse(top: Table, *, name: str, path: Path | None, fixtures: Path | None, check_fixtures: bool) -> Scenario:
+    caller = top.table("caller")
+    items = caller.items("steps")
+    if not items:
+        raise caller.error("steps", "missing or empty: a scenario needs at least one step")
+    steps = tuple(_step(raw, where) for where, raw in items)
+    try:
+        impairments = Impairments.parse(caller.string("impairments", "") or "")
+    except ValueError as exc:
+        raise caller.error("impairments", str(exc)) from None
+    grace = caller.boolean("let_greeting_finish", True)
+    caller.finish()
+    if grace and not isinstance(steps[0], WaitForReply):
+        steps = (GREETING_GRACE, *steps)  # see GREETING_GRACE: the verdict must not depend on a greeting
+    mock = top.table("mock")
+    dialect = mock.string("dialect", "ga", choices=("ga", "beta", "auto"))
+    behaviour = Behaviour.from_table(mock)
+    bridge = top.table("bridge")  # the bridge's own settings: its hook checks them (bridge_hook.check_config)
+    scenario = Scenario(
+        name=top.string("name", name, nonempty=True), steps=steps, description=top.string("description", ""),
+        calls=top.number("calls", 1, integer=True, minimum=1), impairments=impairments, mock=behaviour,
+        mock_dialect=dialect, bridge=dict(bridge.data), expect=_expectations(top.table("expect")), path=path,
+        requires=tuple(top.strings("requires")),
     )
+    for i, r in enumerate(scenario.requires):
+        check_string(r, f"requires[{i + 1}]", choices=REQUIREMENTS)
+    top.finish()
+    if check_fixtures:
+        says = [(where, raw["say"]) for where, raw in items if "say" in raw]
+        check_names([(f"{where} say", n) for where, n in says], _fixture_names(fixtures), "fixture")
+        check_names(behaviour.fixture_names("[mock]"), _fixture_names(None), "fixture")
+    return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_scenario(path: str | Path, *, fixtures: Path | None = None) -> Scenario:
+    """One scenario file, checked whole (see :func:`parse_scenario`)."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: {exc}") from None
-    return parse_scenario(data, name=p.stem, path=p)
+    except OSError as exc:
+        raise ScenarioError(f"{p}: cannot read it: {exc.strerror or exc}") from None
+    return parse_scenario(data, name=p.stem, path=p, fixtures=fixtures)
 
 
-def load_scenarios(where: str | Path | None = None) -> list[Scenario]:
+def load_scenarios(where: str | Path | None = None, *, fixtures: Path | None = None) -> list[Scenario]:
     """All ``*.toml`` in a folder (default: fixtures/scenarios), or one file; sorted by file name."""
     p = Path(where) if where is not None else DEFAULT_DIR
     if p.is_file():
-        return [load_scenario(p)]
+        return [load_scenario(p, fixtures=fixtures)]
     if not p.is_dir():
         raise ScenarioError(f"no scenario file or folder at {p}")
-    return [load_scenario(f) for f in sorted(p.glob("*.toml"))]
+    return [load_scenario(f, fixtures=fixtures) for f in sorted(p.glob("*.toml"))]
 
 
-def find_scenario(name_or_path: str, where: str | Path | None = None) -> Scenario:
+def find_scenario(name_or_path: str, where: str | Path | None = None, *, fixtures: Path | None = None) -> Scenario:
     """A scenario by file path, or by name within the scenario folder."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
-        return load_scenario(p)
-    for s in load_scenarios(where):
+        return load_scenario(p, fixtures=fixtures)
+    scenarios = load_scenarios(where, fixtures=fixtures)
+    for s in scenarios:
         if s.name == name_or_path or (s.path and s.path.stem == name_or_path):
             return s
-    names = ", ".join(s.name for s in load_scenarios(where))
-    raise ScenarioError(f"no scenario {name_or_path!r}; known: {names}")
+    names = ", ".join(s.name for s in scenarios)
+    near = did_you_mean(name_or_path, [s.name for s in scenarios])
+    raise ScenarioError(f"no scenario {name_or_path!r}" + (f" (did you mean {near}?)" if near else "")
+                        + f"; known: {names}")

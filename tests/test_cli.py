@@ -179,7 +179,7 @@ async def test_call_scenario_says_fixtures_from_the_fixtures_folder(tmp_path):
     scenario = _scenario(tmp_path, "cli_fixtures", '{ pause_ms = 100 }, { say = "custom_beep" }, { hangup = true }')
     refused = subprocess.run(CALLSIM + ["call", "--target", "ws://127.0.0.1:9/x", "--scenario", scenario,
                                         "--report", str(tmp_path / "r0")], capture_output=True, text=True)
-    assert refused.returncode == 2 and "unknown fixture(s) custom_beep" in refused.stderr
+    assert refused.returncode == 2 and 'steps[2] say: unknown fixture "custom_beep"' in refused.stderr
     app = StubApp()
     async with trio.open_nursery() as n:
         await n.start(app.serve)
@@ -201,7 +201,7 @@ async def test_call_scenario_says_fixtures_from_the_fixtures_folder(tmp_path):
     (["--scenario", "hangup_mid_reply", "--impair", "loss=2"], "loss_prob must be a probability"),
     (["--scenario", "hangup_mid_reply", "--param", "novalue"], "--param wants NAME=VALUE"),
     (["--scenario", "hangup_mid_reply", "--fixtures", "/nonexistent"], "no fixture manifest"),
-    (["--scenario", "hangup_mid_reply", "--calls", "0"], "--calls must be at least 1"),
+    (["--scenario", "hangup_mid_reply", "--calls", "0"], "--calls: must be at least 1, got 0"),
     (["--scenario", "no_such_scenario"], "no scenario 'no_such_scenario'"),
     (["--mock-url", "http://127.0.0.1:9"], "--mock-url only applies to --scenario runs"),
     (["--calls", "2"], "--calls only applies to --scenario runs"),
@@ -219,7 +219,7 @@ def test_demo_refuses_zero_calls(capsys):
     from callsim.simulator.cli import main
 
     assert main(["demo", "--calls", "0"]) == 2
-    assert "--calls must be at least 1" in capsys.readouterr().err
+    assert "--calls: must be at least 1" in capsys.readouterr().err
 
 
 async def test_each_scenario_call_gets_the_scenarios_fixture_bank(tmp_path):
@@ -228,7 +228,7 @@ async def test_each_scenario_call_gets_the_scenarios_fixture_bank(tmp_path):
     from callsim.simulator.scenario import find_scenario
 
     folder = _fixture_folder(tmp_path)
-    scenario = find_scenario(_scenario(tmp_path, "bank", '{ say = "custom_beep" }, { hangup = true }'))
+    scenario = find_scenario(_scenario(tmp_path, "bank", '{ say = "custom_beep" }, { hangup = true }'), fixtures=folder)
     app = StubApp()
     async with trio.open_nursery() as n:
         await n.start(app.serve)

@@ -132,7 +132,7 @@ def test_concurrent_demo_places_the_same_calls_and_gives_the_same_verdicts_as_se
 def test_jobs_must_be_at_least_one_and_excludes_sequential(tmp_path):
     proc = subprocess.run(CALLSIM + ["demo", "--jobs", "0", "--report", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--jobs must be at least 1, got 0" in proc.stderr
+    assert proc.returncode == 2 and "--jobs: must be at least 1, got 0" in proc.stderr and len(proc.stderr.splitlines()) == 1
     proc = subprocess.run(CALLSIM + ["demo", "--jobs", "2", "--sequential", "--report", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not allowed with argument" in proc.stderr

@@ -177,8 +177,13 @@ class Dialer:
         return self._open(params, preamble_s)
 
     def webhook_failed(self, exc: BaseException) -> DialFailed:
-        """The POST failed (refused, timed out) or its answer could not be used."""
-        return self._fail(f"webhook failed: {str(exc) or type(exc).__name__}")
+        """The POST failed (refused, reset) or its answer could not be used."""
+        return self._fail(f"webhook failed: {str(exc) or describe(exc)}")
+
+    def webhook_timed_out(self, timeout_s: float) -> DialFailed:
+        """The POST got no answer in time: the server took the connection and said nothing, or
+        the connection itself did not open. The drivers' timeout exceptions carry no message."""
+        return self._fail(f"webhook failed: no answer within {timeout_s:g} s")
 
     def stream_failed(self, now_ns: int, exc: BaseException) -> None:
         """The WebSocket could not be opened, or broke before the call ended."""

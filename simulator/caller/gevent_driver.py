@@ -111,6 +111,9 @@ class GeventCall:
         if isinstance(step, PostWebhook):
             try:
                 resp = _post(step, timeout=self.connect_timeout, http=self.http)
+            except requests.Timeout:
+                dialer.webhook_timed_out(self.connect_timeout)
+                return result
             except requests.RequestException as exc:
                 dialer.webhook_failed(exc)
                 return result

@@ -88,9 +88,13 @@ async def place_call(
     if isinstance(step, PostWebhook):
         try:
             with trio.fail_after(connect_timeout):
-                async with httpx.AsyncClient(verify=tls_context() if step.tls else False) as client:
+                async with httpx.AsyncClient(verify=tls_context() if step.tls else False,
+                                             timeout=connect_timeout) as client:
                     resp = await _post(client, step)
-        except (httpx.HTTPError, trio.TooSlowError) as exc:
+        except (httpx.TimeoutException, trio.TooSlowError):
+            dialer.webhook_timed_out(connect_timeout)
+            return dialer.result
+        except httpx.HTTPError as exc:
             dialer.webhook_failed(exc)
             return dialer.result
         step = dialer.webhook_answered(clock.now_ns(), resp.status_code, resp.headers.get("content-type"),

@@ -12,9 +12,12 @@ from command-line strings, so the same behaviour can be set from Python, from
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from ..tableread import DataError, Table, check_number, is_number, show
 
 DEFAULT_REPLY = "assistant_short_reply"
 
@@ -41,23 +44,41 @@ class ThinkTime:
         return self.ms
 
     @classmethod
-    def parse(cls, spec: str | float | int | dict[str, Any]) -> "ThinkTime":
-        """``300`` | ``"uniform:200-600"`` | ``"normal:400,50"`` | a dict of fields."""
+    def parse(cls, spec: str | float | int | dict[str, Any], where: str = "think") -> "ThinkTime":
+        """``300`` | ``"uniform:200-600"`` | ``"normal:400,50"`` | a table of fields; ``where`` names
+        it in the one-line :class:`DataError` a bad one raises."""
         if isinstance(spec, dict):
-            return cls(**spec)
-        if isinstance(spec, (int, float)):
-            return cls("fixed", float(spec))
-        s = spec.strip()
-        try:
-            if s.startswith("uniform:"):
-                lo, hi = s[8:].split("-")
-                return cls("uniform", lo=float(lo), hi=float(hi))
-            if s.startswith("normal:"):
-                mu, sd = s[7:].split(",")
-                return cls("normal", float(mu), sd=float(sd))
-            return cls("fixed", float(s.removeprefix("fixed:")))
-        except ValueError:
-            raise ValueError(f"bad think time {spec!r}: use MS, uniform:LO-HI or normal:MEAN,SD") from None
+            t = Table(spec, where)
+            think = cls(t.string("dist", "fixed", choices=("fixed", "uniform", "normal")),
+                        float(t.number("ms", 300.0, unit="ms", minimum=0)),
+                        float(t.number("lo", 0.0, unit="ms", minimum=0)),
+                        float(t.number("hi", 0.0, unit="ms", minimum=0)),
+                        float(t.number("sd", 0.0, unit="ms", minimum=0)))
+            t.finish()
+        elif is_number(spec):
+            think = cls("fixed", float(check_number(spec, where, unit="ms", minimum=0)))
+        elif isinstance(spec, str):
+            s = spec.strip()
+            try:
+                if s.startswith("uniform:"):
+                    lo, hi = s[8:].split("-")
+                    think = cls("uniform", lo=float(lo), hi=float(hi))
+                elif s.startswith("normal:"):
+                    mu, sd = s[7:].split(",")
+                    think = cls("normal", float(mu), sd=float(sd))
+                else:
+                    think = cls("fixed", float(s.removeprefix("fixed:")))
+            except ValueError:
+                raise DataError(f"{where}: expected MS, \"uniform:LO-HI\" or \"normal:MEAN,SD\", "
+                                f"got {show(spec)}") from None
+            if min(think.ms, think.lo, think.hi, think.sd) < 0 or not math.isfinite(think.ms + think.hi + think.sd):
+                raise DataError(f"{where}: think times must be finite and not negative, got {show(spec)}")
+        else:
+            raise DataError(f"{where}: expected MS, \"uniform:LO-HI\", \"normal:MEAN,SD\" or a table, "
+                            f"got {show(spec)}")
+        if think.hi < think.lo:
+            raise DataError(f"{where}: uniform think time needs lo <= hi, got {think.lo:g}-{think.hi:g}")
+        return think
 
 
 @dataclass(frozen=True)
@@ -116,30 +137,57 @@ class Fault:
         return self.prob >= 1.0 or rng.random() < self.prob
 
     @classmethod
-    def parse(cls, spec: str) -> "Fault":
+    def parse(cls, spec: str, where: str = "fault") -> "Fault":
         """``KIND[:key=value,...]``, e.g. ``refuse:status=429``, ``drop:after_ms=500,nth=2``."""
         kind, _, rest = spec.partition(":")
         valid = FaultKind.__args__  # type: ignore[attr-defined]
         if kind not in valid:
-            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(valid)}")
+            raise DataError(f"{where}: unknown fault {kind!r}; one of {', '.join(valid)}")
         kw: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in rest.split(","))):
             key, sep, value = part.partition("=")
             if not sep:
-                raise ValueError(f"bad fault option {part!r} in {spec!r}: want key=value")
-            if key in ("after_ms", "prob"):
-                kw[key] = float(value)
-            elif key in ("after_s",):
-                kw["after_ms"] = float(value) * 1000
-            elif key in ("status", "nth"):
-                kw[key] = int(value)
-            elif key == "code":
-                kw[key] = int(value) if value.isdigit() else value
-            elif key == "sessions":
-                kw[key] = tuple(int(x) for x in value.split("+"))
-            else:
-                raise ValueError(f"unknown fault option {key!r} in {spec!r}")
-        return cls(kind, **kw)  # type: ignore[arg-type]
+                raise DataError(f"{where}: bad fault option {part!r} in {spec!r}: want key=value")
+            try:
+                if key in ("after_ms", "prob"):
+                    kw[key] = float(value)
+                elif key in ("after_s",):
+                    kw["after_ms"] = float(value) * 1000
+                elif key in ("status", "nth"):
+                    kw[key] = int(value)
+                elif key == "code":
+                    kw[key] = int(value) if value.isdigit() else value
+                elif key == "sessions":
+                    kw[key] = tuple(int(x) for x in value.split("+"))
+                else:
+                    raise DataError(f"{where}: unknown fault option {key!r} in {spec!r}")
+            except DataError:
+                raise
+            except ValueError:
+                raise DataError(f"{where}: bad fault option {part!r} in {spec!r}: {key} wants a number") from None
+        return cls.from_table(Table({"kind": kind, **kw}, where))
+
+    @classmethod
+    def from_table(cls, t: Table) -> "Fault":
+        """A fault written as a table (``{kind = "drop", after_ms = 500}``), every field checked."""
+        code = t.raw("code")
+        if code is not None and (not isinstance(code, (str, int)) or isinstance(code, bool)):
+            raise t.error("code", f"expected a string or a whole number, got {show(code)}")
+        sessions = t.raw("sessions", ())
+        if not isinstance(sessions, (list, tuple)):
+            raise t.error("sessions", f"expected a list of session numbers, got {show(sessions)}")
+        fault = cls(t.string("kind", choices=FaultKind.__args__),  # type: ignore[attr-defined]
+                    after_ms=float(t.number("after_ms", 0.0, unit="ms", minimum=0)),
+                    status=t.number("status", 500, integer=True, minimum=100, maximum=599),
+                    code=code,
+                    nth=t.number("nth", 1, integer=True, minimum=0),
+                    prob=float(t.number("prob", 1.0, minimum=0, maximum=1)),
+                    sessions=tuple(check_number(n, f"{t.key('sessions')}[{i + 1}]", integer=True, minimum=1)
+                                   for i, n in enumerate(sessions)))
+        if fault.kind is None:  # type: ignore[comparison-overlap]
+            raise t.error("kind", f"missing; one of {', '.join(FaultKind.__args__)}")  # type: ignore[attr-defined]
+        t.finish()
+        return fault
 
 
 @dataclass(frozen=True)
@@ -178,27 +226,71 @@ class Behaviour:
         return self.replies[min(turn, len(self.replies) - 1)]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Behaviour":
-        """Build from JSON/TOML data (the control endpoint and scenario files use this)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown behaviour keys {sorted(unknown)}; known: {sorted(known)}")
-        kw: dict[str, Any] = dict(d)
-        if "replies" in kw:
-            r = kw["replies"]
-            kw["replies"] = (r,) if isinstance(r, str) else tuple(r)
-        if "rules" in kw:
-            kw["rules"] = tuple(
-                Rule(r["when"], r.get("reply"),
-                     ToolCall(**r["tool"]) if isinstance(r.get("tool"), dict) else None)
-                for r in kw["rules"]
-            )
-        if "think" in kw:
-            kw["think"] = ThinkTime.parse(kw["think"])
-        if "faults" in kw:
-            kw["faults"] = tuple(Fault.parse(f) if isinstance(f, str) else Fault(**f) for f in kw["faults"])
+    def from_dict(cls, d: dict[str, Any], where: str = "") -> "Behaviour":
+        """Build from JSON/TOML data (the control endpoint, ``--behaviour`` files and scenario
+        files use this). Every key is checked: a bad one raises a one-line :class:`DataError`
+        naming it (prefixed by ``where``, e.g. ``[mock]``)."""
+        return cls.from_table(Table(d, where))
+
+    @classmethod
+    def from_table(cls, t: Table) -> "Behaviour":
+        """As :meth:`from_dict`, from a table whose other keys the caller has read (a scenario's
+        ``[mock]`` also holds ``dialect``)."""
+        b = cls()
+        kw: dict[str, Any] = {
+            "replies": t.strings("replies", b.replies),
+            "greeting": t.string("greeting", b.greeting, nonempty=True),
+            "echo": t.boolean("echo", b.echo),
+            "realtime_factor": float(t.number("realtime_factor", b.realtime_factor, above=0)),
+            "chunk_ms": t.number("chunk_ms", b.chunk_ms, unit="ms", integer=True, minimum=1),
+            "created_delay_ms": float(t.number("created_delay_ms", b.created_delay_ms, unit="ms", minimum=0)),
+            "transcription_delay_ms": float(t.number("transcription_delay_ms", b.transcription_delay_ms,
+                                                     unit="ms", minimum=0)),
+            "clamp_truncate_after_error": t.boolean("clamp_truncate_after_error", b.clamp_truncate_after_error),
+        }
+        if (seed := t.raw("seed")) is not None:
+            kw["seed"] = check_number(seed, t.key("seed"), integer=True)
+        if "think" in t:
+            kw["think"] = ThinkTime.parse(t.raw("think"), t.key("think"))
+        kw["rules"] = tuple(_rule(Table(r, where)) for where, r in t.items("rules"))
+        kw["faults"] = tuple(Fault.parse(f, where) if isinstance(f, str) else Fault.from_table(Table(f, where))
+                             for where, f in t.items("faults"))
+        t.finish()
         return cls(**kw)
+
+    def fixture_names(self, where: str = "") -> list[tuple[str, str]]:
+        """``(where, name)`` of every fixture this behaviour names, for one-line errors."""
+        at = f"{where} ".lstrip()
+        names = [(f"{at}replies[{i + 1}]", r) for i, r in enumerate(self.replies)]
+        names.append((f"{at}greeting", self.greeting))
+        for i, rule in enumerate(self.rules):
+            names.append((f"{at}rules[{i + 1}] when", rule.when))
+            names += [(f"{at}rules[{i + 1}] reply", rule.reply)] if rule.reply else []
+            names += [(f"{at}rules[{i + 1}] tool then", rule.tool.then)] if rule.tool is not None else []
+        return names
+
+
+def _rule(t: Table) -> Rule:
+    tool = t.raw("tool")
+    rule = Rule(t.string("when", nonempty=True), t.string("reply", nonempty=True),
+                None if tool is None else _tool(t.table("tool")))
+    if rule.when is None:
+        raise t.error("when", "missing: the fixture the caller says that this rule answers")
+    if (rule.reply is None) == (rule.tool is None):
+        raise DataError(f"{t.where}: a rule has either reply or tool")
+    t.finish()
+    return rule
+
+
+def _tool(t: Table) -> ToolCall:
+    args = t.raw("arguments", {})
+    if not isinstance(args, dict):
+        raise t.error("arguments", f"expected a table of the tool's arguments, got {show(args)}")
+    call = ToolCall(t.string("name", nonempty=True), args, t.string("then", DEFAULT_REPLY, nonempty=True))
+    if call.name is None:
+        raise t.error("name", "missing: the function the model calls")
+    t.finish()
+    return call
 
 
 def unknown_fixtures(behaviour: Behaviour) -> list[str]:
@@ -207,10 +299,5 @@ def unknown_fixtures(behaviour: Behaviour) -> list[str]:
     such a behaviour up front."""
     from ..audio.fixtures import default_library
 
-    names = [*behaviour.replies, behaviour.greeting]
-    for rule in behaviour.rules:
-        names.append(rule.when)
-        names += [rule.reply] if rule.reply else []
-        names += [rule.tool.then] if rule.tool is not None else []
     known = set(default_library().names())
-    return sorted({n for n in names if n not in known})
+    return sorted({n for _, n in behaviour.fixture_names() if n not in known})

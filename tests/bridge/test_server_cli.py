@@ -28,7 +28,9 @@ async def test_the_bridge_serves_then_stops_gracefully_on(signum, tmp_path):
     proc = await trio.lowlevel.open_process(
         BRIDGE + ["--port", "0", "--env-file", str(env_file)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
-        env={"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(tmp_path / "calls.db")}, cwd=str(tmp_path),
+        env={"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(tmp_path / "calls.db"),
+             "OPENAI_API_KEY": "sk-test"},  # without one, the bridge refuses to start for OpenAI's URL
+        cwd=str(tmp_path),
     )
     err = b""
     try:

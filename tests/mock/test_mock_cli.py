@@ -51,7 +51,7 @@ def test_help_documents_every_option():
     (["--rule", 'caller_stop=tool:lookup:{"a": 1, }'], "Expecting property name"),
     (["--rule", "caller_stopp=assistant_short_reply"], "unknown fixture(s) caller_stopp"),
     (["--reply", "assistant_short_reply", "--reply", "nope"], "unknown fixture(s) nope"),
-    (["--think-ms", "soon"], "bad think time 'soon'"),
+    (["--think-ms", "soon"], '--think-ms: expected MS, "uniform:LO-HI" or "normal:MEAN,SD", got "soon"'),
 ])
 def test_bad_fault_rule_or_think_time_exits_2_with_a_message(args, message):
     proc = subprocess.run(CALLSIM + ["mock-openai", "--port", "0", *args], capture_output=True, text=True,

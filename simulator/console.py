@@ -64,7 +64,7 @@ def make_console() -> Console:
 
 
 _GLUE = "\x00"  # a space no line may break at, while wrapping
-_UNBREAKABLE = re.compile(r"(?<=\d) (?=(?:ms|dB|s)\b)|(?<=[≤≥]) |(?<=\[call) |(?<=\[calls) ")
+_UNBREAKABLE = re.compile(r"(?<=\d) (?=(?:ms|dB|s)\b)|(?<=[≤≥]) |(?<=limit) (?=[≤≥])|(?<=\[call) |(?<=\[calls) ")
 
 
 def wrap(text: str, width: int, indent: int = 4, first: str = "") -> list[str]:
@@ -176,10 +176,11 @@ def results_table(runs: list[ScenarioRun], width: int = 80) -> Table:
     if not wide:
         t.add_column("\ndetails")  # the one column that wraps (between words) when space runs out
     for run in runs:
-        ms = run.metrics
+        # a skipped scenario's calls ran, but their figures are not what the scenario is about
+        ms = [m for m in run.metrics if m.status != "skipped"]
         turns = [tm for m in ms for tm in m.turns]
         bis = [b for m in ms for b in m.barge_ins]
-        row = [run.scenario.name, str(len(ms)), _result(run)]
+        row = [run.scenario.name, str(len(run.metrics)), _result(run)]
         if wide:
             row += [_ms(_p50(x.latency_ms for x in turns)), _ms(_worst(x.latency_ms for x in turns)),
                     _ms(_worst(x.overhead_ms for x in turns)), _ms(_worst(b.clear_ms for b in bis)),

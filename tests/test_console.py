@@ -72,13 +72,14 @@ def _runs() -> list[ScenarioRun]:
     barge.barge_ins = [BargeInMetrics(0, "caller_barge_in", clear_ms=42.0, truncate_error_ms=0.0)]
     codec = _call("codec_transcode")
     codec.codec = CodecMetrics(checked=True, bit_exact=False, snr_db=35.71)
+    skipped = _call("tool_call", status="skipped", skip_reason="requires tools: the bridge declared no tools")
+    skipped.turns = [TurnMetrics(0, "caller_stop", 0, latency_ms=639.0, overhead_ms=2.0)]  # not shown
     slow = _failed("greeting_two_turns", "turn_latency_p95_ms", 1039.0, 1)
     slow.expectations.append({"name": "overhead_p95_ms", "status": "skipped", "limit": 150, "measured": None,
                               "message": "needs the mock OpenAI server in the loop"})
     return [
         _run(LONG, barge), _run("codec_transcode", codec), _run("greeting_two_turns", slow),
-        _run("tool_call", _call("tool_call", status="skipped",
-                                skip_reason="requires tools: the bridge declared no tools")),
+        _run("tool_call", skipped),
         _run("openai_drops", _call("openai_drops", status="error",
                                    error="webhook failed: connection refused by 127.0.0.1:5050 after three "
                                          "attempts, the bridge is not listening")),
@@ -120,6 +121,7 @@ def test_the_table_fits_and_keeps_scenario_names_whole(width):
     text = "\n".join(lines)
     assert "…" not in text and "failed expectations" not in text
     assert "1040" in text and "SNR 35.7 dB" in text
+    assert "639" not in text  # a skipped scenario's figures are not what it is about
 
 
 def test_the_narrow_table_puts_barge_in_and_codec_in_one_details_cell_the_wide_one_a_column_each():
@@ -199,6 +201,8 @@ def test_wrap_cuts_only_a_word_longer_than_the_line():
     long = wrap("reports: " + "/x" * 50, 40, 2)
     assert all(len(x) <= 40 for x in long) and "".join(x.strip() for x in long) == "reports: " + "/x" * 50
     assert wrap("waited 1234 ms here", 12) == ["waited", "    1234 ms", "    here"]
+    assert wrap("x — measured 16500 ms, limit ≤ 3000 ms", 30) == ["x — measured 16500 ms,", "    limit ≤ 3000 ms"]
+    assert wrap("skipped a[calls 0–4] b", 16) == ["skipped", "    a[calls 0–4]", "    b"]
 
 
 # ================================================================== per kind

@@ -73,8 +73,14 @@ def wrap(text: str, width: int, indent: int = 4, first: str = "") -> list[str]:
     line (a long path) is cut."""
     glued = _UNBREAKABLE.sub(_GLUE, " ".join(text.split()))
     lines = textwrap.wrap(glued, width=width, initial_indent=first, subsequent_indent=" " * indent,
-                          break_on_hyphens=False) or [first.rstrip()]
-    return [line.replace(_GLUE, " ") for line in lines]
+                          break_on_hyphens=False, break_long_words=False) or [first.rstrip()]
+    out = []
+    for line in lines:  # a word longer than a line starts a line of its own, then is cut
+        while len(line) > width:
+            out.append(line[:width])
+            line = " " * indent + line[width:]
+        out.append(line)
+    return [line.replace(_GLUE, " ") for line in out]
 
 
 def print_wrapped(console: Console, text: str, *, indent: int = 4, first: str = "",

@@ -19,9 +19,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from .interrupt import EXIT_INTERRUPTED, CtrlC
+from .console import make_console, print_status, print_verdicts, print_wrapped, results_table
 from .measure.bridge_profile import merge_profiles
 from .measure.measurements import CallMetrics
 from .measure.metrics import summarize
@@ -31,45 +31,6 @@ from .scenario import Scenario
 from .server_logs import server_logs_to
 
 log = logging.getLogger("callsim.demo")
-
-
-def _ms(v: float | None) -> str:
-    return "—" if v is None else f"{v:.0f}"
-
-
-def _worst(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return max(vals) if vals else None
-
-
-def results_table(runs: list[ScenarioRun]) -> Table:
-    t = Table(title="callsim results", header_style="bold")
-    for col in ("scenario", "calls", "result", "turn latency max ms", "overhead max ms", "barge-in clear ms",
-                "truncate err ms", "codec", "underrun ms", "failed expectations"):
-        t.add_column(col, overflow="fold")
-    for run in runs:
-        ms = run.metrics
-        turns = [tm for m in ms for tm in m.turns]
-        bis = [b for m in ms for b in m.barge_ins]
-        codec = [m.codec for m in ms if m.codec.checked]
-        if codec:
-            c = "bit-exact" if all(x.bit_exact for x in codec) else \
-                f"SNR {min((x.snr_db for x in codec if x.snr_db is not None), default=float('nan')):.1f} dB"
-        else:
-            c = "—"
-        failed = [e for e in run.expectations if e.status == "failed"]
-        result = {"passed": "[green]passed", "skipped": "[yellow]skipped", "error": "[red]error",
-                  "interrupted": "[yellow]interrupted"}.get(
-            run.status, "[red]failed")
-        t.add_row(
-            run.scenario.name, str(len(ms)), result,
-            _ms(_worst([x.latency_ms for x in turns])), _ms(_worst([x.overhead_ms for x in turns])),
-            _ms(_worst([b.clear_ms for b in bis])), _ms(_worst([b.truncate_error_ms for b in bis])), c,
-            _ms(sum(m.underrun_ms for m in ms)),
-            "\n".join(f"{e.name}: {e.message}" for e in failed) or
-            "\n".join(m.error or "" for m in ms if m.error) or (run.skip_reason or ""),
-        )
-    return t
 
 
 async def _run_all(scenarios: list[Scenario], *, target: str | None, calls: int | None, hook: str,
@@ -111,7 +72,7 @@ async def _run_all(scenarios: list[Scenario], *, target: str | None, calls: int 
                     running.remove(s.name)
                     show_running()
             done[i] = run
-            _print_finished(console, run)
+            print_status(console, run)
 
         at_once = min(max(1, jobs), len(scenarios))
         console.print(f"running {len(scenarios)} scenario(s)" + (f", {at_once} at a time" if at_once > 1 else "")
@@ -124,16 +85,6 @@ async def _run_all(scenarios: list[Scenario], *, target: str | None, calls: int 
 
         await ctrl_c.run(all_of_them)
     return [r if r is not None else ScenarioRun(s, interrupted=True) for r, s in zip(done, scenarios)]
-
-
-def _print_finished(console: Console, run: ScenarioRun) -> None:
-    """The line a scenario gets as it finishes (CI logs read these live)."""
-    status = {"passed": "passed", "skipped": "skipped"}.get(run.status, run.status.upper())
-    why = f" — {run.skip_reason}" if run.status == "skipped" and run.skip_reason else ""
-    console.print(f"  {run.scenario.name}: {status} in {run.seconds:.1f} s{why}", markup=False, highlight=False)
-    for note in run.notes:
-        console.print(f"    note: {note}", markup=False, highlight=False)
-    console.file.flush()
 
 
 def _when(t: float | None) -> str | None:
@@ -160,9 +111,7 @@ def run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str |
     whose queued behaviours go to sessions in the order these open, not by scenario.
     Ctrl-C: see :mod:`.interrupt`; the partial report is written and the status is 130.
     """
-    console = Console(stderr=False)
-    if not console.is_terminal:  # CI logs: wide enough for the table
-        console = Console(stderr=False, width=160)
+    console = make_console()
     ctrl_c = CtrlC(on_first=_interrupted_note(console))
     with ctrl_c.exits_at_once():
         return _run_and_report(scenarios, report_dir=report_dir, target=target, calls=calls, hook=hook,
@@ -178,20 +127,23 @@ def _run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str 
         runs = trio.run(lambda: _run_all(scenarios, target=target, calls=calls, hook=hook, auth_token=auth_token,
                                          mock_url=mock_url, seed=seed, console=console, jobs=jobs,
                                          ctrl_c=ctrl_c))
-    console.print(results_table(runs))
+    console.print(results_table(runs, console.width))
+    print_verdicts(console, runs)
     profiles = [r.profile for r in runs if r.profile is not None]
     profile = merge_profiles(profiles) if profiles else None
     if profile is not None:
-        console.print("bridge profile (what it told OpenAI, how it treats Twilio):", markup=False)
+        # its lines are at most 80 columns and each starts with its own label: not indented
+        console.print("bridge profile (what it told OpenAI, how it treats Twilio):", markup=False, highlight=False)
         for line in profile.lines():
-            console.print(f"  {line}", markup=False, highlight=False)
+            print_wrapped(console, line, indent=4)
     metrics: list[CallMetrics] = [m for r in runs for m in r.metrics]
     summary = summarize(metrics)
     up, down, lat = summary["uplink_hop_ms"], summary["downlink_hop_ms"], summary["turn_latency_ms"]
+    if lat["p50"] is not None:
+        print_wrapped(console, f"turn latency p50 {lat['p50']:.0f} ms (max {lat['max']:.0f})", indent=2)
     if up["p50"] is not None and down["p50"] is not None:
-        console.print(f"turn latency p50 {lat['p50']:.0f} ms; through the bridge: caller → OpenAI p50 "
-                      f"{up['p50']:.1f} ms (max {up['max']:.1f}), OpenAI → caller p50 {down['p50']:.1f} ms "
-                      f"(max {down['max']:.1f})", markup=False, highlight=False)
+        print_wrapped(console, f"bridge hops p50/max: caller → OpenAI {up['p50']:.1f}/{up['max']:.1f} ms, "
+                      f"OpenAI → caller {down['p50']:.1f}/{down['max']:.1f} ms", indent=2)
     meta: dict[str, Any] = {
         "command": command or " ".join(sys.argv), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
         "seconds": round(time.time() - t0, 1), "target": target or f"embedded ({hook})",
@@ -207,15 +159,16 @@ def _run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str 
         meta["bridge_profile"] = {"lines": profile.lines(), **profile.to_json()}
     paths = write_reports(report_dir, [c for r in runs for c in r.calls], summary, meta=meta)
     failed = [r.scenario.name for r in runs if not r.passed and not r.interrupted]
-    console.print(f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed, "
-                  f"{summary['skipped']} skipped, {summary['errors']} error(s); "
-                  f"reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
-    console.print(server_logs.summary(), markup=False, highlight=False)
+    print_wrapped(console, f"{summary['calls']} call(s): {summary['passed']} passed, {summary['failed']} failed, "
+                  f"{summary['skipped']} skipped, {summary['errors']} error(s); reports:", indent=2)
+    for p in paths.values():
+        print_wrapped(console, str(p), first="  ", indent=2)
+    print_wrapped(console, server_logs.summary(), indent=2)
     if failed:
-        console.print(f"[red]failed: {', '.join(failed)}")
+        print_wrapped(console, f"failed: {', '.join(failed)}", indent=2, style="red")
     if ctrl_c.interrupted:
         finished = sum(not r.interrupted for r in runs)
-        console.print(f"interrupted: {finished} of {len(runs)} scenario(s) finished; partial report: "
-                      f"{paths['json']}", markup=False, highlight=False)
+        print_wrapped(console, f"interrupted: {finished} of {len(runs)} scenario(s) finished; partial report: "
+                      f"{paths['json']}", indent=2)
         return EXIT_INTERRUPTED
     return 1 if failed else 0

@@ -189,6 +189,10 @@ def test_merge_shows_what_differs_between_calls(real_calls):
     assert "1 of 2 calls" in m.missing_reason("passthrough")
     assert m.to_json()["output_format"] == {"varies": ["audio/pcmu", "audio/pcm"]}
     assert any("audio/pcmu|audio/pcm out" in line for line in m.lines())
+    # the values that vary make the audio line longer than 80 columns: it goes on under its label
+    audio = [line for line in m.lines() if line.startswith("audio: ")]
+    assert len(audio) == 2 and audio[1].startswith("audio: instructions"), m.lines()
+    assert all(len(x) <= 80 for x in m.lines()) and not any(x.endswith("…") for x in m.lines())
     assert m.mark_gaps_ms == a.mark_gaps_ms  # pooled: the second call sent no audio
     assert merge_profiles([a]).to_json() == a.to_json()
 

@@ -25,7 +25,7 @@ async def test_check_prints_profile_verdicts_and_skips_with_reasons(tmp_path):
     assert "hangup_mid_reply: passed" in out
     assert "tool_call: skipped" in out and "requires tools: the bridge declared no tools" in out
     assert "bridge profile" in out and "tools: none" in out and "greets first: yes" in out
-    assert "caller → OpenAI p50" in out
+    assert "bridge hops p50/max: caller → OpenAI" in out
     assert "2 call(s): 1 passed, 0 failed, 1 skipped, 0 error(s)" in out
     doc = json.loads((report / "report.json").read_text())
     assert doc["summary"]["skipped"] == 1 and doc["summary"]["passed"] == 1

@@ -1,7 +1,10 @@
 """The bridge profile as a few console lines (each at most 80 columns), then its lints.
 
 Kept apart from :mod:`.bridge_profile` so the facts and their wording change
-independently; a value the calls of a run disagreed on prints as ``a|b``.
+independently; a value the calls of a run disagreed on prints as ``a|b``. A line
+that grows past 80 columns (values that vary make it longer) goes on under the same
+label at its last ``; `` that fits, so that nothing is lost; only a single fact
+longer than a line is clipped.
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ def render_lines(p: BridgeProfile) -> list[str]:
         lines.append(_truncates(p))
     lines.append(_offers(p))
     lines += [f"lint: {x.message}" + (f" [{x.calls}/{p.calls}]" if x.calls < p.calls else "") for x in p.lints]
-    return [_clip(line) for line in lines]
+    return [part for line in lines for part in _fit(line)]
 
 
-def _clip(line: str) -> str:
-    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
+def _fit(line: str) -> list[str]:
+    """``line`` as lines of at most :data:`WIDTH` columns, split at ``; `` and each under the label."""
+    if len(line) <= WIDTH:
+        return [line]
+    label, sep, _ = line.partition(": ")
+    cut = line.rfind("; ", 0, WIDTH)
+    if sep and cut > len(label) + len(sep):
+        return [line[:cut]] + _fit(f"{label}: {line[cut + 2:]}")
+    return [line[: WIDTH - 1] + "…"]
 
 
 def _head(p: BridgeProfile) -> str:

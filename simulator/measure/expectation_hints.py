@@ -1,0 +1,136 @@
+"""An expectation's verdict in a few words for the console: the measured value, the limit, and what to fix.
+
+The console gives each failure one line (``scenario[call N]: expectation — measured X,
+limit Y — what to fix``); the full message :mod:`.expectations` wrote, with the turn, the
+cause and the numbers behind it, stays in the reports. So the line needs, per kind of
+expectation, how its values read (units, direction of the limit) and one short hint that
+points the person fixing the bridge at the right place. Every expectation kind
+:data:`.expectations.CHECKS` judges has an entry here (a test holds them in step).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+#: kinds whose limit is a minimum (the measured value must reach it)
+_MINIMUM = frozenset({"heard_min_ms", "snr_min_db"})
+#: kinds judged by equality or presence: the line says "expected", not "limit"
+_EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reason", "openai_session",
+                       "barge_ins"})
+
+_Hint = str | Callable[[Any, Any], str]
+
+
+def _end_reason_hint(measured: Any, limit: Any) -> str:
+    if measured == "closed_by_app":
+        return "the bridge ended the call before the caller was done: check what makes it close the stream"
+    if measured == "hangup":
+        return "the bridge never ended the call: it should close the stream when the conversation is over"
+    return "check when and why the bridge closes Twilio's stream"
+
+
+HINTS: dict[str, _Hint] = {
+    "turn_latency_p95_ms": "the bridge answers late: check that it forwards the caller's audio to OpenAI at "
+                           "once and plays OpenAI's audio as it arrives",
+    "overhead_p95_ms": "the bridge's own share of the turn is high: look for buffering, batching or real-time "
+                       "pacing of audio in the bridge",
+    "barge_in_clear_max_ms": "send Twilio a clear as soon as input_audio_buffer.speech_started arrives",
+    "talk_over_max_ms": "the assistant kept talking over the caller: clear Twilio's buffer on speech_started",
+    "no_rejected_truncate": "never truncate past the audio OpenAI sent for the item: compute audio_end_ms "
+                            "from what Twilio played",
+    "truncate_error_max_ms": "compute audio_end_ms from the audio Twilio played (marks and the time since the "
+                             "last one), not from what was sent",
+    "transcript_contains": "the caller's audio did not reach OpenAI intact: check the audio format, sample "
+                           "rate and dropped frames",
+    "tool_called": "declare the tool in session.update and answer each function call with "
+                   "function_call_output, then response.create",
+    "codec": "μ-law passthrough must forward the bytes as they are, never re-encode them",
+    "snr_min_db": "the caller's audio is distorted in the bridge: check resampling and the μ-law/PCM "
+                  "conversion",
+    "no_underruns": "Twilio's buffer ran dry mid-reply: forward OpenAI's audio as it arrives, without pacing, "
+                    "dropping or holding back chunks",
+    "underrun_max_ms": "Twilio's buffer ran dry mid-reply: forward OpenAI's audio as it arrives, without "
+                       "pacing, dropping or holding back chunks",
+    "end_reason": _end_reason_hint,
+    "openai_closed_within_ms": "close the OpenAI WebSocket as soon as Twilio sends stop (an open session "
+                               "keeps costing money)",
+    "dead_air_max_ms": "when OpenAI fails or goes quiet, apologise to the caller or hang up; never leave a "
+                       "silent line",
+    "openai_session": "speak the GA dialect: no OpenAI-Beta header, session.type \"realtime\", "
+                      "audio.input/output.format",
+    "heard_min_ms": "the caller heard too little: check that every reply's audio reaches Twilio",
+    "heard_max_ms": "the caller heard too much: the bridge did not stop the reply when it should have",
+    "no_twilio_warnings": "the bridge sent messages Twilio would reject: see the report for the first one",
+    "barge_ins": "the caller talked over the assistant a different number of times than the script "
+                 "intends: check the replies' length and the script's timing",
+}
+
+
+def hint(name: str, measured: Any = None, limit: Any = None) -> str:
+    """What to fix when expectation ``name`` fails ("" for a kind this module does not know)."""
+    h = HINTS.get(name, "")
+    return h(measured, limit) if callable(h) else h
+
+
+def _number(name: str, v: float) -> str:
+    if name.endswith("_db"):
+        return f"{v:.1f} dB"
+    if name.endswith("_ms"):
+        return f"{v:.0f} ms"
+    return f"{v:g}"
+
+
+def _quoted(values: Any) -> str:
+    items = [values] if isinstance(values, str) else list(values or [])
+    return ", ".join(f'"{s}"' for s in items)
+
+
+def show_measured(name: str, v: Any) -> str:
+    """``v`` (a failure's ``measured``) as a phrase: ``measured 1040 ms``, ``the mock heard "…"``;
+    "" when nothing was measured."""
+    if v is None:
+        return ""
+    if name == "transcript_contains":
+        return f"the mock heard {_quoted(v)}" if v else "the mock recognised nothing"
+    if name == "tool_called":
+        return "called " + (", ".join(v) if v else "no tool")
+    if name == "codec":
+        shown = "bit-exact" if v is True else "not bit-exact"
+    elif name == "no_rejected_truncate":
+        shown = f"{v} rejected"
+    elif name == "no_twilio_warnings":
+        shown = f"{v} warning(s)"
+    elif name == "no_underruns":
+        shown = f"{_number('_ms', v)} of underruns"
+    elif name == "barge_ins":
+        shown = f"{v} barge-in(s)"
+    elif isinstance(v, bool) or not isinstance(v, (int, float)):
+        shown = str(v)
+    else:
+        shown = _number(name, float(v))
+    return f"measured {shown}"
+
+
+def show_limit(name: str, v: Any) -> str:
+    """The setting ``v`` of expectation ``name`` as ``limit ≤ 1500 ms``, ``limit ≥ 30.0 dB``, ``expected …``."""
+    if name == "transcript_contains":
+        return f"expected {_quoted(v)}"
+    if name == "tool_called":
+        return f"expected {v} called and answered"
+    if name == "codec":
+        return "expected bit-exact"
+    if name == "openai_session":
+        return "expected accepted"
+    if name == "no_rejected_truncate":
+        return "limit 0 rejected"
+    if name == "no_twilio_warnings":
+        return "limit 0 warnings"
+    if name == "no_underruns":
+        return "limit 0 ms"
+    if name == "barge_ins":
+        return f"expected {v} barge-in(s)"
+    if name in _EXPECTED:
+        return f"expected {v}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"limit {v}"
+    return f"limit {'≥' if name in _MINIMUM else '≤'} {_number(name, float(v))}"

@@ -151,13 +151,13 @@ def test_shape_names_and_counts(tmp_path):
 def test_a_failing_expectation_names_call_expectation_measured_and_limit(tmp_path):
     root = write(tmp_path, [failed_call(index=1)])
     failure = case(root, "barge_in[call 1]").find("failure")
-    assert failure.get("message") == ("barge_in[call 1]: barge_in_clear_max_ms — measured 712.3 ms, limit 600 ms; "
-                                      "truncate_error_max_ms — not measured, limit 20 ms")
+    assert failure.get("message") == ("barge_in[call 1]: barge_in_clear_max_ms — measured 712.3 ms, limit ≤ 600 ms; "
+                                      "truncate_error_max_ms — not measured, limit ≤ 20 ms")
     # the text: one line per failed expectation, with what to fix (and why a value is missing)
     assert failure.text.splitlines() == [
-        "barge_in[call 1]: barge_in_clear_max_ms — measured 712.3 ms, limit 600 ms — barge-in clear took 712 ms "
+        "barge_in[call 1]: barge_in_clear_max_ms — measured 712.3 ms, limit ≤ 600 ms — barge-in clear took 712 ms "
         "> 600 ms — send clear at once",
-        "barge_in[call 1]: truncate_error_max_ms — not measured, limit 20 ms — no truncate was sent after the "
+        "barge_in[call 1]: truncate_error_max_ms — not measured, limit ≤ 20 ms — no truncate was sent after the "
         "barge-in — send conversation.item.truncate"]
 
 
@@ -181,7 +181,7 @@ def test_a_pass_with_skipped_expectations_lists_them(tmp_path):
     assert all(c.find(v) is None for v in VERDICTS)  # a pass
     assert props(c)["skipped_expectations"] == "transcript_contains"
     out = c.find("system-out").text.splitlines()
-    assert out == ["passed: turn_latency_p95_ms — measured 1027.4 ms, limit 1200 ms — turn latency p95 1027 ms ≤ "
+    assert out == ["passed: turn_latency_p95_ms — measured 1027.4 ms, limit p95 ≤ 1200 ms — turn latency p95 1027 ms ≤ "
                    "1200 ms",
                    "transcript_contains — skipped: needs the mock OpenAI server in the loop"]
 

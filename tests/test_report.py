@@ -264,11 +264,11 @@ def test_junit_structure_and_counts(built):
     assert [x.tag for x in case] == ["properties", "system-out"]  # no verdict element: a pass
     (case,) = b.findall("testcase")
     fail = case.find("failure")
-    assert fail.get("message") == ("barge_in[call 0]: barge_in_clear_max_ms — measured 700 ms, limit 600 ms; "
-                                   "truncate_error_max_ms — measured 45 ms, limit 20 ms")
+    assert fail.get("message") == ("barge_in[call 0]: barge_in_clear_max_ms — measured 700 ms, limit ≤ 600 ms; "
+                                   "truncate_error_max_ms — measured 45 ms, limit ≤ 20 ms")
     assert fail.text.splitlines() == [
-        f"barge_in[call 0]: barge_in_clear_max_ms — measured 700 ms, limit 600 ms — {FAIL_CLEAR}",
-        f"barge_in[call 0]: truncate_error_max_ms — measured 45 ms, limit 20 ms — {FAIL_TRUNC}"]
+        f"barge_in[call 0]: barge_in_clear_max_ms — measured 700 ms, limit ≤ 600 ms — {FAIL_CLEAR}",
+        f"barge_in[call 0]: truncate_error_max_ms — measured 45 ms, limit ≤ 20 ms — {FAIL_TRUNC}"]
     assert f"transcript_contains — skipped: {SKIP_MSG}" in case.find("system-out").text.splitlines()
     assert (b.get("tests"), b.get("failures"), b.get("errors")) == ("1", "1", "0")
     e_cases = e.findall("testcase")

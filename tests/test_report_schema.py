@@ -119,7 +119,7 @@ def test_the_scenarios_start_and_duration_are_recorded_and_junit_uses_them(run):
     assert max(starts) - min(starts) <= dt.timedelta(seconds=doc["meta"]["seconds"])
     fail = suites["s2_fails"].find("testcase/failure")
     assert fail.get("message").startswith("s2_fails[call 0]: heard_min_ms — measured ")
-    assert fail.get("message").endswith(" ms, limit 600000 ms")
+    assert fail.get("message").endswith(" ms, limit ≥ 600000 ms")
     skip = suites["s3_skipped"].find("testcase/skipped")
     assert skip.get("message").startswith("s3_skipped[call 0]: requires transcoding")
     assert "None" not in (report / "junit.xml").read_text(encoding="utf-8")

@@ -83,6 +83,12 @@ def _quoted(v: Any) -> str:
     return f"“{v}”" if isinstance(v, str) else value_text(v)
 
 
+def comparison(name: str) -> str:
+    """How expectation ``name`` compares the measured value with a numeric limit: ``≤``, ``≥``,
+    ``p95 ≤``, ``=`` (the console, JUnit and the HTML all say it the same way)."""
+    return _LIMITS.get(name, ("≤" if name.endswith("_ms") else "", ""))[0]
+
+
 def limit_text(name: str, limit: Any) -> str:
     """``≤ 1500 ms``, ``p95 ≤ 1500 ms``, ``= hangup``, ``0 warnings``, ``heard: “help please”``."""
     if limit is None:

@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .expectation_text import comparison
 from .measurements import CallMetrics
 from .metrics import percentiles
 from .report_json import unit_of
@@ -122,7 +123,9 @@ def value_text(name: str, v: Any, *, limit: bool = False) -> str:
     if f is None:
         return "not measured"
     unit = unit_of(name)
-    return _number(f, unit) + _UNIT_TEXT.get(unit or "", "")
+    text = _number(f, unit) + _UNIT_TEXT.get(unit or "", "")
+    cmp = comparison(name) if limit else ""
+    return f"{cmp} {text}" if cmp else text  # a limit says which way it bounds: ≤ 600 ms, ≥ 30 dB
 
 
 def _verdict(e: dict[str, Any], why: bool) -> str:

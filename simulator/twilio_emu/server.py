@@ -58,6 +58,8 @@ class RestApp:
                 return
             body += message.get("body", b"")
             if len(body) > MAX_BODY_BYTES:
+                # Twilio's own code for an oversized request is unconfirmed: the emulator answers
+                # in Twilio's error shape with the HTTP status as the code.
                 await _send(send, 413, JSON_HEADERS, TwilioError(
                     413, f"Request body over {MAX_BODY_BYTES} bytes", 413).body())
                 return

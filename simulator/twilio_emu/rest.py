@@ -1,0 +1,333 @@
+"""Twilio's REST ``Calls`` resource, sans-IO: a request in, a response out.
+
+:meth:`RestCore.handle` takes ``(method, target, headers, body)`` — the request target with its
+query string, the header pairs, the form body — and returns a :class:`Response` (status, header
+pairs, JSON bytes), as ``api.twilio.com`` answers it:
+
+* ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json``: create (``To``, ``From``, ``Url`` or
+  ``Twiml``, ``Method``, ``StatusCallback``, ``StatusCallbackEvent``, ``StatusCallbackMethod``,
+  ``Record``, ``Timeout``); 201 with the call.
+* ``GET …/Calls.json``: a page of calls, newest first, in Twilio's paging shape (``calls``,
+  ``page``, ``page_size``, ``start``, ``end``, ``uri``, ``first_page_uri``, ``next_page_uri``,
+  ``previous_page_uri``), filtered by ``To``, ``From``, ``Status``, ``ParentCallSid``; the date
+  filters (``StartTime<`` …) are accepted and not applied.
+* ``GET …/Calls/{Sid}.json``: fetch; ``POST`` the same: update (``Status=completed|canceled``
+  hangs up, ``Url``/``Twiml`` redirects).
+
+Every request needs HTTP Basic auth with the account's SID and auth token (401, code 20003,
+otherwise); errors are Twilio's JSON (:mod:`.errors`). What happened goes to the store's events
+(:class:`~.calls.CallStore`) for the call legs. Time comes from ``clock`` (seconds since the
+Unix epoch, UTC), never from the wall inside.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import orjson
+
+from . import errors
+from .calls import CANCELED, COMPLETED, DEFAULT_TIMEOUT_S, Call, CallStore, Instructions
+from .errors import TwilioError
+
+API_VERSION: Final = "2010-04-01"
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 1000
+MAX_TIMEOUT_S: Final = 600  # Twilio caps the ring time of a REST-created call at 600 s
+CALLBACK_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
+JSON_HEADERS: Final = (("Content-Type", "application/json; charset=utf-8"),)
+
+_CALLS = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
+_CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
+_NANP = re.compile(r"^\+1(\d{3})(\d{3})(\d{4})$")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_SUBRESOURCES = (
+    ("feedback", "Feedback"), ("feedback_summaries", "FeedbackSummary"), ("notifications", "Notifications"),
+    ("recordings", "Recordings"), ("streams", "Streams"), ("payments", "Payments"),
+    ("user_defined_message_subscriptions", "UserDefinedMessageSubscriptions"),
+    ("user_defined_messages", "UserDefinedMessages"), ("events", "Events"), ("siprec", "Siprec"),
+    ("transcriptions", "Transcriptions"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def rfc2822(ts: float | None) -> str | None:
+    """``Tue, 31 Aug 2010 20:36:28 +0000`` as Twilio writes dates (English names, whatever the locale).
+
+    ``gmtime`` only converts the instant it is given: no clock is read here."""
+    if ts is None:
+        return None
+    t = time.gmtime(int(ts))
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+
+
+def formatted(number: str) -> str:
+    """A number for display: ``(415) 555-1212`` for North American numbers, else as given."""
+    m = _NANP.match(number)
+    return f"({m[1]}) {m[2]}-{m[3]}" if m else number
+
+
+class RestCore:
+    """The REST API of one emulated account: its credentials, its calls, a clock."""
+
+    def __init__(self, account_sid: str, auth_token: str, clock: Callable[[], float],
+                 rng: random.Random | None = None) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.clock = clock
+        self.store = CallStore(account_sid, rng or random.Random())
+
+    # -- request -> response -------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> Response:
+        split = urlsplit(target)
+        path = split.path
+        try:
+            self._authenticate(headers)
+            query = parse_qsl(split.query, keep_blank_values=True)
+            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if body else []
+            if m := _CALLS.match(path):
+                self._own_account(m["account"])
+                if method == "POST":
+                    return self._json(201, self._render(self._create(form)))
+                if method == "GET":
+                    return self._json(200, self._list(path, query))
+                raise self._method_not_allowed(method, path)
+            if m := _CALL.match(path):
+                self._own_account(m["account"])
+                call = self.store.get(m["sid"])
+                if call is None:
+                    raise errors.not_found(path)
+                if method == "GET":
+                    return self._json(200, self._render(call))
+                if method == "POST":
+                    return self._json(200, self._render(self._update(call, form)))
+                raise self._method_not_allowed(method, path)
+            raise errors.not_found(path)
+        except TwilioError as e:
+            headers_out = JSON_HEADERS
+            if e.status == 401:
+                headers_out = (*JSON_HEADERS, ("WWW-Authenticate", 'Basic realm="Twilio API"'))
+            return Response(e.status, headers_out, e.body())
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _authenticate(self, headers: Iterable[tuple[str, str]]) -> None:
+        value = next((v for k, v in headers if k.lower() == "authorization"), "")
+        scheme, _, encoded = value.partition(" ")
+        if scheme.lower() != "basic":
+            raise errors.authenticate()
+        try:
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise errors.authenticate() from None
+        # compare_digest on both halves, so a wrong SID costs the same time as a wrong token
+        ok_user = hmac.compare_digest(user.encode(), self.account_sid.encode())
+        ok_token = hmac.compare_digest(password.encode(), self.auth_token.encode())
+        if not (sep and ok_user and ok_token):
+            raise errors.authenticate()
+
+    def _own_account(self, account_sid: str) -> None:
+        # Another account's path with this account's credentials: Twilio's exact answer is
+        # unconfirmed; the emulator treats it as a failed authentication.
+        if account_sid != self.account_sid:
+            raise errors.authenticate()
+
+    @staticmethod
+    def _method_not_allowed(method: str, path: str) -> TwilioError:
+        return TwilioError(errors.METHOD_NOT_ALLOWED, f"Method {method} not allowed on {path}", 405)
+
+    # -- create, update, list --------------------------------------------------------------
+
+    def _create(self, form: list[tuple[str, str]]) -> Call:
+        f = _Form(form)
+        to, from_ = f.one("To"), f.one("From")
+        if not to:
+            raise TwilioError(errors.TO_MISSING, "No 'To' number is specified", 400)
+        if not from_:
+            raise TwilioError(errors.FROM_MISSING, "No 'From' number is specified", 400)
+        instructions = _instructions(f)
+        if instructions is None:
+            raise TwilioError(errors.URL_INVALID, "Url parameter is required. For more information, "
+                              "see http://www.twilio.com/docs/api/twiml", 400)
+        callback = f.one("StatusCallback")
+        if callback:
+            _check_url(callback, "StatusCallback")
+        events = tuple(w for v in f.all("StatusCallbackEvent") for w in v.split())
+        bad = [e for e in events if e not in CALLBACK_EVENTS]
+        if bad:
+            raise TwilioError(errors.INVALID_PARAMETER,
+                              f"StatusCallbackEvent {bad[0]!r} is not one of {', '.join(CALLBACK_EVENTS)}", 400)
+        timeout = _integer(f.one("Timeout"), "Timeout", DEFAULT_TIMEOUT_S)
+        return self.store.create(
+            to=to, from_=from_, instructions=instructions, at=self.clock(),
+            status_callback=callback or None,
+            status_callback_method=_method(f.one("StatusCallbackMethod"), "StatusCallbackMethod"),
+            # Twilio sends only `completed` when a StatusCallback comes without events
+            status_callback_events=(events or ("completed",)) if callback else events,
+            record=(f.one("Record") or "false").lower() == "true",
+            timeout_s=max(1, min(timeout, MAX_TIMEOUT_S)),
+        )
+
+    def _update(self, call: Call, form: list[tuple[str, str]]) -> Call:
+        f = _Form(form)
+        status = f.one("Status")
+        if status:
+            if status not in (COMPLETED, CANCELED):
+                raise TwilioError(errors.INVALID_PARAMETER,
+                                  f"Status must be {COMPLETED} or {CANCELED}, not {status!r}", 400)
+            return self.store.hang_up(call.sid, status, self.clock())
+        instructions = _instructions(f)
+        if instructions is not None:
+            return self.store.redirect(call.sid, instructions, self.clock())
+        return call
+
+    def _list(self, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
+        q = _Form(query)
+        filters = {k: q.one(k) for k in ("To", "From", "Status", "ParentCallSid")}
+        calls = [c for c in self.store.newest_first() if _matches(c, filters)]
+        size = max(1, min(_integer(q.one("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
+        page = max(0, _integer(q.one("Page"), "Page", 0))
+        start = page * size
+        token = q.one("PageToken") or ""
+        if token.startswith("PA"):  # "PA" + the last SID of the previous page: stable while calls are added
+            after = next((i for i, c in enumerate(calls) if c.sid == token[2:]), None)
+            if after is not None:
+                start = after + 1
+        chunk = calls[start:start + size]
+        kept = [(k, v) for k, v in filters.items() if v]
+
+        def uri(page_no: int, page_token: str | None = None) -> str:
+            params = [*kept, ("PageSize", str(size)), ("Page", str(page_no))]
+            if page_token:
+                params.append(("PageToken", page_token))
+            return f"{path}?{urlencode(params)}"
+
+        more = start + size < len(calls)
+        return {
+            "calls": [self._render(c) for c in chunk],
+            "end": start + max(len(chunk), 1) - 1,
+            "first_page_uri": uri(0),
+            "next_page_uri": uri(page + 1, "PA" + chunk[-1].sid) if more and chunk else None,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": uri(page - 1) if page > 0 else None,
+            "start": start,
+            "uri": uri(page, token or None),
+        }
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _render(self, c: Call) -> dict[str, Any]:
+        base = f"/{API_VERSION}/Accounts/{c.account_sid}/Calls/{c.sid}"
+        duration = c.duration_s
+        return {
+            "account_sid": c.account_sid,
+            "annotation": None,
+            "answered_by": None,
+            "api_version": API_VERSION,
+            "caller_name": None,
+            "date_created": rfc2822(c.date_created),
+            "date_updated": rfc2822(c.date_updated),
+            "direction": c.direction,
+            "duration": None if duration is None else str(duration),
+            "end_time": rfc2822(c.end_time),
+            "forwarded_from": None,
+            "from": c.from_,
+            "from_formatted": formatted(c.from_),
+            "group_sid": None,
+            "parent_call_sid": c.parent_call_sid,
+            "phone_number_sid": None,
+            "price": None,
+            "price_unit": "USD",
+            "queue_time": "0",
+            "sid": c.sid,
+            "start_time": rfc2822(c.start_time),
+            "status": c.status,
+            "subresource_uris": {name: f"{base}/{part}.json" for name, part in _SUBRESOURCES},
+            "to": c.to,
+            "to_formatted": formatted(c.to),
+            "trunk_sid": None,
+            "uri": f"{base}.json",
+        }
+
+    @staticmethod
+    def _json(status: int, payload: dict[str, Any]) -> Response:
+        return Response(status, JSON_HEADERS, orjson.dumps(payload))
+
+
+class _Form:
+    """Form or query fields, where a name may repeat (``StatusCallbackEvent``)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def one(self, name: str) -> str | None:
+        for k, v in self.pairs:
+            if k == name:
+                return v
+        return None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.pairs if k == name]
+
+
+def _instructions(f: _Form) -> Instructions | None:
+    """``Url`` wins over ``Twiml`` when both come (the ``twilio`` package's docstring: "If you
+    include both, twiml is ignored"); ``None`` when neither does."""
+    url, twiml = f.one("Url"), f.one("Twiml")
+    if url:
+        _check_url(url, "Url")
+        return Instructions(url=url, method=_method(f.one("Method"), "Method"))
+    if twiml:
+        return Instructions(twiml=twiml)
+    return None
+
+
+def _check_url(url: str, name: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TwilioError(errors.URL_INVALID, f"{name} is not a valid URL: {url}", 400)
+
+
+def _method(value: str | None, name: str) -> str:
+    method = (value or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise TwilioError(errors.INVALID_PARAMETER, f"{name} must be GET or POST, not {value!r}", 400)
+    return method
+
+
+def _integer(value: str | None, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise TwilioError(errors.INVALID_PARAMETER, f"{name} must be an integer, not {value!r}", 400) from None
+
+
+def _matches(c: Call, filters: dict[str, str | None]) -> bool:
+    want_to, want_from, want_status, want_parent = (filters[k] for k in ("To", "From", "Status", "ParentCallSid"))
+    return ((not want_to or c.to == want_to) and (not want_from or c.from_ == want_from)
+            and (not want_status or c.status == want_status)
+            and (not want_parent or c.parent_call_sid == want_parent))

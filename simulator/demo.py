@@ -163,7 +163,10 @@ def _run_and_report(scenarios: list[Scenario], *, report_dir: Path, target: str 
                   f"{summary['skipped']} skipped, {summary['errors']} error(s); reports:", indent=2)
     for p in paths.values():
         print_wrapped(console, str(p), first="  ", indent=2)
-    print_wrapped(console, server_logs.summary(), indent=2)
+    # which servers ran here: ours (the demo), only the mock (a --target run), or none (--mock-url too)
+    in_process = "bridge/mock" if target is None else None if mock_url else "mock"
+    if in_process is not None:
+        print_wrapped(console, server_logs.summary(in_process), indent=2)
     if failed:
         print_wrapped(console, f"failed: {', '.join(failed)}", indent=2, style="red")
     if ctrl_c.interrupted:

@@ -44,9 +44,9 @@ class ServerLogCounts(logging.Handler):
     def errors(self) -> int:
         return sum(n for level, n in self.counts.items() if level != "WARNING")
 
-    def summary(self) -> str:
-        """The console's one line about the servers' logs."""
-        return (f"in-process bridge/mock logged {self.warnings} warning(s) and {self.errors} error(s): "
+    def summary(self, servers: str = "bridge/mock") -> str:
+        """The console's one line about the logs of the ``servers`` that ran in this process."""
+        return (f"in-process {servers} logged {self.warnings} warning(s) and {self.errors} error(s): "
                 f"{self.path}")
 
 

@@ -27,6 +27,7 @@ async def test_check_prints_profile_verdicts_and_skips_with_reasons(tmp_path):
     assert "bridge profile" in out and "tools: none" in out and "greets first: yes" in out
     assert "bridge hops p50/max: caller → OpenAI" in out
     assert "2 call(s): 1 passed, 0 failed, 1 skipped, 0 error(s)" in out
+    assert "in-process" not in out  # the bridge and the mock both ran elsewhere: no log line about them
     doc = json.loads((report / "report.json").read_text())
     assert doc["summary"]["skipped"] == 1 and doc["summary"]["passed"] == 1
     skipped = next(c for c in doc["calls"] if c["scenario"] == "tool_call")

@@ -147,6 +147,8 @@ async def test_call_scenario_takes_quiet_ms_and_impair_instead_of_the_files(tmp_
             capture_stdout=True, capture_stderr=True, check=False)
         n.cancel_scope.cancel()
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    said = " ".join(proc.stdout.decode().split())  # the console wraps at its width
+    assert "in-process mock logged" in said and "bridge/mock" not in said  # the bridge is the target's
     (sess,) = app.sessions
     stamps = [int(m["media"]["timestamp"]) for m in sess.events("media")]
     steps = [b - a for a, b in zip(stamps, stamps[1:])]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .twilio_emu.command import add_parser as add_twilio_emulator
 
 #: scenarios ``callsim demo`` runs at once unless --jobs/--sequential say otherwise
 DEFAULT_JOBS = 9
@@ -591,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bridge(sub)
     _add_check(sub)
     _add_fixtures(sub)
+    add_twilio_emulator(sub, PORT)
     return parser
 
 

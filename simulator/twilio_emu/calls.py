@@ -17,6 +17,7 @@ ringing").
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -108,12 +109,16 @@ class CallEvent:
 
 @dataclass
 class CallStore:
-    """The calls of one emulated account, newest last, and the events not yet drained."""
+    """The calls of one emulated account, newest last, and the events not yet drained.
+
+    ``listeners`` are called with each event as it happens, after the call has changed (the
+    status callbacks read the call as it is at that moment); the call legs drain ``events``."""
 
     account_sid: str
     rng: random.Random = field(default_factory=random.Random)
     calls: dict[str, Call] = field(default_factory=dict)
     events: list[CallEvent] = field(default_factory=list)
+    listeners: list[Callable[[CallEvent], None]] = field(default_factory=list)
 
     def create(self, *, to: str, from_: str, instructions: Instructions, at: float, **options) -> Call:
         sid = make_sid("CA", self.rng)
@@ -122,7 +127,7 @@ class CallStore:
         call = Call(sid=sid, account_sid=self.account_sid, to=to, from_=from_, instructions=instructions,
                     date_created=at, date_updated=at, **options)
         self.calls[sid] = call
-        self.events.append(CallEvent("created", sid, at, call.status, instructions))
+        self._record(CallEvent("created", sid, at, call.status, instructions))
         return call
 
     def get(self, sid: str) -> Call | None:
@@ -139,7 +144,7 @@ class CallStore:
         if status not in TRANSITIONS.get(call.status, frozenset()):
             raise ValueError(f"call {sid}: no transition {call.status} -> {status}")
         self._move(call, status, at)
-        self.events.append(CallEvent("status", sid, at, status))
+        self._record(CallEvent("status", sid, at, status))
         return call
 
     def hang_up(self, sid: str, status: str, at: float) -> Call:
@@ -159,7 +164,7 @@ class CallStore:
         else:
             end = CANCELED
         self._move(call, end, at)
-        self.events.append(CallEvent("hung_up", sid, at, end))
+        self._record(CallEvent("hung_up", sid, at, end))
         return call
 
     def redirect(self, sid: str, instructions: Instructions, at: float) -> Call:
@@ -169,13 +174,18 @@ class CallStore:
             raise TwilioError(CALL_NOT_IN_PROGRESS, "Call is not in-progress. Cannot redirect.", 400)
         call.instructions = instructions
         call.date_updated = at
-        self.events.append(CallEvent("redirected", sid, at, call.status, instructions))
+        self._record(CallEvent("redirected", sid, at, call.status, instructions))
         return call
 
     def drain_events(self) -> list[CallEvent]:
         """The events since the last drain, oldest first."""
         events, self.events = self.events, []
         return events
+
+    def _record(self, event: CallEvent) -> None:
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
 
     @staticmethod
     def _move(call: Call, status: str, at: float) -> None:

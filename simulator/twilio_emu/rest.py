@@ -38,6 +38,7 @@ import orjson
 from . import errors
 from .calls import CANCELED, COMPLETED, DEFAULT_TIMEOUT_S, Call, CallStore, Instructions
 from .errors import TwilioError
+from .numbers import PhoneNumber
 
 API_VERSION: Final = "2010-04-01"
 DEFAULT_PAGE_SIZE: Final = 50
@@ -88,14 +89,16 @@ def formatted(number: str) -> str:
 
 
 class RestCore:
-    """The REST API of one emulated account: its credentials, its calls, a clock."""
+    """The REST API of one emulated account: its credentials, its calls, a clock, and the phone
+    numbers it emulates (by number; the call legs dial their webhooks)."""
 
     def __init__(self, account_sid: str, auth_token: str, clock: Callable[[], float],
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, numbers: Iterable[PhoneNumber] = ()) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.clock = clock
         self.store = CallStore(account_sid, rng or random.Random())
+        self.numbers: dict[str, PhoneNumber] = {n.number: n for n in numbers}
 
     # -- request -> response -------------------------------------------------------------
 

@@ -8,6 +8,9 @@ holds an auth token and answers anyone who can reach it.
     async with serve_rest(core) as url:           # url = "http://127.0.0.1:PORT"
         client = twilio.rest.Client(sid, token)
         client.api.base_url = url                  # the only change a client needs
+
+:func:`serve_rest` serves the REST API alone; :func:`serve_emulator` also sends the status
+callbacks, as ``callsim twilio-emulator`` does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from .callback_sender import CallbackSender
 from .errors import TwilioError
 from .rest import JSON_HEADERS, RestCore
 
@@ -102,3 +106,16 @@ async def serve_rest(core: RestCore | None = None, *, host: str = "127.0.0.1", p
             yield binds[0]
         finally:
             stop.set()
+
+
+@asynccontextmanager
+async def serve_emulator(core: RestCore, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """The REST API plus the status callbacks it causes (:mod:`.callback_sender`); yields the
+    base URL. Callbacks still in flight when the block ends are abandoned."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(CallbackSender(core.store, core.auth_token).run)
+        try:
+            async with serve_rest(core, host=host, port=port) as url:
+                yield url
+        finally:
+            nursery.cancel_scope.cancel()

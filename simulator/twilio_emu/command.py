@@ -1,0 +1,132 @@
+"""``callsim twilio-emulator``: serve the emulator's REST API and status callbacks until Ctrl-C.
+
+Kept out of ``cli.py`` so that the command line only names the subcommand; trio, hypercorn and
+httpx are imported once the flags are good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import signal
+import sys
+from typing import Any
+
+from .numbers import PhoneNumber, parse_number
+
+PROG = "callsim twilio-emulator"
+# A fixed, obviously fake account: the twilio client only needs SID and token to match.
+DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
+_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+
+
+def _account_sid(text: str) -> str:
+    if not _ACCOUNT_SID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an account SID (AC followed by 32 hex digits)")
+    return text
+
+
+def _number(text: str) -> PhoneNumber:
+    try:
+        return parse_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(sub: argparse._SubParsersAction, port_type: Any) -> None:
+    p = sub.add_parser(
+        "twilio-emulator",
+        help="serve an offline stand-in for Twilio's Calls REST API and status callbacks",
+        description=(
+            "Serve a local stand-in for Twilio's Calls REST API (create, fetch, list, update, with "
+            "Twilio's JSON and error codes, HTTP Basic auth) and the signed status callbacks calls ask "
+            "for. Point the twilio client (or your bridge's REST calls) at it with "
+            "client.api.base_url = URL. Calls are not connected yet: call legs and audio come later."
+        ),
+        epilog=(
+            "examples:\n"
+            "  callsim twilio-emulator --port 8766\n"
+            "  callsim twilio-emulator --number +15550001111=http://127.0.0.1:5050/incoming-call\n"
+            "then, in Python:\n"
+            "  client = twilio.rest.Client(ACCOUNT_SID, AUTH_TOKEN)\n"
+            "  client.api.base_url = 'http://127.0.0.1:8766'"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; the emulator answers anyone who has the token)")
+    p.add_argument("--port", type=port_type, default=8766, help="port (default 8766; 0 = any free port)")
+    p.add_argument("--account-sid", type=_account_sid, default=DEFAULT_ACCOUNT_SID,
+                   help=f"the emulated account's SID (default {DEFAULT_ACCOUNT_SID})")
+    p.add_argument("--auth-token", default=None,
+                   help="its auth token (default: $TWILIO_AUTH_TOKEN, else a new random one, printed)")
+    p.add_argument("--number", type=_number, action="append", default=[], metavar="E164=URL",
+                   help="an emulated phone number and its voice webhook, e.g. "
+                        "+15550001111=http://127.0.0.1:5050/incoming-call (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each request and callback")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    import trio
+
+    from .rest import RestCore
+    from .server import serve_emulator
+
+    numbers: list[PhoneNumber] = args.number
+    seen: set[str] = set()
+    for n in numbers:
+        if n.number in seen:
+            print(f"{PROG}: {n.number} is given twice", file=sys.stderr)
+            return 2
+        seen.add(n.number)
+    if args.auth_token:
+        token, told = args.auth_token, "given with --auth-token"
+    elif os.environ.get("TWILIO_AUTH_TOKEN"):
+        # read from the environment: not echoed, CI logs are read by many
+        token, told = os.environ["TWILIO_AUTH_TOKEN"], "from $TWILIO_AUTH_TOKEN"
+    else:
+        token = secrets.token_hex(16)
+        told = token
+    core = RestCore(args.account_sid, token, clock=time.time, numbers=numbers)
+    cannot_listen: list[OSError] = []
+
+    async def serve() -> None:
+        # Ctrl-C and SIGTERM arrive as messages (as in `callsim mock-openai`), so no
+        # KeyboardInterrupt lands inside a request handler half-way.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            try:
+                async with serve_emulator(core, host=args.host, port=args.port) as url:
+                    print(f"Twilio emulator on {url} (account {args.account_sid}, auth token {told}); "
+                          f"point the twilio client at it: client.api.base_url = \"{url}\"", flush=True)
+                    for n in numbers:
+                        print(f"  number {n.number} -> {n.voice_url} (calls to it are not connected yet)",
+                              flush=True)
+                    async for _ in signals:
+                        break
+            except* OSError as group:  # port in use, an address not of this host
+                cannot_listen.extend(_leaves(group))
+
+    try:
+        trio.run(serve)
+    except* KeyboardInterrupt:  # a Ctrl-C before the receiver is in place (start-up)
+        pass
+    if cannot_listen:
+        exc = cannot_listen[0]
+        print(f"{PROG}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+              "(choose another with --port)", file=sys.stderr)
+        return 2
+    print(f"stopped after {len(core.store.calls)} call(s)", file=sys.stderr)
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list:
+    """The exceptions in a (nested) group: the nurseries of serve_emulator nest theirs."""
+    out: list = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out

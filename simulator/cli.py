@@ -591,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bridge(sub)
     _add_check(sub)
     _add_fixtures(sub)
+    from .dial.command import add_parser as _add_dial
+
+    _add_dial(sub)
     return parser
 
 

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from twilio.twiml.voice_response import Connect, VoiceResponse
-
 #: Twilio's own REST API (the ``twilio`` package's default base URL)
 TWILIO_API_URL: Final = "https://api.twilio.com"
 #: the custom parameters of the stream (``start.customParameters``)
@@ -126,6 +124,8 @@ class DialRequest:
 
     def twiml(self) -> str:
         """``<Response><Connect><Stream url=…>`` with the scenario and token as ``<Parameter>``s."""
+        from twilio.twiml.voice_response import Connect, VoiceResponse  # not needed to parse the CLI
+
         response = VoiceResponse()
         connect = Connect()
         stream = connect.stream(url=self.stream_url)

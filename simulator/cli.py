@@ -593,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_fixtures(sub)
     add_twilio_emulator(sub, PORT)
+    from .dial.command import add_parser as _add_dial
+
+    _add_dial(sub)
     return parser
 
 

@@ -1,0 +1,130 @@
+"""``callsim dial``: the subcommand's flags and what it does with them.
+
+Every input is checked before anything is sent (exit 2, one line); ``--dry-run`` prints the
+request and sends nothing; otherwise the call is placed, callsim waits for Twilio's media stream,
+and the call is hung up over REST on every exit. Exit status: 0 ok, 1 failed, 2 bad input,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ..cli import PORT, UsageError, _number
+from .request import MAX_TIME_LIMIT_S, TWILIO_API_URL
+
+DEFAULT_PORT = 8765
+DEFAULT_MAX_DURATION_S = 300
+DEFAULT_STREAM_TIMEOUT_S = 30.0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dial", help="run a scenario through a real Twilio call to a real number (in progress)",
+        description=(
+            "Place a real call with Twilio's REST API (calls.create) whose TwiML is <Connect><Stream> back to "
+            "callsim at --public-url, wait for Twilio's media stream, and hang the call up over REST on every "
+            "exit (Ctrl-C included). --dry-run prints what would be sent. In progress: callsim's stream server "
+            "is not built yet, so no stream arrives and the call is hung up after --stream-timeout-s. "
+            "Exit status: 0 ok, 1 failed, 2 bad input, 130 interrupted."
+        ),
+    )
+    p.add_argument("--to", required=True, help="the number to call (E.164, e.g. +15551234567): your agent's number")
+    p.add_argument("--from", dest="from_", required=True,
+                   help="the caller ID (E.164): a number of your Twilio account")
+    p.add_argument("--scenario", required=True, metavar="NAME_OR_FILE",
+                   help="the scenario to play (fixtures/scenarios/NAME.toml or a path)")
+    p.add_argument("--public-url", required=True, metavar="URL",
+                   help="wss://HOST/PATH (or https://) where Twilio reaches callsim's stream server: "
+                        "a tunnel or a public host forwarding to --host:--port")
+    p.add_argument("--host", default="127.0.0.1", help="where callsim's stream server listens (default 127.0.0.1)")
+    p.add_argument("--port", type=PORT, default=DEFAULT_PORT,
+                   help=f"port of callsim's stream server (default {DEFAULT_PORT})")
+    p.add_argument("--twilio-api-url", default=TWILIO_API_URL, metavar="URL",
+                   help=f"Twilio's REST API (default {TWILIO_API_URL}); point it at `callsim twilio-emulator` "
+                        "to dial offline")
+    p.add_argument("--account-sid", default=os.environ.get("TWILIO_ACCOUNT_SID"),
+                   help="Twilio account SID (default $TWILIO_ACCOUNT_SID)")
+    p.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"),
+                   help="Twilio auth token (default $TWILIO_AUTH_TOKEN)")
+    p.add_argument("--max-duration-s", type=_number(int, minimum=1, maximum=MAX_TIME_LIMIT_S),
+                   default=DEFAULT_MAX_DURATION_S,
+                   help=f"hard cap on the call, enforced by Twilio too (TimeLimit; default {DEFAULT_MAX_DURATION_S})")
+    p.add_argument("--stream-timeout-s", type=_number(float, above=0), default=DEFAULT_STREAM_TIMEOUT_S,
+                   help=f"hang up if Twilio's media stream has not arrived after this long "
+                        f"(default {DEFAULT_STREAM_TIMEOUT_S:g})")
+    p.add_argument("--record", action="store_true", help="ask Twilio for a dual-channel recording of the call")
+    p.add_argument("--report", type=Path, default=Path("callsim-report"),
+                   help="report folder (default ./callsim-report; not written yet)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be sent to Twilio and exit; sends nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every REST request")
+    p.set_defaults(func=cmd_dial)
+
+
+def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The checked request and API URL, or :class:`UsageError` naming the first bad input."""
+    from ..scenario import ScenarioError, find_scenario
+    from .request import DialInputError, DialRequest, check_account_sid, check_api_url
+
+    try:
+        api_url = check_api_url(args.twilio_api_url)
+        request = DialRequest.checked(to=args.to, from_=args.from_, scenario=args.scenario,
+                                      public_url=args.public_url, max_duration_s=args.max_duration_s,
+                                      record=args.record, stream_timeout_s=args.stream_timeout_s)
+    except DialInputError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        scenario = find_scenario(args.scenario)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    try:  # credentials last: a bad number or scenario is worth knowing about first
+        if not args.dry_run:
+            if not args.account_sid or not args.auth_token:
+                missing = [name for name, v in (("TWILIO_ACCOUNT_SID", args.account_sid),
+                                                ("TWILIO_AUTH_TOKEN", args.auth_token)) if not v]
+                raise DialInputError(f"no Twilio credentials: set ${' and $'.join(missing)} "
+                                     "(or --account-sid/--auth-token)")
+            check_account_sid(args.account_sid)
+    except DialInputError as exc:
+        raise UsageError(str(exc)) from None
+    # the stream parameter names the scenario as the stream server will look it up
+    return api_url, replace(request, scenario=scenario.name)
+
+
+def cmd_dial(args: argparse.Namespace) -> int:
+    try:
+        api_url, request = _request(args)
+    except UsageError as exc:
+        print(f"callsim dial: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        from .request import dry_run_text
+
+        print(dry_run_text(request, api_url=api_url, account_sid=args.account_sid, auth_token=args.auth_token,
+                           listen=f"{args.host}:{args.port}"))
+        return 0
+    import trio
+
+    from ..interrupt import EXIT_INTERRUPTED, CtrlC
+    from .driver import NoStreamServer, TwilioRest, run_dial
+    from .plan import DialPlan
+
+    def say(line: str) -> None:
+        print(f"callsim dial: {line}", file=sys.stderr, flush=True)
+
+    plan = DialPlan(request)
+    rest = TwilioRest(args.account_sid, args.auth_token, api_url)
+    ctrl_c = CtrlC(on_first=lambda: say("interrupted: hanging up (Ctrl-C again to quit at once; Twilio's "
+                                        f"TimeLimit of {request.max_duration_s} s still ends the call)"))
+    with ctrl_c.exits_at_once():
+        trio.run(ctrl_c.run, lambda: run_dial(plan, rest, NoStreamServer(), say))
+    finish = plan.finish
+    if finish is None:  # cancelled before the plan could finish (cannot happen with a shielded hang-up)
+        print(f"callsim dial: interrupted; call {plan.sid or '(none)'} status {plan.final_status or 'unknown'}")
+        return EXIT_INTERRUPTED
+    print(f"callsim dial: {finish.summary}")
+    return EXIT_INTERRUPTED if ctrl_c.interrupted else finish.exit_code

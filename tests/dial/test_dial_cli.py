@@ -1,0 +1,129 @@
+"""`callsim dial` as a user runs it, against the Twilio emulator on loopback (never the network):
+the dry run sends nothing, bad input is one line and exit 2, a real dial creates the call and
+hangs it up, Ctrl-C hangs up and exits 130."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from callsim.simulator.cli import main
+
+from .emulator import SID, TOKEN, emulator_in_thread, no_proxy_env
+
+CALL = ["dial", "--to", "+15551234567", "--from", "+15550001111", "--scenario", "barge_in",
+        "--public-url", "wss://dial.example/stream"]
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name, value in no_proxy_env({}).items():
+        monkeypatch.setenv(name, value)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def emulator(env):
+    with emulator_in_thread() as (core, url):
+        yield core, url
+
+
+def test_dry_run_prints_the_request_and_sends_nothing(emulator, monkeypatch, capsys):
+    core, url = emulator
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the dry run opened a connection")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    rc = main([*CALL, "--twilio-api-url", url, "--record", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == "" and core.store.calls == {}
+    assert f"POST {url}/2010-04-01/Accounts/AC…1212/Calls.json" in out
+    assert '<Stream url="wss://dial.example/stream"><Parameter name="callsim_scenario" value="barge_in" />' in out
+    assert "TimeLimit=300" in out and "Record=true" in out and "StatusCallback=https://dial.example/dial-status" in out
+    assert SID not in out and TOKEN not in out
+
+
+def test_dry_run_needs_no_credentials(monkeypatch, capsys):
+    monkeypatch.delenv("TWILIO_ACCOUNT_SID", raising=False)
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    assert main([*CALL, "--dry-run"]) == 0
+    assert "no account SID: set $TWILIO_ACCOUNT_SID" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, says", [
+    (["--to", "5551234567"], "--to must be an E.164 number"),
+    (["--from", "+15551234567"], "--to and --from are the same number"),
+    (["--public-url", "http://dial.example/stream"], "--public-url must be wss://"),
+    (["--scenario", "no_such_scenario"], "no scenario 'no_such_scenario'"),
+    (["--account-sid", "AC123"], "the account SID"),
+    (["--twilio-api-url", "ftp://x"], "--twilio-api-url must be http(s)://"),
+    (["--port", "70000"], "--port: must be at most 65535"),
+    (["--max-duration-s", "0"], "--max-duration-s: must be at least 1"),
+    (["--max-duration-s", "99999"], "--max-duration-s: must be at most 14400"),
+    (["--stream-timeout-s", "0"], "--stream-timeout-s: must be more than 0"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_sent(emulator, capsys, change, says):
+    core, url = emulator
+    rc = main([*CALL, "--twilio-api-url", url, *change])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and core.store.calls == {}
+    assert err.count("\n") == 1 and err.startswith("callsim dial: ") and says in err, err
+
+
+def test_missing_credentials_name_the_variables(emulator, monkeypatch, capsys):
+    core, url = emulator
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    assert main([*CALL, "--twilio-api-url", url]) == 2
+    assert capsys.readouterr().err == ("callsim dial: no Twilio credentials: set $TWILIO_AUTH_TOKEN "
+                                       "(or --account-sid/--auth-token)\n")
+    assert core.store.calls == {}
+
+
+def test_a_dial_creates_the_call_and_hangs_it_up_when_no_stream_arrives(emulator, capsys):
+    core, url = emulator
+    rc = main([*CALL, "--twilio-api-url", url, "--stream-timeout-s", "1", "--max-duration-s", "90"])
+    out, err = capsys.readouterr()
+    (call,) = core.store.calls.values()
+    assert (call.to, call.from_, call.status) == ("+15551234567", "+15550001111", "canceled")
+    assert '<Connect><Stream url="wss://dial.example/stream">' in call.instructions.twiml
+    assert 'name="callsim_scenario" value="barge_in"' in call.instructions.twiml
+    assert rc == 1
+    assert "no media stream arrived within 1 s" in err
+    assert out == f"callsim dial: call {call.sid} hung up (canceled): no media stream arrived within 1 s " \
+                  "(is --public-url reaching callsim's stream server?)\n"
+
+
+def test_ctrl_c_while_waiting_hangs_up_and_exits_130(emulator):
+    core, url = emulator
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callsim.simulator", *CALL, "--twilio-api-url", url, "--stream-timeout-s", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=no_proxy_env(dict(os.environ)))
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "waiting up to 120 s" in line:
+                break
+        else:
+            raise AssertionError("callsim dial ended before waiting:\n" + "".join(seen))
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(seen) + rest
+    (call,) = core.store.calls.values()
+    assert proc.returncode == 130, out
+    assert call.status == "canceled"
+    assert f"call {call.sid} hung up (canceled): interrupted" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out

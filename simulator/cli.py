@@ -11,11 +11,13 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from . import __version__
+from .cli_support import AT_LEAST_1, MS, PORT, bounded_number, serve_until_signal
 from .twilio_emu.command import add_parser as add_twilio_emulator
 
 #: scenarios ``callsim demo`` runs at once unless --jobs/--sequential say otherwise
@@ -27,32 +29,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
-
-
-def _number(kind: type, *, minimum: float | None = None, above: float | None = None,
-            maximum: float | None = None, what: str = "") -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` within the bounds, else a one-line reason."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'a whole number' if kind is int else 'a number'}{what}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value:g}")
-        if above is not None and value <= above:
-            raise argparse.ArgumentTypeError(f"must be more than {above:g}, got {value:g}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {value:g}")
-        return value
-    return parse
-
-
-PORT = _number(int, minimum=0, maximum=65535, what=" (a port, 0..65535)")
-AT_LEAST_1 = _number(int, minimum=1)
-MS = _number(int, minimum=0, what=" of ms")
 
 
 def _check_target(target: str) -> None:
@@ -97,10 +73,10 @@ def _add_call(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet-ms", type=MS, default=None,
                    help="a reply has ended after this much silence (default 800; "
                         "with --scenario: every wait_for_reply step's)")
-    p.add_argument("--reply-timeout-ms", type=_number(int, minimum=1), default=None,
+    p.add_argument("--reply-timeout-ms", type=bounded_number(int, minimum=1), default=None,
                    help="give up waiting for a reply after this long (default 15000; "
                         "with --scenario: every wait_for_reply step's)")
-    p.add_argument("--max-duration-s", type=_number(float, above=0), default=None,
+    p.add_argument("--max-duration-s", type=bounded_number(float, above=0), default=None,
                    help="hang up after this long whatever happens (default 300)")
     p.add_argument("--impair", default=None, metavar="SPEC",
                    help="seeded send-side impairments, e.g. jitter=5,loss=0.01,bunch=0.02x5,gap=0.01x40,seed=7 "
@@ -436,9 +412,9 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--echo", action="store_true", help="reply with exactly the audio of the caller's last turn")
     p.add_argument("--think-ms", default="300", metavar="SPEC",
                    help="think time before the first audio: MS, uniform:LO-HI or normal:MEAN,SD (default 300)")
-    p.add_argument("--realtime-factor", type=_number(float, above=0), default=5.0,
+    p.add_argument("--realtime-factor", type=bounded_number(float, above=0), default=5.0,
                    help="audio is sent this many times faster than real time (default 5)")
-    p.add_argument("--chunk-ms", type=_number(int, minimum=1), default=100, help="audio per delta in ms (default 100)")
+    p.add_argument("--chunk-ms", type=bounded_number(int, minimum=1), default=100, help="audio per delta in ms (default 100)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault (see below)")
     p.add_argument("--seed", type=int, default=None, help="seed for think times, ids and faults")
     p.add_argument("--behaviour", type=Path, default=None, metavar="FILE",
@@ -528,40 +504,23 @@ def _cmd_mock(args: argparse.Namespace) -> int:
                         validate_outgoing=not args.no_validate, freeze_gc=True, reactor=not args.no_reactor,
                         keep_sessions=max(1, args.keep_sessions))
     server = MockServer(config)
-    cannot_listen: list[OSError] = []
 
-    async def run() -> None:
-        # Ctrl-C and SIGTERM are taken as messages, not as KeyboardInterrupt: trio
-        # raises that wherever the main thread happens to be, and when that is
-        # inside a handler which must not die half-way (or a finaliser, where
-        # Python swallows it) the process would go on serving.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as n:
-                try:
-                    await n.start(server.serve)
-                except OSError as exc:  # port in use, an address not of this host: before any session
-                    cannot_listen.append(exc)
-                    return
-                key = "any key" if args.any_key else f"key {args.api_key}"
-                print(f"mock OpenAI Realtime on {server.realtime_url} ({args.dialect}, {key})", flush=True)
-                print(f"  point a bridge at it: OPENAI_REALTIME_URL={server.realtime_url} "
-                      f"OPENAI_API_KEY={'sk-anything' if args.any_key else args.api_key}", flush=True)
-                print(f"  sessions: {server.http_url}/_mock/sessions", flush=True)
-                async for _ in signals:
-                    break
-                n.cancel_scope.cancel()
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[MockServer]:
+        async with trio.open_nursery() as n:
+            await n.start(server.serve)
+            yield server
+            n.cancel_scope.cancel()
 
-    try:
-        trio.run(run)
-    except* KeyboardInterrupt:  # a Ctrl-C before the receiver is in place (start-up)
-        pass
-    if cannot_listen:
-        exc = cannot_listen[0]
-        print(f"callsim mock-openai: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
-              "(choose another with --port)", file=sys.stderr)
-        return 2
-    print(f"stopped after {server.session_count} session(s)", file=sys.stderr)
-    return 0
+    def announce(server: MockServer) -> None:
+        key = "any key" if args.any_key else f"key {args.api_key}"
+        print(f"mock OpenAI Realtime on {server.realtime_url} ({args.dialect}, {key})", flush=True)
+        print(f"  point a bridge at it: OPENAI_REALTIME_URL={server.realtime_url} "
+              f"OPENAI_API_KEY={'sk-anything' if args.any_key else args.api_key}", flush=True)
+        print(f"  sessions: {server.http_url}/_mock/sessions", flush=True)
+
+    return serve_until_signal("callsim mock-openai", f"{args.host}:{args.port}", serving, announce,
+                              lambda: f"stopped after {server.session_count} session(s)")
 
 
 def _add_bridge(sub: argparse._SubParsersAction) -> None:
@@ -592,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bridge(sub)
     _add_check(sub)
     _add_fixtures(sub)
-    add_twilio_emulator(sub, PORT)
+    add_twilio_emulator(sub)
     from .dial.command import add_parser as _add_dial
 
     _add_dial(sub)

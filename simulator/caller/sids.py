@@ -12,6 +12,10 @@ import random
 import re
 
 SID_RE = re.compile(r"^(AC|CA|MZ)[0-9a-f]{32}$")
+#: an account SID as a user types it (Twilio's console shows lowercase; either case is accepted)
+ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
+#: a phone number in ITU-T E.164, as Twilio's API takes it: +, no leading 0, at most 15 digits
+E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
 
 
 def make_sid(prefix: str, rng: random.Random | None = None) -> str:

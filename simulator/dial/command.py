@@ -14,7 +14,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..cli import PORT, UsageError, _number
+from ..cli import UsageError
+from ..cli_support import PORT, bounded_number
 from .request import MAX_TIME_LIMIT_S, TWILIO_API_URL
 
 DEFAULT_PORT = 8765
@@ -51,10 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Twilio account SID (default $TWILIO_ACCOUNT_SID)")
     p.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"),
                    help="Twilio auth token (default $TWILIO_AUTH_TOKEN)")
-    p.add_argument("--max-duration-s", type=_number(int, minimum=1, maximum=MAX_TIME_LIMIT_S),
+    p.add_argument("--max-duration-s", type=bounded_number(int, minimum=1, maximum=MAX_TIME_LIMIT_S),
                    default=DEFAULT_MAX_DURATION_S,
                    help=f"hard cap on the call, enforced by Twilio too (TimeLimit; default {DEFAULT_MAX_DURATION_S})")
-    p.add_argument("--stream-timeout-s", type=_number(float, above=0), default=DEFAULT_STREAM_TIMEOUT_S,
+    p.add_argument("--stream-timeout-s", type=bounded_number(float, above=0), default=DEFAULT_STREAM_TIMEOUT_S,
                    help=f"hang up if Twilio's media stream has not arrived after this long "
                         f"(default {DEFAULT_STREAM_TIMEOUT_S:g})")
     p.add_argument("--record", action="store_true", help="ask Twilio for a dual-channel recording of the call")

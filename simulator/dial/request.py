@@ -13,11 +13,12 @@ stream from any other connection that reaches the public URL.
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
+
+from ..caller.sids import ACCOUNT_SID_RE, E164_RE
 
 #: Twilio's own REST API (the ``twilio`` package's default base URL)
 TWILIO_API_URL: Final = "https://api.twilio.com"
@@ -30,8 +31,6 @@ STATUS_CALLBACK_EVENTS: Final = ("initiated", "ringing", "answered", "completed"
 #: Twilio's TimeLimit is whole seconds, at most 4 hours
 MAX_TIME_LIMIT_S: Final = 4 * 3600
 
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 #: ``calls.create`` keyword -> the form field the client sends (what the dry run prints)
 WIRE_NAMES: Final = {
@@ -47,7 +46,7 @@ class DialInputError(ValueError):
 
 def check_number(flag: str, number: str) -> str:
     """An E.164 phone number (``+`` and up to 15 digits), as Twilio wants for To and From."""
-    if not _E164.fullmatch(number):
+    if not E164_RE.match(number):
         raise DialInputError(f"{flag} must be an E.164 number like +15551234567, got {number!r}")
     return number
 
@@ -79,7 +78,7 @@ def check_api_url(url: str) -> str:
 
 
 def check_account_sid(sid: str) -> str:
-    if not _ACCOUNT_SID.fullmatch(sid):
+    if not ACCOUNT_SID_RE.match(sid):
         raise DialInputError("the account SID (--account-sid or $TWILIO_ACCOUNT_SID) must be AC and 32 hex "
                              f"digits, got {mask(sid)!r}")
     return sid

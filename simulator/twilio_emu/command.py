@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
-import signal
 import sys
-from typing import Any
 
+from ..caller.sids import ACCOUNT_SID_RE
+from ..cli_support import PORT, serve_until_signal
 from .numbers import PhoneNumber, parse_number
 
 PROG = "callsim twilio-emulator"
 # A fixed, obviously fake account: the twilio client only needs SID and token to match.
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
-_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 
 
 def _account_sid(text: str) -> str:
-    if not _ACCOUNT_SID.match(text):
+    if not ACCOUNT_SID_RE.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an account SID (AC followed by 32 hex digits)")
     return text
 
@@ -35,7 +33,7 @@ def _number(text: str) -> PhoneNumber:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_parser(sub: argparse._SubParsersAction, port_type: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "twilio-emulator",
         help="serve an offline stand-in for Twilio's Calls REST API and status callbacks",
@@ -57,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction, port_type: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; the emulator answers anyone who has the token)")
-    p.add_argument("--port", type=port_type, default=8766, help="port (default 8766; 0 = any free port)")
+    p.add_argument("--port", type=PORT, default=8766, help="port (default 8766; 0 = any free port)")
     p.add_argument("--account-sid", type=_account_sid, default=DEFAULT_ACCOUNT_SID,
                    help=f"the emulated account's SID (default {DEFAULT_ACCOUNT_SID})")
     p.add_argument("--auth-token", default=None,
@@ -71,8 +69,6 @@ def add_parser(sub: argparse._SubParsersAction, port_type: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
-
-    import trio
 
     from .rest import RestCore
     from .server import serve_emulator
@@ -93,40 +89,13 @@ def run(args: argparse.Namespace) -> int:
         token = secrets.token_hex(16)
         told = token
     core = RestCore(args.account_sid, token, clock=time.time, numbers=numbers)
-    cannot_listen: list[OSError] = []
 
-    async def serve() -> None:
-        # Ctrl-C and SIGTERM arrive as messages (as in `callsim mock-openai`), so no
-        # KeyboardInterrupt lands inside a request handler half-way.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            try:
-                async with serve_emulator(core, host=args.host, port=args.port) as url:
-                    print(f"Twilio emulator on {url} (account {args.account_sid}, auth token {told}); "
-                          f"point the twilio client at it: client.api.base_url = \"{url}\"", flush=True)
-                    for n in numbers:
-                        print(f"  number {n.number} -> {n.voice_url} (calls to it are not connected yet)",
-                              flush=True)
-                    async for _ in signals:
-                        break
-            except* OSError as group:  # port in use, an address not of this host
-                cannot_listen.extend(_leaves(group))
+    def announce(url: str) -> None:
+        print(f"Twilio emulator on {url} (account {args.account_sid}, auth token {told}); "
+              f"point the twilio client at it: client.api.base_url = \"{url}\"", flush=True)
+        for n in numbers:
+            print(f"  number {n.number} -> {n.voice_url} (calls to it are not connected yet)", flush=True)
 
-    try:
-        trio.run(serve)
-    except* KeyboardInterrupt:  # a Ctrl-C before the receiver is in place (start-up)
-        pass
-    if cannot_listen:
-        exc = cannot_listen[0]
-        print(f"{PROG}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
-              "(choose another with --port)", file=sys.stderr)
-        return 2
-    print(f"stopped after {len(core.store.calls)} call(s)", file=sys.stderr)
-    return 0
-
-
-def _leaves(group: BaseExceptionGroup) -> list:
-    """The exceptions in a (nested) group: the nurseries of serve_emulator nest theirs."""
-    out: list = []
-    for e in group.exceptions:
-        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
-    return out
+    return serve_until_signal(PROG, f"{args.host}:{args.port}",
+                              lambda: serve_emulator(core, host=args.host, port=args.port), announce,
+                              lambda: f"stopped after {len(core.store.calls)} call(s)")

@@ -6,11 +6,11 @@ one; the call legs (a later room) POST the signed webhook there when a call is c
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")  # ITU-T E.164: at most 15 digits, no leading 0
+from ..caller.sids import E164_RE
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ def parse_number(spec: str) -> PhoneNumber:
     number, url = number.strip(), url.strip()
     if not sep or not url:
         raise ValueError(f"{spec!r}: expected NUMBER=URL, e.g. +15550001111=http://127.0.0.1:5050/incoming-call")
-    if not E164.match(number):
+    if not E164_RE.match(number):
         raise ValueError(f"{number!r} is not an E.164 number (+ then up to 15 digits, e.g. +15550001111)")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -64,7 +64,8 @@ def make_console() -> Console:
 
 
 _GLUE = "\x00"  # a space no line may break at, while wrapping
-_UNBREAKABLE = re.compile(r"(?<=\d) (?=(?:ms|dB|s)\b)|(?<=[≤≥]) |(?<=limit) (?=[≤≥])|(?<=\[call) |(?<=\[calls) ")
+_UNBREAKABLE = re.compile(r"(?<=\d) (?=(?:ms|dB|s)\b)|(?<=[≤≥]) |(?<=limit) (?=[≤≥]|p\d\d )|(?<=limit p\d\d) (?=[≤≥])"
+                          r"|(?<=\[call) |(?<=\[calls) ")
 
 
 def wrap(text: str, width: int, indent: int = 4, first: str = "") -> list[str]:

@@ -138,7 +138,7 @@ def test_the_narrow_table_puts_barge_in_and_codec_in_one_details_cell_the_wide_o
 
 def test_each_failure_is_one_line_with_measured_limit_and_what_to_fix():
     lines = verdict_lines(_runs())
-    assert ("failed", "greeting_two_turns[call 0]: turn_latency_p95_ms — measured 1039 ms, limit ≤ 1 ms — "
+    assert ("failed", "greeting_two_turns[call 0]: turn_latency_p95_ms — measured 1039 ms, limit p95 ≤ 1 ms — "
             + hint("turn_latency_p95_ms")) in lines
     assert ("error", "openai_drops[call 0]: webhook failed: connection refused by 127.0.0.1:5050 after three "
             "attempts, the bridge is not listening") in lines
@@ -223,7 +223,7 @@ def test_every_expectation_kind_has_a_hint_and_reads_with_its_unit():
 # ============================================================ as a user runs it
 
 FAILING = """\
-name = "turn_latency_limit_of_one_ms_x"
+name = "turn_latency_limit_one_ms"
 description = "A limit no bridge meets: its failure must read as one line"
 
 [caller]
@@ -256,7 +256,7 @@ steps = [{ pause_ms = 200 }, { say = "caller_stop" }, { hangup = true }]
 end_reason = "hangup"
 """
 
-FAIL_NAME = "turn_latency_limit_of_one_ms_x"
+FAIL_NAME = "turn_latency_limit_one_ms"
 
 
 def _scenarios(tmp_path: Path) -> Path:
@@ -292,11 +292,11 @@ def test_demo_fits_the_console_and_lists_failures_and_skips_one_line_each(tmp_pa
     assert len(failure) == 1, text
     joined = " ".join(text.split())
     assert re.search(rf"failed {re.escape(FAIL_NAME)}\[call 0\]: turn_latency_p95_ms — measured \d+ ms, "
-                     r"limit ≤ 1 ms — the bridge answers late", joined), text
+                     r"limit p95 ≤ 1 ms — the bridge answers late", joined), text
     assert re.search(r"skipped needs_transcoding_so_skipped: requires transcoding: \S", joined), text
     assert "failed expectations" not in text
     if width >= 100:  # the failure itself fits one line there; at 80 its hint hangs under it
-        assert "limit ≤ 1 ms" in failure[0]
+        assert "limit p95 ≤ 1 ms" in failure[0]
 
 
 async def test_call_scenario_lists_the_expectations_skipped_without_the_mock(tmp_path):

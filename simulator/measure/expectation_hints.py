@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-#: kinds whose limit is a minimum (the measured value must reach it)
-_MINIMUM = frozenset({"heard_min_ms", "snr_min_db"})
+from .expectation_text import comparison
+
 #: kinds judged by equality or presence: the line says "expected", not "limit"
 _EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reason", "openai_session",
                        "barge_ins"})
@@ -133,4 +133,4 @@ def show_limit(name: str, v: Any) -> str:
         return f"expected {v}"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return f"limit {v}"
-    return f"limit {'≥' if name in _MINIMUM else '≤'} {_number(name, float(v))}"
+    return f"limit {comparison(name) or '≤'} {_number(name, float(v))}"

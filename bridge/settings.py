@@ -185,6 +185,11 @@ class Settings(BaseSettings):
                     "(Twilio's webhook bodies are under 2 KB and sent at once; a slow body is an attack).",
     )
 
+    # --- operator console ---------------------------------------------------
+    console_token: SecretStr | None = Field(
+        None, description="Token for the console, live feed, history API and MCP over HTTP; unset = those are off.",
+    )
+
     # --- misc -------------------------------------------------------------
     tool_timeout_s: float = Field(5.0, gt=0, description="Per tool-call timeout.")
     database_path: Path = Field(Path("callsim-bridge.sqlite3"), description="SQLite transcript store.")
@@ -193,7 +198,7 @@ class Settings(BaseSettings):
     # ---------------------------------------------------------------- validators
     @field_validator(
         "transcription_model", "greeting_say", "ai_greeting", "tls_cert_file", "tls_key_file",
-        "twilio_auth_token", "stream_token_secret", "require_stream_token",
+        "twilio_auth_token", "stream_token_secret", "require_stream_token", "console_token",
         mode="before",
     )
     @classmethod

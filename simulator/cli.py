@@ -415,6 +415,9 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime-factor", type=bounded_number(float, above=0), default=5.0,
                    help="audio is sent this many times faster than real time (default 5)")
     p.add_argument("--chunk-ms", type=bounded_number(int, minimum=1), default=100, help="audio per delta in ms (default 100)")
+    p.add_argument("--max-session-s", type=bounded_number(float, above=0), default=None, metavar="S",
+                   help="a session ends here (session_expired, close 1001), as the real one does at 60 "
+                        "minutes (default 3600; shorten it to test a bridge's renewal)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault (see below)")
     p.add_argument("--seed", type=int, default=None, help="seed for think times, ids and faults")
     p.add_argument("--behaviour", type=Path, default=None, metavar="FILE",
@@ -458,6 +461,8 @@ def _mock_behaviour(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         changes["echo"] = True
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.max_session_s is not None:
+        changes["max_session_s"] = args.max_session_s
     if args.fault:
         changes["faults"] = base.faults + tuple(Fault.parse(f, "--fault") for f in args.fault)
     rules = list(base.rules)

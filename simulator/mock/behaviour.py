@@ -207,6 +207,10 @@ class Behaviour:
     transcription_delay_ms: float = 150.0  # commit -> transcription.completed
     faults: tuple[Fault, ...] = ()
     seed: int | None = None
+    # the service's own limits (mock/timeouts.py): a session ends at max_session_s (session_expired,
+    # close 1001); idle_reply is what the model says after an idle timeout (None: the next reply)
+    max_session_s: float = 3600.0
+    idle_reply: str | None = None
     # unconfirmed real behaviour, made explicit:
     clamp_truncate_after_error: bool = False  # ReviewStage/luke#564 saw a clamped truncate after the error
 
@@ -247,6 +251,8 @@ class Behaviour:
             "transcription_delay_ms": float(t.number("transcription_delay_ms", b.transcription_delay_ms,
                                                      unit="ms", minimum=0)),
             "clamp_truncate_after_error": t.boolean("clamp_truncate_after_error", b.clamp_truncate_after_error),
+            "max_session_s": float(t.number("max_session_s", b.max_session_s, unit="s", above=0)),
+            "idle_reply": t.string("idle_reply", b.idle_reply, nonempty=True),
         }
         if (seed := t.raw("seed")) is not None:
             kw["seed"] = check_number(seed, t.key("seed"), integer=True)
@@ -263,6 +269,7 @@ class Behaviour:
         at = f"{where} ".lstrip()
         names = [(f"{at}replies[{i + 1}]", r) for i, r in enumerate(self.replies)]
         names.append((f"{at}greeting", self.greeting))
+        names += [(f"{at}idle_reply", self.idle_reply)] if self.idle_reply else []
         for i, rule in enumerate(self.rules):
             names.append((f"{at}rules[{i + 1}] when", rule.when))
             names += [(f"{at}rules[{i + 1}] reply", rule.reply)] if rule.reply else []

@@ -186,10 +186,25 @@ def transcription_update_on_realtime(event_id: str | None = None) -> dict[str, A
                        code="invalid_value", param="session.type", event_id=event_id)
 
 
-def session_expired() -> dict[str, Any]:
-    """The 60-minute session limit. Code ``session_expired`` as commonly reported;
-    the message wording is **unconfirmed**."""
-    return error_event("Your session hit the maximum duration of 60 minutes.", code="session_expired")
+def max_duration_text(limit_s: float = 3600) -> str:
+    """The real wording names whole minutes (15, 30, 60 as the limit grew; protocols.md 2 F). A
+    limit that is not whole minutes exists only on the mock's compressed clock, so its wording
+    (seconds) is the mock's own."""
+    if limit_s >= 60 and limit_s % 60 == 0:
+        minutes = int(limit_s // 60)
+        return f"Your session hit the maximum duration of {minutes} minute{'s' if minutes != 1 else ''}."
+    return f"Your session hit the maximum duration of {limit_s:g} seconds."
+
+
+def session_expired(limit_s: float = 3600) -> dict[str, Any]:
+    """The session's maximum duration reached. Code ``session_expired`` and the message as
+    reported for the 15- and 30-minute limits; at 60 minutes **unconfirmed**. The service then
+    closes with 1001 and the same text as the reason (:data:`EXPIRED_CLOSE_CODE`)."""
+    return error_event(max_duration_text(limit_s), code="session_expired")
+
+
+#: the close code after ``session_expired`` ("going away", reachy_mini_conversation_app#134)
+EXPIRED_CLOSE_CODE = 1001
 
 
 def server_error(

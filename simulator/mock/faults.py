@@ -1,7 +1,7 @@
 """Injected failures of a mock session (:class:`~.behaviour.Fault`), each on a named timer.
 
 Timed from the open: ``slow_start`` (session.created held back), ``error`` (an
-error event), ``expire`` (session_expired, then close 1000). Timed from the
+error event), ``expire`` (the maximum-duration ending of :mod:`.timeouts` at a chosen moment). Timed from the
 first audio delta of response ``nth``: ``drop`` (TCP gone, no close frame),
 ``close`` (a close frame), ``stall`` (the socket stays, nothing more is sent).
 Such a timer outlives its response: a drop 2 s after the first delta happens
@@ -29,6 +29,7 @@ class FaultsPart(SessionBase):
 
     if TYPE_CHECKING:  # what it uses of the session
         def _send_session_created(self, now_ns: int, out: Events) -> None: ...
+        def _expire(self, now_ns: int, out: Events) -> None: ...
 
     def _fault(self, kind: str, nth: int | None = None) -> Fault | None:
         for f in self.faults:
@@ -49,7 +50,7 @@ class FaultsPart(SessionBase):
                 self.timers.call_at(now_ns + int(f.after_ms * MS), "fault.error",
                                     partial(self._injected_error, code=f.code))
             elif f.kind == "expire":
-                self.timers.call_at(now_ns + int(f.after_ms * MS), "fault.expire", self._expire)
+                self.timers.call_at(now_ns + int(f.after_ms * MS), "fault.expire", self._expire_fault)
 
     def _arm_response_faults(self, now_ns: int, r: Response) -> None:
         """At the first audio delta of ``r``: the faults timed from it."""
@@ -75,7 +76,6 @@ class FaultsPart(SessionBase):
             self.stalled = True
             self.timers.clear()
 
-    def _expire(self, now_ns: int, out: Events) -> None:
+    def _expire_fault(self, now_ns: int, out: Events) -> None:
         self._log(now_ns, "fault", "expire")
-        self._emit(now_ns, out, errors.session_expired())
-        self.close_request = (1000, "session expired")
+        self._expire(now_ns, out)

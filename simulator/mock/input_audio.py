@@ -52,6 +52,8 @@ class InputAudioPart(SessionBase):
         def _cancel(self, now_ns: int, out: Events, reason: str) -> None: ...
         def _start_response(self, now_ns: int, out: Events, trigger: str,
                             opts: dict[str, Any] | None = None) -> None: ...
+        def _idle_stop(self) -> None: ...
+        def _idle_restart(self, from_ns: int) -> None: ...
 
     def _init_input_audio(self) -> None:
         self._converter_kind: str = self.config.input_format.kind
@@ -202,6 +204,7 @@ class InputAudioPart(SessionBase):
             self._emit(now_ns, out, {"type": "input_audio_buffer.speech_started",
                                      "audio_start_ms": self._speech_start_ms, "item_id": self._speech_item_id})
             self._t_speech_started = now_ns
+            self._idle_stop()
             td = self.config.turn_detection
             if self._response_active() and td is not None and td.interrupt_response:
                 self._cancel(now_ns, out, "turn_detected")
@@ -229,22 +232,28 @@ class InputAudioPart(SessionBase):
                 turn["response_skipped"] = "active response"
             else:
                 self._start_response(now_ns, out, "vad")
+        if not self._response_active():
+            self._idle_restart(now_ns)
 
     def _commit(self, now_ns: int, out: Events, item_id: str, audio: bytes, eid: str | None,
-                turn: dict[str, Any]) -> None:
+                turn: dict[str, Any], *, caller_turn: bool = True) -> None:
+        """A user item from the buffer. ``caller_turn`` is false for an idle timeout's silence: it is
+        in the conversation, but the caller said nothing, so the replies to the caller's turns
+        (``Behaviour.replies``) do not move on."""
         kind = self.config.input_format.kind
         previous = self.order[-1] if self.order else None
         self._emit(now_ns, out, {"type": "input_audio_buffer.committed", "previous_item_id": previous,
                                  "item_id": item_id})
         item = Item(item_id, "message", "user", content=[{"type": "input_audio", "transcript": None}])
         self._add_item(now_ns, out, item, previous)
-        self._user_turns += 1
-        self._last_turn_audio = audio
-        self._last_turn_kind = kind
         heard, score = (None, 0.0)
-        if self.recognizer is not None and audio:
-            heard, score = self.recognizer.identify_turn(kind, audio)
-        self._last_heard = heard
+        if caller_turn:
+            self._user_turns += 1
+            self._last_turn_audio = audio
+            self._last_turn_kind = kind
+            if self.recognizer is not None and audio:
+                heard, score = self.recognizer.identify_turn(kind, audio)
+            self._last_heard = heard
         turn.update(heard=heard, score=round(float(score), 3), audio_ms=round(len(audio) / BYTES_PER_MS[kind], 1),
                     t_committed_ns=now_ns)
         if len(self.turns) < MAX_RECORDS:

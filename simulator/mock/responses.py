@@ -70,6 +70,8 @@ class ResponsesPart(SessionBase):
                        previous: str | None) -> None: ...
         def _fault(self, kind: str, nth: int | None = None) -> Fault | None: ...
         def _arm_response_faults(self, now_ns: int, r: Response) -> None: ...
+        def _idle_stop(self) -> None: ...
+        def _idle_after_response(self, r: Response) -> None: ...
 
     def _init_responses(self) -> None:
         self.response = None
@@ -120,12 +122,15 @@ class ResponsesPart(SessionBase):
 
     def _start_response(self, now_ns: int, out: Events, trigger: str, opts: dict[str, Any] | None = None) -> None:
         opts = opts or {}
+        self._idle_stop()
         self._responses += 1
         n = self._responses
         plan: str | ToolCall | bytes
         followup = self._tool_followup()
         if followup is not None:
             plan = followup
+        elif trigger == "idle_timeout" and self.behaviour.idle_reply:
+            plan = self.behaviour.idle_reply
         elif self.behaviour.echo and self._last_turn_audio:
             plan = self._echo_audio()
         elif self._user_turns == 0:
@@ -244,6 +249,7 @@ class ResponsesPart(SessionBase):
             {"name": "tokens", "limit": 2000000, "remaining": 1999000, "reset_seconds": 0.03}]})
         self._record_response(r)
         self.response = None
+        self._idle_after_response(r)
 
     def _response_closed(self, now_ns: int) -> None:
         """The socket went: the active response ends incomplete, nothing sent."""

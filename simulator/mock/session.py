@@ -24,7 +24,7 @@ server does with input audio beyond any buffer limit.
 client's events to them (``_HANDLERS``): :mod:`.input_audio` (the buffer, the
 VAD, committed turns), :mod:`.conversation` (items), :mod:`.responses` (the
 response state machine; one response is a :mod:`.response`), :mod:`.tools`,
-:mod:`.faults`. The shared state and the outgoing-event plumbing are in
+:mod:`.faults`, :mod:`.timeouts` (maximum duration, idle timeout). The shared state and the outgoing-event plumbing are in
 :mod:`.session_base`, the named timers in :mod:`.timers`.
 """
 
@@ -52,6 +52,7 @@ from .schema import APPEND, ClientEventError, parse_client_event
 from .session_base import Events, log
 from .session_config import SessionConfig
 from .session_timers import Timer, Timers
+from .timeouts import TimeoutsPart
 from .tools import ToolsPart
 
 __all__ = ["MockSession"]
@@ -59,7 +60,7 @@ __all__ = ["MockSession"]
 MAX_LOG_EVENTS = 2000  # per session, for introspection
 
 
-class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, FaultsPart):
+class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, FaultsPart, TimeoutsPart):
     """State of one WebSocket session. See the module docstring."""
 
     def __init__(
@@ -89,7 +90,8 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
         self.rng = rng or random.Random(None if seed is None else f"{seed}:{index}")
         self.recognizer = recognizer
         self.validate_outgoing = validate_outgoing
-        self.config = SessionConfig(self.dialect, _reportable_model(self.dialect, model), rng=self.rng)
+        self.config = SessionConfig(self.dialect, _reportable_model(self.dialect, model), rng=self.rng,
+                                    lifetime_s=self.behaviour.max_session_s)
         self.id = self.config.id
         self.conversation_id = new_id("conv", self.rng)
         self.faults = tuple(f for f in self.behaviour.faults if f.applies(index, self.rng))
@@ -116,6 +118,7 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
         self._init_conversation()
         self._init_responses()
         self._init_tools()
+        self._init_timeouts()
 
     # ================================================================ API
 
@@ -127,6 +130,8 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
             self._refuse_beta(now_ns, out, "OpenAI-Beta: realtime=v1 header")
         else:
             self._open_with_faults(now_ns, out)
+            self._arm_max_duration(now_ns)
+            self._idle_settings_changed(now_ns)
         return session_outputs(self, now_ns, self._finish(now_ns, out))
 
     def receive(self, now_ns: int, raw: str | bytes) -> Outputs:
@@ -292,6 +297,7 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
             return
         self._rebuild_input()
         self._emit(now_ns, out, self._session_event("session.updated"))
+        self._idle_settings_changed(now_ns)
 
     def _send_session_created(self, now_ns: int, out: Events) -> None:
         self._emit(now_ns, out, self._session_event("session.created"))
@@ -306,7 +312,8 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
         self.dialect = dialect
         self.names = NAMES[dialect]
         old = self.config
-        self.config = SessionConfig(dialect, _reportable_model(dialect, self.model), rng=self.rng)
+        self.config = SessionConfig(dialect, _reportable_model(dialect, self.model), rng=self.rng,
+                                    lifetime_s=self.behaviour.max_session_s)
         self.config.id = old.id  # type: ignore[misc]
         self.id = old.id
         self._rebuild_input()

@@ -174,13 +174,13 @@ class SessionConfig:
     """The effective session configuration of one mock session, in one dialect."""
 
     def __init__(self, dialect: Dialect, model: str, rng: random.Random | None = None,
-                 *, now: float | None = None) -> None:
+                 *, now: float | None = None, lifetime_s: float = SESSION_LIFETIME_S) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.dialect: Dialect = dialect
         self.model = model
         self.id = new_id("sess", rng)
-        self.expires_at = int(time.time() if now is None else now) + SESSION_LIFETIME_S
+        self.expires_at = int((time.time() if now is None else now) + lifetime_s)
         # Set by the session once assistant audio exists: the voice is then fixed.
         self.audio_produced = False
         self._body = self._defaults()

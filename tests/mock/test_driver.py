@@ -260,7 +260,7 @@ def test_a_message_bringing_the_deadline_forward_wakes_the_timer_on_time() -> No
         assert timer.brought_forward == 1
         created = next(t for t, ev in sock.sent if ev["type"] == "response.created")
         assert abs(created - 1_020_300_000) <= 1000
-        assert sock.types()[-1] == "error" and sock.closed_with == (1000, "session expired")
+        assert sock.types()[-1] == "error" and sock.closed_with == (1001, "Your session hit the maximum duration of 60 minutes.")
         assert sock.sent[-1][1]["error"]["code"] == "session_expired"
 
     trio.run(main, clock=clock)

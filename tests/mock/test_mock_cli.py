@@ -21,7 +21,7 @@ URL_LINE = re.compile(r"^mock OpenAI Realtime on (ws://127\.0\.0\.1:(\d+)/v1/rea
 
 OPTIONS = ("--host", "--port", "--api-key", "--any-key", "--dialect", "--model", "--reply", "--rule", "--echo",
            "--think-ms", "--realtime-factor", "--chunk-ms", "--fault", "--seed", "--behaviour", "--no-validate",
-           "--keep-sessions")
+           "--keep-sessions", "--max-session-s")
 
 
 def _default_sigint() -> None:
@@ -60,6 +60,17 @@ def test_bad_fault_rule_or_think_time_exits_2_with_a_message(args, message):
     assert proc.stdout == ""  # refused before it ever listened
     assert proc.stderr.startswith("callsim mock-openai: ") and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_max_session_s_reaches_the_behaviour_and_a_bad_one_exits_2():
+    from callsim.simulator import cli
+
+    args = cli.build_parser().parse_args(["mock-openai", "--max-session-s", "20"])
+    assert cli._mock_behaviour(args).max_session_s == 20.0
+    assert cli._mock_behaviour(cli.build_parser().parse_args(["mock-openai"])).max_session_s == 3600.0
+    proc = subprocess.run(CALLSIM + ["mock-openai", "--max-session-s", "0"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2 and "--max-session-s" in proc.stderr
 
 
 def test_bad_dialect_is_an_argparse_error():

@@ -490,13 +490,13 @@ async def test_expire_fault_sends_session_expired_then_closes():
             assert err["error"]["code"] == "session_expired"
             with trio.fail_after(3), pytest.raises(ConnectionClosed) as info:
                 await c.recv()
-            assert info.value.reason.code == 1000 and info.value.reason.reason == "session expired"
+            assert info.value.reason.code == 1001 and info.value.reason.reason == "Your session hit the maximum duration of 60 minutes."
         assert c.types() == ["session.created", "error"]
         c.validate_all()
         snap = next(iter(mock.sessions.values())).snapshot()
         sent = next(e for e in snap["events"] if e["type"] == "error")
         assert 300 <= (sent["t_ns"] - snap["t_open_ns"]) / 1e6 < 400  # on the server's clock
-        assert snap["close"]["by"] == "server" and snap["close"]["code"] == 1000
+        assert snap["close"]["by"] == "server" and snap["close"]["code"] == 1001
 
 
 async def test_error_fault_sends_an_error_and_the_session_continues():

@@ -71,7 +71,7 @@ def test_fault_expire_mid_response(drive):
     assert d.types(out) == ["error"]
     assert out[0]["error"] == err("session_expired", "Your session hit the maximum duration of 60 minutes.")
     assert d.time_of(out[0]) == T0 + 1000 * MS
-    assert d.s.close_request == (1000, "session expired")
+    assert d.s.close_request == (1001, "Your session hit the maximum duration of 60 minutes.")
     assert d.s.next_deadline_ns() is None and d.settle() == []
     assert d.send({"type": "response.create"}) == []
     assert 0 < n_before < len(fixture_audio(LONG, "pcmu")) // 800

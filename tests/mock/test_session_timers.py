@@ -49,15 +49,15 @@ def test_a_response_waits_on_one_named_timer_per_state(drive) -> None:
     def waiting() -> list[str]:
         return [t.name for t in d.s.pending_timers()]
 
-    assert waiting() == ["fault.expire"]
+    assert waiting() == ["fault.expire", "session.max_duration"]
     greet(d)
-    assert d.s.response.phase is Phase.CREATED and waiting() == ["response.created", "fault.expire"]
+    assert d.s.response.phase is Phase.CREATED and waiting() == ["response.created", "fault.expire", "session.max_duration"]
     d.advance_ms(20)  # created_delay
-    assert d.s.response.phase is Phase.THINKING and waiting() == ["response.think", "fault.expire"]
+    assert d.s.response.phase is Phase.THINKING and waiting() == ["response.think", "fault.expire", "session.max_duration"]
     d.advance_ms(300)
-    assert d.s.response.phase is Phase.STREAMING and waiting() == ["response.audio_delta", "fault.expire"]
+    assert d.s.response.phase is Phase.STREAMING and waiting() == ["response.audio_delta", "fault.expire", "session.max_duration"]
     d.send({"type": "response.cancel"})
-    assert d.s.response is None and waiting() == ["fault.expire"]
+    assert d.s.response is None and waiting() == ["fault.expire", "session.max_duration"]
     assert isinstance(d.s.pending_timers()[0], Timer)
 
 
@@ -66,7 +66,7 @@ def test_a_response_cancelled_before_response_created_leaves_no_timer(drive) -> 
     configure(d)
     greet(d)
     d.send({"type": "response.cancel"})
-    assert d.s.pending_timers() == []
+    assert [t.name for t in d.s.pending_timers()] == ["session.max_duration"]  # the response left none
     assert d.types(d.settle()) == []  # its stale deadline, if the driver wakes for it, fires nothing
 
 

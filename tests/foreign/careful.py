@@ -3,7 +3,11 @@
 Written the way public samples are, to test callsim against a bridge it never saw. Each flag adds
 exactly one defect or design difference, so each run is a clean negative (or neutral) control:
 --truncate timestamps|coarse, --leak, --open-openai-first, --drop-until-open, --beta, --no-tools,
---no-greeting. Usage: python careful.py [flags] --port PORT --openai-url ws://HOST:PORT/v1/realtime
+--no-greeting. Two more end the call over Twilio's REST API once the Nth reply has been heard whole
+(every mark echoed), as an end_call or transfer tool does: --rest-hangup-after N (calls(sid).update(
+status="completed")) and --rest-transfer-after N --transfer-to E164 (update(twiml=<Say>…<Dial>)); the
+API is $TWILIO_API_URL (default Twilio's) with $TWILIO_ACCOUNT_SID/$TWILIO_AUTH_TOKEN.
+Usage: python careful.py [flags] --port PORT --openai-url ws://HOST:PORT/v1/realtime
 """
 from __future__ import annotations
 
@@ -60,6 +64,9 @@ class Call:
         self.ignored: set[str] = set()
         self.answered: set[str] = set()
         self.owe_reply = False  # a function output was sent: ask for the spoken answer once the response ends
+        self.call_sid: str | None = None
+        self.replies_done = 0  # responses that sent audio and are done
+        self.rest_sent = False
 
     async def open_openai(self) -> None:
         self.oa = await open_and_configure(self.o)
@@ -124,6 +131,7 @@ class Call:
             await send(self.oa, {"type": "input_audio_buffer.append", "audio": msg["media"]["payload"]})
         elif event == "start":
             self.sid = msg["start"]["streamSid"]
+            self.call_sid = msg["start"].get("callSid")
             self.started.set()
             log.info("%s: stream started", self.sid)
         elif event == "mark":
@@ -140,7 +148,9 @@ class Call:
             n, pos = self.pending.popitem(last=False)
             if n == name:
                 self.anchor = (pos, time.monotonic())
-                return
+                break
+        if not self.pending:
+            self.maybe_end_over_rest()
 
     def heard(self, now: float) -> int:
         """Queue position played by now: last echoed mark (+ elapsed time unless coarse), capped."""
@@ -177,6 +187,9 @@ class Call:
         elif t == "response.function_call_arguments.done":
             await self.answer_tool(ev["call_id"], ev.get("arguments") or "{}")
         elif t == "response.done":  # only now may a new response be created
+            if any(c.get("type") == "message" for c in ev["response"].get("output") or []):
+                self.replies_done += 1
+                self.maybe_end_over_rest()
             for c in ev["response"].get("output") or []:
                 if c.get("type") == "function_call":
                     await self.answer_tool(c["call_id"], c.get("arguments") or "{}")
@@ -207,6 +220,31 @@ class Call:
         name = f"m{self.n_marks}"
         self.pending[name] = self.last_mark_pos = self.forwarded
         await send(self.tw, {"event": "mark", "streamSid": self.sid, "mark": {"name": name}})
+
+    def maybe_end_over_rest(self) -> None:
+        """After the Nth reply, once it has all played (no mark pending): hang up or transfer over REST."""
+        after = self.o.rest_hangup_after or self.o.rest_transfer_after
+        if not after or self.rest_sent or self.replies_done < after or self.pending or not self.call_sid:
+            return
+        self.rest_sent = True
+        asyncio.ensure_future(self.end_over_rest())
+
+    async def end_over_rest(self) -> None:
+        from twilio.rest import Client
+
+        client = Client(os.environ["TWILIO_ACCOUNT_SID"], os.environ["TWILIO_AUTH_TOKEN"])
+        client.api.base_url = os.environ.get("TWILIO_API_URL", "https://api.twilio.com")
+        if self.o.rest_transfer_after:
+            twiml = (f"<Response><Say>Transferring you now.</Say><Dial><Number>{self.o.transfer_to}</Number>"
+                     f"</Dial></Response>")
+            what, update = "transfer", lambda: client.calls(self.call_sid).update(twiml=twiml)
+        else:
+            what, update = "hang-up", lambda: client.calls(self.call_sid).update(status="completed")
+        try:
+            call = await asyncio.to_thread(update)
+            log.info("%s: REST %s of %s: %s", self.sid, what, self.call_sid, call.status)
+        except Exception as exc:
+            log.error("%s: REST %s of %s failed: %r", self.sid, what, self.call_sid, exc)
 
     async def barge_in(self) -> None:
         if not self.pending:
@@ -326,6 +364,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--truncate", choices=("marks", "timestamps", "coarse"), default="marks")
     for flag in ("--leak", "--open-openai-first", "--drop-until-open", "--beta", "--no-tools", "--no-greeting"):
         p.add_argument(flag, action="store_true")
+    p.add_argument("--rest-hangup-after", type=int, default=0, metavar="N")
+    p.add_argument("--rest-transfer-after", type=int, default=0, metavar="N")
+    p.add_argument("--transfer-to", default="+15550009999")
     return p.parse_args(argv)
 
 

@@ -5,6 +5,7 @@ with the harness (not even an event loop) is the point of a foreign control.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import deque
@@ -32,19 +33,27 @@ BRIDGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "no_greeting": ("careful.py", ("--no-greeting",)),
     "sample_python": ("sample_python.py", ()),
 }
+#: bridges that end calls over Twilio's REST API (they need a Twilio API: the emulator), outside
+#: the verdict matrix: name -> (file, flags)
+REST_BRIDGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "rest_hangup": ("careful.py", ("--rest-hangup-after", "2")),
+    "rest_transfer": ("careful.py", ("--rest-transfer-after", "2", "--transfer-to", "+15550009999")),
+}
 
 
 @asynccontextmanager
-async def running_foreign_bridge(name: str, openai_url: str) -> AsyncIterator[str]:
+async def running_foreign_bridge(name: str, openai_url: str,
+                                 env: dict[str, str] | None = None) -> AsyncIterator[str]:
     """Start bridge ``name`` against ``openai_url``; yield its ``ws://…/media-stream`` URL.
 
     Waits up to 10 s for the bridge's one ``listening`` line (the port is only known then); on
     exit terminates the process and kills it if it has not gone within 2 s. The bridge's stderr
     is copied to ours (pytest shows it with a failure) and its tail goes into a start-up error.
     """
-    file, flags = BRIDGES[name]
+    file, flags = BRIDGES[name] if name in BRIDGES else REST_BRIDGES[name]
     cmd = [sys.executable, str(HERE / file), *flags, "--port", "0", "--openai-url", openai_url]
-    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            env=None if env is None else {**os.environ, **env})
     tail: deque[bytes] = deque(maxlen=200)
     eof = trio.Event()
     try:

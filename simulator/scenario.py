@@ -89,6 +89,9 @@ class Expectations:
     heard_max_ms: float | None = None
     no_twilio_warnings: bool | None = None  # the bridge sent nothing Twilio would flag
     barge_ins: int | None = None  # exactly this many barge-ins detected
+    # the bridge ended the call after its last reply had played whole (none of it left unplayed, and with
+    # the mock: the reply's audio all sent) — a goodbye cut off is the common bug
+    heard_goodbye: bool | None = None
 
     #: expectations that can only be judged with the mock in the loop
     NEEDS_MOCK = frozenset({"overhead_p95_ms", "no_rejected_truncate", "truncate_error_max_ms",

@@ -771,6 +771,31 @@ def test_peer_closed_ends_the_call():
     assert (ev["code"], ev["reason"], ev["after_stop"]) == (1000, "bye", False)
 
 
+def test_audio_still_queued_when_the_app_closes_is_never_heard():
+    """The app closed the stream with 1 s of a reply queued: what had not played is counted unplayed."""
+    core = make([Pause(10_000)])
+    core.begin(T0)
+    core.advance(grid(0))
+    core.receive(grid(0) + 1, media_in(loud(8000)))
+    for k in range(1, 11):
+        core.advance(grid(k))
+    core.peer_closed(grid(10) + 1, 1000, "bye")
+    played = core.summary()["audio_played_ms"]
+    assert 180 <= played <= 200
+    assert core.summary()["audio_unplayed_at_end_ms"] == 1000 - played
+
+
+def test_nothing_unplayed_when_the_reply_had_finished():
+    core = make([Pause(10_000)])
+    core.begin(T0)
+    core.advance(grid(0))
+    core.receive(grid(0) + 1, media_in(loud(800)))
+    for k in range(1, 11):
+        core.advance(grid(k))
+    core.peer_closed(grid(10) + 1)
+    assert core.summary()["audio_unplayed_at_end_ms"] == 0
+
+
 def test_receive_after_peer_closed_sends_nothing():
     core = make([Pause(10_000)])
     core.begin(T0)

@@ -19,7 +19,8 @@ MOCK = {"id": "sess", "close": {"t_ns": 1, "by": "client"}, "truncates": [], "re
 
 def call(i: int = 0, *, latencies=(600.0,), overheads=None, barge_ins=(), mock=MOCK, **kw) -> CallMetrics:
     kw.setdefault("heard_ms", 5000.0)
-    c = CallMetrics("scn", i, f"CA{i}", mock=dict(mock) if mock is not None else None, end_reason="hangup", **kw)
+    kw.setdefault("end_reason", "hangup")
+    c = CallMetrics("scn", i, f"CA{i}", mock=dict(mock) if mock is not None else None, **kw)
     overheads = overheads or [None if v is None else v / 10 for v in latencies]
     c.turns = [TurnMetrics(j, "caller_stop", 0, latency_ms=v, overhead_ms=o)
                for j, (v, o) in enumerate(zip(latencies, overheads))]
@@ -290,3 +291,38 @@ def test_all_calls_errored_skips_everything():
     assert r.status == "skipped" and "error" in r.message
     judge(calls, [r])
     assert calls[0].status == "error"
+
+
+# ------------------------------------------------------------ heard_goodbye
+
+
+def _goodbye(**kw):
+    return evaluate(Expectations(heard_goodbye=True), [call(**kw)], mock_in_loop=True)[0]
+
+
+def test_heard_goodbye_needs_the_bridge_to_end_the_call():
+    r = _goodbye()  # the caller hung up
+    assert r.status == "failed" and r.message.startswith("no goodbye: the bridge never ended the call")
+
+
+def test_heard_goodbye_fails_when_the_goodbye_was_still_queued():
+    c = call(end_reason="closed_by_app", unheard_at_end_ms=1400.0)
+    r = evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0]
+    assert r.status == "failed" and "1400 ms of its last reply still queued" in r.message and r.measured == 1400.0
+
+
+def test_heard_goodbye_fails_when_openai_was_closed_before_the_reply_was_sent():
+    mock = dict(MOCK, responses=[{"reply": "assistant_goodbye", "audio_ms_sent": 900.0, "audio_ms_total": 3550.0}])
+    c = call(end_reason="closed_by_app", mock=mock)
+    r = evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0]
+    assert r.status == "failed" and "at the source" in r.message and "900 of the 3550 ms" in r.message
+
+
+def test_heard_goodbye_passes_when_it_played_whole():
+    mock = dict(MOCK, responses=[{"reply": "assistant_goodbye", "audio_ms_sent": 3550.0, "audio_ms_total": 3550.0}])
+    c = call(end_reason="closed_by_app", unheard_at_end_ms=20.0, mock=mock)
+    r = evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0]
+    assert r.status == "passed" and "played whole" in r.message
+    # without the mock only the caller's side is judged
+    r = evaluate(Expectations(heard_goodbye=True), [call(end_reason="closed_by_app", mock=None)], mock_in_loop=False)[0]
+    assert r.status == "passed"

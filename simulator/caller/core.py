@@ -165,6 +165,8 @@ class CallerCore:
         self._hung_up = False
         self.finished = False
         self.end_reason: str | None = None
+        # app audio still queued at Twilio when the stream ended: never played (a goodbye cut off)
+        self.unplayed_at_end_bytes = 0
 
         # script state
         self._step_i = -1
@@ -279,6 +281,7 @@ class CallerCore:
             "audio_played_ms": pb.bytes_played / 8,
             "audio_cleared_ms": pb.bytes_cleared / 8,
             "audio_dropped_ms": pb.bytes_dropped / 8,
+            "audio_unplayed_at_end_ms": self.unplayed_at_end_bytes / 8,
             "partial_frames": pb.partial_frames,
             "marks_echoed": dict(self.marks_echoed),
             "clears": self.counts["clear_in"],
@@ -329,6 +332,10 @@ class CallerCore:
         return msgs
 
     def _finish(self, now_ns: int, reason: str) -> None:
+        """The stream is over. What the app had queued and Twilio had not yet played is dropped
+        (the line is gone, or the app closed the stream: whether real Twilio plays out its buffer
+        after the app's close is not documented; the common report is a goodbye cut off)."""
+        self.unplayed_at_end_bytes = self.playback.queued_bytes
         self.finished = True
         self.end_reason = reason
         self._outbox.clear()

@@ -61,6 +61,8 @@ HINTS: dict[str, _Hint] = {
     "heard_min_ms": "the caller heard too little: check that every reply's audio reaches Twilio",
     "heard_max_ms": "the caller heard too much: the bridge did not stop the reply when it should have",
     "no_twilio_warnings": "the bridge sent messages Twilio would reject: see the report for the first one",
+    "heard_goodbye": "end the call yourself after the goodbye, and only once the mark after its last audio "
+                     "has come back",
     "barge_ins": "the caller talked over the assistant a different number of times than the script "
                  "intends: check the replies' length and the script's timing",
 }
@@ -104,6 +106,8 @@ def show_measured(name: str, v: Any) -> str:
         shown = f"{_number('_ms', v)} of underruns"
     elif name == "barge_ins":
         shown = f"{v} barge-in(s)"
+    elif name == "heard_goodbye":
+        shown = f"{_number('_ms', float(v))} unheard" if isinstance(v, (int, float)) else f"end {v}"
     elif isinstance(v, bool) or not isinstance(v, (int, float)):
         shown = str(v)
     else:
@@ -129,6 +133,8 @@ def show_limit(name: str, v: Any) -> str:
         return "limit 0 ms"
     if name == "barge_ins":
         return f"expected {v} barge-in(s)"
+    if name == "heard_goodbye":
+        return "expected ended by the bridge, 0 ms unheard"
     if name in _EXPECTED:
         return f"expected {v}"
     if isinstance(v, bool) or not isinstance(v, (int, float)):

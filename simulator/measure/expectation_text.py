@@ -38,12 +38,14 @@ _REQUIRED = {
     "no_underruns": "0 ms",
     "no_twilio_warnings": "0 warnings",
     "no_rejected_truncate": "0 rejected",
+    "heard_goodbye": "ended by the bridge, 0 ms unheard",
 }
 _MEASURED_UNIT = {
     "no_underruns": "ms",
     "no_twilio_warnings": "warning(s)",
     "no_rejected_truncate": "rejected",
     "barge_ins": "barge-in(s)",
+    "heard_goodbye": "ms unheard",
 }
 
 

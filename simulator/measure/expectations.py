@@ -450,6 +450,31 @@ def _barge_ins_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
 _barge_ins = _per_call(_barge_ins_one, lambda c: len(c.barge_ins), lambda vs: vs[0],
                        lambda lim, m: f"{lim} barge-in(s) detected")
 
+def _goodbye_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    w = ctx.where(c)
+    if c.end_reason != "closed_by_app":
+        how = END_REASONS.get(c.end_reason or "", c.end_reason or "the call did not end")
+        return _Fail(c, f"no goodbye: the bridge never ended the call{w} ({how}) — end it yourself after the "
+                        "goodbye (an end_call tool), once its audio has played", c.end_reason, 2.0)
+    if c.unheard_at_end_ms > GOODBYE_SLACK_MS:
+        return _Fail(c, f"goodbye cut off: the bridge ended the call with {c.unheard_at_end_ms:.0f} ms of its last "
+                        f"reply still queued at Twilio, never heard{w} — wait for the mark after the last audio "
+                        "before closing the stream or hanging up", _r(c.unheard_at_end_ms), c.unheard_at_end_ms)
+    last = next((r for r in reversed((c.mock or {}).get("responses") or []) if r.get("audio_ms_sent")), None)
+    if last is not None and last.get("audio_ms_total") and last["audio_ms_sent"] + GOODBYE_SLACK_MS < last["audio_ms_total"]:
+        return _Fail(c, f"goodbye cut off at the source: OpenAI had sent only {last['audio_ms_sent']:.0f} of the "
+                        f"{last['audio_ms_total']:.0f} ms of the last reply when the session ended{w} — let "
+                        "response.done arrive before closing OpenAI", _r(last["audio_ms_sent"]), 1.0)
+    return None
+
+
+#: what may go unheard of a goodbye: one 20 ms frame of playback granularity
+GOODBYE_SLACK_MS = 20.0
+
+_heard_goodbye = _per_call(_goodbye_one, lambda c: _r(c.unheard_at_end_ms), max,
+                           lambda lim, m: f"the bridge ended the call after its last reply played whole "
+                                          f"({m:.0f} ms unheard)")
+
 CHECKS: dict[str, Check] = {
     "turn_latency_p95_ms": _latency,
     "overhead_p95_ms": _overhead,
@@ -471,6 +496,7 @@ CHECKS: dict[str, Check] = {
     "heard_max_ms": _heard_max,
     "no_twilio_warnings": _no_warnings,
     "barge_ins": _barge_ins,
+    "heard_goodbye": _heard_goodbye,
 }
 
 

@@ -309,6 +309,7 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
 
     po = Playout(core)
     m.heard_ms = float(po.played.sum()) / BYTES_PER_MS
+    m.unheard_at_end_ms = core.unplayed_at_end_bytes / BYTES_PER_MS
     clears = core.timeline.times(ClearIn)
     utts = _utterances(core)
     for u in utts:
@@ -581,6 +582,7 @@ def _mock_summary(snap: dict[str, Any], t0_ns: int) -> dict[str, Any]:
         "responses": [{"id": r.get("id"), "index": r.get("index"), "trigger": r.get("trigger"),
                        "reply": r.get("reply"), "status": r.get("status"), "reason": r.get("reason"),
                        "think_ms": r.get("think_ms"), "audio_ms_sent": r.get("audio_ms_sent"),
+                       "audio_ms_total": r.get("audio_ms_total"),
                        "t_trigger_ms": rel(r.get("t_trigger_ns")),
                        "t_first_audio_ms": rel(r.get("t_first_audio_ns"))} for r in responses],
         "truncates": [{"t_ns": t.get("t_ns"), "t_ms": rel(t.get("t_ns")), "item_id": t.get("item_id"),

@@ -245,7 +245,10 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
 
 
 def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairing], mock_in_loop: bool,
-             bank: UtteranceBank, tag: str | None = None) -> ScenarioRun:
+             bank: UtteranceBank, tag: str | None = None,
+             adjust: Callable[[CallMetrics, CallResult], None] | None = None) -> ScenarioRun:
+    """Measure and judge one scenario's calls. ``adjust``: what a leg measured its own way
+    (``callsim dial`` on a real line) corrects in each call's figures before they are judged."""
     run = ScenarioRun(scenario, mock_in_loop=mock_in_loop)
     tools = tuple(r.tool.name for r in scenario.mock.rules if r.tool is not None)
     profiles: list[BridgeProfile] = []
@@ -254,6 +257,8 @@ def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairi
         m = measure_call(r, scenario=scenario.name, call_index=i, mock=snap, bank=bank,
                          behaviour_echo=scenario.mock.echo, created_delay_ms=scenario.mock.created_delay_ms)
         m.pairing = p.how and (p.how + (f": {p.note}" if p.note else ""))
+        if adjust is not None:
+            adjust(m, r)
         if snap is not None:
             m.behaviour_tag = snap.get("behaviour_tag")
             if tag is not None and m.behaviour_tag != tag and m.status != "error":

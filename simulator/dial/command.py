@@ -25,12 +25,13 @@ DEFAULT_STREAM_TIMEOUT_S = 30.0
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "dial", help="run a scenario through a real Twilio call to a real number (in progress)",
+        "dial", help="run a scenario through a real Twilio call to a real number",
         description=(
             "Place a real call with Twilio's REST API (calls.create) whose TwiML is <Connect><Stream> back to "
             "callsim at --public-url, wait for Twilio's media stream, and hang the call up over REST on every "
-            "exit (Ctrl-C included). --dry-run prints what would be sent. In progress: callsim's stream server "
-            "is not built yet, so no stream arrives and the call is hung up after --stream-timeout-s. "
+            "exit (Ctrl-C included). Callsim serves Twilio's media stream on --host:--port (the public URL must "
+            "reach it, e.g. through a tunnel), plays the scenario into the call, measures on the line and writes "
+            "the same reports as `callsim call` to --report. --dry-run prints what would be sent. "
             "Exit status: 0 ok, 1 failed, 2 bad input, 130 interrupted."
         ),
     )
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"(default {DEFAULT_STREAM_TIMEOUT_S:g})")
     p.add_argument("--record", action="store_true", help="ask Twilio for a dual-channel recording of the call")
     p.add_argument("--report", type=Path, default=Path("callsim-report"),
-                   help="report folder (default ./callsim-report; not written yet)")
+                   help="report folder (default ./callsim-report): report.json, junit.xml, report.html, recordings")
     p.add_argument("--dry-run", action="store_true", help="print what would be sent to Twilio and exit; sends nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="log every REST request")
     p.set_defaults(func=cmd_dial)
@@ -93,12 +94,12 @@ def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     except DialInputError as exc:
         raise UsageError(str(exc)) from None
     # the stream parameter names the scenario as the stream server will look it up
-    return api_url, replace(request, scenario=scenario.name)
+    return api_url, replace(request, scenario=scenario.name), scenario
 
 
 def cmd_dial(args: argparse.Namespace) -> int:
     try:
-        api_url, request = _request(args)
+        api_url, request, scenario = _request(args)
     except UsageError as exc:
         print(f"callsim dial: {exc}", file=sys.stderr)
         return 2
@@ -111,8 +112,10 @@ def cmd_dial(args: argparse.Namespace) -> int:
     import trio
 
     from ..interrupt import EXIT_INTERRUPTED, CtrlC
-    from .driver import NoStreamServer, TwilioRest, run_dial
+    from .driver import TwilioRest, run_dial
     from .plan import DialPlan
+    from .stream_server import DialStreamServer
+    from .verdict import dial_summary, judge_line, outcome, write_dial_report
 
     def say(line: str) -> None:
         print(f"callsim dial: {line}", file=sys.stderr, flush=True)
@@ -121,8 +124,34 @@ def cmd_dial(args: argparse.Namespace) -> int:
     rest = TwilioRest(args.account_sid, args.auth_token, api_url)
     ctrl_c = CtrlC(on_first=lambda: say("interrupted: hanging up (Ctrl-C again to quit at once; Twilio's "
                                         f"TimeLimit of {request.max_duration_s} s still ends the call)"))
+
+    def judge(result, line):  # type: ignore[no-untyped-def]
+        run = judge_line(scenario, result, line)
+        ok, why = outcome(run)
+        for e in run.expectations:
+            say(f"  {e.status}: {e.name}: {e.message}")
+        dial = dial_summary(line, server.statuses, None)
+        if dial["greeting_ms"] is not None:
+            say(f"  greeting latency {dial['greeting_ms']:.0f} ms (answer → the agent's first audio)")
+        paths = write_dial_report(args.report, run, dial, " ".join(["callsim", *sys.argv[1:]]))
+        say(f"report: {paths['json']}")
+        return ok, why
+
+    server = DialStreamServer(request, scenario, args.auth_token, call_sid=lambda: plan.sid, say=say, judge=judge,
+                              host=args.host, port=args.port)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(server.serve)
+            except OSError as exc:
+                say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+                raise SystemExit(1) from None
+            await run_dial(plan, rest, server, say)
+            nursery.cancel_scope.cancel()
+
     with ctrl_c.exits_at_once():
-        trio.run(ctrl_c.run, lambda: run_dial(plan, rest, NoStreamServer(), say))
+        trio.run(ctrl_c.run, main)
     finish = plan.finish
     if finish is None:  # cancelled before the plan could finish (cannot happen with a shielded hang-up)
         print(f"callsim dial: interrupted; call {plan.sid or '(none)'} status {plan.final_status or 'unknown'}")

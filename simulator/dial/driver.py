@@ -5,8 +5,9 @@ runs in a shielded scope with its own deadline: Ctrl-C, ``--max-duration-s`` or 
 the wait, never the hang-up, and a Twilio API that does not answer cannot hold the exit for long
 (the call's TimeLimit still ends it).
 
-What waits for the media stream and plays the scenario is a :class:`StreamSide`; callsim's own
-stream server is not built yet, so :class:`NoStreamServer` never sees a stream.
+What waits for the media stream and plays the scenario is a :class:`StreamSide`: callsim's
+stream server (:class:`~.stream_server.DialStreamServer`) in ``callsim dial``;
+:class:`NoStreamServer` (never sees a stream) in tests of the REST lifecycle.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class StreamSide(Protocol):
 
 
 class NoStreamServer:
-    """No stream server yet: no stream ever arrives."""
+    """A stream side that never sees a stream (tests of the REST lifecycle)."""
 
     async def wait(self) -> None:
         await trio.sleep_forever()

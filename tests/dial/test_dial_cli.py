@@ -4,6 +4,7 @@ hangs it up, Ctrl-C hangs up and exits 130."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -127,3 +128,55 @@ def test_ctrl_c_while_waiting_hangs_up_and_exits_130(emulator):
     assert call.status == "canceled"
     assert f"call {call.sid} hung up (canceled): interrupted" in out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
+
+
+def test_a_dial_plays_the_scenario_on_the_stream_and_writes_the_report(emulator, tmp_path, capsys):
+    """`callsim dial` end to end: REST on the emulator, Twilio's stream from a scripted agent that
+    signs the public URL and connects to callsim's --port, the report written, exit 0."""
+    import threading
+    import time as _time
+
+    import trio
+    from callsim.simulator.caller.script import Pause, Say, WaitForReply
+
+    from .fake_twilio import agent, run_agent
+
+    core, url = emulator
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seen: dict = {}
+
+    def twilio_side() -> None:
+        deadline = _time.monotonic() + 20
+        while not core.store.calls and _time.monotonic() < deadline:
+            _time.sleep(0.02)
+        (call,) = core.store.calls.values()
+        token = call.instructions.twiml.split('name="callsim_token" value="')[1].split('"')[0]
+        script = (Pause(300), Say("assistant_short_reply"), WaitForReply(quiet_ms=300, timeout_ms=8000),
+                  Pause(300), Say("assistant_long_reply"), WaitForReply(quiet_ms=300, timeout_ms=8000))
+        seen["agent"] = trio.run(lambda: run_agent(port, agent(script, call_sid=call.sid, token=token)))
+
+    thread = threading.Thread(target=twilio_side, daemon=True)
+    thread.start()
+    report = tmp_path / "report"
+    scenario = tmp_path / "short.toml"
+    scenario.write_text('name = "short"\n[caller]\nsteps = [\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 5000 } },\n'
+                        '  { say = "caller_stop" },\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 8000 } },\n'
+                        '  { hangup = true },\n]\n[expect]\nturn_latency_p95_ms = 1500\n'
+                        'transcript_contains = ["stop"]\nend_reason = "hangup"\n')
+    rc = main(["dial", "--to", "+15551234567", "--from", "+15550001111", "--scenario", str(scenario),
+               "--public-url", "wss://dial.example/stream", "--twilio-api-url", url, "--port", str(port),
+               "--report", str(report), "--stream-timeout-s", "20"])
+    thread.join(20)
+    out, err = capsys.readouterr()
+    (call,) = core.store.calls.values()
+    assert rc == 0, err
+    assert f"stream MZ{'ab' * 16} of {call.sid} accepted" in err
+    assert "passed: turn_latency_p95_ms" in err and "skipped: transcript_contains" in err
+    # the emulator does not answer calls itself yet (no call legs): the queued call is hung up as canceled
+    assert out.startswith(f"callsim dial: call {call.sid} hung up (canceled): scenario short passed: "
+                          "2 expectation(s) met, 1 skipped")
+    data = json.loads((report / "report.json").read_text())
+    assert data["meta"]["dial"]["call_sid"] == call.sid and data["summary"]["turns"] == 1
+    assert (report / "junit.xml").exists() and (report / "report.html").exists()

@@ -1,0 +1,136 @@
+"""A dialled call measured and judged like ``callsim call``: same scenario, expectations and reports.
+
+The figures come from :func:`~..measure.metrics.measure_call` over the caller core that ran on the
+line (:mod:`.line`), after its utterance events were moved to when they played
+(:func:`~.line.to_line_time`), through the runner's own judging (``runner._measure``, the mock
+not in the loop). What a real line shows differently is corrected before judging
+(:func:`line_adjust`):
+
+* **barge-in reaction**: the bridge's ``clear`` never reaches callsim (Twilio acts on it), so the
+  barge-in's ``clear_ms`` (judged by ``barge_in_clear_max_ms``) is the time from our speech onset
+  on the line to the end of the agent's voice in the inbound audio; talk-over is the agent's
+  voice heard over ours, as in ``callsim call``;
+* **audio continuity** (``underrun_ms``, judged by ``no_underruns``/``underrun_max_ms``): the
+  inbound audio Twilio's numbering says was lost (:class:`~.line.Continuity`), since a line
+  never stops sending frames and the agent's own pauses are not gaps.
+
+What needs the mock's view (truncates, transcripts, tools, codec echo, the OpenAI session) is
+skipped with :data:`SKIP_ON_A_LINE` as the reason. Greeting latency (answer → the agent's first
+audible audio) is reported beside the turns (report.json ``dial.greeting_ms``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..audio.utterances import default_bank
+from ..caller.call_result import CallResult
+from ..measure.expectations import SKIP_NO_MOCK
+from ..measure.measurements import CallMetrics
+from ..measure.metrics import FRAME_NS, MS, Playout, summarize
+from ..measure.pairing import Pairing
+from ..measure.report import write_reports
+from ..runner import ScenarioRun, _measure
+from ..scenario import Scenario
+from .line import LineCore, greeting_ms, to_line_time
+
+SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model was sent), which a dialled call "
+                  "does not have: run the scenario with `callsim call` against the bridge and the mock for it")
+
+
+def line_adjust(line: LineCore):  # type: ignore[no-untyped-def]
+    """The corrections of a real line (see the module docstring), for ``runner._measure``."""
+
+    def adjust(m: CallMetrics, result: CallResult) -> None:
+        m.underrun_ms = line.continuity.gap_ms
+        core = result.core
+        if core is None or core.t0_ns is None or not m.barge_ins:
+            return
+        po = Playout(core)
+        for b in m.barge_ins:
+            if b.clear_ms is not None or b.talk_over_ms <= 0:
+                continue
+            # the agent's voice heard over ours ends talk_over_ms of played audio after the onset's frame
+            k = po.tick_of(b.onset_ns)
+            left = b.talk_over_ms
+            while k < po.n and left > 0:
+                left -= float(po.played[k]) / 8
+                k += 1
+            stop_ns = po.played_ns(k - 1) + FRAME_NS if k > 0 else b.onset_ns
+            b.clear_ns = stop_ns
+            b.clear_ms = (stop_ns - b.onset_ns) / MS
+    return adjust
+
+
+def judge_line(scenario: Scenario, result: CallResult, line: LineCore) -> ScenarioRun:
+    """Measure and judge the call that ran on ``line`` (its core is ``result.core``)."""
+    t0 = time.time()
+    if result.core is not None and result.core.t0_ns is not None:
+        to_line_time(line)
+    run = _measure(scenario, [result], [Pairing(None)], False, scenario.utterance_bank() or default_bank(),
+                   adjust=line_adjust(line))
+    for e in run.expectations:
+        if e.message == SKIP_NO_MOCK:
+            e.message = SKIP_ON_A_LINE
+    for m in run.metrics:
+        for d in m.expectations:
+            if d.get("message") == SKIP_NO_MOCK:
+                d["message"] = SKIP_ON_A_LINE
+    run.started_at, run.ended_at = t0, time.time()
+    if line.unechoed:
+        run.notes.append(f"{line.unechoed} of {len(line.marks)} mark(s) were never echoed by Twilio: those "
+                         "utterance events keep the time they were sent, not when they played")
+    return run
+
+
+def outcome(run: ScenarioRun) -> tuple[bool, str]:
+    """(ok, one line): the scenario's status and the first failure, or what was met and skipped."""
+    failed = [e for e in run.expectations if e.status == "failed"]
+    skipped = [e for e in run.expectations if e.status == "skipped"]
+    errors = [m.error for m in run.metrics if m.error]
+    if errors:
+        return False, f"scenario {run.scenario.name}: the call ended in an error: {errors[0]}"
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        return False, f"scenario {run.scenario.name} failed: {failed[0].name}: {failed[0].message}{more}"
+    met = len(run.expectations) - len(skipped)
+    tail = f", {len(skipped)} skipped" if skipped else ""
+    if run.status == "skipped":
+        return True, f"scenario {run.scenario.name} skipped: {run.skip_reason}"
+    return True, f"scenario {run.scenario.name} passed: {met} expectation(s) met{tail}"
+
+
+def dial_summary(line: LineCore, statuses: list[dict[str, Any]], recording: dict[str, Any] | None) -> dict[str, Any]:
+    """What report.json holds under ``dial``: the line's own figures."""
+    return {
+        "call_sid": line.start.call_sid, "stream_sid": line.start.stream_sid,
+        "greeting_ms": _r(greeting_ms(line)),
+        "continuity": line.continuity.to_json(),
+        "marks": {"sent": len(line.marks), "echoed": len(line.marks) - line.unechoed, "unechoed": line.unechoed},
+        "inbound": dict(line.counts),
+        "ended_by": "twilio stop" if line.stopped_by_twilio else line.core.end_reason,
+        "statuses": statuses,
+        "recording": recording,
+    }
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], command: str) -> dict[str, Path]:
+    """report.json, junit.xml, report.html and the call's recordings, as ``callsim call`` writes them."""
+    meta: dict[str, Any] = {
+        "command": command, "target": f"dial {dial.get('call_sid')}", "mock_in_loop": False, "jobs": 1,
+        "interrupted": False,
+        "scenarios": [{"name": run.scenario.name, "description": run.scenario.description, "status": run.status,
+                       "passed": run.passed, "skip_reason": run.skip_reason, "notes": run.notes,
+                       "seconds": round((run.ended_at or 0) - (run.started_at or 0), 3),
+                       "expectations": [e.to_json() for e in run.expectations]}],
+        "dial": dial,
+    }
+    if run.profile is not None:
+        meta["bridge_profile"] = {"lines": run.profile.lines(), **run.profile.to_json()}
+    return write_reports(report_dir, list(run.calls), summarize(run.metrics), title="callsim dial report", meta=meta)

@@ -239,3 +239,96 @@ async def test_the_bridge_closing_its_stream_with_no_twiml_left_ends_the_call(tm
         ended = await until_ended(client, a_sid, b_sid)
     assert leg.kinds()[-2:] == ["stop", "closed"]
     assert ended == ["completed", "completed"]
+
+
+class TwimlApp:
+    """A voice webhook answering fixed TwiML, recording the forms it got."""
+
+    def __init__(self, twiml: str) -> None:
+        self.twiml = twiml.encode()
+        self.forms: list[dict[str, str]] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif m["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        from urllib.parse import parse_qsl
+        self.forms.append(dict(parse_qsl(body.decode())))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/xml")]})
+        await send({"type": "http.response.body", "body": self.twiml})
+
+
+@asynccontextmanager
+async def webhook(app: TwimlApp):
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as n:
+        binds = await n.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
+                                                         task_status=task_status))
+        yield binds[0]
+        stop.set()
+
+
+async def test_a_first_reject_leaves_both_calls_unanswered_busy():
+    hook = TwimlApp('<Response><Reject reason="busy"/></Response>')
+    async with webhook(hook) as base:
+        emu = RestCore(SID, TOKEN, clock=time.time, numbers=[PhoneNumber(AGENT, f"{base}/voice")])
+        async with serve_emulator(emu) as url:
+            client = Client(SID, TOKEN)
+            client.api.base_url = url
+            call = await trio.to_thread.run_sync(lambda: client.calls.create(to=AGENT, from_=TESTER,
+                                                                             twiml=dial_twiml()))
+            ended = await until_ended(client, call.sid)
+            (inbound,) = [c for c in emu.store.calls.values() if c.direction == "inbound"]
+    assert ended == ["busy"] and inbound.status == "busy"
+    assert hook.forms[0]["CallSid"] == inbound.sid and hook.forms[0]["CallStatus"] == "ringing"
+
+
+async def test_a_say_on_the_called_leg_is_heard_by_the_caller_then_the_call_ends(tmp_path):
+    hook = TwimlApp("<Response><Pause length='0.3'/><Say>Hello from the emulator.</Say></Response>")
+    leg = LegServer()
+    async with trio.open_nursery() as nursery, webhook(hook) as base:
+        server = await nursery.start(serve_websocket, leg.handler, "127.0.0.1", 0, None)
+        tunnels = Tunnels([parse_tunnel(f"{DIAL_PUBLIC}=ws://127.0.0.1:{server.port}")])
+        emu = RestCore(SID, TOKEN, clock=time.time, numbers=[PhoneNumber(AGENT, f"{base}/voice")])
+        async with serve_emulator(emu, tunnels=tunnels) as url:
+            client = Client(SID, TOKEN)
+            client.api.base_url = url
+            call = await trio.to_thread.run_sync(lambda: client.calls.create(to=AGENT, from_=TESTER,
+                                                                             twiml=dial_twiml()))
+            with trio.fail_after(15):
+                await leg.closed.wait()
+            ended = await until_ended(client, call.sid)
+        nursery.cancel_scope.cancel()
+    assert leg.speech_ms_after(0) > 500
+    assert leg.speech_ms_after(0) < len(leg.heard) / 8 - 250  # the pause came first, in silence
+    assert leg.kinds()[-2:] == ["stop", "closed"] and ended == ["completed"]
+
+
+async def test_a_number_the_emulator_does_not_have_fails_at_once(caplog):
+    import logging
+    caplog.set_level(logging.WARNING, logger="callsim.twilio_emu")
+    emu = RestCore(SID, TOKEN, clock=time.time, numbers=[PhoneNumber(AGENT, "http://127.0.0.1:9/voice")])
+    async with serve_emulator(emu) as url:
+        client = Client(SID, TOKEN)
+        client.api.base_url = url
+        call = await trio.to_thread.run_sync(lambda: client.calls.create(to="+15559999999", from_=TESTER,
+                                                                         twiml=dial_twiml()))
+        assert await until_ended(client, call.sid) == ["failed"]
+    assert any(call.sid in r.getMessage() and "+15559999999" in r.getMessage() and AGENT in r.getMessage()
+               for r in caplog.records)

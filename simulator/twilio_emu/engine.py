@@ -191,8 +191,8 @@ class CallEngine:
         a = self.store.get(run.caller.leg.call_sid)
         assert a is not None
         run.nursery.start_soon(self._tick, run)
-        run.nursery.start_soon(self._run_leg, run, called, step)
-        run.nursery.start_soon(self._run_leg, run, run.caller, run.caller.leg.load(a.instructions, IN_PROGRESS))
+        self._start_leg(run, called, step)
+        self._start_leg(run, run.caller, run.caller.leg.load(a.instructions, IN_PROGRESS))
 
     async def _tick(self, run: _CallRun) -> None:
         """The 20 ms grid: a frame out of each leg into the other, and the streams' messages."""
@@ -219,12 +219,17 @@ class CallEngine:
                     except (ConnectionClosed, trio.ClosedResourceError, trio.BrokenResourceError, OSError):
                         pass  # its receiver sees the close and moves the leg on
 
-    async def _run_leg(self, run: _CallRun, r: _LegRun, step: Step) -> None:
-        """Run a leg's TwiML from ``step`` until it ends or is replaced (a redirect)."""
-        r.idle = trio.Event()
+    def _start_leg(self, run: _CallRun, r: _LegRun, step: Step) -> None:
+        """Run a leg's TwiML from ``step``; its scope and idle event exist from now on, so a
+        redirect arriving before the task starts still stops it."""
+        r.scope, r.idle = trio.CancelScope(), trio.Event()
+        run.nursery.start_soon(self._run_leg, run, r, step, r.scope, r.idle)
+
+    async def _run_leg(self, run: _CallRun, r: _LegRun, step: Step, scope: trio.CancelScope,
+                       idle: trio.Event) -> None:
+        """Run a leg's TwiML until it ends or is replaced (a redirect cancels ``scope``)."""
         try:
-            with trio.CancelScope() as scope:
-                r.scope = scope
+            with scope:
                 while not isinstance(step, End):
                     if isinstance(step, Fetch):
                         step = await self._fetch(r.leg, step)
@@ -245,15 +250,16 @@ class CallEngine:
                 log.info("call %s: hangs up: %s", r.leg.call_sid, step.reason)
                 self._hang_up(run, r, step.reason)
         finally:
-            r.idle.set()
+            idle.set()
 
     async def _redirect(self, run: _CallRun, r: _LegRun, instructions: Instructions) -> None:
-        if r.scope is not None:
-            r.scope.cancel()
-        await r.idle.wait()
-        if r.leg.ended or run.ended.is_set():
-            return
-        await self._run_leg(run, r, r.leg.load(instructions, IN_PROGRESS))
+        scope, idle = r.scope, r.idle
+        if scope is not None:
+            scope.cancel()
+        await idle.wait()
+        if r.leg.ended or run.ended.is_set() or r.scope is not scope:
+            return  # over, or a later redirect already took over
+        self._start_leg(run, r, r.leg.load(instructions, IN_PROGRESS))
 
     # -- the I/O of a step -----------------------------------------------------------------
 

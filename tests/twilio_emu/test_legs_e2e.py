@@ -229,7 +229,9 @@ async def test_a_redirect_of_the_inbound_leg_stops_the_bridge_and_says_to_the_ca
     assert ended == ["completed", "completed"]
 
 
-async def test_the_bridge_closing_its_stream_with_no_twiml_left_ends_the_call(tmp_path):
+async def test_the_bridge_closing_its_stream_with_no_twiml_left_ends_the_call(tmp_path, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="callsim.twilio_emu")
     leg = LegServer()
     behaviour = Behaviour(think=ThinkTime("fixed", 200.0), seed=3, faults=(Fault("expire", after_ms=800),))
     async with call_stack(tmp_path, leg, behaviour) as (client, emu, app, mock):
@@ -237,6 +239,9 @@ async def test_the_bridge_closing_its_stream_with_no_twiml_left_ends_the_call(tm
         with trio.fail_after(10):
             await leg.closed.wait()
         ended = await until_ended(client, a_sid, b_sid)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(b_sid in m and "closed by the server" in m for m in logged)  # the bridge closed it
+    assert any(b_sid in m and "no TwiML left" in m for m in logged)
     assert leg.kinds()[-2:] == ["stop", "closed"]
     assert ended == ["completed", "completed"]
 

@@ -18,6 +18,7 @@ import trio
 
 from .callbacks import CallbackRequest, StatusCallbacks, ends_call
 from .calls import CallEvent, CallStore
+from .tunnels import Tunnels
 
 log = logging.getLogger("callsim.twilio_emu")
 
@@ -28,10 +29,13 @@ class CallbackSender:
     """Listens to a store and sends what :class:`.callbacks.StatusCallbacks` makes of its events.
 
     :meth:`run` must be running (``await nursery.start(sender.run)``) before the store changes;
-    events must come from the trio thread that runs it."""
+    events must come from the trio thread that runs it. ``tunnels``: a request is signed for
+    its public URL and sent to the local origin it maps to."""
 
-    def __init__(self, store: CallStore, auth_token: str, *, timeout_s: float = CALLBACK_TIMEOUT_S) -> None:
+    def __init__(self, store: CallStore, auth_token: str, *, timeout_s: float = CALLBACK_TIMEOUT_S,
+                 tunnels: Tunnels | None = None) -> None:
         self.store = store
+        self.tunnels = tunnels or Tunnels()
         self.builder = StatusCallbacks(auth_token)
         self.timeout_s = timeout_s
         self.sent = 0
@@ -77,7 +81,8 @@ class CallbackSender:
     async def _send(self, r: CallbackRequest) -> None:
         assert self._http is not None
         try:
-            response = await self._http.request(r.method, r.url, headers=list(r.headers), content=r.body or None)
+            response = await self._http.request(r.method, self.tunnels.local(r.url), headers=list(r.headers),
+                                                content=r.body or None)
         except httpx.HTTPError as exc:
             self.failed += 1
             log.warning("status callback %s for call %s to %s failed: %s", r.event, r.call_sid,

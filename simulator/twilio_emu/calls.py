@@ -1,6 +1,6 @@
 """The emulator's Calls: their state, the status transitions Twilio allows, and what happened.
 
-A call is created ``queued``; the call legs (a later room) move it on through ``ringing`` and
+A call is created ``queued``; the call legs (:mod:`.engine`) move it on through ``ringing`` and
 ``in-progress`` to an end status, and the REST API hangs it up or redirects it. Every change is
 recorded as a :class:`CallEvent` in :attr:`CallStore.events`, which the legs drain
 (:meth:`CallStore.drain_events`) to act on: dial the number, stop the current TwiML and run the

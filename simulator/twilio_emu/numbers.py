@@ -1,7 +1,7 @@
 """The emulated phone numbers: an E.164 number and the voice webhook Twilio calls for it.
 
 ``callsim twilio-emulator --number +15550001111=http://127.0.0.1:5050/incoming-call`` gives
-one; the call legs (a later room) POST the signed webhook there when a call is created to it.
+one; the call legs (:mod:`.engine`) POST the signed webhook there when a call is created to it.
 """
 
 from __future__ import annotations

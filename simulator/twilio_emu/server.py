@@ -26,8 +26,10 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from .callback_sender import CallbackSender
+from .engine import CallEngine
 from .errors import TwilioError
 from .rest import JSON_HEADERS, RestCore
+from .tunnels import Tunnels
 
 log = logging.getLogger("callsim.twilio_emu")
 
@@ -109,11 +111,17 @@ async def serve_rest(core: RestCore | None = None, *, host: str = "127.0.0.1", p
 
 
 @asynccontextmanager
-async def serve_emulator(core: RestCore, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """The REST API plus the status callbacks it causes (:mod:`.callback_sender`); yields the
-    base URL. Callbacks still in flight when the block ends are abandoned."""
+async def serve_emulator(core: RestCore, *, host: str = "127.0.0.1", port: int = 0,
+                         tunnels: Tunnels | None = None, legs: bool = True) -> AsyncIterator[str]:
+    """The REST API plus the status callbacks it causes (:mod:`.callback_sender`) and the call
+    legs (:mod:`.engine`: calls ring, answer, stream and end; ``legs=False`` leaves the calls'
+    statuses to the caller, as a test of the REST surface alone wants); yields the base URL.
+    ``tunnels``: public origins the emulator signs, mapped to the local ones it reaches.
+    Callbacks and calls still running when the block ends are abandoned."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(CallbackSender(core.store, core.auth_token).run)
+        await nursery.start(CallbackSender(core.store, core.auth_token, tunnels=tunnels).run)
+        if legs:
+            await nursery.start(CallEngine(core, tunnels).run)
         try:
             async with serve_rest(core, host=host, port=port) as url:
                 yield url

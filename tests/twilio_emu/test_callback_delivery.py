@@ -96,7 +96,7 @@ async def test_all_events_arrive_signed_and_in_order():
     receiver = Receiver()
     receiver.expect = 4
     emu = RestCore(SID, TOKEN, clock=lambda: trio.current_time() + 1_700_000_000, rng=random.Random(1))
-    async with receiving(receiver) as cb, serve_emulator(emu) as url:
+    async with receiving(receiver) as cb, serve_emulator(emu, legs=False) as url:
         c = client(url)
         call = await trio.to_thread.run_sync(lambda: c.calls.create(
             to="+15550001111", from_="+15550002222", twiml="<Response><Pause/></Response>",
@@ -118,7 +118,7 @@ async def test_get_callbacks_are_signed_over_the_full_url():
     receiver = Receiver()
     receiver.expect = 1
     emu = RestCore(SID, TOKEN, clock=lambda: 1_700_000_000.0)
-    async with receiving(receiver) as cb, serve_emulator(emu) as url:
+    async with receiving(receiver) as cb, serve_emulator(emu, legs=False) as url:
         c = client(url)
         call = await trio.to_thread.run_sync(lambda: c.calls.create(
             to="+15550001111", from_="+15550002222", twiml="<Response/>",
@@ -134,7 +134,7 @@ async def test_a_slow_receiver_delays_neither_rest_answers_nor_the_order():
     receiver = Receiver(delay_s={"initiated": 1.0})
     receiver.expect = 2
     emu = RestCore(SID, TOKEN, clock=lambda: 1_700_000_000.0)
-    async with receiving(receiver) as cb, serve_emulator(emu) as url:
+    async with receiving(receiver) as cb, serve_emulator(emu, legs=False) as url:
         c = client(url)
         start = trio.current_time()
         call = await trio.to_thread.run_sync(lambda: c.calls.create(
@@ -162,7 +162,7 @@ async def test_failures_are_logged_with_the_call_sid(caplog):
     receiver.expect = 1
     emu = RestCore(SID, TOKEN, clock=lambda: 1_700_000_000.0)
     dead = f"http://127.0.0.1:{_closed_port()}/gone"
-    async with receiving(receiver) as cb, serve_emulator(emu) as url:
+    async with receiving(receiver) as cb, serve_emulator(emu, legs=False) as url:
         c = client(url)
         refused = await trio.to_thread.run_sync(lambda: c.calls.create(
             to="+15550001111", from_="+15550002222", twiml="<Response/>", status_callback=dead,

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
@@ -47,6 +48,14 @@ class _Receiver(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"])).decode()
         self.got.append((self.path, dict(parse_qsl(body)), self.headers.get("X-Twilio-Signature", "")))
+        if self.path == "/incoming-call":  # the number's voice webhook: keep the call up
+            twiml = b'<Response><Pause length="30"/></Response>'
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(twiml)))
+            self.end_headers()
+            self.wfile.write(twiml)
+            return
         self.send_response(204)
         self.end_headers()
         self.arrived.set()
@@ -68,31 +77,39 @@ def test_serves_the_twilio_client_sends_callbacks_and_stops_cleanly(stop):
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     _Receiver.got, _Receiver.arrived = [], threading.Event()
-    cb = f"http://127.0.0.1:{receiver.server_address[1]}/status"
-    proc, first = _start("--number", "+15550001111=http://127.0.0.1:5050/incoming-call")
+    local = f"http://127.0.0.1:{receiver.server_address[1]}"
+    cb = f"{local}/status"
+    proc, first = _start("--number", "+15550001111=https://agent.example/incoming-call",
+                         "--tunnel", f"https://agent.example={local}")
     try:
         m = START.match(first)
         assert m, first
         url, sid, token, base_url = m.groups()
         assert sid == DEFAULT_ACCOUNT_SID and base_url == url and re.fullmatch(r"[0-9a-f]{32}", token)
-        assert proc.stdout.readline().strip() == \
-            "number +15550001111 -> http://127.0.0.1:5050/incoming-call (calls to it are not connected yet)"
+        assert proc.stdout.readline().strip() == "number +15550001111 -> https://agent.example/incoming-call"
+        assert proc.stdout.readline().strip() == f"tunnel https://agent.example -> {local}"
         client = Client(sid, token)
         client.api.base_url = url
-        call = client.calls.create(to="+15550001111", from_="+15550002222", twiml="<Response/>",
-                                   status_callback=cb)
+        call = client.calls.create(to="+15550001111", from_="+15550002222",
+                                   twiml='<Response><Pause length="30"/></Response>', status_callback=cb)
         assert call.status == "queued" and call.sid.startswith("CA")
-        assert client.calls(call.sid).update(status="completed").status == "canceled"
+        deadline = time.monotonic() + 10
+        while client.calls(call.sid).fetch().status != "in-progress" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.calls(call.sid).update(status="completed").status == "completed"
         assert _Receiver.arrived.wait(10)
-        path, form, signature = _Receiver.got[0]
-        assert form["CallSid"] == call.sid and form["CallStatus"] == "canceled"
+        (hook_path, hook, hook_signature), (path, form, signature) = _Receiver.got[:2]
+        # the number's webhook: signed for its public URL, reached through the tunnel
+        assert hook_path == "/incoming-call" and hook["Direction"] == "inbound" and hook["From"] == "+15550002222"
+        assert RequestValidator(token).validate("https://agent.example/incoming-call", hook, hook_signature)
+        assert form["CallSid"] == call.sid and form["CallStatus"] == "completed"
         assert RequestValidator(token).validate(cb, form, signature)
     finally:
         proc.send_signal(stop)
         out, err = proc.communicate(timeout=15)
         receiver.shutdown()
     assert proc.returncode == 0, err
-    assert "Traceback" not in err and "stopped after 1 call(s)" in err
+    assert "Traceback" not in err and "stopped after 2 call(s)" in err  # the call and the inbound call it made
 
 
 def test_token_from_the_environment_is_used_and_not_echoed():
@@ -116,6 +133,10 @@ def test_token_from_the_environment_is_used_and_not_echoed():
     (["--number", "+15550001111=http://h:99999/x"], "invalid port"),
     (["--port", "70000"], "at most 65535"),
     (["--account-sid", "AC123"], "not an account SID"),
+    (["--tunnel", "https://a.example"], "expected PUBLIC_ORIGIN=LOCAL_ORIGIN"),
+    (["--tunnel", "https://a.example/path=http://127.0.0.1:1"], "origin only"),
+    (["--tunnel", "https://a.example=http://127.0.0.1:1", "--tunnel", "wss://a.example=ws://127.0.0.1:2"],
+     "tunnelled twice"),
     (["--number", "+15550001111=http://a/x", "--number", "+15550001111=http://b/x"], "given twice"),
 ])
 def test_bad_flags_exit_2_with_one_line(capsys, flags, says):

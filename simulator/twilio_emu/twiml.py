@@ -1,0 +1,148 @@
+"""TwiML as the emulator runs it, sans-IO: a document in, the verbs of one call leg out.
+
+:func:`parse` reads a ``<Response>`` into a tuple of verbs, in order; the leg
+(:mod:`.leg`) runs them one after another. Verbs the emulator runs: ``<Say>``,
+``<Pause>``, ``<Hangup>``, ``<Reject>``, ``<Redirect>``, ``<Connect><Stream>`` with its
+``<Parameter>`` children. Anything else (``<Play>``, ``<Dial>``, ``<Gather>``, an unknown
+tag, ``<Connect>`` without ``<Stream>``, a ``<Stream>`` without a ``url``) raises
+:class:`TwimlInvalid`: Twilio reports an application error and ends the call, and a test
+against the emulator must not pass on TwiML it did not run.
+
+URLs (``<Redirect>``, ``<Stream url>``) are resolved against the document's own URL, as
+Twilio resolves relative ones; ``http(s)`` stream URLs become ``ws(s)``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+PAUSE_DEFAULT_S: Final = 1.0  # <Pause> without length (Twilio's documented default)
+MAX_LOOP: Final = 100  # loop="0" means "until the call ends" to Twilio; bounded here
+
+
+class TwimlInvalid(ValueError):
+    """TwiML Twilio would refuse (an application error ends the call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+    loop: int = 1
+    voice: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    seconds: float = PAUSE_DEFAULT_S
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: str = "rejected"  # or "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    url: str
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectStream:
+    """``<Connect><Stream url>``: ``url`` is absolute ``ws(s)://``; ``parameters`` become the
+    ``start`` message's ``customParameters``."""
+
+    url: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+
+
+Verb = Say | Pause | Hangup | Reject | Redirect | ConnectStream
+
+
+def parse(xml: str | bytes, base_url: str | None = None) -> tuple[Verb, ...]:
+    """The verbs of a TwiML document; ``base_url``: where it came from (None for inline TwiML)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise TwimlInvalid(f"TwiML is not XML: {exc}") from None
+    if root.tag != "Response":
+        raise TwimlInvalid(f"TwiML root is <{root.tag}>, expected <Response>")
+    return tuple(_verb(el, base_url) for el in root)
+
+
+def _verb(el: ET.Element, base_url: str | None) -> Verb:
+    tag = el.tag
+    if tag == "Say":
+        return Say((el.text or "").strip(), _loop(el), el.get("voice"), el.get("language"))
+    if tag == "Pause":
+        raw = el.get("length")
+        try:
+            seconds = PAUSE_DEFAULT_S if raw is None else float(raw)
+        except ValueError:
+            raise TwimlInvalid(f"<Pause length={raw!r}> is not a number") from None
+        if seconds < 0:
+            raise TwimlInvalid(f"<Pause length={raw!r}> is negative")
+        return Pause(seconds)
+    if tag == "Hangup":
+        return Hangup()
+    if tag == "Reject":
+        reason = el.get("reason", "rejected")
+        if reason not in ("rejected", "busy"):
+            raise TwimlInvalid(f"<Reject reason={reason!r}>: expected rejected or busy")
+        return Reject(reason)
+    if tag == "Redirect":
+        target = (el.text or "").strip()
+        if not target:
+            raise TwimlInvalid("<Redirect> without a URL")
+        url = _absolute(target, base_url, ("http", "https"), "<Redirect>")
+        return Redirect(url, _method(el.get("method")))
+    if tag == "Connect":
+        streams = [c for c in el if c.tag == "Stream"]
+        if not streams:
+            inner = ", ".join(f"<{c.tag}>" for c in el) or "nothing"
+            raise TwimlInvalid(f"<Connect> with {inner}: the emulator connects <Stream> only")
+        s = streams[0]
+        raw = s.get("url")
+        if not raw:
+            raise TwimlInvalid("<Stream> without a url attribute")
+        url = _absolute(raw, base_url, ("ws", "wss", "http", "https"), "<Stream url>")
+        parts = urlsplit(url)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        params = {p.get("name", ""): p.get("value", "") for p in s if p.tag == "Parameter"}
+        return ConnectStream(url, params, s.get("name"))
+    raise TwimlInvalid(f"<{tag}> is not supported by the emulator")
+
+
+def _loop(el: ET.Element) -> int:
+    raw = el.get("loop", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise TwimlInvalid(f"<{el.tag} loop={raw!r}> is not an integer") from None
+    return MAX_LOOP if n == 0 else max(1, min(n, MAX_LOOP))
+
+
+def _method(value: str | None) -> str:
+    method = (value or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise TwimlInvalid(f"method={value!r}: expected GET or POST")
+    return method
+
+
+def _absolute(url: str, base_url: str | None, schemes: tuple[str, ...], what: str) -> str:
+    full = urljoin(base_url, url) if base_url else url
+    parts = urlsplit(full)
+    if parts.scheme.lower() not in schemes or not parts.netloc:
+        raise TwimlInvalid(f"{what} {url!r} is not an absolute {'/'.join(schemes)} URL")
+    return full

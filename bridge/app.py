@@ -39,6 +39,8 @@ from .console_auth import ConsoleAuth
 from .driver import CallDriver, TwilioSocket
 from .logsafe import wire
 from .metrics import BridgeMetrics
+from .phone_numbers import PhoneNumbers
+from .phone_numbers import register_routes as register_number_routes
 from .realtime import SessionParams
 from .response_watch import WatchLimits
 from .security import StreamTokens, stream_signature_ok, webhook_signature_ok
@@ -89,6 +91,7 @@ class BridgeApp:
         self.watch_limits = WatchLimits(s.response_first_audio_timeout_s, s.response_stall_timeout_s)
         self.console_auth = ConsoleAuth(s.console_token.get_secret_value() if s.console_token else None)
         self.mcp = self._build_mcp()
+        self.numbers = PhoneNumbers(s)
         self.quart = self._build_quart()
         self.metrics.bind_calls(lambda: self.calls)
         self.metrics.bind_pending(lambda: len(self.pending))
@@ -305,6 +308,7 @@ class BridgeApp:
                 return {"error": f"no conversation {call_sid}"}, 404
             return conv
 
+        register_number_routes(app, self.numbers, self.console_auth)
         return app
 
 

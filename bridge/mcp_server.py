@@ -68,7 +68,17 @@ class ConversationServer(MCPServer):
     own list is fixed at registration); reading one goes through the ``conversation://`` template."""
 
     def __init__(self, store: AsyncStore, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        # The SDK calls logging.basicConfig (a rich handler on the root logger) when it is built;
+        # the bridge's logging is its host's to set, so that call is made a no-op here.
+        root = logging.getLogger()
+        guard = logging.NullHandler() if not root.handlers else None
+        if guard is not None:
+            root.addHandler(guard)
+        try:
+            super().__init__(**kwargs)
+        finally:
+            if guard is not None:
+                root.removeHandler(guard)
         self.conversations = store
 
     async def list_resources(self) -> list[MCPResource]:

@@ -27,7 +27,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -35,9 +35,12 @@ from quart_trio import QuartTrio
 
 from .call import CallCore, CallStarted, SaveTranscript
 from .codec import Transcoder
+from .console_auth import ConsoleAuth
 from .driver import CallDriver, TwilioSocket
 from .logsafe import wire
 from .metrics import BridgeMetrics
+from .phone_numbers import PhoneNumbers
+from .phone_numbers import register_routes as register_number_routes
 from .realtime import SessionParams
 from .response_watch import WatchLimits
 from .security import StreamTokens, stream_signature_ok, webhook_signature_ok
@@ -46,6 +49,9 @@ from .store import AsyncStore, Store
 from .tools import ToolRegistry, default_tools
 from .twiml import busy_twiml, connect_twiml
 from .wsconn import ConnectionClosed
+
+if TYPE_CHECKING:
+    from .mcp_http import McpHttp
 
 log = logging.getLogger("callsim.bridge")
 
@@ -83,6 +89,9 @@ class BridgeApp:
             transcription_model=s.transcription_model or None, tools=tuple(self.tools.schemas()),
         )
         self.watch_limits = WatchLimits(s.response_first_audio_timeout_s, s.response_stall_timeout_s)
+        self.console_auth = ConsoleAuth(s.console_token.get_secret_value() if s.console_token else None)
+        self.mcp = self._build_mcp()
+        self.numbers = PhoneNumbers(s)
         self.quart = self._build_quart()
         self.metrics.bind_calls(lambda: self.calls)
         self.metrics.bind_pending(lambda: len(self.pending))
@@ -94,10 +103,24 @@ class BridgeApp:
     # ------------------------------------------------------------------ ASGI
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/media-stream":
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"] == "/media-stream":
             await self.media_stream(scope, receive, send)
+        elif self.mcp is not None and kind == "http" and self.mcp.handles(scope["path"]):
+            await self.mcp(scope, receive, send)
+        elif self.mcp is not None and kind == "lifespan":
+            async with self.mcp.running():  # MCP sessions live in the server's nursery, for its whole life
+                await self.quart(scope, receive, send)
         else:
             await self.quart(scope, receive, send)
+
+    def _build_mcp(self) -> "McpHttp | None":
+        """``/mcp`` when the console token is set (the SDK is imported only then)."""
+        if not self.console_auth.enabled:
+            return None
+        from .mcp_http import McpHttp
+
+        return McpHttp(self.store, self.console_auth)
 
     async def media_stream(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``/media-stream`` through plain ASGI, for running BridgeApp under any ASGI server.
@@ -285,6 +308,7 @@ class BridgeApp:
                 return {"error": f"no conversation {call_sid}"}, 404
             return conv
 
+        register_number_routes(app, self.numbers, self.console_auth)
         return app
 
 

@@ -114,6 +114,8 @@ def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
             "OPENAI_REALTIME_URL, PUBLIC_URL, TWILIO_AUTH_TOKEN, AUDIO_MODE, ...); the flags "
             "below override the most common ones."
         ),
+        epilog=f"`{prog} mcp` serves the conversation history to an AI assistant over MCP on stdio "
+               f"(see `{prog} mcp --help`).",
     )
     p.add_argument("--host", help="address to bind (HOST; default 127.0.0.1)")
     p.add_argument("--port", type=_port, help="port (PORT; default 8080)")
@@ -130,6 +132,11 @@ def build_parser(prog: str = "callsim bridge") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
     """Start-up problems (bad settings, a port in use, no API key for OpenAI) are one line on
     stderr and exit status 2, before anything listens."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mcp"]:
+        from .mcp_cli import main as mcp_main
+
+        return mcp_main(argv[1:], prog=f"{prog} mcp")
     args = build_parser(prog).parse_args(argv)
     overrides = {k: v for k, v in {
         "host": args.host, "port": args.port, "public_url": args.public_url,

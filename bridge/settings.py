@@ -13,6 +13,7 @@ tutorials and hosting platforms already set.
 from __future__ import annotations
 
 import difflib
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,13 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = Field(
         None, description="If set, X-Twilio-Signature is checked on the webhook and the stream."
     )
+    twilio_account_sid: str | None = Field(
+        None, description="Account SID (AC...) for the numbers API: with TWILIO_AUTH_TOKEN and CONSOLE_TOKEN, "
+                          "the console lists the account's phone numbers and points one at this bridge.",
+    )
+    twilio_api_url: str = Field(
+        "https://api.twilio.com", description="Twilio's REST API base URL (another one: `callsim twilio-emulator`).",
+    )
     public_url: str = Field(
         "",
         description="Externally reachable base URL (https://… in production); the stream URL derives from it. "
@@ -199,7 +207,7 @@ class Settings(BaseSettings):
     @field_validator(
         "transcription_model", "greeting_say", "ai_greeting", "tls_cert_file", "tls_key_file",
         "twilio_auth_token", "stream_token_secret", "require_stream_token", "console_token",
-        mode="before",
+        "twilio_account_sid", mode="before",
     )
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
@@ -207,6 +215,21 @@ class Settings(BaseSettings):
         if isinstance(v, str) and not v.strip():
             return None
         return v
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _check_account_sid(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", v.strip()):
+            raise ValueError(f"twilio_account_sid must be AC followed by 32 hex digits, got {v!r}")
+        return v.strip() if v else v
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _check_api_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"twilio_api_url must be http(s)://host[:port], got {v!r}")
+        return v.rstrip("/")
 
     @field_validator("public_url")
     @classmethod

@@ -23,10 +23,11 @@ Why this shape:
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -74,6 +75,52 @@ ON CONFLICT (call_sid, item_id) DO UPDATE SET
 """
 
 
+#: the most rows one search returns
+MAX_SEARCH_LIMIT = 1000
+
+
+def search_filter(*, number: str | None = None, since: str | None = None, until: str | None = None,
+                  text: str | None = None) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` clause (over ``conversations c``) and its arguments for a search."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if number is not None and number.strip():
+        digits = re.sub(r"\D", "", number)
+        if not digits:
+            raise ValueError(f"number {number!r} has no digits")
+        clauses.append("(c.from_number LIKE ? OR c.to_number LIKE ?)")
+        args += [f"%{digits}%"] * 2
+    if since:
+        clauses.append("c.started_at >= ?")
+        args.append(_instant(since, "since", end_of_day=False))
+    if until:
+        clauses.append("c.started_at <= ?")
+        args.append(_instant(until, "until", end_of_day=True))
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("EXISTS (SELECT 1 FROM utterances u WHERE u.call_sid = c.call_sid "
+                       "AND u.text LIKE ? ESCAPE '\\')")
+        args.append(f"%{escaped}%")
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _instant(value: str, name: str, *, end_of_day: bool) -> str:
+    """An ISO 8601 date or datetime as the store writes ``started_at`` (UTC, milliseconds), so
+    that the comparison is a string comparison on the index."""
+    v = value.strip()
+    try:
+        if len(v) == 10:  # a bare date: the day's first (or, for an upper bound, last) millisecond
+            day = datetime.fromisoformat(v).replace(tzinfo=UTC)
+            t = day + timedelta(days=1, milliseconds=-1) if end_of_day else day
+        else:
+            t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not an ISO 8601 date or datetime "
+                         f"(e.g. 2026-12-06 or 2026-12-06T14:30:00Z)") from None
+    return t.isoformat(timespec="milliseconds")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -81,18 +128,28 @@ def _now() -> str:
 class Store:
     """Synchronous, thread-safe transcript store. Every write commits before returning."""
 
-    def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """``read_only``: for a reader beside a live bridge (``callsim bridge mcp``): the file must
+        exist, nothing is created or migrated, and SQLite refuses every write."""
         self.path = path
+        self.read_only = read_only
         self._lock = threading.Lock()
-        # isolation_level=None: no implicit transactions; _write() opens and
-        # commits each one explicitly.
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        if read_only:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no transcript store at {path} (DATABASE_PATH): has the bridge run here?")
+            uri = Path(path).resolve().as_uri() + "?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._conn.execute("PRAGMA query_only=ON")
+        else:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; _write() opens and
+            # commits each one explicitly.
+            self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
         self._closed = False
 
     # ----------------------------------------------------------------- internals
@@ -181,6 +238,25 @@ class Store:
             (max(0, int(limit)),),
         )
 
+    def search_conversations(self, *, number: str | None = None, since: str | None = None,
+                             until: str | None = None, text: str | None = None,
+                             limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first, as :meth:`list_conversations`, narrowed by every filter given.
+
+        ``number``: its digits appear in the caller's or the called number (``+1 415 555-0100``,
+        ``4155550100`` and ``0100`` all find ``+14155550100``). ``since``/``until``: ISO 8601
+        dates or datetimes (UTC unless they say otherwise) bounding the start of the call; a bare
+        date in ``until`` includes that whole day. ``text``: a case-insensitive substring of
+        anything said in the call. ``ValueError`` names a filter that cannot be read.
+        """
+        where, args = search_filter(number=number, since=since, until=until, text=text)
+        return self._read(
+            f"""SELECT c.*, (SELECT COUNT(*) FROM utterances u WHERE u.call_sid = c.call_sid)
+                        AS utterance_count
+                FROM conversations c {where} ORDER BY c.started_at DESC, c.rowid DESC LIMIT ?""",
+            (*args, max(0, min(int(limit), MAX_SEARCH_LIMIT))),
+        )
+
     def get_conversation(self, call_sid: str) -> dict[str, Any] | None:
         """The conversation row plus ``utterances`` in the order they were first stored."""
         rows = self._read("SELECT * FROM conversations WHERE call_sid = ?", (call_sid,))
@@ -248,6 +324,12 @@ class AsyncStore:
 
     async def list_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
         return await self._run(self.store.list_conversations, limit)
+
+    async def search_conversations(self, *, number: str | None = None, since: str | None = None,
+                                   until: str | None = None, text: str | None = None,
+                                   limit: int = 50) -> list[dict[str, Any]]:
+        return await self._run(self.store.search_conversations, number=number, since=since, until=until,
+                               text=text, limit=limit)
 
     async def get_conversation(self, call_sid: str) -> dict[str, Any] | None:
         return await self._run(self.store.get_conversation, call_sid)

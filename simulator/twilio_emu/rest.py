@@ -38,6 +38,9 @@ import orjson
 from . import errors
 from .calls import CANCELED, COMPLETED, DEFAULT_TIMEOUT_S, Call, CallStore, Instructions
 from .errors import TwilioError
+from .incoming_numbers import LIST_PATH as NUMBERS_PATH
+from .incoming_numbers import ONE_PATH as NUMBER_PATH
+from .incoming_numbers import IncomingNumbers
 from .numbers import PhoneNumber
 
 API_VERSION: Final = "2010-04-01"
@@ -99,6 +102,7 @@ class RestCore:
         self.clock = clock
         self.store = CallStore(account_sid, rng or random.Random())
         self.numbers: dict[str, PhoneNumber] = {n.number: n for n in numbers}
+        self.incoming_numbers = IncomingNumbers(account_sid, self.numbers, clock)
 
     # -- request -> response -------------------------------------------------------------
 
@@ -126,12 +130,24 @@ class RestCore:
                 if method == "POST":
                     return self._json(200, self._render(self._update(call, form)))
                 raise self._method_not_allowed(method, path)
+            if (answer := self._phone_numbers(method, path, query, form)) is not None:
+                return answer
             raise errors.not_found(path)
         except TwilioError as e:
             headers_out = JSON_HEADERS
             if e.status == 401:
                 headers_out = (*JSON_HEADERS, ("WWW-Authenticate", 'Basic realm="Twilio API"'))
             return Response(e.status, headers_out, e.body())
+
+    def _phone_numbers(self, method: str, path: str, query: list[tuple[str, str]],
+                       form: list[tuple[str, str]]) -> Response | None:
+        """``IncomingPhoneNumbers`` (:mod:`.incoming_numbers`); ``None`` for another path."""
+        m = NUMBERS_PATH.match(path) or NUMBER_PATH.match(path)
+        if m is None:
+            return None
+        self._own_account(m["account"])
+        answer = self.incoming_numbers.handle(method, path, query, form)
+        return None if answer is None else self._json(*answer)
 
     # -- checks ----------------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ Why a least-squares low-delay FIR, not a linear-phase (Kaiser) one
     does that: its taps are chosen by least squares so that it equals a pure delay of
     ``DELAY`` samples (5 ms) over the passband — in gain *and* phase, which is what a
     round-trip SNR sees — and zero over the stopband (weighted heavily); the band edge is
-    left free.  Over the passband its group delay is ``DELAY`` samples; only in the
-    3.8–4 kHz edge, which the stopband weight squeezes, is the phase not linear.  The
+    left free.  Over the telephone band its group delay ripples within a few samples
+    (a fraction of a millisecond) around ``DELAY``; only in the 3.8–4 kHz edge, which the
+    stopband weight squeezes, does it depart from it.  The
     design is closed form (the normal equations of the weighted integral error are
     cosine integrals), solved once per process.
 

@@ -18,44 +18,33 @@ G.711 μ-law
     256-entry ``int16`` table (all G.711 decoders agree).
 
 Resampling
-    ``soxr.ResampleStream`` keeps its filter state between calls, so feeding 20 ms frames
-    gives exactly the samples a one-shot resample of the whole signal gives (no clicks at
-    frame boundaries).  We run soxr in ``float32`` on int16-scaled values and round/clip
-    back to int16 ourselves, because soxr's int16 mode adds TPDF dither: its output then
-    depends on how the stream was chunked (seen: ±2 LSB), which would make the bridge
-    non-deterministic and its tests flaky.  soxr's output is time-aligned with its input
-    (it compensates the filter's group delay), but it *withholds* output in blocks: that
-    withheld audio is the streaming latency (``StreamResampler.latency_ms``).
+    Two resamplers, chosen by ``quality`` (the bridge's ``RESAMPLE_QUALITY``):
 
-Choice of quality (measured with soxr 1.1.0 on this project's fixtures)
-    Round trip of real speech (caller_weather_question.wav → 8 kHz one-shot → μ-law →
-    Transcoder.inbound in 20 ms frames → 24 kHz → Transcoder.outbound in 100 ms deltas →
-    μ-law), SNR of decoded output vs decoded input at lag 0 (soxr output is time-aligned;
-    lag 0 is also the best lag for every quality).  "vs VHQ" columns: the same direction
-    against a one-shot VHQ resample, on wideband 24 kHz TTS (assistant_long_reply.wav)
-    outbound and on 8 kHz caller speech inbound — what the round trip cannot see.
-    Latency: audio withheld after each 20 ms frame, worst case (mean), per direction.
+    ``"FIR"`` (the default): :class:`~.polyphase.PolyphaseResampler`, least-squares low-delay
+    polyphase FIR filters in numpy.  It withholds exactly its 5 ms delay per direction,
+    returns exactly 3× / ⅓ of each chunk once that delay is covered (no bursts), stops the
+    model's 4–12 kHz energy from 4.0 kHz on, and passes telephone audio to 3.8–3.9 kHz, so
+    its round trip on real speech stays above 35 dB.  Why that design and not a
+    linear-phase one: ``bridge/polyphase.py``.
 
-    ======= ============== ============== ============ ============ =======================
-    quality round trip     latency/dir    out vs VHQ   in vs VHQ    note
-    ======= ============== ============== ============ ============ =======================
-    QQ      identical      0.2 ms (0.2)   12 dB        21 dB        cubic, no low-pass
-    LQ      17.8 dB        40 ms  (22)    20 dB        20 dB        passband ends ≈ 3 kHz
-    MQ      36.0 dB        75 ms  (43)    51 dB        57 dB
-    HQ      35.7 dB        73 ms  (43)    56 dB        62 dB        **default**
-    VHQ     35.5 dB        153 ms (85)    —            —
-    ======= ============== ============== ============ ============ =======================
+    ``"QQ"``, ``"LQ"``, ``"MQ"``, ``"HQ"``, ``"VHQ"``: :class:`StreamResampler`, soxr's
+    ``ResampleStream`` at that quality.  It keeps its filter state between calls, so
+    feeding 20 ms frames gives exactly the samples a one-shot resample of the whole signal
+    gives (no clicks at frame boundaries).  We run soxr in ``float32`` on int16-scaled
+    values and round/clip back to int16 ourselves, because soxr's int16 mode adds TPDF
+    dither: its output then depends on how the stream was chunked (seen: ±2 LSB), which
+    would make the bridge non-deterministic and its tests flaky.  soxr's output is
+    time-aligned with its input (it compensates the filter's group delay), but it
+    *withholds* output in blocks, tens of milliseconds at MQ/HQ/VHQ
+    (``StreamResampler.latency_ms``): added to every turn, in each direction.  QQ (cubic)
+    withholds almost nothing but has no anti-alias filter (the model's 4–12 kHz speech
+    folds into the call) and LQ's roll-off cuts the 3–4 kHz band.
 
-    The requirement is ≥ 30 dB end to end with the least latency.  QQ's perfect round trip
-    is an artefact: a cubic through the 8 kHz samples, decimated by 3 at the same phase,
-    gives those samples back; but QQ droops 3 dB at 3.4 kHz going up and, going down, has
-    no anti-alias filter, so real 24 kHz model speech folds its 4–12 kHz energy into the
-    call (12 dB vs VHQ).  LQ's wide roll-off cuts the 3–4 kHz band (−8 dB at 3.4 kHz,
-    −20 dB at 3.6 kHz): 17.8 dB, fails.  MQ and HQ both pass with margin (the ≈ 36 dB is
-    μ-law re-quantisation plus the 3.6–4 kHz edge, VHQ does no better), and their latency
-    is the same (soxr's block size, not the filter length, sets it); HQ has the lower worst
-    case and 5 dB better alias rejection.  So **HQ is the default**: the lowest latency
-    among the qualities that meet 30 dB on real, wideband audio.
+    Both are time-aligned, so the bridge's μ-law byte counts (marks, truncation) equal
+    item time with either.  ``loadtests/transcode_bench.py`` measures them side by side
+    (withheld ms mean and worst over 20 ms chunks, round-trip SNR on real speech, alias
+    rejection on the wideband reply fixture, µs per chunk); its figures are recorded in
+    ``loadtests/README.md``.
 """
 
 from __future__ import annotations
@@ -65,22 +54,35 @@ import functools
 import numpy as np
 import soxr
 
+from .polyphase import PolyphaseResampler
+
 __all__ = [
     "ulaw_encode",
     "ulaw_decode",
     "StreamResampler",
+    "PolyphaseResampler",
+    "Resampler",
+    "make_resampler",
     "Transcoder",
     "TWILIO_RATE",
     "OPENAI_RATE",
     "DEFAULT_QUALITY",
+    "FIR_QUALITY",
+    "QUALITIES",
+    "SOXR_QUALITIES",
     "ULAW_ENCODE_TABLE",
     "ULAW_DECODE_TABLE",
 ]
 
 TWILIO_RATE = 8000
 OPENAI_RATE = 24000
-DEFAULT_QUALITY = "HQ"
-QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+#: The low-latency polyphase FIR (``bridge/polyphase.py``); the others are soxr's qualities.
+FIR_QUALITY = "FIR"
+DEFAULT_QUALITY = FIR_QUALITY
+SOXR_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+#: What ``StreamResampler`` uses when not told: the soxr quality the bridge defaulted to.
+SOXR_DEFAULT_QUALITY = "HQ"
+QUALITIES = (FIR_QUALITY, *SOXR_QUALITIES)
 
 # --------------------------------------------------------------------------- G.711 μ-law
 
@@ -203,9 +205,9 @@ class StreamResampler:
 
     __slots__ = ("in_rate", "out_rate", "quality", "_stream")
 
-    def __init__(self, in_rate: int, out_rate: int, quality: str = DEFAULT_QUALITY) -> None:
-        if quality not in QUALITIES:
-            raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+    def __init__(self, in_rate: int, out_rate: int, quality: str = SOXR_DEFAULT_QUALITY) -> None:
+        if quality not in SOXR_QUALITIES:
+            raise ValueError(f"soxr quality must be one of {SOXR_QUALITIES}, got {quality!r}")
         self.in_rate = int(in_rate)
         self.out_rate = int(out_rate)
         self.quality = quality
@@ -239,14 +241,26 @@ class StreamResampler:
 
         Measured once per process by :func:`_measure_latency` (streaming 20 ms frames of
         silence and comparing output to input length); this is what a real-time budget must
-        cover.  Measured with soxr 1.1.0, both directions: QQ 0.2 ms, LQ 40 ms, MQ 75 ms, HQ 73 ms.
+        cover (``loadtests/transcode_bench.py`` prints it next to the FIR's).
         """
         return _measure_latency(self.in_rate, self.out_rate, self.quality)[0]
 
     @property
     def mean_latency_ms(self) -> float:
-        """Average audio (ms) withheld after a 20 ms frame (LQ ≈ 22, MQ/HQ ≈ 43)."""
+        """Average audio (ms) withheld after a 20 ms frame."""
         return _measure_latency(self.in_rate, self.out_rate, self.quality)[1]
+
+
+Resampler = StreamResampler | PolyphaseResampler
+
+
+def make_resampler(in_rate: int, out_rate: int, quality: str = DEFAULT_QUALITY) -> Resampler:
+    """The resampler for ``quality``: ``"FIR"`` (8 ↔ 24 kHz only) or a soxr quality."""
+    if quality == FIR_QUALITY:
+        return PolyphaseResampler(in_rate, out_rate)
+    if quality not in SOXR_QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+    return StreamResampler(in_rate, out_rate, quality)
 
 
 class Transcoder:
@@ -256,15 +270,16 @@ class Transcoder:
     outbound: OpenAI pcm16 24 kHz -> Twilio μ-law 8 kHz, in bursts (one per response),
               ended by ``outbound_flush`` or cut by ``outbound_reset`` (barge-in).
 
-    Not thread-safe; one instance per call (it is cheap: two soxr streams).
+    Not thread-safe; one instance per call (it is cheap: two resampler states; the FIR's
+    filters are designed once per process).
     """
 
     __slots__ = ("quality", "_in", "_out", "_carry")
 
     def __init__(self, quality: str = DEFAULT_QUALITY) -> None:
         self.quality = quality
-        self._in = StreamResampler(TWILIO_RATE, OPENAI_RATE, quality)
-        self._out = StreamResampler(OPENAI_RATE, TWILIO_RATE, quality)
+        self._in = make_resampler(TWILIO_RATE, OPENAI_RATE, quality)
+        self._out = make_resampler(OPENAI_RATE, TWILIO_RATE, quality)
         self._carry = b""  # odd trailing byte of the last outbound delta (half a sample)
 
     def inbound(self, ulaw: bytes) -> bytes:

@@ -83,7 +83,11 @@ class Settings(BaseSettings):
         "passthrough",
         description="passthrough: forward G.711 mu-law untouched; transcode: mu-law <-> pcm16 24 kHz.",
     )
-    resample_quality: str = Field("HQ", description="soxr quality for transcode mode (QQ/LQ/MQ/HQ/VHQ).")
+    resample_quality: Literal["FIR", "QQ", "LQ", "MQ", "HQ", "VHQ"] = Field(
+        "FIR",
+        description="Resampler of transcode mode: FIR, the low-delay polyphase filter (5 ms per direction),"
+                    " or a soxr quality (QQ/LQ/MQ/HQ/VHQ; HQ withholds tens of ms per direction).",
+    )
     voice: str = Field("marin", description="Assistant voice.")
     instructions: str = Field(DEFAULT_INSTRUCTIONS, description="System instructions for the session.")
 

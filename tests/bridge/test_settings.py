@@ -158,3 +158,10 @@ def test_redacted_shows_unset_secrets_as_unset():
     red = make().redacted()
     assert red["openai_api_key"] == ""
     assert red["twilio_auth_token"] is None
+
+
+def test_resample_quality_defaults_to_the_low_delay_fir_and_rejects_typos():
+    assert make().resample_quality == "FIR"
+    assert make(resample_quality="HQ").resample_quality == "HQ"  # soxr stays selectable
+    with pytest.raises(ValidationError):
+        make(resample_quality="fir2")

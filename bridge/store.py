@@ -23,10 +23,11 @@ Why this shape:
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -59,6 +60,12 @@ CREATE TABLE IF NOT EXISTS utterances (
     UNIQUE (call_sid, item_id)
 );
 CREATE INDEX IF NOT EXISTS conversations_started ON conversations (started_at);
+CREATE TABLE IF NOT EXISTS console_settings (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL
+);
 """
 
 _UPSERT_UTTERANCE = """
@@ -197,6 +204,51 @@ class Store:
         conv["utterances"] = utterances
         return conv
 
+    def search_conversations(self, *, number: str | None = None, since: date | None = None,
+                             until: date | None = None, text: str | None = None,
+                             limit: int = 100) -> list[dict[str, Any]]:
+        """Conversations newest first, filtered by every criterion given.
+
+        ``number``: a part of the caller's or the called number (``"5550"`` finds
+        ``+15550001234``); ``since``/``until``: the UTC day the call started, both inclusive;
+        ``text``: words anywhere in a transcript line (case-insensitive for ASCII), the first
+        matching line returned as ``match``.
+        """
+        where, args = [], []
+        if number:
+            where.append("(c.from_number LIKE ? ESCAPE '\\' OR c.to_number LIKE ? ESCAPE '\\')")
+            args += [_like(number)] * 2
+        if since is not None:
+            where.append("c.started_at >= ?")
+            args.append(since.isoformat())
+        if until is not None:
+            where.append("c.started_at < ?")
+            args.append((until + timedelta(days=1)).isoformat())
+        match = "NULL"
+        if text:
+            match = ("(SELECT u.text FROM utterances u WHERE u.call_sid = c.call_sid "
+                     "AND u.text LIKE ? ESCAPE '\\' ORDER BY u.id LIMIT 1)")
+            where.append(f"{match} IS NOT NULL")
+            args = [_like(text), *args, _like(text)]
+        sql = f"""SELECT c.*, (SELECT COUNT(*) FROM utterances u WHERE u.call_sid = c.call_sid)
+                          AS utterance_count, {match} AS match
+                   FROM conversations c {"WHERE " + " AND ".join(where) if where else ""}
+                   ORDER BY c.started_at DESC, c.rowid DESC LIMIT ?"""
+        return self._read(sql, (*args, max(0, int(limit))))
+
+    # ----------------------------------------------------------------- console settings
+    def console_settings(self) -> dict[str, Any]:
+        """The session settings the console changed (name -> value), as stored."""
+        rows = self._read("SELECT key, value FROM console_settings")
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def put_console_settings(self, values: dict[str, Any], who: str) -> None:
+        """Replace the console's settings with ``values`` (an empty dict resets them all)."""
+        now = _now()
+        self._write([("DELETE FROM console_settings", ()),
+                     *[("INSERT INTO console_settings (key, value, updated_at, updated_by) VALUES (?, ?, ?, ?)",
+                        (k, json.dumps(v), now, who)) for k, v in values.items()]])
+
     def close(self) -> None:
         """Checkpoint and close; idempotent."""
         with self._lock:
@@ -204,6 +256,11 @@ class Store:
                 return
             self._closed = True
             self._conn.close()
+
+
+def _like(fragment: str) -> str:
+    """A LIKE pattern matching ``fragment`` anywhere, its own ``%``/``_`` taken literally."""
+    return "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 _P = ParamSpec("_P")
@@ -251,6 +308,15 @@ class AsyncStore:
 
     async def get_conversation(self, call_sid: str) -> dict[str, Any] | None:
         return await self._run(self.store.get_conversation, call_sid)
+
+    async def search_conversations(self, **criteria: Any) -> list[dict[str, Any]]:
+        return await self._run(functools.partial(self.store.search_conversations, **criteria))
+
+    async def console_settings(self) -> dict[str, Any]:
+        return await self._run(self.store.console_settings)
+
+    async def put_console_settings(self, values: dict[str, Any], who: str) -> None:
+        await self._run(self.store.put_console_settings, values, who)
 
     async def aclose(self) -> None:
         await self._run(self.store.close)

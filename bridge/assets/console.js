@@ -87,6 +87,7 @@ function onEvent(ev) {
       addEvent(ev, "call ended", `${ev.status}, ${ev.duration_s} s`);
       s.es.close();
       $("#feed-state").textContent = "call over";
+      search();  // the history now holds it
       break;
     case "transcript": transcriptLine(ev); break;
     case "barge_in": {

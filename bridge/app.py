@@ -1,7 +1,8 @@
 """The bridge's HTTP + WebSocket application (ASGI, served by hypercorn on trio).
 
 HTTP routes are a quart-trio app: ``/incoming-call`` (TwiML), ``/health``,
-``/metrics``, ``/api/conversations``. The media stream (``/media-stream``) is the
+``/metrics``, and behind the console token the operator's console, its live feed,
+history and settings (:mod:`.console`). The media stream (``/media-stream``) is the
 hot path — 50 caller frames a second per call plus the replies: ``callsim
 bridge`` serves it off the ASGI path altogether (:mod:`.frontdoor`,
 :mod:`.wsconn`); under another ASGI server it is handled as raw ASGI before Quart

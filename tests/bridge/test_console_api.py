@@ -163,3 +163,31 @@ async def test_settings_apply_to_the_next_call_not_the_running_one_and_survive_a
                               console_token=CONSOLE_TOKEN, _env_file=None))
     assert app2.params.voice == "cedar" and app2.params.instructions == "Be brief."
     assert any("override the configured INSTRUCTIONS, TOOLS, VOICE" in r.getMessage() for r in caplog.records)
+
+
+async def test_capacity_feed_readers_hold_console_feeds_open_during_calls(tmp_path):
+    """``loadtests/feed_readers.py`` (``capacity.py --feeds N``): N subscribers read every event of a call."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "loadtests" / "feed_readers.py"
+    out = tmp_path / "feeds.json"
+    async with stack(tmp_path) as (_mock, app, base):
+        env = {**os.environ, "CONSOLE_TOKEN": CONSOLE_TOKEN}
+        proc = await trio.lowlevel.open_process([sys.executable, str(script), "-n", "3", "--url", base + "/api/feed",
+                                                 "--out", str(out)], env=env)
+        with trio.fail_after(15):
+            while app.feed.subscribers < 3:
+                await trio.sleep(0.05)
+        result = await place_call(base + "/incoming-call", [Pause(200), Say("caller_greeting"), WaitForReply(),
+                                                            Hangup()])
+        await trio.sleep(0.3)
+        published = app.feed.published
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await proc.wait()
+    tally = orjson.loads(out.read_bytes())
+    assert result.ok and tally["open"] == 3 and tally["errors"] == []
+    assert tally["events"] == 3 * published and tally["dropped_events"] == 0

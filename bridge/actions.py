@@ -6,7 +6,8 @@ Frozen dataclasses, so the core's decisions can be compared whole in tests; the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -60,4 +61,16 @@ class CallStarted:
     parameters: dict[str, str]
 
 
-Action = ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | RunTool | SaveTranscript | CallStarted
+@dataclass(frozen=True)
+class Notice:
+    """Something the operator's live feed shows (:mod:`.feed`): a barge-in, an OpenAI fault.
+
+    Emitted on events only, never per audio frame, and never carrying audio; the driver hands it
+    to its hooks and does nothing else with it.
+    """
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Action = ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | RunTool | SaveTranscript | CallStarted | Notice

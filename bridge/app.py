@@ -1,7 +1,8 @@
 """The bridge's HTTP + WebSocket application (ASGI, served by hypercorn on trio).
 
 HTTP routes are a quart-trio app: ``/incoming-call`` (TwiML), ``/health``,
-``/metrics``, ``/api/conversations``. The media stream (``/media-stream``) is the
+``/metrics``, and behind the console token the operator's console, its live feed,
+history and settings (:mod:`.console`). The media stream (``/media-stream``) is the
 hot path — 50 caller frames a second per call plus the replies: ``callsim
 bridge`` serves it off the ASGI path altogether (:mod:`.frontdoor`,
 :mod:`.wsconn`); under another ASGI server it is handled as raw ASGI before Quart
@@ -33,9 +34,12 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from .call import CallCore, CallStarted, SaveTranscript
+from . import console
+from . import session_settings as ss
+from .call import CallCore, CallStarted, Notice, SaveTranscript
 from .codec import Transcoder
 from .console_auth import ConsoleAuth
+from .feed import FeedHub
 from .driver import CallDriver, TwilioSocket
 from .logsafe import wire
 from .metrics import BridgeMetrics
@@ -92,7 +96,14 @@ class BridgeApp:
         self.console_auth = ConsoleAuth(s.console_token.get_secret_value() if s.console_token else None)
         self.mcp = self._build_mcp()
         self.numbers = PhoneNumbers(s)
+        self.feed = FeedHub()
+        self._started_at: dict[CallCore, float] = {}  # admitted calls -> wall-clock start (the console's list)
+        self._tool_names = [t["name"] for t in self.tools.schemas()]
+        self.session_configured = ss.configured(s, self._tool_names)
+        self.session_values = self._stored_session_settings()
+        self.params = ss.apply(self.params, self.session_values, self.tools.schemas())
         self.quart = self._build_quart()
+        self.console_auth.log_state()
         self.metrics.bind_calls(lambda: self.calls)
         self.metrics.bind_pending(lambda: len(self.pending))
         interrupted = self.store.store.mark_interrupted()
@@ -181,6 +192,7 @@ class BridgeApp:
                                watch_limits=self.watch_limits, peer=peer)
         driver = self.driver_class(self, core, twilio, peer=peer)
         self.pending.add(core)
+        t_start = time.monotonic()
         try:
             await driver.run()
         except* Exception:  # Cancelled (a BaseException) still propagates: shutdown works
@@ -191,6 +203,7 @@ class BridgeApp:
             self.pending.discard(core)
             admitted = core in self.calls
             self.calls.discard(core)
+            self._started_at.pop(core, None)
             if admitted:
                 self.metrics.call_ended(core.stats)
             else:
@@ -199,6 +212,9 @@ class BridgeApp:
             self._calls_changed = trio.Event()
             if admitted and core.call_sid:  # a refused stream's CallSid may be a live call's: never touch it
                 status = driver.end_status or ("completed" if core.ended else "failed")
+                self.feed.publish(core.call_sid, "call_ended", status=status,
+                                  duration_s=round(time.monotonic() - t_start, 1),
+                                  barge_ins=core.stats["barge_ins"], tool_calls=core.stats["tool_calls"])
                 with trio.CancelScope(shield=True):
                     try:
                         await self.store.end_call(core.call_sid, status)
@@ -231,7 +247,11 @@ class BridgeApp:
             return False
         self.pending.discard(driver.core)
         self.calls.add(driver.core)
+        self._started_at[driver.core] = time.time()
         self.metrics.call_started()
+        self.feed.publish(a.call_sid, "call_started", stream_sid=a.stream_sid,
+                          from_number=a.parameters.get("from", ""), to_number=a.parameters.get("to", ""),
+                          voice=driver.core.p.voice)
         try:
             await self.store.start_call(a.call_sid, a.stream_sid, a.parameters.get("from", ""),
                                         a.parameters.get("to", ""))
@@ -242,6 +262,8 @@ class BridgeApp:
     async def save_transcript(self, core: CallCore, t: SaveTranscript) -> None:
         if not core.call_sid:
             return
+        self.feed.publish(core.call_sid, "transcript", role=t.role, item_id=t.item_id, text=t.text,
+                          truncated=t.truncated, audio_end_ms=t.audio_end_ms)
         try:
             await self.store.put_utterance(core.call_sid, t.item_id, t.role, t.text,
                                            truncated=t.truncated, audio_end_ms=t.audio_end_ms)
@@ -249,15 +271,72 @@ class BridgeApp:
             log.exception("call %s: could not store a transcript", core.tag)
 
     async def run_tool(self, name: str, arguments: str, *, call_tag: str = "?") -> str:
+        self.feed.publish(call_tag, "tool_call", name=wire(name, 64), arguments=_clip(arguments))
+        t0 = time.monotonic()
         output = await self.tools.call(name, arguments, self.settings.tool_timeout_s, call_tag=call_tag)
         # The name comes from the model: only registered names become a metric label, so
         # made-up names cannot grow the metric's series without bound.
         label = name if name in self.tools else "unknown"
-        self.metrics.tool_call(label, "error" if output.startswith('{"error"') else "ok")
+        ok = not output.startswith('{"error"')
+        self.metrics.tool_call(label, "ok" if ok else "error")
+        self.feed.publish(call_tag, "tool_result", name=wire(name, 64), output=_clip(output), ok=ok,
+                          ms=round((time.monotonic() - t0) * 1000))
         return output
 
     def count_error(self, kind: str) -> None:
         self.metrics.error(kind)
+
+    def notice(self, core: CallCore, n: Notice) -> None:
+        """What the call core wants the live feed to show (a barge-in, an OpenAI fault)."""
+        if core.call_sid:
+            self.feed.publish(core.call_sid, n.kind, **n.data)
+
+    # ------------------------------------------------------------- console
+
+    def active_calls(self) -> list[dict[str, Any]]:
+        """The calls in progress, oldest first: caller, callee, start (epoch s) and state."""
+        out = []
+        for core, started in sorted(self._started_at.items(), key=lambda kv: kv[1]):
+            state = "ending" if core.ending else "live" if core.openai_ready else "connecting"
+            out.append({"call_sid": core.call_sid, "from_number": core.parameters.get("from", ""),
+                        "to_number": core.parameters.get("to", ""), "started": started, "state": state,
+                        "barge_ins": core.stats["barge_ins"], "tool_calls": core.stats["tool_calls"]})
+        return out
+
+    def _stored_session_settings(self) -> ss.SessionSettings:
+        """The configured session settings with the console's stored changes over them."""
+        stored = self.store.store.console_settings()
+        if not stored:
+            return self.session_configured
+        try:
+            values = ss.merged(self.session_configured, stored, self._tool_names)
+        except (ss.ValidationError, ValueError) as exc:  # e.g. a tool no longer registered
+            log.warning("console settings in %s ignored (%s): the configured ones apply",
+                        self.settings.database_path, ss.describe(exc))
+            return self.session_configured
+        log.info("console settings from %s override the configured %s (reset them from the console)",
+                 self.settings.database_path, ", ".join(sorted(k.upper() for k in stored)))
+        return values
+
+    def settings_view(self) -> dict[str, Any]:
+        values = self.session_values.model_dump()
+        configured = self.session_configured.model_dump()
+        return {"values": values, "configured": configured,
+                "overridden": sorted(k for k in values if values[k] != configured[k]),
+                "tools_available": self._tool_names}
+
+    async def change_session_settings(self, changes: dict[str, Any] | None, *, who: str) -> list[str]:
+        """Apply ``changes`` to NEW calls (None: back to the configured values), store them, log
+        who did it. Running calls keep the parameters they were built with. Returns what changed."""
+        before = self.session_values
+        values = self.session_configured if changes is None else ss.merged(before, changes, self._tool_names)
+        changed = sorted(k for k, v in values.model_dump().items() if v != getattr(before, k))
+        await self.store.put_console_settings(ss.overrides_of(values, self.session_configured), who)
+        self.session_values = values
+        self.params = ss.apply(self.params, values, self.tools.schemas())
+        log.info("console: session settings %s by %s: %s (new calls only)",
+                 "reset" if changes is None else "changed", who, ", ".join(changed) or "nothing changed")
+        return changed
 
     # ------------------------------------------------------------- HTTP
 
@@ -297,17 +376,7 @@ class BridgeApp:
             body, ctype = self.metrics.render()
             return Response(body, content_type=ctype)
 
-        @app.get("/api/conversations")
-        async def conversations():  # type: ignore[no-untyped-def]
-            return {"conversations": await self.store.list_conversations()}
-
-        @app.get("/api/conversations/<call_sid>")
-        async def conversation(call_sid: str):  # type: ignore[no-untyped-def]
-            conv = await self.store.get_conversation(call_sid)
-            if conv is None:
-                return {"error": f"no conversation {call_sid}"}, 404
-            return conv
-
+        console.install(self, app)
         register_number_routes(app, self.numbers, self.console_auth)
         return app
 
@@ -318,6 +387,11 @@ _TOKEN_REFUSALS = {
     "expired": "per-call token expired",
     "reused": "per-call token already used (replayed TwiML parameters)",
 }
+
+
+def _clip(text: str, limit: int = 4000) -> str:
+    """A tool's arguments or output for the feed: bounded (the model and the tool choose its size)."""
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 def _say_seconds(text: str | None) -> float:

@@ -48,7 +48,7 @@ import orjson
 from . import realtime as rt
 from . import twilio_wire as tw
 from .actions import (  # re-exported: the driver, the app and tests import them from here
-    Action, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI, ToTwilio,
+    Action, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI, ToTwilio,
 )
 from .item_playback import MAX_PENDING_MARKS, ItemPlayback  # noqa: F401 (the bound, re-exported)
 from .logsafe import WarnLimiter, wire
@@ -276,7 +276,7 @@ class CallCore:
             return []
         log.error("call %s: OpenAI session failed: %s", self.tag, wire(reason, 200))
         self.stats["openai_errors"] += 1
-        return self._apologise(reason)
+        return [*self._apologise(reason), Notice("openai_fault", {"reason": wire(reason, 200)})]
 
     def _apologise(self, reason: str, *, cut: bool = True) -> list[Action]:
         """The apology, then hang up. ``cut=False`` when what is queued at Twilio has (by the
@@ -312,7 +312,7 @@ class CallCore:
             if etype == self.names.audio_delta:
                 return self._delta(now_ns, ev)
             if etype == "input_audio_buffer.speech_started":
-                return self._speech_started(now_ns)
+                return self._speech_started(now_ns, ev.get("audio_start_ms"))
             if etype == "response.created":
                 self.active_response = _id(ev["response"]["id"])
                 self.watch.created(now_ns, self.active_response)
@@ -374,9 +374,10 @@ class CallCore:
         if "truncat" in message.lower() or "shorter than" in message:
             self.stats["truncate_errors"] += 1
         self._warn(self._openai_err_warn, now_ns, f"{wire(code, 60)}: {wire(message, 200)}")
+        notice = Notice("error", {"source": "openai", "code": wire(code, 60), "message": wire(message, 200)})
         if code in ("beta_api_shape_disabled", "session_expired", "invalid_api_key"):
-            return self._apologise(f"OpenAI error {code}")
-        return []
+            return [*self._apologise(f"OpenAI error {code}"), notice]
+        return [notice]
 
     def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
         item_id = _id(ev["item_id"])
@@ -468,11 +469,13 @@ class CallCore:
         if verdict is Verdict.RETRY and not self.ending:
             self.stats["response_retries"] += 1
             log.warning("call %s: response %s failed (%s); asking OpenAI once more", self.tag, wire(rid, 60), _details(r))
-            return [ToOpenAI(rt.response_create())]
+            return [ToOpenAI(rt.response_create()),
+                    Notice("openai_fault", {"reason": f"response failed ({_details(r)}); asked once more"})]
         if verdict is Verdict.FAILED and not self.ending:
             log.error("call %s: response %s failed again (%s); apologising and ending the call",
                       self.tag, wire(rid, 60), _details(r))
-            return self._apologise("OpenAI response failed twice")
+            return [*self._apologise("OpenAI response failed twice"),
+                    Notice("openai_fault", {"reason": f"response failed twice ({_details(r)}); call ended"})]
         if status == "failed":
             self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} failed: {_details(r)}")
         return []
@@ -503,11 +506,12 @@ class CallCore:
             log.error("call %s: OpenAI stalled: response %s sent nothing for %.1f s before it was done;"
                       " apologising and ending the call", self.tag, wire(exp.response_id, 60), waited)
         # the deadline is never before the queued audio's estimated end: nothing left to clear
-        return self._apologise(f"OpenAI {exp.verdict.value}", cut=False)
+        return [*self._apologise(f"OpenAI {exp.verdict.value}", cut=False),
+                Notice("openai_fault", {"reason": f"OpenAI {exp.verdict.value} for {waited:.1f} s; call ended"})]
 
     # ================================================================ barge-in
 
-    def _speech_started(self, now_ns: int) -> list[Action]:
+    def _speech_started(self, now_ns: int, audio_start_ms: Any = None) -> list[Action]:
         actions: list[Action] = []
         server_cancels = self.p.interrupt_response
         if self.active_response is not None:
@@ -530,6 +534,7 @@ class CallCore:
             self.transcoder.outbound_reset()
         # 2. tell the model what the caller really heard of each item: the one
         #    playing up to now, the ones queued behind it nothing at all.
+        cut: list[dict[str, Any]] = []
         for item in playing:
             played = item.played(now_ns)
             received_ms = item.received // self.out_bpm
@@ -545,12 +550,25 @@ class CallCore:
             self.stats["truncates"] += 1
             self.truncates.append({"t_ns": now_ns, "item_id": item.item_id, "audio_end_ms": audio_end_ms,
                                    "received_ms": received_ms})
+            cut.append({"item_id": item.item_id, "audio_end_ms": audio_end_ms, "received_ms": received_ms})
             if item.transcript:
                 actions.append(SaveTranscript(item.item_id, "assistant",
                                               _cut(item.transcript, audio_end_ms, item.received / self.out_bpm),
                                               truncated=True, audio_end_ms=audio_end_ms))
             log.info("call %s: barge-in: truncated %s at %d ms", self.tag, wire(item.item_id, 60), audio_end_ms)
+        actions.append(Notice("barge_in", {"talk_over_ms": self._talk_over_ms(audio_start_ms), "truncates": cut}))
         return actions
+
+    def _talk_over_ms(self, audio_start_ms: Any) -> int | None:
+        """How long the assistant played over the caller, as the bridge can tell: from the caller's
+        speech onset (``audio_start_ms`` on the input-buffer clock, plus the VAD's prefix padding it
+        includes) to now, the audio appended so far (every Twilio frame is 20 ms). An estimate for
+        the operator — the caller's own recording measures it exactly."""
+        if not isinstance(audio_start_ms, (int, float)) or isinstance(audio_start_ms, bool):
+            return None
+        padding = self.p.vad_prefix_padding_ms if self.p.vad_type == "server_vad" else 0
+        appended_ms = (self.stats["frames_in"] - self.early_dropped) * 20
+        return max(0, int(appended_ms - audio_start_ms - padding))
 
     # =================================================================== tools
 

@@ -29,7 +29,7 @@ from .liveness import Gone, Liveness
 from .logsafe import wire
 from .wsconn import ConnectionClosed, HandshakeError, WebSocket, connect
 from .call import (
-    Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, RunTool, SaveTranscript, ToOpenAI,
+    Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI,
     ToTwilio,
 )
 from .settings import Settings
@@ -69,6 +69,8 @@ class CallHooks(Protocol):
     async def run_tool(self, name: str, arguments: str, *, call_tag: str = "?") -> str: ...
 
     def count_error(self, kind: str) -> None: ...
+
+    def notice(self, core: CallCore, n: Notice) -> None: ...  # the live feed; synchronous, never waits
 
 
 class CallDriver:
@@ -199,6 +201,8 @@ class CallDriver:
             elif isinstance(a, SaveTranscript):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._guarded, self.app.save_transcript, self.core, a)
+            elif isinstance(a, Notice):
+                self.app.notice(self.core, a)
 
     async def _liveness_watchdog(self) -> None:
         """End the stream when its far end is gone (see :mod:`.liveness`)."""

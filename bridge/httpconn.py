@@ -22,7 +22,8 @@ when the connection ends, instead of holding its socket up to the keep-alive
 timeout more.
 
 The bridge's own WebSocket (``/media-stream``) never comes here; a WebSocket
-upgraded here is freed from the request timeout once it answers 101.
+upgraded here is freed from the request timeout once it answers 101, and so is the
+console's live feed (``text/event-stream``) once its 200 head goes out.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class HTTPConnection(TCPServer):
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):
-            if not self._answering and event.data.startswith(b"HTTP/1.1 101 "):
-                with trio.CancelScope(shield=True):  # an upgraded WebSocket lives as long as it likes
+            if not self._answering and (event.data.startswith(b"HTTP/1.1 101 ") or _is_event_stream(event.data)):
+                with trio.CancelScope(shield=True):  # an upgraded WebSocket or the console's feed lives on
                     await self._request_timer.stop()
             self._answering = True
             await super().protocol_send(event)
@@ -113,6 +114,14 @@ class HTTPConnection(TCPServer):
                             pass
             # the read loop sees the close, tells the protocol and ends the connection
             await self._close()
+
+
+def _is_event_stream(data: bytes) -> bool:
+    """A response head of ``text/event-stream`` (the console's live feed, which is authenticated
+    before it answers): it is meant to stay open, so the request timeout stops when it starts."""
+    end = data.find(b"\r\n\r\n")
+    head = (data if end < 0 else data[:end]).lower()
+    return head.startswith(b"http/1.1 200 ") and b"\r\ncontent-type: text/event-stream" in head
 
 
 __all__ = ["HTTPConnection"]

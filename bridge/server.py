@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
     log.info("bridge on %s:%d, public URL %s, OpenAI %s (%s, %s)", settings.host, settings.port,
              settings.public_url, settings.openai_realtime_url, settings.openai_dialect, settings.audio_mode)
     try:
-        trio.run(partial(serve, app, hypercorn_config(settings), sock, shutdown_trigger=_until_signalled))
+        trio.run(partial(serve, app, hypercorn_config(settings), sock, shutdown_trigger=partial(_stopping, app)))
     except* KeyboardInterrupt:  # a Ctrl-C at start-up, or a second one during the graceful stop
         pass
     log.info("bridge stopped")
@@ -187,6 +187,13 @@ def main(argv: list[str] | None = None, prog: str = "callsim bridge") -> int:
 def _refuse(prog: str, why: str) -> int:
     print(f"{prog}: {why}", file=sys.stderr)
     return 2
+
+
+async def _stopping(app: BridgeApp) -> None:
+    """The shutdown trigger: a signal, then the console feeds are ended at once — calls get the
+    grace period, an open console must not hold the stop for it."""
+    await _until_signalled()
+    app.feed.close()
 
 
 async def _until_signalled() -> None:

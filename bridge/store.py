@@ -23,11 +23,12 @@ Why this shape:
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -60,6 +61,12 @@ CREATE TABLE IF NOT EXISTS utterances (
     UNIQUE (call_sid, item_id)
 );
 CREATE INDEX IF NOT EXISTS conversations_started ON conversations (started_at);
+CREATE TABLE IF NOT EXISTS console_settings (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL
+);
 """
 
 _UPSERT_UTTERANCE = """
@@ -79,8 +86,13 @@ ON CONFLICT (call_sid, item_id) DO UPDATE SET
 MAX_SEARCH_LIMIT = 1000
 
 
-def search_filter(*, number: str | None = None, since: str | None = None, until: str | None = None,
-                  text: str | None = None) -> tuple[str, tuple[Any, ...]]:
+#: the first line of a conversation that contains the searched text (``?`` = the LIKE pattern)
+_FIRST_MATCH = ("(SELECT u.text FROM utterances u WHERE u.call_sid = c.call_sid "
+                "AND u.text LIKE ? ESCAPE '\\' ORDER BY u.id LIMIT 1)")
+
+
+def search_filter(*, number: str | None = None, since: str | date | None = None,
+                  until: str | date | None = None, text: str | None = None) -> tuple[str, tuple[Any, ...]]:
     """The ``WHERE`` clause (over ``conversations c``) and its arguments for a search."""
     clauses: list[str] = []
     args: list[Any] = []
@@ -92,16 +104,20 @@ def search_filter(*, number: str | None = None, since: str | None = None, until:
         args += [f"%{digits}%"] * 2
     if since:
         clauses.append("c.started_at >= ?")
-        args.append(_instant(since, "since", end_of_day=False))
+        args.append(_instant(str(since), "since", end_of_day=False))
     if until:
         clauses.append("c.started_at <= ?")
-        args.append(_instant(until, "until", end_of_day=True))
+        args.append(_instant(str(until), "until", end_of_day=True))
     if text:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append("EXISTS (SELECT 1 FROM utterances u WHERE u.call_sid = c.call_sid "
-                       "AND u.text LIKE ? ESCAPE '\\')")
-        args.append(f"%{escaped}%")
+        clauses.append(f"{_FIRST_MATCH} IS NOT NULL")
+        args.append(_like_pattern(text))
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's own wildcards taken literally (``ESCAPE '\\'``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _instant(value: str, name: str, *, end_of_day: bool) -> str:
@@ -238,8 +254,8 @@ class Store:
             (max(0, int(limit)),),
         )
 
-    def search_conversations(self, *, number: str | None = None, since: str | None = None,
-                             until: str | None = None, text: str | None = None,
+    def search_conversations(self, *, number: str | None = None, since: str | date | None = None,
+                             until: str | date | None = None, text: str | None = None,
                              limit: int = 50) -> list[dict[str, Any]]:
         """Newest first, as :meth:`list_conversations`, narrowed by every filter given.
 
@@ -247,14 +263,16 @@ class Store:
         ``4155550100`` and ``0100`` all find ``+14155550100``). ``since``/``until``: ISO 8601
         dates or datetimes (UTC unless they say otherwise) bounding the start of the call; a bare
         date in ``until`` includes that whole day. ``text``: a case-insensitive substring of
-        anything said in the call. ``ValueError`` names a filter that cannot be read.
+        anything said in the call; the first line that has it comes back as ``match`` (the console
+        shows it). ``ValueError`` names a filter that cannot be read.
         """
         where, args = search_filter(number=number, since=since, until=until, text=text)
+        match, match_args = (_FIRST_MATCH, (_like_pattern(text),)) if text else ("NULL", ())
         return self._read(
             f"""SELECT c.*, (SELECT COUNT(*) FROM utterances u WHERE u.call_sid = c.call_sid)
-                        AS utterance_count
+                        AS utterance_count, {match} AS match
                 FROM conversations c {where} ORDER BY c.started_at DESC, c.rowid DESC LIMIT ?""",
-            (*args, max(0, min(int(limit), MAX_SEARCH_LIMIT))),
+            (*match_args, *args, max(0, min(int(limit), MAX_SEARCH_LIMIT))),
         )
 
     def get_conversation(self, call_sid: str) -> dict[str, Any] | None:
@@ -273,6 +291,19 @@ class Store:
         conv["utterances"] = utterances
         return conv
 
+    # ----------------------------------------------------------------- console settings
+    def console_settings(self) -> dict[str, Any]:
+        """The session settings the console changed (name -> value), as stored."""
+        rows = self._read("SELECT key, value FROM console_settings")
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def put_console_settings(self, values: dict[str, Any], who: str) -> None:
+        """Replace the console's settings with ``values`` (an empty dict resets them all)."""
+        now = _now()
+        self._write([("DELETE FROM console_settings", ()),
+                     *[("INSERT INTO console_settings (key, value, updated_at, updated_by) VALUES (?, ?, ?, ?)",
+                        (k, json.dumps(v), now, who)) for k, v in values.items()]])
+
     def close(self) -> None:
         """Checkpoint and close; idempotent."""
         with self._lock:
@@ -280,6 +311,11 @@ class Store:
                 return
             self._closed = True
             self._conn.close()
+
+
+def _like(fragment: str) -> str:
+    """A LIKE pattern matching ``fragment`` anywhere, its own ``%``/``_`` taken literally."""
+    return "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 _P = ParamSpec("_P")
@@ -325,14 +361,20 @@ class AsyncStore:
     async def list_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
         return await self._run(self.store.list_conversations, limit)
 
-    async def search_conversations(self, *, number: str | None = None, since: str | None = None,
-                                   until: str | None = None, text: str | None = None,
+    async def search_conversations(self, *, number: str | None = None, since: str | date | None = None,
+                                   until: str | date | None = None, text: str | None = None,
                                    limit: int = 50) -> list[dict[str, Any]]:
         return await self._run(self.store.search_conversations, number=number, since=since, until=until,
                                text=text, limit=limit)
 
     async def get_conversation(self, call_sid: str) -> dict[str, Any] | None:
         return await self._run(self.store.get_conversation, call_sid)
+
+    async def console_settings(self) -> dict[str, Any]:
+        return await self._run(self.store.console_settings)
+
+    async def put_console_settings(self, values: dict[str, Any], who: str) -> None:
+        await self._run(self.store.put_console_settings, values, who)
 
     async def aclose(self) -> None:
         await self._run(self.store.close)

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target bridge command; placeholders {port} {openai_url} {python} {host}; the env also "
                         "carries PORT, OPENAI_REALTIME_URL, OPENAI_API_KEY, DATABASE_PATH (default: ours)")
     p.add_argument("--bridge-env", action="append", default=[], metavar="K=V", help="extra env for the bridge")
+    p.add_argument("--feeds", type=int, default=0, metavar="N",
+                   help="keep N console live-feed subscribers (/api/feed, all calls) open for each step, as N "
+                        "open consoles: the bridge gets a CONSOLE_TOKEN; compare with a run without (default 0)")
     p.add_argument("--bridge-cwd", default=str(ROOT), help="working directory of the bridge command")
     p.add_argument("--target-path", default="/incoming-call",
                    help="voice webhook path (default /incoming-call): the harness POSTs it and follows the TwiML "

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import time
@@ -52,6 +53,7 @@ class Servers:
         self.args, self.tmp, self.tag = args, tmp, tag
         self.mock: subprocess.Popen | None = None
         self.bridge: subprocess.Popen | None = None
+        self.feeds: subprocess.Popen | None = None  # --feeds N: the console subscribers
         self.mock_port = self.bridge_port = 0
         self.commands: dict[str, str] = {}
 
@@ -79,9 +81,19 @@ class Servers:
             env[k] = v
         self.commands["bridge"] = shlex.join(bcmd)
         blog = self.tmp / f"bridge-{self.tag}.log"
+        feeds = getattr(a, "feeds", 0)
+        if feeds:
+            env["CONSOLE_TOKEN"] = secrets.token_hex(24)
         self.bridge = start_logged(bcmd, blog, cwd=a.bridge_cwd, env=env)
         wait_port(self.bridge_port, self.bridge, 120, "the bridge", blog)
         time.sleep(0.3)  # let it finish starting (first requests, imports done lazily)
+        if feeds:  # N open consoles, in a process of their own pinned with the harness
+            fcmd = a.pin("harness") + [PY, str(Path(__file__).resolve().parent / "feed_readers.py"), "-n", str(feeds),
+                                       "--url", f"http://127.0.0.1:{self.bridge_port}/api/feed",
+                                       "--out", str(self.tmp / f"feeds-{self.tag}.json")]
+            self.commands["feeds"] = shlex.join(fcmd)
+            self.feeds = start_logged(fcmd, self.tmp / f"feeds-{self.tag}.log",
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1", "CONSOLE_TOKEN": env["CONSOLE_TOKEN"]})
 
     @property
     def target(self) -> str:
@@ -108,6 +120,13 @@ class Servers:
         return int(d["open_sessions"]), int(d["sessions"])
 
     def stop(self) -> None:
+        if self.feeds is not None:
+            stop_proc(self.feeds)
+            tally = self.tmp / f"feeds-{self.tag}.json"
+            if tally.exists():
+                t = json.loads(tally.read_text())
+                print(f"  feeds: {t['open']}/{t['subscribers']} open, {t['events']} events read, "
+                      f"{t['dropped_events']} dropped, {len(t['errors'])} errors", flush=True)
         stop_proc(self.bridge)
         stop_proc(self.mock)
 

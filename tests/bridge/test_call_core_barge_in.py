@@ -91,9 +91,14 @@ def test_barge_in_exact_frames_and_transcript_cut() -> None:
     info = check_barge_in(sim, T, "item_A")
     assert info["heard_ms"] == 300
     assert info["truncate"]["audio_end_ms"] == 300
-    assert info["kinds"] == ["tw:clear", "oa:conversation.item.truncate", "SaveTranscript"]
+    assert info["kinds"] == ["tw:clear", "oa:conversation.item.truncate", "SaveTranscript", "Notice"]
     assert info["acts"][2] == SaveTranscript("item_A", "assistant", "one two three", truncated=True,
                                              audio_end_ms=300)
+    # the live feed hears of it: what was cut, where (talk-over is None: the event carried no audio_start_ms)
+    notice = info["acts"][3]
+    assert notice.kind == "barge_in"
+    assert notice.data["truncates"] == [{"item_id": "item_A", "audio_end_ms": 300,
+                                         "received_ms": sim.core.truncates[-1]["received_ms"]}]
     assert sim.core.truncates[-1]["audio_end_ms"] == 300
 
 
@@ -103,7 +108,7 @@ def test_barge_in_while_generating_with_interrupt_response_off_sends_cancel() ->
     T = 150 * MS
     rest = run_until(sim, evs, T)
     info = check_barge_in(sim, T, "item_A")
-    assert info["kinds"] == ["tw:clear", "oa:response.cancel", "oa:conversation.item.truncate"]
+    assert info["kinds"] == ["tw:clear", "oa:response.cancel", "oa:conversation.item.truncate", "Notice"]
     assert oa_out(info["acts"])[0] == {"type": "response.cancel"}
     n_late = 0
     for ev in rest:
@@ -119,7 +124,7 @@ def test_no_cancel_when_no_response_is_active_even_with_interrupt_response_off()
     assert run_until(sim, evs, T) == []
     info = check_barge_in(sim, T, "item_A")
     assert "oa:response.cancel" not in info["kinds"]
-    assert info["kinds"] == ["tw:clear", "oa:conversation.item.truncate"]
+    assert info["kinds"] == ["tw:clear", "oa:conversation.item.truncate", "Notice"]
 
 
 def test_speech_with_nothing_playing_does_nothing() -> None:

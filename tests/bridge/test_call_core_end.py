@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from callsim.bridge.call import (
+    Notice,
     CallCore,
     CloseOpenAI,
     Hangup,
@@ -44,7 +45,7 @@ def test_openai_refused_after_start_apologises_and_hangs_up_after_the_mark() -> 
     core.twilio_message(0, tw.start())
     core.twilio_message(5 * MS, tw.media(b64(ulaw(160))))
     acts = core.openai_failed(10 * MS, "connect failed: HTTP 401")
-    assert kinds(acts) == ["tw:media", "tw:mark", "Hangup", "CloseOpenAI"]
+    assert kinds(acts) == ["tw:media", "tw:mark", "Hangup", "CloseOpenAI", "Notice"]
     assert tw_out(acts) == apology_msgs(clear=False)
     assert acts[2] == Hangup("connect failed: HTTP 401", after_mark="apology")
     assert isinstance(acts[3], CloseOpenAI)
@@ -58,14 +59,14 @@ def test_openai_refused_after_start_apologises_and_hangs_up_after_the_mark() -> 
 def test_openai_failed_before_the_stream_started_just_hangs_up() -> None:
     core = CallCore(SessionParams(), apology_ulaw=APOLOGY)
     acts = core.openai_failed(0, "boom")
-    assert acts == [Hangup("boom"), CloseOpenAI("boom")]
+    assert acts == [Hangup("boom"), CloseOpenAI("boom"), Notice("openai_fault", {"reason": "boom"})]
 
 
 def test_openai_dropped_mid_reply_clears_then_apologises() -> None:
     sim = Sim(apology=APOLOGY)
     run_until(sim, schedule(), 300 * MS)
     acts = sim.core.openai_failed(300 * MS, "closed: 1011")
-    assert kinds(acts) == ["tw:clear", "tw:media", "tw:mark", "Hangup", "CloseOpenAI"]
+    assert kinds(acts) == ["tw:clear", "tw:media", "tw:mark", "Hangup", "CloseOpenAI", "Notice"]
     assert tw_out(acts) == apology_msgs(clear=True)
     assert acts[3].after_mark == "apology"
     # no truncate, nothing to OpenAI: it is gone
@@ -84,7 +85,7 @@ def test_openai_dropped_when_nothing_plays_needs_no_clear() -> None:
 
 def test_no_apology_audio_hangs_up_at_once() -> None:
     core, _ = started_core()
-    assert core.openai_failed(0, "x") == [Hangup("x"), CloseOpenAI("x")]
+    assert core.openai_failed(0, "x") == [Hangup("x"), CloseOpenAI("x"), Notice("openai_fault", {"reason": "x"})]
 
 
 @pytest.mark.parametrize("code", ["session_expired", "beta_api_shape_disabled"])
@@ -92,7 +93,7 @@ def test_fatal_openai_errors_apologise(code: str) -> None:
     core, tw = started_core(apology_ulaw=APOLOGY)
     acts = core.openai_message(10 * MS, oa("error", error={"type": "invalid_request_error", "code": code,
                                                            "message": "no", "param": None}))
-    assert kinds(acts) == ["tw:media", "tw:mark", "Hangup", "CloseOpenAI"]
+    assert kinds(acts) == ["tw:media", "tw:mark", "Hangup", "CloseOpenAI", "Notice"]
     assert tw_out(acts) == apology_msgs(clear=False)
     assert acts[2].after_mark == "apology"
     assert core.openai_message(11 * MS, audio_delta("item_A", "resp_1", b64(ulaw(160)))) == []
@@ -113,7 +114,9 @@ def test_truncate_too_long_error_is_counted_not_fatal() -> None:
     acts = core.openai_message(10 * MS, oa("error", error={
         "type": "invalid_request_error", "code": "invalid_value", "param": None, "event_id": None,
         "message": "Audio content of 9800ms is already shorter than 11579ms"}))
-    assert acts == []
+    # not fatal: only shown in the live feed
+    assert acts == [Notice("error", {"source": "openai", "code": "invalid_value",
+                                     "message": "Audio content of 9800ms is already shorter than 11579ms"})]
     assert core.stats["truncate_errors"] == 1
     assert core.stats["openai_errors"] == 1
 

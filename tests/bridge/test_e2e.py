@@ -35,6 +35,8 @@ from callsim.simulator.mock.server import MockConfig, running_mock
 from hypercorn.trio import serve
 
 KEY = "sk-test-bridge"
+CONSOLE_TOKEN = "console-token-for-tests"
+AUTH = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}  # the history API is behind the console token
 LONG = default_bank().get("assistant_long_reply")
 SHORT = default_bank().get("assistant_short_reply")
 
@@ -43,6 +45,7 @@ SHORT = default_bank().get("assistant_short_reply")
 async def stack(tmp_path, behaviour: Behaviour | None = None, **settings):
     cfg = MockConfig(api_key=KEY, behaviour=behaviour or Behaviour(think=ThinkTime("fixed", 200.0), seed=7))
     async with running_mock(cfg) as mock:
+        settings.setdefault("console_token", CONSOLE_TOKEN)
         s = Settings(openai_api_key=KEY, openai_realtime_url=mock.realtime_url, port=0,
                      database_path=tmp_path / "bridge.sqlite3", **settings)
         async with running_bridge(s) as (app, base):
@@ -64,7 +67,7 @@ async def test_two_turn_call_with_transcripts(tmp_path):
         assert await mock.wait_all_closed(1.0)
         assert await app.wait_idle(1.0)
         async with httpx.AsyncClient() as client:
-            conv = (await client.get(f"{base}/api/conversations/{result.core.ident.call_sid}")).json()
+            conv = (await client.get(f"{base}/api/conversations/{result.core.ident.call_sid}", headers=AUTH)).json()
             metrics = (await client.get(f"{base}/metrics")).text
     assert result.ok, result.error
     s = result.core.summary()

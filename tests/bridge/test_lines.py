@@ -27,7 +27,7 @@ from callsim.simulator.measure.timeline import ClosedByApp
 from callsim.simulator.mock.behaviour import Behaviour, ThinkTime
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from tests.bridge.test_e2e import SHORT, stack
+from tests.bridge.test_e2e import AUTH, SHORT, stack
 
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
 
@@ -47,7 +47,7 @@ def _start(parties: CallParties, params: dict[str, str]) -> tuple[str, str]:
 
 async def _conversation(base: str, call_sid: str) -> dict:
     async with httpx.AsyncClient() as client:
-        return (await client.get(f"{base}/api/conversations/{call_sid}")).json()
+        return (await client.get(f"{base}/api/conversations/{call_sid}", headers=AUTH)).json()
 
 
 async def _wait_for_session(mock, n: int = 1) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from callsim.bridge.call import CallCore, ToOpenAI
+from callsim.bridge.call import CallCore, Notice, ToOpenAI
 from callsim.bridge.realtime import SessionParams
 from callsim.bridge.response_watch import ResponseWatch, Verdict, WatchLimits
 from callsim.bridge.settings import Settings
@@ -43,7 +43,7 @@ from tests.bridge.callcore_kit import (
 S = 1000 * MS
 FA = 2200 * MS  # the default first-audio bound
 ST = 2000 * MS  # the default stall bound
-APOLOGY_KINDS = ["tw:media", "tw:mark", "Hangup", "CloseOpenAI"]
+APOLOGY_KINDS = ["tw:media", "tw:mark", "Hangup", "CloseOpenAI", "Notice"]  # the Notice: the live feed
 
 
 def committed(item: str = "item_u1") -> str:
@@ -225,7 +225,8 @@ def test_a_failed_response_is_asked_for_once_more_within_the_same_bound(caplog) 
     sim.openai(1 * S, committed())
     sim.openai(1 * S + 20 * MS, response_created("resp_1"))
     acts = sim.openai(1 * S + 300 * MS, failed("resp_1"))
-    assert acts == [ToOpenAI('{"type":"response.create"}')]
+    assert acts == [ToOpenAI('{"type":"response.create"}'),
+                    Notice("openai_fault", {"reason": "response failed ('server_error'); asked once more"})]
     assert logged(caplog, logging.WARNING, CALL_SID, "resp_1", "failed", "'server_error'", "once more")
     assert core.stats["response_retries"] == 1
     assert core.response_deadline_ns() == 1 * S + FA  # the caller's silence began at the commit

@@ -61,3 +61,48 @@ async def test_the_bridge_serves_then_stops_gracefully_on(signum, tmp_path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_an_open_console_feed_does_not_hold_the_stop(tmp_path):
+    """Live calls get hypercorn's grace period on Ctrl-C; a console's live feed (an endless
+    response) is ended at once, so an open browser tab never delays the stop."""
+    proc = await trio.lowlevel.open_process(
+        BRIDGE + ["--port", "0", "--env-file", str(tmp_path / "none.env")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(tmp_path / "calls.db"), "OPENAI_API_KEY": "sk-test",
+             "CONSOLE_TOKEN": "feed-test-token"},
+        cwd=str(tmp_path),
+    )
+    err = b""
+    try:
+        with trio.fail_after(30):
+            while not (m := RUNNING.search(err)):
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, f"the bridge exited before serving:\n{err.decode()}"
+                err += chunk
+        port = int(m.group(1))
+        # a plain HTTP/1.1 client reading the feed, as `curl -N` does
+        feed = await trio.open_tcp_stream("127.0.0.1", port)
+        await feed.send_all(b"GET /api/feed HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n"
+                            b"Authorization: Bearer feed-test-token\r\n\r\n")
+        head = b""
+        with trio.fail_after(10):
+            while b"retry:" not in head:  # the stream's first bytes: it is open
+                head += await feed.receive_some(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        await trio.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        t0 = trio.current_time()
+        with trio.fail_after(20):
+            while chunk := await proc.stderr.receive_some(65536):
+                err += chunk
+            await proc.wait()
+        took = trio.current_time() - t0
+        await feed.aclose()
+        text = err.decode()
+        assert proc.returncode == 0 and "bridge stopped" in text, text
+        assert took < 2.0, f"{took:.1f} s: the open feed held the stop for the grace period"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -218,7 +218,7 @@ class CallCore:
         if self.transcoder is None and not _is_b64(payload):
             raise ValueError("payload is not base64")
         self.stats["frames_in"] += 1
-        if self.ending:
+        if self.ending or not payload:  # an empty media message carries no audio: nothing to append
             return []
         if self.transcoder is not None:
             try:

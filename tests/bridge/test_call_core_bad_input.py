@@ -19,6 +19,7 @@ from callsim.bridge.call import (
 )
 from callsim.bridge.codec import Transcoder
 from callsim.bridge.realtime import SessionParams
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -257,3 +258,16 @@ def test_fuzz_both_sides_never_raise(prefix: str, mode: str, dialect: str, msgs:
     if not core.ending and core.stream_sid == STREAM_SID and core.openai_ready:
         acts = core.twilio_message(t + MS, tw.media(GOOD_MEDIA))
         assert len(acts) <= 1
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "transcode"])
+def test_an_empty_media_payload_is_not_forwarded_as_an_empty_append(mode: str) -> None:
+    """Found by the fuzzer: ``"payload": ""`` became ``input_audio_buffer.append`` with no audio."""
+    core = CallCore(SessionParams(audio_mode=mode), transcoder=Transcoder() if mode == "transcode" else None,  # type: ignore[arg-type]
+                    apology_ulaw=b"\x7f" * 160)
+    tw = TwilioMsgs()
+    core.twilio_message(0, tw.start())
+    core.openai_opened(1)
+    core.openai_message(2, session_updated())
+    assert core.twilio_message(10 * MS, tw.media("")) == []
+    assert core.twilio_message(30 * MS, tw.media(GOOD_MEDIA))  # the call goes on

@@ -233,11 +233,37 @@ async function loadTools() {
     el("pre", {text: JSON.stringify(t.parameters, null, 2)}))));
 }
 
+// ------------------------------------------------------------------ phone numbers
+async function loadNumbers() {
+  const msg = $("#numbers-msg"), table = $("#numbers-table");
+  let r;
+  try { r = await api("/api/numbers"); } catch (e) { msg.textContent = `Numbers: ${e.message}`; table.hidden = true; return; }
+  msg.textContent = `Calls to a number reach this bridge when its voice webhook is ${r.webhook_url}.`;
+  table.hidden = false;
+  $("#numbers-table tbody").replaceChildren(...r.numbers.map((n) => {
+    const action = n.points_here ? el("span", {class: "ok", text: "points here"})
+      : el("button", {type: "button", "data-sid": n.sid, text: "Point here"});
+    if (!n.points_here) action.addEventListener("click", () => pointHere(n.sid, n.phone_number));
+    return el("tr", {"data-sid": n.sid}, el("td", {text: n.phone_number}), el("td", {text: n.friendly_name || ""}),
+      el("td", {}, el("code", {text: n.voice_url || "(none)"})), el("td", {}, action));
+  }));
+}
+
+async function pointHere(sid, number) {
+  const msg = $("#numbers-msg");
+  if (!confirm(`Send calls to ${number} to this bridge?`)) return;
+  try {
+    await api(`/api/numbers/${encodeURIComponent(sid)}/point-here`, {method: "POST"});
+    await loadNumbers();
+    msg.textContent = `${number} now points at this bridge.`;
+  } catch (e) { msg.className = "error"; msg.textContent = `Not changed: ${e.message}`; }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("#search").addEventListener("submit", search);
   $("#settings-form").addEventListener("submit", saveSettings);
   $("#settings-reset").addEventListener("click", () => settingsCall("DELETE"));
-  refreshCalls(); search(); loadSettings(); loadTools();
+  refreshCalls(); search(); loadSettings(); loadTools(); loadNumbers();
   setInterval(refreshCalls, 1000);
   setInterval(tick, 500);
 });

@@ -24,10 +24,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from . import errors
 from .errors import TwilioError
+from .form import check_url, integer
+from .form import method as form_method
 from .numbers import PhoneNumber
 
 API_VERSION: Final = "2010-04-01"
@@ -99,13 +101,13 @@ class IncomingNumbers:
         url, method = f.get("VoiceUrl"), f.get("VoiceMethod")
         # every value is checked before anything changes: a failed update changes nothing
         if url:
-            _check_url(url, "VoiceUrl")
+            check_url(url, "VoiceUrl")
         for name in ("VoiceFallbackUrl", "StatusCallback"):
             if f.get(name):
-                _check_url(f[name], name)
-        voice_method = _method(method, "VoiceMethod", phone.voice_method)
-        fallback_method = _method(f.get("VoiceFallbackMethod"), "VoiceFallbackMethod", record.voice_fallback_method)
-        callback_method = _method(f.get("StatusCallbackMethod"), "StatusCallbackMethod",
+                check_url(f[name], name)
+        voice_method = form_method(method, "VoiceMethod", phone.voice_method)
+        fallback_method = form_method(f.get("VoiceFallbackMethod"), "VoiceFallbackMethod", record.voice_fallback_method)
+        callback_method = form_method(f.get("StatusCallbackMethod"), "StatusCallbackMethod",
                                   record.status_callback_method)
         if url is not None or method is not None:
             self.numbers[record.number] = replace(phone, voice_url=phone.voice_url if url is None else url,
@@ -127,8 +129,8 @@ class IncomingNumbers:
         pattern = _number_pattern(want_number) if want_number else None
         records = [r for r in self.records.values()
                    if (pattern is None or pattern.search(r.number)) and (not want_name or r.friendly_name == want_name)]
-        size = max(1, min(_integer(q.get("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
-        page = max(0, _integer(q.get("Page"), "Page", 0))
+        size = max(1, min(integer(q.get("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
+        page = max(0, integer(q.get("Page"), "Page", 0))
         start = page * size
         chunk = records[start:start + size]
         kept = [(k, v) for k, v in (("PhoneNumber", want_number), ("FriendlyName", want_name)) if v]
@@ -207,27 +209,3 @@ def _number_pattern(text: str) -> re.Pattern[str]:
     return re.compile("".join(r"\d" if c == "*" else re.escape(c) for c in kept))
 
 
-def _check_url(url: str, name: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        # Twilio's code for a bad VoiceUrl on this resource is unconfirmed; 21205 is its
-        # "not a valid URL" on Calls
-        raise TwilioError(errors.URL_INVALID, f"{name} is not a valid URL: {url}", 400)
-
-
-def _method(value: str | None, name: str, current: str) -> str:
-    if not value:
-        return current
-    method = value.upper()
-    if method not in ("GET", "POST"):
-        raise TwilioError(errors.INVALID_PARAMETER, f"{name} must be GET or POST, not {value!r}", 400)
-    return method
-
-
-def _integer(value: str | None, name: str, default: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise TwilioError(errors.INVALID_PARAMETER, f"{name} must be an integer, not {value!r}", 400) from None

@@ -38,6 +38,8 @@ import orjson
 from . import errors
 from .calls import CANCELED, COMPLETED, DEFAULT_TIMEOUT_S, Call, CallStore, Instructions
 from .errors import TwilioError
+from .form import check_url, integer
+from .form import method as form_method
 from .incoming_numbers import LIST_PATH as NUMBERS_PATH
 from .incoming_numbers import ONE_PATH as NUMBER_PATH
 from .incoming_numbers import IncomingNumbers
@@ -191,17 +193,17 @@ class RestCore:
                               "see http://www.twilio.com/docs/api/twiml", 400)
         callback = f.one("StatusCallback")
         if callback:
-            _check_url(callback, "StatusCallback")
+            check_url(callback, "StatusCallback")
         events = tuple(w for v in f.all("StatusCallbackEvent") for w in v.split())
         bad = [e for e in events if e not in CALLBACK_EVENTS]
         if bad:
             raise TwilioError(errors.INVALID_PARAMETER,
                               f"StatusCallbackEvent {bad[0]!r} is not one of {', '.join(CALLBACK_EVENTS)}", 400)
-        timeout = _integer(f.one("Timeout"), "Timeout", DEFAULT_TIMEOUT_S)
+        timeout = integer(f.one("Timeout"), "Timeout", DEFAULT_TIMEOUT_S)
         return self.store.create(
             to=to, from_=from_, instructions=instructions, at=self.clock(),
             status_callback=callback or None,
-            status_callback_method=_method(f.one("StatusCallbackMethod"), "StatusCallbackMethod"),
+            status_callback_method=form_method(f.one("StatusCallbackMethod"), "StatusCallbackMethod"),
             # Twilio sends only `completed` when a StatusCallback comes without events
             status_callback_events=(events or ("completed",)) if callback else events,
             record=(f.one("Record") or "false").lower() == "true",
@@ -225,8 +227,8 @@ class RestCore:
         q = _Form(query)
         filters = {k: q.one(k) for k in ("To", "From", "Status", "ParentCallSid")}
         calls = [c for c in self.store.newest_first() if _matches(c, filters)]
-        size = max(1, min(_integer(q.one("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
-        page = max(0, _integer(q.one("Page"), "Page", 0))
+        size = max(1, min(integer(q.one("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
+        page = max(0, integer(q.one("Page"), "Page", 0))
         start = page * size
         token = q.one("PageToken") or ""
         if token.startswith("PA"):  # "PA" + the last SID of the previous page: stable while calls are added
@@ -316,33 +318,11 @@ def _instructions(f: _Form) -> Instructions | None:
     include both, twiml is ignored"); ``None`` when neither does."""
     url, twiml = f.one("Url"), f.one("Twiml")
     if url:
-        _check_url(url, "Url")
-        return Instructions(url=url, method=_method(f.one("Method"), "Method"))
+        check_url(url, "Url")
+        return Instructions(url=url, method=form_method(f.one("Method"), "Method"))
     if twiml:
         return Instructions(twiml=twiml)
     return None
-
-
-def _check_url(url: str, name: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise TwilioError(errors.URL_INVALID, f"{name} is not a valid URL: {url}", 400)
-
-
-def _method(value: str | None, name: str) -> str:
-    method = (value or "POST").upper()
-    if method not in ("GET", "POST"):
-        raise TwilioError(errors.INVALID_PARAMETER, f"{name} must be GET or POST, not {value!r}", 400)
-    return method
-
-
-def _integer(value: str | None, name: str, default: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise TwilioError(errors.INVALID_PARAMETER, f"{name} must be an integer, not {value!r}", 400) from None
 
 
 def _matches(c: Call, filters: dict[str, str | None]) -> bool:

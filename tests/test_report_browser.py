@@ -15,12 +15,12 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.browser import launch, playwright
+
 CALLSIM = [sys.executable, "-m", "callsim.simulator"]
 
 # Python's spelling of values, which must never reach the reader
@@ -50,19 +50,9 @@ end_reason = "hangup"
 pytestmark = pytest.mark.slow
 
 
-def _playwright():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is missing: pip install -e '.[test]' brings it")
-    return sync_playwright
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    sync_playwright = _playwright()
+    sync_playwright, _ = playwright()
     base = tmp_path_factory.mktemp("browser")
     scenarios = base / "scenarios"
     scenarios.mkdir()
@@ -83,7 +73,7 @@ def test_report_in_chromium(report, tmp_path, record_property):
     assert sorted(c["status"] for c in doc["calls"]) == ["failed", "passed"]
     shot = tmp_path / "report.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto((out / "report.html").as_uri())

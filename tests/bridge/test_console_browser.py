@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForReply
 from callsim.simulator.caller.trio_driver import place_call
 from callsim.simulator.caller.webhook import CallParties
@@ -27,8 +26,8 @@ from callsim.simulator.mock.behaviour import Behaviour
 from callsim.simulator.scenario import find_scenario
 
 from tests.bridge.test_e2e import CONSOLE_TOKEN, stack
+from tests.browser import ServedInThread, launch, playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 FROM_BARGE, FROM_TOOL, FROM_NEXT = "+15550100001", "+15550100002", "+15550100003"
 LIVE_S = 25_000  # ms: the page must show each thing while the call is still going, or soon after
@@ -36,46 +35,12 @@ LIVE_S = 25_000  # ms: the page must show each thing while the call is still goi
 pytestmark = pytest.mark.slow
 
 
-def _playwright():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        pytest.skip("playwright is missing: pip install -e '.[test]' brings it")
-    return sync_playwright, expect
-
-
-class LiveBridge:
+class LiveBridge(ServedInThread):
     """Mock OpenAI + bridge running in a trio thread; calls are placed into its nursery."""
 
     def __init__(self, tmp_path: Path, behaviour: Behaviour) -> None:
-        self._tmp, self._behaviour = tmp_path, behaviour
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(30), "the bridge did not start"
-        if self.error:
-            raise self.error
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as exc:  # reported to the test's thread
-            self.error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self.token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        async with stack(self._tmp, self._behaviour) as (mock, app, base):
-            self.mock, self.app, self.base = mock, app, base
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self._ready.set()
-                await self._stop.wait()
-                nursery.cancel_scope.cancel()
+        super().__init__(lambda: stack(tmp_path, behaviour))
+        self.mock, self.app, self.base = self.value
 
     def call(self, steps: list[Any], from_: str) -> tuple[threading.Event, dict[str, Any]]:
         done, box = threading.Event(), {}
@@ -87,16 +52,11 @@ class LiveBridge:
             finally:
                 done.set()
 
-        trio.from_thread.run_sync(self._nursery.start_soon, run, trio_token=self.token)
+        self.start_soon(run)
         return done, box
 
     def sessions(self) -> list[dict[str, Any]]:
-        return trio.from_thread.run_sync(lambda: [s.snapshot() for s in self.mock.sessions.values()],
-                                         trio_token=self.token)
-
-    def close(self) -> None:
-        trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
-        self._thread.join(30)
+        return self.run_sync(lambda: [s.snapshot() for s in self.mock.sessions.values()])
 
 
 def _shot(page, path: Path, record_property, name: str) -> None:
@@ -113,12 +73,12 @@ def _sign_in(page, expect, base: str) -> None:
 
 
 def test_console_shows_a_barge_in_live_and_refuses_without_the_token(tmp_path, record_property):
-    sync_playwright, expect = _playwright()
+    sync_playwright, expect = playwright()
     scenario = find_scenario("barge_in")
     live = LiveBridge(tmp_path, scenario.mock)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+            browser = launch(pw)
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             # without the token: the page and the APIs answer 401
             resp = page.goto(live.base + "/console")
@@ -164,12 +124,12 @@ def test_console_shows_a_barge_in_live_and_refuses_without_the_token(tmp_path, r
 
 
 def test_console_shows_a_tool_call_and_settings_apply_to_the_next_call_only(tmp_path, record_property):
-    sync_playwright, expect = _playwright()
+    sync_playwright, expect = playwright()
     scenario = find_scenario("tool_call")
     live = LiveBridge(tmp_path, scenario.mock)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+            browser = launch(pw)
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             _sign_in(page, expect, live.base)
             expect(page.locator("#tool-list")).to_contain_text("get_weather")

@@ -40,6 +40,7 @@ from ..caller.core import CallerConfig, CallerCore
 from ..core_io import Close
 from ..net.clocks import MonotonicClock
 from ..net.drive import CallServices, apply, drive, open_call_services
+from ..net.http1 import read_request
 from ..net.wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from ..scenario import Scenario
 from .line import LineCore, StreamStart, parse_start, refusal
@@ -253,8 +254,8 @@ class DialStreamServer:
         status = 404
         try:
             with trio.move_on_after(REQUEST_TIMEOUT_S):
-                req, body = await _read_request(conn, stream)
-                if req is None:
+                req, body, too_big = await read_request(conn, stream, MAX_BODY_BYTES)
+                if req is None or too_big:
                     return
                 target = urlsplit(req.target.decode("latin-1"))
                 if target.path == STATUS_CALLBACK_PATH and req.method == b"POST":
@@ -292,24 +293,3 @@ class DialStreamServer:
         return 204
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request | None, bytes]:
-    """The request and its body (None if the peer left before it was whole)."""
-    req: Any = None
-    body = b""
-    while True:
-        ev = conn.next_event()
-        if ev is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            if not data:
-                return None, b""
-            conn.receive_data(data)
-        elif isinstance(ev, h11.Request):
-            req = ev
-        elif isinstance(ev, h11.Data):
-            body += ev.data
-            if len(body) > MAX_BODY_BYTES:
-                return None, b""
-        elif isinstance(ev, h11.EndOfMessage):
-            return req, body
-        else:
-            return None, b""

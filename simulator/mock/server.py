@@ -39,6 +39,7 @@ import trio
 
 from ..net.clocks import MonotonicClock
 from ..net.drive import CallServices, open_call_services
+from ..net.http1 import read_request
 from ..net.reactor import Reactor
 from ..net.wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from .behaviour import Behaviour, unknown_fixtures
@@ -308,7 +309,7 @@ class MockServer:
         req: Any = None
         try:
             with trio.move_on_after(REQUEST_TIMEOUT_S) as timer:
-                req, body, too_big = await _read_request(conn, stream)
+                req, body, too_big = await read_request(conn, stream, MAX_BODY_BYTES)
             if timer.cancelled_caught:
                 status, payload = 408, {"error": f"no whole request within {REQUEST_TIMEOUT_S:.0f} s"}
                 req = None
@@ -378,34 +379,6 @@ class MockServer:
         if path.startswith("/v1/realtime"):
             return 426, {"error": {"message": "WebSocket upgrade required", "type": "invalid_request_error"}}
         return 404, {"error": f"no route {method} {path}"}
-
-
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[Any, bytes, bool]:
-    """(the request or None if the peer left first, its body, whether the body was too big)."""
-    req = conn.next_event()
-    while req is h11.NEED_DATA:
-        data = await stream.receive_some(4096)
-        if not data:
-            return None, b"", False
-        conn.receive_data(data)
-        req = conn.next_event()
-    if not isinstance(req, h11.Request):
-        return None, b"", False
-    body = b""
-    while True:
-        ev = conn.next_event()
-        if ev is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            if not data:
-                break
-            conn.receive_data(data)
-        elif isinstance(ev, h11.Data):
-            body += ev.data
-            if len(body) > MAX_BODY_BYTES:
-                return req, body, True
-        else:
-            break
-    return req, body, False
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -118,8 +118,8 @@ class RestCore:
         split = urlsplit(target)
         path = split.path
         try:
-            if method == "GET" and (m := _RECORDING.match(path)) and m["ext"] in (None, ".wav"):
-                return self._media(m["sid"], path)
+            if method == "GET" and (m := _RECORDING.match(path)) and m["ext"] != ".json":
+                return self._media(m["sid"], path, m["ext"])
             self._authenticate(headers)
             query = parse_qsl(split.query, keep_blank_values=True)
             form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if body else []
@@ -148,7 +148,7 @@ class RestCore:
             if m := _RECORDING.match(path):
                 self._own_account(m["account"])
                 rec = self.recordings.recordings.get(m["sid"])
-                if rec is None or m["ext"] == ".mp3":  # the emulator makes WAV only
+                if rec is None:
                     raise errors.not_found(path)
                 if method != "GET":
                     raise self._method_not_allowed(method, path)
@@ -285,9 +285,9 @@ class RestCore:
         out["media_url"] = f"{self.base_url}/{API_VERSION}/Accounts/{rec.account_sid}/Recordings/{rec.sid}"
         return out
 
-    def _media(self, sid: str, path: str) -> Response:
+    def _media(self, sid: str, path: str, ext: str | None) -> Response:
         rec = self.recordings.recordings.get(sid)
-        if rec is None:
+        if rec is None or ext == ".mp3":  # the emulator makes WAV only
             raise errors.not_found(path)
         return Response(200, (("Content-Type", "audio/x-wav"),), rec.wav())
 

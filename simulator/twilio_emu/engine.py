@@ -166,7 +166,12 @@ class CallEngine:
         if event.kind == "hung_up":
             log.info("call %s: hung up over REST (%s)", event.sid, event.status)
             if d is not None and (event.sid in d.child_sids or event.sid in d.party_sids):
-                d.done.set()  # the dialled party is gone: the <Dial> ends, the call goes on
+                if d.party is None:  # a number still ringing is canceled; the others ring on
+                    if event.sid in d.child_sids:
+                        d.outcomes[event.sid] = event.status
+                        self._all_out(d)
+                elif event.sid in (d.bridged_sid, d.party.leg.call_sid):
+                    d.done.set()  # the dialled party is gone: the <Dial> ends, the call goes on
             elif leg_run is not None:
                 self._hang_up(run, leg_run, "hung up over REST")
         elif event.kind == "redirected" and event.instructions is not None:
@@ -342,7 +347,7 @@ class CallEngine:
         join = run.join
         assert join is not None
         slot = "caller" if join.caller is parent else "called"
-        unanswered = NO_ANSWER
+        unanswered = CANCELED  # unless the numbers ring out: the dialling call ended or moved on
         try:
             for number in dial.numbers:
                 c = store.create(to=number, from_=caller_id, at=now(), direction="outbound-dial",

@@ -122,8 +122,9 @@ class _Stream:
 class Leg:
     """One call of the pair: its SIDs and parties, its TwiML, its stream, its playback.
 
-    ``direction``: ``outbound-api`` (the REST-created call) or ``inbound`` (the call the
-    configured number receives); ``from_``/``to`` as that call shows them."""
+    ``direction``: ``outbound-api`` (the REST-created call) or ``inbound`` (the call a
+    configured number receives, from a REST-created call or a ``<Dial>``); ``from_``/``to`` as
+    that call shows them."""
 
     call_sid: str
     account_sid: str

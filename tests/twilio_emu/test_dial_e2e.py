@@ -62,7 +62,8 @@ class Router:
 
 
 @asynccontextmanager
-async def run_call(router: Router, numbers: dict[str, str], *, record: bool = False, limit_s: float = 20):
+async def run_call(router: Router, numbers: dict[str, str], *, record: bool = False, limit_s: float = 20,
+                   during=None):
     """Place a call from the dial leg to AGENT; answer (leg server, client, core, caller SID) once it ended."""
     leg = LegServer()
     async with trio.open_nursery() as nursery, webhook(router) as base:
@@ -77,6 +78,8 @@ async def run_call(router: Router, numbers: dict[str, str], *, record: bool = Fa
             call = await trio.to_thread.run_sync(lambda: client.calls.create(to=AGENT, from_=TESTER,
                                                                              twiml=dial_twiml(), **kw))
             with trio.fail_after(limit_s):
+                if during is not None:
+                    await during(client)
                 await leg.closed.wait()
             await until_ended(client, call.sid)
             calls = await trio.to_thread.run_sync(lambda: client.calls.list())
@@ -166,3 +169,28 @@ async def test_play_fetches_a_wav_at_any_rate_and_plays_it_loop_times():
         voiced = said_between(leg, 0, trio.current_time())
         assert 1100 <= voiced <= 1300, voiced  # 2 × 0.6 s
         assert [p for _, p, _ in router.hits] == ["/agent", "/tone.wav"]
+
+
+async def test_a_rest_hang_up_of_the_dialled_number_ends_the_dial_and_the_next_verb_runs():
+    router = Router({
+        "/agent": f"<Response><Dial>{DESK}</Dial><Say>Welcome back.</Say></Response>",
+        "/desk": "<Response><Pause length='30'/></Response>",
+    })
+    hung_up_at = []
+
+    async def hang_up_the_desk(client):
+        while True:
+            calls = await trio.to_thread.run_sync(lambda: client.calls.list(to=DESK, status="in-progress"))
+            desk = [c for c in calls if c.direction == "inbound"]
+            if desk:
+                break
+            await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        await trio.to_thread.run_sync(lambda: client.calls(desk[0].sid).update(status="completed"))
+        hung_up_at.append(trio.current_time())
+
+    async with run_call(router, {AGENT: "/agent", DESK: "/desk"}, during=hang_up_the_desk) as (leg, client, emu,
+                                                                                             a_sid, calls):
+        assert {c.status for c in calls} == {"completed"} and len(calls) == 4
+        assert said_between(leg, hung_up_at[0], trio.current_time()) > 500  # "Welcome back."
+        assert trio.current_time() - hung_up_at[0] < 10  # not the desk's 30 s pause

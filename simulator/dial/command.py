@@ -131,6 +131,8 @@ def cmd_dial(args: argparse.Namespace) -> int:
         for e in run.expectations:
             say(f"  {e.status}: {e.name}: {e.message}")
         dial = dial_summary(line, server.statuses, None)
+        if line.stopped_by_twilio:
+            say("the far end hung up (Twilio ended the stream with stop)")
         if dial["greeting_ms"] is not None:
             say(f"  greeting latency {dial['greeting_ms']:.0f} ms (answer → the agent's first audio)")
         paths = write_dial_report(args.report, run, dial, " ".join(["callsim", *sys.argv[1:]]))
@@ -152,6 +154,11 @@ def cmd_dial(args: argparse.Namespace) -> int:
 
     with ctrl_c.exits_at_once():
         trio.run(ctrl_c.run, main)
+    if request.record and plan.sid and server.line is not None and not ctrl_c.interrupted:
+        from .recording import attach_to_report, fetch_recording
+
+        attach_to_report(args.report, fetch_recording(rest.client, (args.account_sid, args.auth_token), plan.sid,
+                                                      args.report, say=say))
     finish = plan.finish
     if finish is None:  # cancelled before the plan could finish (cannot happen with a shielded hang-up)
         print(f"callsim dial: interrupted; call {plan.sid or '(none)'} status {plan.final_status or 'unknown'}")

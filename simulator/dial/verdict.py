@@ -40,6 +40,12 @@ SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model w
                   "does not have: run the scenario with `callsim call` against the bridge and the mock for it")
 
 
+#: ``dial.ended_by`` when Twilio ended the stream with ``stop``: the other party hung up (the agent's
+#: bridge closed its stream, hung up over REST, or the call was otherwise ended on its side); the
+#: scenario's ``end_reason`` is then ``closed_by_app``, as ``callsim call`` reports a bridge's close
+FAR_END_HUNG_UP = "far_end_hung_up"
+
+
 def line_adjust(line: LineCore):  # type: ignore[no-untyped-def]
     """The corrections of a real line (see the module docstring), for ``runner._measure``."""
 
@@ -110,7 +116,7 @@ def dial_summary(line: LineCore, statuses: list[dict[str, Any]], recording: dict
         "continuity": line.continuity.to_json(),
         "marks": {"sent": len(line.marks), "echoed": len(line.marks) - line.unechoed, "unechoed": line.unechoed},
         "inbound": dict(line.counts),
-        "ended_by": "twilio stop" if line.stopped_by_twilio else line.core.end_reason,
+        "ended_by": FAR_END_HUNG_UP if line.stopped_by_twilio else line.core.end_reason,
         "statuses": statuses,
         "recording": recording,
     }

@@ -76,6 +76,7 @@ class Call:
     status_callback_method: str = "POST"
     status_callback_events: tuple[str, ...] = ()
     record: bool = False
+    recording_channels: int = 1  # RecordingChannels: mono (Twilio's default) or dual
     timeout_s: int = DEFAULT_TIMEOUT_S
     parent_call_sid: str | None = None
 

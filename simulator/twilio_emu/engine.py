@@ -14,7 +14,19 @@ nothing of a call outlives it. For a call to a configured number (:class:`~.numb
 3. a leg whose TwiML ends (``<Hangup>``, nothing left after its stream closed, an application
    error) hangs up, and the other party hangs up too: both calls end ``completed``;
 4. a REST hang-up of either call ends both; a REST redirect stops that leg's TwiML (its stream
-   gets ``stop`` and is closed) and runs the new one while the other leg stays on the line.
+   gets ``stop`` and is closed) and runs the new one while the other leg stays on the line;
+5. ``<Dial><Number>`` on a leg (a transfer) rings each number as Twilio does: a child call
+   ``outbound-dial`` (``ParentCallSid`` the dialling call, ``From`` its ``callerId`` or the
+   dialling call's ``From``) per number, and, for a configured number, that number's own
+   ``inbound`` call, whose webhook TwiML runs — dialling a Twilio number reaches Twilio again,
+   as a second inbound call. The first to answer is bridged: its audio takes the dialling leg's
+   place on the grid (the other party now hears it and is heard by it). A number the emulator
+   does not have rings unanswered until the ``timeout`` (``no-answer``). When the bridged party
+   hangs up (its TwiML ends, or a REST hang-up of either of its calls) the ``<Dial>`` is over:
+   ``DialCallStatus`` goes to its ``action``, else the next verb runs. No ringback tone is
+   played while it rings (silence);
+6. ``<Play>`` fetches its URL (through the tunnels, unsigned) and plays it like ``<Say>``;
+7. a call created with ``Record=true`` is recorded from answer to end (:mod:`.recordings`).
 
 A call to a number the emulator does not have fails at once (``failed``), as Twilio reports
 a number no carrier serves, with a log line saying which numbers exist.
@@ -34,9 +46,12 @@ import httpx
 import trio
 
 from ..caller.dialer import describe, tls_context
+from ..caller.sids import E164_RE
 from ..net.wsconn import ConnectionClosed, HandshakeError, WebSocket, connect
 from .calls import BUSY, CANCELED, COMPLETED, ENDED, FAILED, IN_PROGRESS, NO_ANSWER, RINGING, CallEvent, Instructions
-from .leg import End, Fetch, Join, Leg, OpenStream, Speak, Step, Wait
+from .leg import Bridge, End, Fetch, FetchAudio, Join, Leg, OpenStream, Speak, Step, Wait
+from .play_audio import to_line_audio
+from .recordings import Recorder
 from .rest import RestCore
 from .speech import synthesize
 from .tunnels import Tunnels
@@ -60,6 +75,21 @@ class _LegRun:
     ws: WebSocket | None = None
     idle: trio.Event = field(default_factory=trio.Event)
     speech: trio.Event = field(default_factory=trio.Event)
+    dial: _DialRun | None = None  # set on a dialled number's leg: its end ends that <Dial> only
+
+
+@dataclass
+class _DialRun:
+    """A ``<Dial>`` running on ``owner``: its child calls, and the party that answered."""
+
+    owner: _LegRun
+    child_sids: list[str] = field(default_factory=list)  # outbound-dial, one per <Number>
+    outcomes: dict[str, str] = field(default_factory=dict)  # child SID -> busy/no-answer/failed
+    party: _LegRun | None = None  # the answering number's inbound call, once bridged
+    party_sids: list[str] = field(default_factory=list)  # the dialled numbers' inbound calls
+    bridged_sid: str | None = None  # the outbound-dial call that was answered
+    first_step: Step | None = None
+    done: trio.Event = field(default_factory=trio.Event)  # the bridged party is gone
 
 
 @dataclass
@@ -69,9 +99,20 @@ class _CallRun:
     nursery: trio.Nursery
     answered: trio.Event = field(default_factory=trio.Event)
     ended: trio.Event = field(default_factory=trio.Event)
+    join: Join | None = None
+    dial: _DialRun | None = None
+    children: list[str] = field(default_factory=list)  # every call a <Dial> made: ended with the call
+    recorder: Recorder | None = None
 
-    def run_of(self, sid: str) -> _LegRun:
-        return self.caller if self.caller.leg.call_sid == sid else self.called
+    def run_of(self, sid: str) -> _LegRun | None:
+        for r in self.legs():
+            if r.leg.call_sid == sid:
+                return r
+        return None
+
+    def legs(self) -> list[_LegRun]:
+        d = self.dial
+        return [self.caller, self.called] if d is None or d.party is None else [self.caller, self.called, d.party]
 
     def other(self, run: _LegRun) -> _LegRun:
         return self.called if run is self.caller else self.caller
@@ -120,12 +161,23 @@ class CallEngine:
         run = self.calls.get(event.sid)
         if run is None:
             return  # not connected yet (its new TwiML is read when it is answered) or over
+        leg_run = run.run_of(event.sid)
+        d = run.dial
         if event.kind == "hung_up":
             log.info("call %s: hung up over REST (%s)", event.sid, event.status)
-            self._hang_up(run, run.run_of(event.sid), "hung up over REST")
+            if d is not None and (event.sid in d.child_sids or event.sid in d.party_sids):
+                if d.party is None:  # a number still ringing is canceled; the others ring on
+                    if event.sid in d.child_sids:
+                        d.outcomes[event.sid] = event.status
+                        self._all_out(d)
+                elif event.sid in (d.bridged_sid, d.party.leg.call_sid):
+                    d.done.set()  # the dialled party is gone: the <Dial> ends, the call goes on
+            elif leg_run is not None:
+                self._hang_up(run, leg_run, "hung up over REST")
         elif event.kind == "redirected" and event.instructions is not None:
-            leg_run = run.run_of(event.sid)
-            if leg_run.leg.answered and not leg_run.leg.ended:
+            if leg_run is None:
+                log.warning("call %s: a redirect of a <Dial>'s child call is not emulated: ignored", event.sid)
+            elif leg_run.leg.answered and not leg_run.leg.ended:
                 log.info("call %s: redirected over REST: its TwiML stops, the new one runs", event.sid)
                 run.nursery.start_soon(self._redirect, run, leg_run, event.instructions)
 
@@ -148,6 +200,7 @@ class CallEngine:
         token, rng = self.core.auth_token, self.store.rng
         caller = _LegRun(Leg(a.sid, a.account_sid, token, a.from_, a.to, "outbound-api", rng))
         called = _LegRun(Leg(b.sid, b.account_sid, token, b.from_, b.to, "inbound", rng))
+        run: _CallRun | None = None
         try:
             async with trio.open_nursery() as nursery:
                 run = _CallRun(caller, called, nursery)
@@ -164,10 +217,15 @@ class CallEngine:
                 await run.ended.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            for s in (a.sid, b.sid):
+            children = run.children if run is not None else []
+            for s in (a.sid, b.sid, *children):
                 self.calls.pop(s, None)
             with trio.CancelScope(shield=True):
-                self._end_both_in_store(a.sid, b.sid, COMPLETED)
+                self._end_in_store([*children, b.sid, a.sid], COMPLETED)
+                if run is not None and run.recorder is not None:
+                    rec = self.core.recordings.add(a.sid, run.recorder, self.clock())
+                    log.info("call %s: recording %s (%d s, %d channel(s))", a.sid, rec.sid, rec.duration_s,
+                             rec.channels)
 
     async def _ring(self, run: _CallRun, instructions: Instructions) -> None:
         """The inbound call's webhook, then both answered (unless it rejects)."""
@@ -190,13 +248,18 @@ class CallEngine:
         run.answered.set()
         a = self.store.get(run.caller.leg.call_sid)
         assert a is not None
+        run.join = Join(run.caller.leg, run.called.leg)
+        if a.record:
+            run.recorder = Recorder(a.recording_channels, started_at=now)
         run.nursery.start_soon(self._tick, run)
         self._start_leg(run, called, step)
         self._start_leg(run, run.caller, run.caller.leg.load(a.instructions, IN_PROGRESS))
 
     async def _tick(self, run: _CallRun) -> None:
         """The 20 ms grid: a frame out of each leg into the other, and the streams' messages."""
-        join = Join(run.caller.leg, run.called.leg)
+        join = run.join
+        assert join is not None
+        recorder = run.recorder
         t0 = trio.current_time()
         k = 0
         while True:
@@ -207,9 +270,11 @@ class CallEngine:
                 k += behind - MAX_CATCH_UP_FRAMES
                 behind = MAX_CATCH_UP_FRAMES
             for _ in range(1 + max(0, behind)):
-                join.tick()
+                a, b = join.tick()
+                if recorder is not None:
+                    recorder.add(a, b)
             k += max(0, behind)
-            for r in (run.caller, run.called):
+            for r in run.legs():
                 if r.leg.speech_done:
                     r.speech.set()
                 out = r.leg.take_outbox()
@@ -235,20 +300,29 @@ class CallEngine:
                         step = await self._fetch(r.leg, step)
                     elif isinstance(step, OpenStream):
                         step = await self._stream(r, step)
-                    elif isinstance(step, Speak):
+                    elif isinstance(step, Speak | FetchAudio):
+                        if isinstance(step, Speak):
+                            audio = await synthesize(step.text, step.language)
+                        else:
+                            audio = await self._fetch_audio(r.leg, step.url)
                         r.speech = trio.Event()
-                        r.leg.speech_ready(await synthesize(step.text, step.language), step)
+                        r.leg.speech_ready(audio, step)
                         if r.leg.speech_done:
                             r.speech.set()
                         await r.speech.wait()
                         step = r.leg.next()
+                    elif isinstance(step, Bridge):
+                        step = await self._bridge(run, r, step)
                     else:
                         assert isinstance(step, Wait)
                         await trio.sleep(step.seconds)
                         step = r.leg.next()
             if not scope.cancelled_caught:
                 log.info("call %s: hangs up: %s", r.leg.call_sid, step.reason)
-                self._hang_up(run, r, step.reason)
+                if r.dial is not None:  # a dialled party: its <Dial> ends, the call goes on
+                    r.dial.done.set()
+                else:
+                    self._hang_up(run, r, step.reason)
         finally:
             idle.set()
 
@@ -261,7 +335,121 @@ class CallEngine:
             return  # over, or a later redirect already took over
         self._start_leg(run, r, r.leg.load(instructions, IN_PROGRESS))
 
+    # -- <Dial> ---------------------------------------------------------------------------
+
+    async def _bridge(self, run: _CallRun, r: _LegRun, step: Bridge) -> Step:
+        """Ring the numbers, bridge the first to answer until it hangs up (see the module
+        docstring); the dialling leg's next step."""
+        dial, store, now = step.dial, self.store, self.clock
+        parent = r.leg
+        caller_id = dial.caller_id or parent.from_
+        d = run.dial = _DialRun(r)
+        join = run.join
+        assert join is not None
+        slot = "caller" if join.caller is parent else "called"
+        unanswered = CANCELED  # unless the numbers ring out: the dialling call ended or moved on
+        try:
+            for number in dial.numbers:
+                c = store.create(to=number, from_=caller_id, at=now(), direction="outbound-dial",
+                                 instructions=Instructions(), parent_call_sid=parent.call_sid, timeout_s=dial.timeout_s)
+                d.child_sids.append(c.sid)
+                run.children.append(c.sid)
+                self.calls[c.sid] = run
+            log.info("call %s: <Dial> %s (timeout %d s): %s", parent.call_sid, ", ".join(dial.numbers),
+                     dial.timeout_s, ", ".join(d.child_sids))
+            with trio.move_on_after(dial.timeout_s):
+                async with trio.open_nursery() as ring:
+                    for c_sid, number in zip(d.child_sids, dial.numbers):
+                        ring.start_soon(self._ring_number, run, d, c_sid, number, caller_id, ring.cancel_scope)
+                    await d.done.wait()  # every number hung up before anyone answered
+                    ring.cancel_scope.cancel()
+            if d.party is None:
+                outcomes = [d.outcomes.get(c, NO_ANSWER) for c in d.child_sids]
+                status = outcomes[0] if len(set(outcomes)) == 1 else NO_ANSWER
+                log.info("call %s: <Dial>: nobody answered (%s)", parent.call_sid, status)
+                unanswered = status
+            else:
+                unanswered = CANCELED  # the numbers that lost the race
+                party = d.party
+                log.info("call %s: <Dial>: %s answered: bridged", parent.call_sid, party.leg.to)
+                setattr(join, slot, party.leg)
+                assert d.first_step is not None
+                self._start_leg(run, party, d.first_step)
+                await d.done.wait()
+                status = COMPLETED
+        finally:
+            with trio.CancelScope(shield=True):
+                if getattr(join, slot) is not parent:
+                    setattr(join, slot, parent)
+                if d.party is not None:
+                    d.party.leg.ended = True
+                    if d.party.scope is not None:
+                        d.party.scope.cancel()
+                self._end_in_store([*d.party_sids, *d.child_sids], unanswered)
+                run.dial = None
+        bridged = store.get(d.bridged_sid) if d.bridged_sid else None
+        dial_sid = d.bridged_sid or (d.child_sids[0] if len(d.child_sids) == 1 else None)
+        return parent.dial_ended(dial, status, dial_sid, bridged.duration_s if bridged else None)
+
+    async def _ring_number(self, run: _CallRun, d: _DialRun, c_sid: str, number: str, caller_id: str,
+                           ring: trio.CancelScope) -> None:
+        """One ``<Number>``: its outbound-dial call rings; a configured number's webhook answers."""
+        store, now = self.store, self.clock
+        if not E164_RE.match(number):
+            log.info("call %s: %r is not a phone number: failed", c_sid, number)
+            d.outcomes[c_sid] = FAILED
+            store.set_status(c_sid, FAILED, now())
+            return self._all_out(d)
+        store.set_status(c_sid, RINGING, now())
+        target = self.core.numbers.get(number)
+        if target is None:
+            log.info("call %s: %s is not an emulated number: it rings unanswered", c_sid, number)
+            await trio.sleep_forever()
+        call = store.create(to=number, from_=caller_id, at=now(), direction="inbound",
+                            instructions=Instructions(url=target.voice_url, method=target.voice_method))
+        d.party_sids.append(call.sid)
+        run.children.append(call.sid)
+        self.calls[call.sid] = run
+        store.set_status(call.sid, RINGING, now())
+        leg_run = _LegRun(Leg(call.sid, call.account_sid, self.core.auth_token, caller_id, number, "inbound",
+                              self.store.rng), dial=d)
+        step = leg_run.leg.load(call.instructions, RINGING)
+        while isinstance(step, Fetch):
+            step = await self._fetch(leg_run.leg, step)
+        if isinstance(step, End) and step.status in (BUSY, NO_ANSWER):
+            d.outcomes[c_sid] = step.status
+            for sid in (call.sid, c_sid):
+                store.set_status(sid, step.status, now())
+            return self._all_out(d)
+        if d.party is not None:
+            return
+        d.party, d.bridged_sid, d.first_step = leg_run, c_sid, step
+        leg_run.leg.answered = True
+        for sid in (c_sid, call.sid):
+            store.set_status(sid, IN_PROGRESS, now())
+        ring.cancel()
+
+    @staticmethod
+    def _all_out(d: _DialRun) -> None:
+        """Every number refused: the <Dial> is over before its timeout."""
+        if len(d.outcomes) == len(d.child_sids):
+            d.done.set()
+
     # -- the I/O of a step -----------------------------------------------------------------
+
+    async def _fetch_audio(self, leg: Leg, url: str) -> bytes | None:
+        """``<Play>``'s audio as μ-law, or ``None`` (logged; the verb is skipped, as Twilio goes on
+        after a media it cannot fetch)."""
+        assert self._http is not None
+        try:
+            resp = await self._http.get(self.tunnels.local(url), headers={"User-Agent": "TwilioProxy/1.1"})
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP {resp.status_code}")
+            return await trio.to_thread.run_sync(to_line_audio, resp.content, resp.headers.get("content-type"))
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("call %s: <Play> %s: %s: skipped", leg.call_sid,
+                        url, describe(exc) if isinstance(exc, httpx.HTTPError) else exc)
+            return None
 
     async def _fetch(self, leg: Leg, step: Fetch) -> Step:
         assert self._http is not None
@@ -318,16 +506,16 @@ class CallEngine:
         self._end_both(run, COMPLETED)
 
     def _end_both(self, run: _CallRun, unanswered_status: str) -> None:
-        for r in (run.caller, run.called):
+        for r in run.legs():
             r.leg.ended = True
             if r.scope is not None:
                 r.scope.cancel()
-        self._end_both_in_store(run.caller.leg.call_sid, run.called.leg.call_sid, unanswered_status)
+        self._end_in_store([*run.children, run.called.leg.call_sid, run.caller.leg.call_sid], unanswered_status)
         run.ended.set()
 
-    def _end_both_in_store(self, a_sid: str, b_sid: str, unanswered_status: str) -> None:
+    def _end_in_store(self, sids: list[str], unanswered_status: str) -> None:
         now = self.clock()
-        for sid in (b_sid, a_sid):
+        for sid in sids:
             call = self.store.get(sid)
             if call is None or call.status in ENDED:
                 continue

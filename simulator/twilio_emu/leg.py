@@ -2,8 +2,10 @@
 
 A :class:`Leg` runs its TwiML (:mod:`.twiml`) one verb at a time and says what to do next
 with a :data:`Step`: :class:`Fetch` (a signed webhook request for TwiML), :class:`OpenStream`
-(a signed Media Stream upgrade), :class:`Speak` (``<Say>`` audio to make), :class:`Wait`
-(``<Pause>``) or :class:`End` (the leg is over, with the status and why). The driver does the
+(a signed Media Stream upgrade), :class:`Speak` (``<Say>`` audio to make), :class:`FetchAudio`
+(``<Play>``'s file to fetch), :class:`Wait` (``<Pause>``), :class:`Bridge` (``<Dial>``: ring
+the numbers, bridge the first to answer) or :class:`End` (the leg is over, with the status and
+why). The driver does the
 I/O and reports back (:meth:`Leg.fetched`, :meth:`Leg.stream_opened`,
 :meth:`Leg.stream_closed_by_server`, :meth:`Leg.speech_ready`…), which answer the next step.
 
@@ -32,7 +34,7 @@ from ..caller.playback import Playback
 from ..caller.sids import make_sid
 from ..caller.webhook import CallParties, sign, stream_headers, webhook_form, webhook_headers
 from .calls import BUSY, COMPLETED, NO_ANSWER, Instructions
-from .twiml import ConnectStream, Hangup, Pause, Redirect, Reject, Say, TwimlInvalid, Verb, parse
+from .twiml import ConnectStream, Dial, Hangup, Pause, Play, Redirect, Reject, Say, TwimlInvalid, Verb, parse
 
 log = logging.getLogger("callsim.twilio_emu")
 
@@ -70,8 +72,25 @@ class Speak:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchAudio:
+    """``<Play>``: fetch ``url`` (GET, unsigned, as Twilio fetches media) and hand its audio as
+    8 kHz μ-law to :meth:`Leg.audio_ready` (``None`` when it cannot be had: the verb is skipped)."""
+
+    url: str
+    loop: int
+
+
+@dataclass(frozen=True, slots=True)
 class Wait:
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """``<Dial>``: ring ``dial.numbers`` for ``dial.timeout_s``, bridge the first to answer until
+    either side hangs up, then answer :meth:`Leg.dial_ended`."""
+
+    dial: Dial
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +103,7 @@ class End:
     answered: bool
 
 
-Step = Fetch | OpenStream | Speak | Wait | End
+Step = Fetch | OpenStream | Speak | FetchAudio | Wait | Bridge | End
 
 
 @dataclass
@@ -103,8 +122,9 @@ class _Stream:
 class Leg:
     """One call of the pair: its SIDs and parties, its TwiML, its stream, its playback.
 
-    ``direction``: ``outbound-api`` (the REST-created call) or ``inbound`` (the call the
-    configured number receives); ``from_``/``to`` as that call shows them."""
+    ``direction``: ``outbound-api`` (the REST-created call) or ``inbound`` (the call a
+    configured number receives, from a REST-created call or a ``<Dial>``); ``from_``/``to`` as
+    that call shows them."""
 
     call_sid: str
     account_sid: str
@@ -163,15 +183,35 @@ class Leg:
                 return End(BUSY if verb.reason == "busy" else NO_ANSWER, f"<Reject reason={verb.reason}>", False)
             if isinstance(verb, Redirect):
                 return self._fetch(verb.url, verb.method, "in-progress" if self.answered else "ringing")
+            if isinstance(verb, Play):
+                return FetchAudio(verb.url, verb.loop)
+            if isinstance(verb, Dial):
+                return Bridge(verb)
             assert isinstance(verb, ConnectStream)
             self._pending_stream = verb
             return OpenStream(verb.url, stream_headers(self.auth_token, verb.url))
         return End(COMPLETED, "no TwiML left", self.answered)
 
-    def _fetch(self, url: str, method: str, call_status: str) -> Fetch:
+    def dial_ended(self, dial: Dial, status: str, dial_call_sid: str | None, duration_s: int | None) -> Step:
+        """The ``<Dial>`` is over (``status``: ``completed`` once a party answered, else ``busy``,
+        ``no-answer``, ``failed``, ``canceled``): its ``action`` gets ``DialCallStatus`` (and what
+        it returns replaces the rest of this document), else the next verb runs."""
+        if dial.action is None:
+            return self.next()
+        extra = {"DialCallStatus": status}
+        if dial_call_sid:
+            extra["DialCallSid"] = dial_call_sid
+        if duration_s is not None:
+            extra["DialCallDuration"] = str(duration_s)
+        self._verbs.clear()
+        return self._fetch(dial.action, dial.method, "in-progress", extra)
+
+    def _fetch(self, url: str, method: str, call_status: str, extra: dict[str, str] | None = None) -> Fetch:
         self._document_url = url
         parties = CallParties(self.account_sid, self.call_sid, self.from_, self.to, self.direction, call_status)
         form = webhook_form(parties)
+        if extra:
+            form.update(extra)
         if method == "GET":
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(form)}"
             self._document_url = url
@@ -258,11 +298,11 @@ class Leg:
 
     # -- <Say> ---------------------------------------------------------------------------
 
-    def speech_ready(self, audio: bytes | None, step: Speak) -> None:
-        """Queue the ``<Say>`` audio (``None``: silence as long as the words would take);
-        :attr:`speech_done` turns true once it has played."""
+    def speech_ready(self, audio: bytes | None, step: Speak | FetchAudio) -> None:
+        """Queue the ``<Say>`` (or ``<Play>``) audio (``None`` for ``<Say>``: silence as long as
+        the words would take); :attr:`speech_done` turns true once it has played."""
         if audio is None:
-            audio = bytes([SILENCE_BYTE]) * int(step.estimate_s * 8000)
+            audio = bytes([SILENCE_BYTE]) * int(step.estimate_s * 8000) if isinstance(step, Speak) else b""
         self.speech_done = False
         for _ in range(step.loop):
             self.playback.add_audio(audio)
@@ -307,9 +347,11 @@ class Join:
     called: Leg
     ticks: int = 0
 
-    def tick(self) -> None:
+    def tick(self) -> tuple[bytes, bytes]:
+        """One frame each way; returns (what the caller leg's party said, what the called's said)."""
         a, b = self.caller.play(), self.called.play()
         self.caller.hear(b)
         self.called.hear(a)
         self.ticks += 1
+        return a, b
 

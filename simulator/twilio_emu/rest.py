@@ -13,6 +13,10 @@ pairs, JSON bytes), as ``api.twilio.com`` answers it:
   filters (``StartTime<`` …) are accepted and not applied.
 * ``GET …/Calls/{Sid}.json``: fetch; ``POST`` the same: update (``Status=completed|canceled``
   hangs up, ``Url``/``Twiml`` redirects).
+* ``GET …/Recordings.json`` (filter ``CallSid``), ``…/Calls/{Sid}/Recordings.json``,
+  ``…/Recordings/{Sid}.json`` and the media, ``…/Recordings/{Sid}`` or ``.wav``
+  (:mod:`.recordings`); media is served without auth, as Twilio's is unless the account turns
+  on HTTP auth for media.
 
 Every request needs HTTP Basic auth with the account's SID and auth token (401, code 20003,
 otherwise); errors are Twilio's JSON (:mod:`.errors`). What happened goes to the store's events
@@ -44,6 +48,8 @@ from .incoming_numbers import LIST_PATH as NUMBERS_PATH
 from .incoming_numbers import ONE_PATH as NUMBER_PATH
 from .incoming_numbers import IncomingNumbers
 from .numbers import PhoneNumber
+from .recordings import RecordingStore
+from .recordings import render as render_recording
 
 API_VERSION: Final = "2010-04-01"
 DEFAULT_PAGE_SIZE: Final = 50
@@ -54,6 +60,9 @@ JSON_HEADERS: Final = (("Content-Type", "application/json; charset=utf-8"),)
 
 _CALLS = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
 _CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
+_RECORDINGS = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?:/Calls/(?P<call>[^/]+))?/Recordings\.json$")
+_RECORDING = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?:/Calls/[^/]+)?/Recordings/"
+                        r"(?P<sid>RE[0-9a-f]{32})(?P<ext>\.json|\.wav|\.mp3)?$")
 _NANP = re.compile(r"^\+1(\d{3})(\d{3})(\d{4})$")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -105,6 +114,9 @@ class RestCore:
         self.store = CallStore(account_sid, rng or random.Random())
         self.numbers: dict[str, PhoneNumber] = {n.number: n for n in numbers}
         self.incoming_numbers = IncomingNumbers(account_sid, self.numbers, clock)
+        self.recordings = RecordingStore(account_sid, self.store.rng)
+        #: where this API is reached (recordings' ``media_url``); :func:`~.server.serve_rest` sets it
+        self.base_url = "https://api.twilio.com"
 
     # -- request -> response -------------------------------------------------------------
 
@@ -112,6 +124,8 @@ class RestCore:
         split = urlsplit(target)
         path = split.path
         try:
+            if method == "GET" and (m := _RECORDING.match(path)) and m["ext"] != ".json":
+                return self._media(m["sid"], path, m["ext"])
             self._authenticate(headers)
             query = parse_qsl(split.query, keep_blank_values=True)
             form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if body else []
@@ -134,6 +148,19 @@ class RestCore:
                 raise self._method_not_allowed(method, path)
             if (answer := self._phone_numbers(method, path, query, form)) is not None:
                 return answer
+            if m := _RECORDINGS.match(path):
+                self._own_account(m["account"])
+                if method != "GET":
+                    raise self._method_not_allowed(method, path)
+                return self._json(200, self._list_recordings(path, query, m["call"]))
+            if m := _RECORDING.match(path):
+                self._own_account(m["account"])
+                rec = self.recordings.recordings.get(m["sid"])
+                if rec is None:
+                    raise errors.not_found(path)
+                if method != "GET":
+                    raise self._method_not_allowed(method, path)
+                return self._json(200, self._render_recording(rec))
             raise errors.not_found(path)
         except TwilioError as e:
             headers_out = JSON_HEADERS
@@ -207,6 +234,7 @@ class RestCore:
             # Twilio sends only `completed` when a StatusCallback comes without events
             status_callback_events=(events or ("completed",)) if callback else events,
             record=(f.one("Record") or "false").lower() == "true",
+            recording_channels=_channels(f.one("RecordingChannels")),
             timeout_s=max(1, min(timeout, MAX_TIMEOUT_S)),
         )
 
@@ -256,6 +284,30 @@ class RestCore:
             "start": start,
             "uri": uri(page, token or None),
         }
+
+    def _list_recordings(self, path: str, query: list[tuple[str, str]], call_sid: str | None) -> dict[str, Any]:
+        """One page of recordings, newest first (the whole list: an emulator's run is short)."""
+        q = _Form(query)
+        wanted = call_sid or q.one("CallSid")
+        recs = self.recordings.newest_first(wanted or None)
+        size = max(1, min(integer(q.one("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
+        chunk = recs[:size]
+        kept = [("CallSid", wanted)] if wanted and not call_sid else []
+        uri = f"{path}?{urlencode([*kept, ('PageSize', str(size)), ('Page', '0')])}"
+        return {"recordings": [self._render_recording(r) for r in chunk], "end": max(len(chunk), 1) - 1,
+                "first_page_uri": uri, "next_page_uri": None, "page": 0, "page_size": size,
+                "previous_page_uri": None, "start": 0, "uri": uri}
+
+    def _render_recording(self, rec) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        out = render_recording(rec, API_VERSION, rfc2822)
+        out["media_url"] = f"{self.base_url}/{API_VERSION}/Accounts/{rec.account_sid}/Recordings/{rec.sid}"
+        return out
+
+    def _media(self, sid: str, path: str, ext: str | None) -> Response:
+        rec = self.recordings.recordings.get(sid)
+        if rec is None or ext == ".mp3":  # the emulator makes WAV only
+            raise errors.not_found(path)
+        return Response(200, (("Content-Type", "audio/x-wav"),), rec.wav())
 
     # -- rendering -------------------------------------------------------------------------
 
@@ -323,6 +375,14 @@ def _instructions(f: _Form) -> Instructions | None:
     if twiml:
         return Instructions(twiml=twiml)
     return None
+
+
+def _channels(value: str | None) -> int:
+    if value in (None, "", "mono"):
+        return 1
+    if value == "dual":
+        return 2
+    raise TwilioError(errors.INVALID_PARAMETER, f"RecordingChannels must be mono or dual, not {value!r}", 400)
 
 
 def _matches(c: Call, filters: dict[str, str | None]) -> bool:

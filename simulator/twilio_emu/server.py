@@ -104,6 +104,7 @@ async def serve_rest(core: RestCore | None = None, *, host: str = "127.0.0.1", p
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(lambda task_status: serve(
             RestApp(core), config, shutdown_trigger=stop.wait, task_status=task_status))
+        core.base_url = binds[0]
         try:
             yield binds[0]
         finally:

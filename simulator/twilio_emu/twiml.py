@@ -3,8 +3,11 @@
 :func:`parse` reads a ``<Response>`` into a tuple of verbs, in order; the leg
 (:mod:`.leg`) runs them one after another. Verbs the emulator runs: ``<Say>``,
 ``<Pause>``, ``<Hangup>``, ``<Reject>``, ``<Redirect>``, ``<Connect><Stream>`` with its
-``<Parameter>`` children. Anything else (``<Play>``, ``<Dial>``, ``<Gather>``, an unknown
-tag, ``<Connect>`` without ``<Stream>``, a ``<Stream>`` without a ``url``) raises
+``<Parameter>`` children, ``<Play>`` (``url``, ``loop``; ``digits`` is refused) and
+``<Dial>`` with up to 10 ``<Number>`` s (or one number as its text; ``timeout``, ``action``,
+``method``, ``callerId``). Anything else (``<Gather>``, ``<Dial><Client>``/``<Sip>``/
+``<Conference>``, an unknown tag, ``<Connect>`` without ``<Stream>``, a ``<Stream>`` without
+a ``url``) raises
 :class:`TwimlInvalid`: Twilio reports an application error and ends the call, and a test
 against the emulator must not pass on TwiML it did not run.
 
@@ -21,6 +24,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 PAUSE_DEFAULT_S: Final = 1.0  # <Pause> without length (Twilio's documented default)
 MAX_LOOP: Final = 100  # loop="0" means "until the call ends" to Twilio; bounded here
+DIAL_TIMEOUT_DEFAULT_S: Final = 30  # <Dial timeout> (Twilio's documented default)
+DIAL_TIMEOUT_MAX_S: Final = 600
+MAX_DIAL_NUMBERS: Final = 10  # Twilio dials up to 10 <Number>s at once
 
 
 class TwimlInvalid(ValueError):
@@ -66,7 +72,27 @@ class ConnectStream:
     name: str | None = None
 
 
-Verb = Say | Pause | Hangup | Reject | Redirect | ConnectStream
+@dataclass(frozen=True, slots=True)
+class Play:
+    """``<Play loop>url</Play>``: audio fetched from ``url`` (absolute http(s)), played ``loop`` times."""
+
+    url: str
+    loop: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """``<Dial>``: ring ``numbers`` at once, bridge the first to answer; ``action`` (absolute) gets
+    ``DialCallStatus`` when the dialled party is gone, else the next verb runs."""
+
+    numbers: tuple[str, ...]
+    timeout_s: int = DIAL_TIMEOUT_DEFAULT_S
+    action: str | None = None
+    method: str = "POST"
+    caller_id: str | None = None
+
+
+Verb = Say | Pause | Hangup | Reject | Redirect | ConnectStream | Play | Dial
 
 
 def parse(xml: str | bytes, base_url: str | None = None) -> tuple[Verb, ...]:
@@ -121,7 +147,38 @@ def _verb(el: ET.Element, base_url: str | None) -> Verb:
         url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
         params = {p.get("name", ""): p.get("value", "") for p in s if p.tag == "Parameter"}
         return ConnectStream(url, params, s.get("name"))
+    if tag == "Play":
+        if el.get("digits") is not None:
+            raise TwimlInvalid("<Play digits>: the emulator plays no DTMF")
+        target = (el.text or "").strip()
+        if not target:
+            raise TwimlInvalid("<Play> without a URL")
+        return Play(_absolute(target, base_url, ("http", "https"), "<Play>"), _loop(el))
+    if tag == "Dial":
+        return _dial(el, base_url)
     raise TwimlInvalid(f"<{tag}> is not supported by the emulator")
+
+
+def _dial(el: ET.Element, base_url: str | None) -> Dial:
+    other = [c.tag for c in el if c.tag != "Number"]
+    if other:
+        raise TwimlInvalid(f"<Dial><{other[0]}>: the emulator dials <Number> only")
+    numbers = tuple((c.text or "").strip() for c in el)
+    if not numbers and (el.text or "").strip():
+        numbers = ((el.text or "").strip(),)
+    if not numbers or not all(numbers):
+        raise TwimlInvalid("<Dial> without a number")
+    if len(numbers) > MAX_DIAL_NUMBERS:
+        raise TwimlInvalid(f"<Dial> with {len(numbers)} <Number>s: Twilio dials at most {MAX_DIAL_NUMBERS}")
+    raw = el.get("timeout")
+    try:
+        timeout = DIAL_TIMEOUT_DEFAULT_S if raw is None else int(raw)
+    except ValueError:
+        raise TwimlInvalid(f"<Dial timeout={raw!r}> is not an integer") from None
+    action = el.get("action")
+    return Dial(numbers, max(1, min(timeout, DIAL_TIMEOUT_MAX_S)),
+                _absolute(action, base_url, ("http", "https"), "<Dial action>") if action else None,
+                _method(el.get("method")), el.get("callerId"))
 
 
 def _loop(el: ET.Element) -> int:

@@ -18,7 +18,7 @@ from ..cli import UsageError
 from ..cli_support import PORT, bounded_number
 from .request import MAX_TIME_LIMIT_S, TWILIO_API_URL
 
-DEFAULT_PORT = 8765
+DEFAULT_PORT = 8770  # beside callsim mock-openai (8765) and twilio-emulator (8766)
 DEFAULT_MAX_DURATION_S = 300
 DEFAULT_STREAM_TIMEOUT_S = 30.0
 

@@ -18,7 +18,7 @@ from ..cli import UsageError
 from ..cli_support import PORT, bounded_number
 from .request import MAX_TIME_LIMIT_S, TWILIO_API_URL
 
-DEFAULT_PORT = 8765
+DEFAULT_PORT = 8770  # not 8765 (callsim mock-openai) nor 8766 (callsim twilio-emulator): all three run side by side offline
 DEFAULT_MAX_DURATION_S = 300
 DEFAULT_STREAM_TIMEOUT_S = 30.0
 #: after the hang-up, how long the report waits for the call's final status callback

@@ -169,3 +169,12 @@ def test_a_dial_plays_the_scenario_on_the_stream_and_writes_the_report(tmp_path,
     assert [s["status"] for s in dial["statuses"]] == ["initiated", "ringing", "in-progress", "completed"]
     assert dial["final_status"] == "completed" and dial["greeting_ms"] is not None
     assert (report / "junit.xml").exists() and (report / "report.html").exists()
+
+
+def test_the_default_port_is_free_of_the_other_offline_servers():
+    """mock-openai, twilio-emulator and dial run side by side offline: their default ports differ."""
+    from callsim.simulator.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None))
+    defaults = {name: sub.choices[name].get_default("port") for name in ("mock-openai", "twilio-emulator", "dial")}
+    assert len(set(defaults.values())) == 3, defaults

@@ -14,7 +14,7 @@ not in the loop). What a real line shows differently is corrected before judging
   inbound audio Twilio's numbering says was lost (:class:`~.line.Continuity`), since a line
   never stops sending frames and the agent's own pauses are not gaps.
 
-* **heard** (``heard_min_ms``/``heard_max_ms``): skipped with :data:`LINE_UNMEASURED` as the
+* **heard** (``heard_min_ms``/``heard_max_ms``, and ``heard_goodbye``'s "nothing left unheard"): skipped with :data:`LINE_UNMEASURED` as the
   reason. ``callsim call`` counts every frame of the agent's audio that played, silent or not;
   a line carries frames all the time, and the silence that leads and trails each reply cannot be
   told from the idle line, so what a line can count is the agent's voiced audio
@@ -53,6 +53,10 @@ LINE_UNMEASURED = {
            "run the scenario with `callsim call` for it")
     for name in ("heard_min_ms", "heard_max_ms")
 }
+LINE_UNMEASURED["heard_goodbye"] = (
+    "whether the goodbye played whole is what Twilio still had queued for the agent's stream when it ended, "
+    "which Twilio drops without a trace on the caller's side of the line; `end_reason = \"closed_by_app\"` "
+    "judges the part a line can see (the agent ended the call): run the scenario with `callsim call` for the rest")
 
 SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model was sent), which a dialled call "
                   "does not have: run the scenario with `callsim call` against the bridge and the mock for it")

@@ -12,15 +12,15 @@ not in the loop). What a real line shows differently is corrected before judging
   voice heard over ours, as in ``callsim call``;
 * **audio continuity** (``underrun_ms``, judged by ``no_underruns``/``underrun_max_ms``): the
   inbound audio Twilio's numbering says was lost (:class:`~.line.Continuity`), since a line
-  never stops sending frames and the agent's own pauses are not gaps.
-
-* **heard** (``heard_min_ms``/``heard_max_ms``, and ``heard_goodbye``'s "nothing left unheard"): skipped with :data:`LINE_UNMEASURED` as the
-  reason. ``callsim call`` counts every frame of the agent's audio that played, silent or not;
-  a line carries frames all the time, and the silence that leads and trails each reply cannot be
-  told from the idle line, so what a line can count is the agent's voiced audio
-  (``dial.heard_voiced_ms``) — a smaller figure than the one the scenario's limit was set for
-  (about 360 ms less per short reply of the shipped fixtures). Judging it against the same limit
-  would fail a bridge ``callsim call`` passes.
+  never stops sending frames and the agent's own pauses are not gaps;
+* **heard** (``heard_min_ms``/``heard_max_ms``, and ``heard_goodbye``'s "nothing left
+  unheard"): skipped with :data:`LINE_UNMEASURED` as the reason. ``callsim call`` counts every
+  frame of the agent's audio that played, silent or not; a line carries frames all the time, and
+  the silence that leads and trails each reply cannot be told from the idle line, so what a line
+  can count is the agent's voiced audio (``dial.heard_voiced_ms``), a smaller figure than the
+  one the scenario's limit was set for: judged against it, a bridge ``callsim call`` passes
+  would fail. And what Twilio drops of the agent's queue when its stream ends never reaches the
+  caller's side, so a line cannot say a goodbye was heard whole.
 
 What needs the mock's view (truncates, transcripts, tools, codec echo, the OpenAI session) is
 skipped with :data:`SKIP_ON_A_LINE` as the reason. Greeting latency (answer → the agent's first

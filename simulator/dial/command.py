@@ -18,9 +18,11 @@ from ..cli import UsageError
 from ..cli_support import PORT, bounded_number
 from .request import MAX_TIME_LIMIT_S, TWILIO_API_URL
 
-DEFAULT_PORT = 8770  # beside callsim mock-openai (8765) and twilio-emulator (8766)
+DEFAULT_PORT = 8770  # not 8765 (callsim mock-openai) nor 8766 (callsim twilio-emulator): all three run side by side offline
 DEFAULT_MAX_DURATION_S = 300
 DEFAULT_STREAM_TIMEOUT_S = 30.0
+#: after the hang-up, how long the report waits for the call's final status callback
+FINAL_STATUS_WAIT_S = 5.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -114,7 +116,8 @@ def cmd_dial(args: argparse.Namespace) -> int:
     from ..interrupt import EXIT_INTERRUPTED, CtrlC
     from .driver import TwilioRest, run_dial
     from .plan import DialPlan
-    from .stream_server import DialStreamServer
+    from .line import greeting_ms
+    from .stream_server import FINAL_STATUSES, DialStreamServer
     from .verdict import dial_summary, judge_line, outcome, write_dial_report
 
     def say(line: str) -> None:
@@ -125,19 +128,30 @@ def cmd_dial(args: argparse.Namespace) -> int:
     ctrl_c = CtrlC(on_first=lambda: say("interrupted: hanging up (Ctrl-C again to quit at once; Twilio's "
                                         f"TimeLimit of {request.max_duration_s} s still ends the call)"))
 
+    judged: list = []  # the judged run, reported once the call has ended (its final status included)
+
     def judge(result, line):  # type: ignore[no-untyped-def]
         run = judge_line(scenario, result, line)
         ok, why = outcome(run)
         for e in run.expectations:
             say(f"  {e.status}: {e.name}: {e.message}")
+        greeting = greeting_ms(line)
+        if greeting is not None:
+            say(f"  greeting latency {greeting:.0f} ms (answer → the agent's first audio)")
+        judged.append((run, line))
+        return ok, why
+
+    def report() -> None:
+        run, line = judged[0]
         dial = dial_summary(line, server.statuses, None)
         if line.stopped_by_twilio:
             say("the far end hung up (Twilio ended the stream with stop)")
-        if dial["greeting_ms"] is not None:
-            say(f"  greeting latency {dial['greeting_ms']:.0f} ms (answer → the agent's first audio)")
+        dial["final_status"] = plan.final_status
+        if not any(s.get("status") in FINAL_STATUSES for s in server.statuses):
+            run.notes.append(f"no final status callback within {FINAL_STATUS_WAIT_S:g} s of the hang-up "
+                             f"(is {request.public_url}'s host forwarding /dial-status to callsim?)")
         paths = write_dial_report(args.report, run, dial, " ".join(["callsim", *sys.argv[1:]]))
         say(f"report: {paths['json']}")
-        return ok, why
 
     server = DialStreamServer(request, scenario, args.auth_token, call_sid=lambda: plan.sid, say=say, judge=judge,
                               host=args.host, port=args.port)
@@ -150,10 +164,16 @@ def cmd_dial(args: argparse.Namespace) -> int:
                 say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
                 raise SystemExit(1) from None
             await run_dial(plan, rest, server, say)
+            if judged and plan.sid is not None:  # Twilio posts `completed` after the hang-up: wait, bounded
+                await server.wait_final_status(FINAL_STATUS_WAIT_S)
             nursery.cancel_scope.cancel()
 
-    with ctrl_c.exits_at_once():
-        trio.run(ctrl_c.run, main)
+    try:
+        with ctrl_c.exits_at_once():
+            trio.run(ctrl_c.run, main)
+    finally:
+        if judged:
+            report()
     if request.record and plan.sid and server.line is not None and not ctrl_c.interrupted:
         from .recording import attach_to_report, fetch_recording
 

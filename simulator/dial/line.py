@@ -344,9 +344,14 @@ def to_line_time(line: LineCore) -> int:
 def greeting_ms(line: LineCore) -> float | None:
     """Answer (the stream's ``start``) → the first loud frame of the agent's voice, when the agent
     spoke before our first utterance began on the line (None: no greeting)."""
+    return core_greeting_ms(line.core)
+
+
+def core_greeting_ms(core: CallerCore) -> float | None:
+    """:func:`greeting_ms` of any caller core: the same figure for a ``callsim call`` (its answer is
+    the stream's start too), so the two paths can be compared."""
     from ..measure.metrics import Playout
 
-    core = line.core
     if core.t0_ns is None:
         return None
     po = Playout(core)

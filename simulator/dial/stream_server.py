@@ -56,6 +56,8 @@ START_TIMEOUT_S = 10.0
 #: a stream whose ``start`` arrives before ``calls.create`` has answered waits this long for the call's SID
 SID_WAIT_S = 10.0
 MAX_MESSAGE_BYTES = 1 * 2**20
+#: the statuses that end a call: Twilio's last status callback carries one of them
+FINAL_STATUSES = frozenset({"completed", "canceled", "busy", "failed", "no-answer"})
 #: the close code for a stream that is not this dial's (policy violation)
 REFUSED = Close(1008, "not this dial's stream")
 
@@ -96,6 +98,7 @@ class DialStreamServer:
         self._services: CallServices | None = None
         self._accepted = trio.Event()
         self._done = trio.Event()
+        self._final = trio.Event()
 
     # ------------------------------------------------------------ StreamSide
 
@@ -108,6 +111,13 @@ class DialStreamServer:
         if self.judge is None:
             return self.result.error is None, self.result.error or "the scenario ran"
         return self.judge(self.result, self.line)
+
+    async def wait_final_status(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the call's final status callback (Twilio posts ``completed``
+        after the hang-up, so the report waits for it); whether it came."""
+        with trio.move_on_after(timeout_s):
+            await self._final.wait()
+        return self._final.is_set()
 
     # ----------------------------------------------------------------- serve
 
@@ -289,6 +299,8 @@ class DialStreamServer:
                  "sequence": form.get("SequenceNumber"), "timestamp": form.get("Timestamp"),
                  "duration_s": form.get("CallDuration")}
         self.statuses.append({k: v for k, v in entry.items() if v is not None})
+        if call_status in FINAL_STATUSES:
+            self._final.set()
         self.say(f"call {sid}: {call_status}")
         return 204
 

@@ -12,7 +12,15 @@ not in the loop). What a real line shows differently is corrected before judging
   voice heard over ours, as in ``callsim call``;
 * **audio continuity** (``underrun_ms``, judged by ``no_underruns``/``underrun_max_ms``): the
   inbound audio Twilio's numbering says was lost (:class:`~.line.Continuity`), since a line
-  never stops sending frames and the agent's own pauses are not gaps.
+  never stops sending frames and the agent's own pauses are not gaps;
+* **heard** (``heard_min_ms``/``heard_max_ms``, and ``heard_goodbye``'s "nothing left
+  unheard"): skipped with :data:`LINE_UNMEASURED` as the reason. ``callsim call`` counts every
+  frame of the agent's audio that played, silent or not; a line carries frames all the time, and
+  the silence that leads and trails each reply cannot be told from the idle line, so what a line
+  can count is the agent's voiced audio (``dial.heard_voiced_ms``), a smaller figure than the
+  one the scenario's limit was set for: judged against it, a bridge ``callsim call`` passes
+  would fail. And what Twilio drops of the agent's queue when its stream ends never reaches the
+  caller's side, so a line cannot say a goodbye was heard whole.
 
 What needs the mock's view (truncates, transcripts, tools, codec echo, the OpenAI session) is
 skipped with :data:`SKIP_ON_A_LINE` as the reason. Greeting latency (answer → the agent's first
@@ -25,9 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..audio.codec import FRAME_MS
 from ..audio.utterances import default_bank
 from ..caller.call_result import CallResult
-from ..measure.expectations import SKIP_NO_MOCK
+from ..measure.expectations import SKIP_NO_MOCK, judge
 from ..measure.measurements import CallMetrics
 from ..measure.metrics import FRAME_NS, MS, Playout, summarize
 from ..measure.pairing import Pairing
@@ -35,6 +44,19 @@ from ..measure.report import write_reports
 from ..runner import ScenarioRun, _measure
 from ..scenario import Scenario
 from .line import LineCore, greeting_ms, to_line_time
+
+#: expectations a line cannot judge as ``callsim call`` does, and why (skipped on the line)
+LINE_UNMEASURED = {
+    name: ("counts all the agent's audio played, its replies' leading and trailing silence included; on a phone "
+           "line that silence cannot be told from the idle line, so a dialled call counts only the agent's voiced "
+           "audio (report.json dial.heard_voiced_ms) and would judge the same limit against a smaller figure: "
+           "run the scenario with `callsim call` for it")
+    for name in ("heard_min_ms", "heard_max_ms")
+}
+LINE_UNMEASURED["heard_goodbye"] = (
+    "whether the goodbye played whole is what Twilio still had queued for the agent's stream when it ended, "
+    "which Twilio drops without a trace on the caller's side of the line; `end_reason = \"closed_by_app\"` "
+    "judges the part a line can see (the agent ended the call): run the scenario with `callsim call` for the rest")
 
 SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model was sent), which a dialled call "
                   "does not have: run the scenario with `callsim call` against the bridge and the mock for it")
@@ -77,9 +99,15 @@ def judge_line(scenario: Scenario, result: CallResult, line: LineCore) -> Scenar
         to_line_time(line)
     run = _measure(scenario, [result], [Pairing(None)], False, scenario.utterance_bank() or default_bank(),
                    adjust=line_adjust(line))
+    rejudge = False
     for e in run.expectations:
         if e.message == SKIP_NO_MOCK:
             e.message = SKIP_ON_A_LINE
+        elif e.name in LINE_UNMEASURED:
+            e.status, e.message, e.measured, e.failures = "skipped", LINE_UNMEASURED[e.name], None, []
+            rejudge = True
+    if rejudge:  # each call's status and per-call results, from the expectations as the line judges them
+        judge([m for m in run.metrics if m.status != "skipped"], run.expectations)
     for m in run.metrics:
         for d in m.expectations:
             if d.get("message") == SKIP_NO_MOCK:
@@ -113,6 +141,7 @@ def dial_summary(line: LineCore, statuses: list[dict[str, Any]], recording: dict
     return {
         "call_sid": line.start.call_sid, "stream_sid": line.start.stream_sid,
         "greeting_ms": _r(greeting_ms(line)),
+        "heard_voiced_ms": float(line.counts["fed"] * FRAME_MS),
         "continuity": line.continuity.to_json(),
         "marks": {"sent": len(line.marks), "echoed": len(line.marks) - line.unechoed, "unechoed": line.unechoed},
         "inbound": dict(line.counts),

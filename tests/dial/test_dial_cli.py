@@ -130,53 +130,51 @@ def test_ctrl_c_while_waiting_hangs_up_and_exits_130(emulator):
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
 
 
-def test_a_dial_plays_the_scenario_on_the_stream_and_writes_the_report(emulator, tmp_path, capsys):
-    """`callsim dial` end to end: REST on the emulator, Twilio's stream from a scripted agent that
-    signs the public URL and connects to callsim's --port, the report written, exit 0."""
-    import threading
-    import time as _time
+def test_a_dial_plays_the_scenario_on_the_stream_and_writes_the_report(tmp_path, capsys, monkeypatch):
+    """`callsim dial` end to end through the emulator's call legs to our bridge and the mock: the
+    call is answered, the scenario runs, the call ends `completed` and its final status callback
+    is in the report, written after the hang-up."""
+    from callsim.simulator.scenario import find_scenario
 
-    import trio
-    from callsim.simulator.caller.script import Pause, Say, WaitForReply
+    from .stack import dial_stack
 
-    from .fake_twilio import agent, run_agent
-
-    core, url = emulator
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    seen: dict = {}
-
-    def twilio_side() -> None:
-        deadline = _time.monotonic() + 20
-        while not core.store.calls and _time.monotonic() < deadline:
-            _time.sleep(0.02)
-        (call,) = core.store.calls.values()
-        token = call.instructions.twiml.split('name="callsim_token" value="')[1].split('"')[0]
-        script = (Pause(300), Say("assistant_short_reply"), WaitForReply(quiet_ms=300, timeout_ms=8000),
-                  Pause(300), Say("assistant_long_reply"), WaitForReply(quiet_ms=300, timeout_ms=8000))
-        seen["agent"] = trio.run(lambda: run_agent(port, agent(script, call_sid=call.sid, token=token)))
-
-    thread = threading.Thread(target=twilio_side, daemon=True)
-    thread.start()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     report = tmp_path / "report"
     scenario = tmp_path / "short.toml"
     scenario.write_text('name = "short"\n[caller]\nsteps = [\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 5000 } },\n'
                         '  { say = "caller_stop" },\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 8000 } },\n'
-                        '  { hangup = true },\n]\n[expect]\nturn_latency_p95_ms = 1500\n'
-                        'transcript_contains = ["stop"]\nend_reason = "hangup"\n')
-    rc = main(["dial", "--to", "+15551234567", "--from", "+15550001111", "--scenario", str(scenario),
-               "--public-url", "wss://dial.example/stream", "--twilio-api-url", url, "--port", str(port),
-               "--report", str(report), "--stream-timeout-s", "20"])
-    thread.join(20)
+                        '  { hangup = true },\n]\n[bridge]\nai_greeting = "Greet the caller."\n'
+                        '[expect]\nturn_latency_p95_ms = 1500\ntranscript_contains = ["stop"]\nend_reason = "hangup"\n')
+    with dial_stack(find_scenario(str(scenario)), tmp_path) as stack:
+        rc = main(stack.dial_args(str(scenario), report))
+        calls = list(stack.emulator.store.calls.values())
     out, err = capsys.readouterr()
-    (call,) = core.store.calls.values()
+    (call,) = [c for c in calls if c.direction == "outbound-api"]
+    (inbound,) = [c for c in calls if c.direction == "inbound"]
     assert rc == 0, err
-    assert f"stream MZ{'ab' * 16} of {call.sid} accepted" in err
+    assert (call.status, inbound.status) == ("completed", "completed")
+    assert f" of {call.sid} accepted" in err
     assert "passed: turn_latency_p95_ms" in err and "skipped: transcript_contains" in err
-    # the emulator does not answer calls itself yet (no call legs): the queued call is hung up as canceled
-    assert out.startswith(f"callsim dial: call {call.sid} hung up (canceled): scenario short passed: "
-                          "2 expectation(s) met, 1 skipped")
+    # the script hung up first (the emulator ended both calls), or the REST hang-up did
+    assert out.startswith((f"callsim dial: call {call.sid} hung up (completed): scenario short passed: "
+                           "2 expectation(s) met, 1 skipped",
+                           f"callsim dial: call {call.sid} had already ended (completed): scenario short passed: "
+                           "2 expectation(s) met, 1 skipped")), out
+    assert err.index(f"call {call.sid}: completed") < err.index("report: ")  # the report waited for it
     data = json.loads((report / "report.json").read_text())
-    assert data["meta"]["dial"]["call_sid"] == call.sid and data["summary"]["turns"] == 1
+    dial = data["meta"]["dial"]
+    assert dial["call_sid"] == call.sid and data["summary"]["turns"] == 1
+    assert [s["status"] for s in dial["statuses"]] == ["initiated", "ringing", "in-progress", "completed"]
+    assert dial["final_status"] == "completed" and dial["greeting_ms"] is not None
     assert (report / "junit.xml").exists() and (report / "report.html").exists()
+
+
+def test_the_default_port_is_free_of_the_other_offline_servers():
+    """mock-openai, twilio-emulator and dial run side by side offline: their default ports differ."""
+    from callsim.simulator.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None))
+    defaults = {name: sub.choices[name].get_default("port") for name in ("mock-openai", "twilio-emulator", "dial")}
+    assert len(set(defaults.values())) == 3, defaults

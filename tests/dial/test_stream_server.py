@@ -15,7 +15,7 @@ from callsim.simulator.caller.script import Hangup, Pause, Say, WaitForAudio, Wa
 from callsim.simulator.caller.webhook import sign
 from callsim.simulator.dial.request import DialRequest
 from callsim.simulator.dial.stream_server import DialStreamServer
-from callsim.simulator.dial.verdict import SKIP_ON_A_LINE, dial_summary, judge_line, outcome, write_dial_report
+from callsim.simulator.dial.verdict import LINE_UNMEASURED, SKIP_ON_A_LINE, dial_summary, judge_line, outcome, write_dial_report
 from callsim.simulator.net.wsconn import ConnectionRejected
 from callsim.simulator.scenario import Expectations, find_scenario
 
@@ -52,7 +52,7 @@ async def test_turn_latency_runs_from_the_marks_echo_not_the_send():
     """Twilio plays what callsim sends 400 ms late: the turn is measured from when our speech ended
     on the line (the echo), so the agent's 300 ms quiet + 400 ms pause + 200 ms lead is what shows."""
     sc = scenario(turn_latency_p95_ms=1500, transcript_contains=["stop"], no_underruns=True,
-                  end_reason="hangup")
+                  end_reason="hangup", heard_min_ms=4500, heard_goodbye=True)
     async with trio.open_nursery() as nursery:
         server = await serve(nursery, sc)
         with trio.fail_after(30):
@@ -76,6 +76,11 @@ async def test_turn_latency_runs_from_the_marks_echo_not_the_send():
     assert by["turn_latency_p95_ms"].status == "passed"
     assert by["transcript_contains"].status == "skipped" and by["transcript_contains"].message == SKIP_ON_A_LINE
     assert by["no_underruns"].status == "passed" and by["end_reason"].status == "passed"
+    # two replies of 2385 ms each (4770 ms as callsim call counts them); the line hears their voice only
+    for name in ("heard_min_ms", "heard_goodbye"):
+        assert (by[name].status, by[name].message) == ("skipped", LINE_UNMEASURED[name])
+    assert 3800 <= dial_summary(line, [], None)["heard_voiced_ms"] <= 4000  # 2 × 98 voiced frames
+    assert all(d["status"] != "failed" for d in m.expectations) and m.status == "passed"
     assert outcome(run)[0] and twilio.inner.timeline  # the agent ran
     assert line.continuity.frames > 200 and line.continuity.gap_ms == 0
 

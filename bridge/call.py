@@ -41,7 +41,7 @@ import binascii
 import logging
 import re
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -101,6 +101,10 @@ class CallCore:
         self.openai_open = False
         self.ending = False
         self.ended = False
+        self.caller_speaking = False  # between the session's speech_started and speech_stopped
+        # set by the driver when it renews sessions (.renewal_driver): a session_expired is then its
+        # to handle (switch to the next session), not the end of the call
+        self.on_session_expired: Callable[[int], None] | None = None
         self._early: deque[str] = deque()  # payloads before session.updated
         self._early_bytes = 0  # decoded bytes in _early
         self._early_max_bytes = MAX_EARLY_MS * self.out_bpm  # OpenAI's input format = its output format
@@ -126,6 +130,7 @@ class CallCore:
             "marks_ignored": 0, "deltas_dropped": 0, "openai_errors": 0, "twilio_bad": 0, "openai_bad": 0,
             "tool_calls": 0, "response_retries": 0, "response_stalls": 0, "log_suppressed": 0,
         }
+        self.watch_limits = watch_limits
         self.watch = ResponseWatch(watch_limits)
         self.truncates: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED)
         self._twilio_warn = WarnLimiter(log, "ignoring bad Twilio message")
@@ -312,7 +317,11 @@ class CallCore:
             if etype == self.names.audio_delta:
                 return self._delta(now_ns, ev)
             if etype == "input_audio_buffer.speech_started":
+                self.caller_speaking = True
                 return self._speech_started(now_ns, ev.get("audio_start_ms"))
+            if etype == "input_audio_buffer.speech_stopped":
+                self.caller_speaking = False
+                return []
             if etype == "response.created":
                 self.active_response = _id(ev["response"]["id"])
                 self.watch.created(now_ns, self.active_response)
@@ -320,6 +329,7 @@ class CallCore:
             if etype == "response.done":
                 return self._response_done(now_ns, ev)
             if etype == "input_audio_buffer.committed":
+                self.caller_speaking = False
                 self.watch.committed(now_ns)
                 return []
             if etype == self.names.audio_done:
@@ -374,6 +384,9 @@ class CallCore:
         if "truncat" in message.lower() or "shorter than" in message:
             self.stats["truncate_errors"] += 1
         self._warn(self._openai_err_warn, now_ns, f"{wire(code, 60)}: {wire(message, 200)}")
+        if code == "session_expired" and self.on_session_expired is not None and not self.ending:
+            self.on_session_expired(now_ns)  # the driver switches to the next session
+            return []
         notice = Notice("error", {"source": "openai", "code": wire(code, 60), "message": wire(message, 200)})
         if code in ("beta_api_shape_disabled", "session_expired", "invalid_api_key"):
             return [*self._apologise(f"OpenAI error {code}"), notice]
@@ -479,6 +492,25 @@ class CallCore:
         if status == "failed":
             self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} failed: {_details(r)}")
         return []
+
+    @property
+    def tools_pending(self) -> bool:
+        return bool(self._pending_tools)
+
+    def session_switched(self, now_ns: int, *, ready: bool) -> None:
+        """The driver moved the call to a new OpenAI session (:mod:`.renewal`): forget what belonged
+        to the old one. ``ready=False``: the new one is not configured yet, so caller audio is held
+        (bounded, as before the first session) until its ``session.updated``; no greeting again."""
+        self.ai_greeting = None
+        self.caller_speaking = False
+        if self.active_response is not None:  # a forced switch mid-reply: that reply will not finish
+            _remember(self._dropped_responses, self.active_response)
+            self.active_response = None
+        self._pending_tools.clear()
+        self._want_response = False
+        self.watch = ResponseWatch(self.watch_limits)
+        if not ready:
+            self.openai_ready = False
 
     # ============================================================ the watch
 

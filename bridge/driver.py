@@ -32,6 +32,8 @@ from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI,
     ToTwilio,
 )
+from .renewal import RenewalPolicy
+from .renewal_driver import OpenAISession, Renewer
 from .settings import Settings
 
 log = logging.getLogger("callsim.bridge")
@@ -89,7 +91,11 @@ class CallDriver:
         self.end_status: str | None = None
         self.openai: WebSocket | None = None
         self._openai_close_reason = "call ended"
-        self._openai_scope: trio.CancelScope | None = None
+        self._sessions: set[OpenAISession] = set()  # every OpenAI socket of the call not yet closed
+        policy = RenewalPolicy(s.openai_session_max_s, s.openai_renew_before_s)
+        self.renewer: Renewer | None = Renewer(self, policy) if policy.enabled else None
+        if self.renewer is not None:
+            core.on_session_expired = self.renewer.expired
         self._nursery: trio.Nursery | None = None
         self._twilio_closed = False
         self._watch_wake = trio.Event()
@@ -184,8 +190,12 @@ class CallDriver:
                     self._cancel()
                     return
             elif isinstance(a, ConnectOpenAI):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._guarded, self._openai_task)
+                first = OpenAISession(0, current=True)
+                if self.renewer is not None:
+                    self.renewer.current = first
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._guarded, self.renewer.run)
+                self.start_openai(first)
             elif isinstance(a, CloseOpenAI):
                 await self._close_openai(a.reason)
             elif isinstance(a, Hangup):
@@ -200,6 +210,8 @@ class CallDriver:
                 self._nursery.start_soon(self._guarded, self._run_tool, a)
             elif isinstance(a, SaveTranscript):
                 assert self._nursery is not None
+                if self.renewer is not None:
+                    self.renewer.saved(a)
                 self._nursery.start_soon(self._guarded, self.app.save_transcript, self.core, a)
             elif isinstance(a, Notice):
                 self.app.notice(self.core, a)
@@ -283,42 +295,71 @@ class CallDriver:
             pass  # the reader task reports the loss
 
     async def _close_openai(self, reason: str) -> None:
-        """End the OpenAI task; its ``finally`` sends the close frame (the task owns the socket)."""
+        """End the OpenAI tasks; each one's ``finally`` sends its close frame (the task owns the socket)."""
         self._openai_close_reason = reason
         self.openai = None
-        if self._openai_scope is not None:
-            self._openai_scope.cancel()
+        for sess in list(self._sessions):
+            sess.close()
 
-    async def _openai_task(self) -> None:
+    def start_openai(self, sess: OpenAISession) -> None:
+        """Open one OpenAI session of this call, as a task of the call's nursery."""
+        assert self._nursery is not None
+        self._sessions.add(sess)
+        self._nursery.start_soon(self._guarded, self._openai_task, sess)
+
+    async def _openai_task(self, sess: OpenAISession) -> None:
         s = self.app.settings
         url = f"{s.openai_realtime_url}?model={s.openai_model}" if "?" not in s.openai_realtime_url \
             else s.openai_realtime_url
+        renewer = self.renewer
         with trio.CancelScope() as scope:
-            self._openai_scope = scope
+            sess.scope = scope
+            if sess.retired:  # closed before it started
+                scope.cancel()
             ws: WebSocket | None = None
             try:
                 ws = await connect(
                     url, rt.connect_headers(s.openai_api_key.get_secret_value(), s.openai_dialect),
                     timeout=s.openai_connect_timeout_s, max_message_size=OPENAI_MAX_MESSAGE)
-                self.openai = ws
-                await self._do(self.core.openai_opened(time.monotonic_ns()))
+                sess.ws, sess.t_open_ns = ws, time.monotonic_ns()
+                sess.opened.set()
+                if sess.n == 0:
+                    self.openai = ws
+                    await self._do(self.core.openai_opened(time.monotonic_ns()))
+                else:
+                    assert renewer is not None
+                    if sess.current:  # switched to while it was connecting
+                        self.openai = ws
+                    await renewer.configure(sess, ws)
                 receive, core = ws.receive_message, self.core
                 while True:
                     data = await receive()
-                    await self._do(core.openai_message(time.monotonic_ns(), data))
-                    self._poke_response_watchdog()
+                    if sess.current:
+                        await self._do(core.openai_message(time.monotonic_ns(), data))
+                        self._poke_response_watchdog()
+                    elif not sess.retired:
+                        renewer.pending_message(sess, data)  # type: ignore[union-attr]
             except (HandshakeError, OSError, trio.TooSlowError) as exc:
                 self.app.count_error("openai_connect")
-                await self._do(self.core.openai_failed(time.monotonic_ns(), f"connect failed: {_describe(exc)}"))
+                reason = f"connect failed: {_describe(exc)}"
+                if sess.current:
+                    await self._do(self.core.openai_failed(time.monotonic_ns(), reason))
+                elif renewer is not None and not sess.retired:
+                    renewer.failed(sess, reason)
             except ConnectionClosed as exc:
-                if self.openai is not None:  # not closed by us
+                if sess.current and self.openai is not None:  # not closed by us
                     self.app.count_error("openai_dropped")
                     self.openai = None
                     await self._do(self.core.openai_failed(time.monotonic_ns(), f"closed: {exc.reason}"))
+                elif renewer is not None and not sess.retired and not sess.current:
+                    renewer.failed(sess, f"closed: {exc.reason}")
             finally:
-                self.openai = None
+                self._sessions.discard(sess)
+                if sess.current and self.openai is ws:
+                    self.openai = None
                 if ws is not None:  # shielded, bounded (wsconn.CLOSE_TIMEOUT): an open session keeps costing money
-                    await ws.aclose(1000, self._openai_close_reason[:100])
+                    reason = "session renewed" if sess.retired and not self.core.ending else self._openai_close_reason
+                    await ws.aclose(1000, reason[:100])
 
 
 def _describe(exc: BaseException) -> str:

@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = Field(
         5.0, gt=0, description="Give up on the OpenAI handshake after this long (then apologise)."
     )
+    openai_session_max_s: float = Field(
+        3600.0, gt=0,
+        description="OpenAI's maximum session duration (60 minutes today): the bridge renews the session"
+                    " before it, so a longer call goes on (bridge/renewal.py).",
+    )
+    openai_renew_before_s: float = Field(
+        300.0, ge=0,
+        description="Open the next OpenAI session this long before the maximum and switch the call to it"
+                    " at the first quiet moment (no reply playing, caller silent); 0 = never renew (the call"
+                    " ends with the session).",
+    )
     response_first_audio_timeout_s: float = Field(
         2.2, gt=0,
         description="A reply due (caller's turn committed, or response.create sent) with no audio after this"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import tempfile
 import time
@@ -106,6 +107,20 @@ def _behaviour_json(behaviour: Behaviour) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(dataclasses.asdict(behaviour)))
 
 
+#: at most this many further sessions per call are given the scenario's behaviour
+MAX_RENEWAL_SESSIONS = 16
+
+
+def renewal_sessions(scenario: Scenario) -> int:
+    """Further mock sessions a call of ``scenario`` may open when its bridge renews the OpenAI session
+    before the mock's maximum duration: each gets the scenario's behaviour too. A bridge renews at
+    most once per half limit, plus one for a session opened on an expiry."""
+    limit, call_s = scenario.mock.max_session_s, scenario.max_duration_s
+    if limit >= call_s:
+        return 0
+    return min(MAX_RENEWAL_SESSIONS, int(math.ceil(call_s / (limit / 2))) + 1)
+
+
 def _close_wait_s(scenario: Scenario) -> float:
     limit = scenario.expect.openai_closed_within_ms
     return max(float(limit or 0.0), DEFAULT_OPENAI_CLOSE_MS) / 1000 + 1.0
@@ -173,7 +188,7 @@ class InProcessMock:
         for s in list(self.server.sessions.values()):
             short = s.snapshot(full=False)
             if _ours(short, tag, line_tags, since_ns):
-                out.append(s.snapshot())
+                out.append(s.snapshot(timings=True))  # block_ns/block_crc: renewal switch-overs
         return out
 
 
@@ -203,7 +218,8 @@ class HttpMock:
         out = []
         for s in await self._listing():
             if _ours(s, tag, line_tags, since_ns):
-                out.append((await self.http.get(f"{self.base}/_mock/sessions/{s['id']}")).json())
+                out.append((await self.http.get(f"{self.base}/_mock/sessions/{s['id']}",
+                                                params={"timings": "1"})).json())
         return out
 
 
@@ -216,8 +232,9 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
     t_start, started_at = time.monotonic(), time.time()
     since_ns = time.monotonic_ns()
     tag = f"{scenario.name}#{uuid.uuid4().hex[:12]}"
+    spare = n * renewal_sessions(scenario)
     if mock is not None:
-        await mock.queue(scenario.mock, n, tag)
+        await mock.queue(scenario.mock, n + spare, tag)
     withdrawn = 0
     try:
         results = await _place_calls(target, scenario, n, auth_token, seed, on_call_done)
@@ -232,6 +249,7 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
         snaps = await mock.snapshots(tag, {t for r in results if (t := call_tag_hex(r))}, since_ns)
     pairings = pair_calls(results, snaps) if mock is not None else [Pairing(None) for _ in results]
     run = _measure(scenario, results, pairings, mock is not None, bank, tag)
+    withdrawn = max(0, withdrawn - spare)  # the renewal sessions a bridge did not need are not calls
     if withdrawn:
         run.notes.append(f"{withdrawn} call(s) never opened an OpenAI session: their share of the scenario's mock "
                          "behaviour was withdrawn, so no later call runs with it")
@@ -255,7 +273,8 @@ def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairi
     for i, (r, p) in enumerate(zip(results, pairings)):
         snap = p.snapshot
         m = measure_call(r, scenario=scenario.name, call_index=i, mock=snap, bank=bank,
-                         behaviour_echo=scenario.mock.echo, created_delay_ms=scenario.mock.created_delay_ms)
+                         behaviour_echo=scenario.mock.echo, created_delay_ms=scenario.mock.created_delay_ms,
+                         sessions=p.sessions or None)
         m.pairing = p.how and (p.how + (f": {p.note}" if p.note else ""))
         if adjust is not None:
             adjust(m, r)

@@ -92,11 +92,16 @@ class Expectations:
     # the bridge ended the call after its last reply had played whole (none of it left unplayed, and with
     # the mock: the reply's audio all sent) — a goodbye cut off is the common bug
     heard_goodbye: bool | None = None
+    # needs the mock: session renewal (the Realtime API ends a session at its maximum duration)
+    renewals_min: int | None = None  # at least this many switch-overs to a new OpenAI session
+    switch_gap_max_ms: float | None = None  # worst gap a switch-over made in the caller's audio
+    no_caller_audio_lost: bool | None = None  # every caller frame reached a session (mid-call)
 
     #: expectations that can only be judged with the mock in the loop
     NEEDS_MOCK = frozenset({"overhead_p95_ms", "no_rejected_truncate", "truncate_error_max_ms",
                             "transcript_contains", "tool_called", "codec", "snr_min_db",
-                            "openai_closed_within_ms"})
+                            "openai_closed_within_ms", "renewals_min", "switch_gap_max_ms",
+                            "no_caller_audio_lost"})
 
     def items(self) -> list[tuple[str, Any]]:
         """The expectations that are set, in declaration order."""

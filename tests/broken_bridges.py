@@ -9,12 +9,15 @@ the matching expectation fails with a message a user understands.
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import trio
 from callsim.bridge.call import Action, CallCore, ItemPlayback, ToTwilio
 from callsim.bridge.driver import CallDriver
+from callsim.bridge.renewal import quiet
+from callsim.bridge.renewal_driver import OpenAISession, Renewer
 from callsim.bridge.server import embedded
 
 
@@ -90,4 +93,48 @@ async def leaky_openai(config: dict[str, Any]) -> AsyncIterator[str]:
 @asynccontextmanager
 async def wrong_format(config: dict[str, Any]) -> AsyncIterator[str]:
     async with embedded({**config, "audio_mode": "transcode"}, core_class=WrongFormatCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def no_renewal(config: dict[str, Any]) -> AsyncIterator[str]:
+    """Our bridge with session renewal off: the call ends with the first OpenAI session."""
+    async with embedded({**config, "openai_renew_before_s": 0}) as url:
+        yield url
+
+
+#: what a real reconnect costs before the new session is configured (TLS, the WebSocket handshake and
+#: session.update's round trip to api.openai.com: hundreds of ms); on loopback the gap would hide
+RECONNECT_S = 0.3
+
+
+class CloseThenOpenRenewer(Renewer):
+    """Renews the naive way: at a quiet moment it closes the session, then opens the next one; the
+    caller's frames in between are sent nowhere."""
+
+    async def _renew(self, cur: OpenAISession) -> None:
+        assert cur.t_open_ns is not None
+        while quiet(self.driver.core) is not None and time.monotonic_ns() < self.policy.hard_ns(cur.t_open_ns):
+            await trio.sleep(0.02)
+        self.driver.openai = None  # frames go nowhere from here
+        cur.current = False
+        cur.close()
+        await trio.sleep(RECONNECT_S)
+        nxt = self._open_next()
+        await nxt.ready.wait()
+        cur.current = True  # so that _switch retires it (it is closed already)
+        self._switch(0, "quiet", nxt)
+
+
+class CloseThenOpenDriver(CallDriver):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        if self.renewer is not None:
+            self.renewer = CloseThenOpenRenewer(self, self.renewer.policy)
+            self.core.on_session_expired = self.renewer.expired
+
+
+@asynccontextmanager
+async def close_then_open(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, driver_class=CloseThenOpenDriver) as url:
         yield url

@@ -57,3 +57,30 @@ async def test_audio_in_the_wrong_format_is_caught():
     assert not run.passed
     e = _failed(run, "snr_min_db")
     assert e is not None and "dB" in e.message
+
+
+async def test_long_call_passes_with_renewal_and_fails_without():
+    """Our bridge renews twice unnoticed; with renewal off, the call dies at the first session_expired."""
+    good = await run_embedded(find_scenario("long_call"))
+    assert good.passed, [(e.name, e.message) for e in good.expectations if e.status != "passed"]
+    r = good.calls[0].metrics.renewal
+    assert r is not None and r.renewals >= 2 and r.caller_audio_lost_ms == 0 and r.switch_gap_ms <= 20
+    # each turn is attached to the session that answered it: the merged records hold every session's turns
+    assert len(good.calls[0].mock_snapshot["sessions"]) == r.sessions
+
+    bad = await run_embedded(find_scenario("long_call"), hook="tests.broken_bridges:no_renewal")
+    assert not bad.passed
+    e = _failed(bad, "renewals_min")
+    assert e is not None and "session_expired" in e.message and e.measured == 0
+    assert _failed(bad, "end_reason") is not None  # the bridge hung up (after its apology), not the caller
+    assert bad.calls[0].metrics.duration_ms < 30_000  # the session expired at 20 s, then the apology
+
+
+async def test_renewal_by_close_then_open_is_caught():
+    run = await run_embedded(find_scenario("long_call"), hook="tests.broken_bridges:close_then_open")
+    assert not run.passed
+    lost = _failed(run, "no_caller_audio_lost")
+    assert lost is not None and "reached no OpenAI session" in lost.message
+    gap = _failed(run, "switch_gap_max_ms")
+    assert gap is not None and "caller frame(s) reached neither session" in gap.message and gap.measured >= 200
+    assert _failed(run, "renewals_min") is None  # it did renew: only the switch-over is wrong

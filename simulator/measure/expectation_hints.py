@@ -63,6 +63,12 @@ HINTS: dict[str, _Hint] = {
     "no_twilio_warnings": "the bridge sent messages Twilio would reject: see the report for the first one",
     "heard_goodbye": "end the call yourself after the goodbye, and only once the mark after its last audio "
                      "has come back",
+    "renewals_min": "renew the OpenAI session before its maximum duration: open the next one ahead of time, "
+                    "configured the same and seeded with the conversation, and switch the call to it",
+    "switch_gap_max_ms": "switch to a session already configured, between two caller frames; never close the "
+                         "old one first and reconnect",
+    "no_caller_audio_lost": "forward every caller frame: to the old session until the switch, to the new one "
+                            "from it; hold frames while a session is set up instead of dropping them",
     "barge_ins": "the caller talked over the assistant a different number of times than the script "
                  "intends: check the replies' length and the script's timing",
 }
@@ -106,6 +112,10 @@ def show_measured(name: str, v: Any) -> str:
         shown = f"{_number('_ms', v)} of underruns"
     elif name == "barge_ins":
         shown = f"{v} barge-in(s)"
+    elif name == "renewals_min":
+        shown = f"{v} renewal(s)"
+    elif name == "no_caller_audio_lost":
+        shown = f"{_number('_ms', float(v))} lost"
     elif name == "heard_goodbye":
         shown = f"{_number('_ms', float(v))} unheard" if isinstance(v, (int, float)) else f"end {v}"
     elif isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -135,6 +145,10 @@ def show_limit(name: str, v: Any) -> str:
         return f"expected {v} barge-in(s)"
     if name == "heard_goodbye":
         return "expected ended by the bridge, 0 ms unheard"
+    if name == "renewals_min":
+        return f"expected ≥ {v} renewal(s)"
+    if name == "no_caller_audio_lost":
+        return "limit 0 ms"
     if name in _EXPECTED:
         return f"expected {v}"
     if isinstance(v, bool) or not isinstance(v, (int, float)):

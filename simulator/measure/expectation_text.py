@@ -28,6 +28,8 @@ _LIMITS: dict[str, tuple[str, str]] = {
     "heard_min_ms": ("≥", "ms"),
     "heard_max_ms": ("≤", "ms"),
     "barge_ins": ("=", ""),
+    "renewals_min": ("≥", ""),
+    "switch_gap_max_ms": ("≤", "ms"),
     "end_reason": ("=", ""),
     "tool_called": ("called:", ""),
     "codec": ("=", ""),
@@ -39,6 +41,7 @@ _REQUIRED = {
     "no_twilio_warnings": "0 warnings",
     "no_rejected_truncate": "0 rejected",
     "heard_goodbye": "ended by the bridge, 0 ms unheard",
+    "no_caller_audio_lost": "0 ms",
 }
 _MEASURED_UNIT = {
     "no_underruns": "ms",
@@ -46,6 +49,8 @@ _MEASURED_UNIT = {
     "no_rejected_truncate": "rejected",
     "barge_ins": "barge-in(s)",
     "heard_goodbye": "ms unheard",
+    "renewals_min": "renewal(s)",
+    "no_caller_audio_lost": "ms",
 }
 
 

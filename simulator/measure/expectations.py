@@ -475,6 +475,69 @@ _heard_goodbye = _per_call(_goodbye_one, lambda c: _r(c.unheard_at_end_ms), max,
                            lambda lim, m: f"the bridge ended the call after its last reply played whole "
                                           f"({m:.0f} ms unheard)")
 
+def _ended_early(c: CallMetrics) -> str:
+    """Why a call used fewer sessions than it should have, when its OpenAI session ended it."""
+    codes = [e.get("code") for e in (c.mock or {}).get("errors") or [] if isinstance(e, dict)]
+    if "session_expired" in codes:
+        return (" — the OpenAI session hit its maximum duration (session_expired) and the call went with it: "
+                "open the next session ahead of time and switch the call to it")
+    return ""
+
+
+def _renewals_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    r = c.renewal
+    n = r.renewals if r is not None else 0
+    if n >= limit:
+        return None
+    return _Fail(c, f"{n} session renewal(s), expected ≥ {limit}{ctx.where(c)}: the call used "
+                    f"{r.sessions if r else 0} OpenAI session(s){_ended_early(c)}", n, limit - n)
+
+
+_renewals = _per_call(_renewals_one, lambda c: c.renewal.renewals if c.renewal else 0, min,
+                      lambda lim, m: f"{m} session renewal(s) ≥ {lim}")
+
+
+def _gap_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    r = c.renewal
+    w = ctx.where(c)
+    if r is None or not r.switches:
+        return _Fail(c, f"no switch-over to measure{w}: the call used one OpenAI session{_ended_early(c)}", None, 1.0)
+    if r.switch_gap_ms is None:
+        return _Fail(c, f"the switch-over gap could not be measured{w}: {r.note}", None, 1.0)
+    if r.switch_gap_ms <= limit:
+        return None
+    sw = max((s for s in r.switches if s["gap_ms"] is not None), key=lambda s: s["gap_ms"])
+    missing = (f": {sw['frames_missing']} caller frame(s) reached neither session" if sw["frames_missing"]
+               else ": the new session got the caller's audio late")
+    return _Fail(c, f"switch-over gap {r.switch_gap_ms:.0f} ms > {limit:.0f} ms at {sw['t_ms']} ms into the "
+                    f"call{w}{missing} — open and configure the next session before switching, then move the "
+                    "caller's frames to it between two frames (never close first, then reconnect)",
+                 _r(r.switch_gap_ms), r.switch_gap_ms)
+
+
+_switch_gap = _per_call(_gap_one, lambda c: _r(c.renewal.switch_gap_ms) if c.renewal else None,
+                        lambda vs: max((v for v in vs if v is not None), default=None),
+                        lambda lim, m: f"switch-over gap {m:.0f} ms ≤ {lim:.0f} ms")
+
+
+def _lost_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    r = c.renewal
+    w = ctx.where(c)
+    if r is None or r.caller_audio_lost_ms is None:
+        return _Fail(c, f"caller audio lost could not be measured{w}: {r.note if r else 'no mock session'}",
+                     None, 1.0)
+    if r.caller_audio_lost_ms == 0:
+        return None
+    return _Fail(c, f"{r.caller_audio_lost_ms:.0f} ms of the caller's audio reached no OpenAI session{w} — "
+                    "keep forwarding every caller frame (to the old session until the switch, to the new one "
+                    "from it); hold frames while a session is being set up rather than dropping them",
+                 _r(r.caller_audio_lost_ms), r.caller_audio_lost_ms)
+
+
+_no_lost = _per_call(_lost_one, lambda c: _r(c.renewal.caller_audio_lost_ms) if c.renewal else None,
+                     lambda vs: max((v for v in vs if v is not None), default=None),
+                     lambda lim, m: "no caller audio lost (0 ms)")
+
 CHECKS: dict[str, Check] = {
     "turn_latency_p95_ms": _latency,
     "overhead_p95_ms": _overhead,
@@ -497,6 +560,9 @@ CHECKS: dict[str, Check] = {
     "no_twilio_warnings": _no_warnings,
     "barge_ins": _barge_ins,
     "heard_goodbye": _heard_goodbye,
+    "renewals_min": _renewals,
+    "switch_gap_max_ms": _switch_gap,
+    "no_caller_audio_lost": _no_lost,
 }
 
 

@@ -66,6 +66,19 @@ class CodecMetrics:
 
 
 @dataclass
+class RenewalMetrics:
+    """The OpenAI sessions of one call and its switch-overs (:mod:`.renewals`), from what the mock received."""
+
+    sessions: int = 0  # mock sessions paired with the call
+    renewals: int = 0  # switch-overs: sessions − 1
+    session_ids: list[str] = field(default_factory=list)  # in open order
+    switch_gap_ms: float | None = None  # the worst switch's gap in the caller's audio (0 = seamless)
+    caller_audio_lost_ms: float | None = None  # caller frames that reached no session (mid-call)
+    switches: list[dict[str, Any]] = field(default_factory=list)  # per switch: from, to, gap_ms, frames_missing, t_ms
+    note: str = ""  # why something could not be measured
+
+
+@dataclass
 class CallMetrics:
     scenario: str
     call_index: int
@@ -96,6 +109,7 @@ class CallMetrics:
     artifacts: dict[str, str] = field(default_factory=dict)  # heard.wav etc., relative to the report
     warning_reasons: list[str] = field(default_factory=list)  # a few distinct reasons, verbatim
     tools_completed: list[str] = field(default_factory=list)  # tool calls the bridge answered (a response followed)
+    renewal: RenewalMetrics | None = None  # with the mock: its sessions and switch-overs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

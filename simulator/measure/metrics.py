@@ -39,6 +39,7 @@ from ..audio.codec import FRAME_BYTES, SILENCE_PEAK, ULAW_MAGNITUDE, ulaw_to_pcm
 from ..audio.utterances import UtteranceBank, default_bank
 from ..caller.call_result import CallResult
 from ..caller.core import FRAME_NS, CallerCore
+from .renewals import measure_renewals
 from .bridge_share import attach_mock, line_tag_rx, uplink_ms
 from .measurements import BargeInMetrics, CallMetrics, CodecMetrics, TurnMetrics
 from .recording import pacing_stats
@@ -278,14 +279,16 @@ def _is_barge_in(po: Playout, u: _Utt, clears: list[int]) -> bool:
 
 def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock: dict[str, Any] | None = None,
                  bank: UtteranceBank | None = None, behaviour_echo: bool = False,
-                 created_delay_ms: float = 0.0) -> CallMetrics:
+                 created_delay_ms: float = 0.0, sessions: list[dict[str, Any]] | None = None) -> CallMetrics:
     """Measure one call (see the module docstring and design.md "Metric definitions").
 
     ``mock`` is the mock session's :meth:`~.mock.session.MockSession.snapshot`
     for this call (``None`` when the mock is not in the loop); ``behaviour_echo``
     says the mock echoed the caller (codec check); ``created_delay_ms`` is the
     mock's trigger → ``response.created`` delay, used only where the snapshot
-    lacks the timestamps to measure it.
+    lacks the timestamps to measure it. ``sessions``: each mock session of the call, by open time,
+    when a bridge renewed its OpenAI session (``mock`` is then their merged view); the renewal
+    figures are measured from them (:mod:`.renewals`).
     """
     core = result.core
     bank = bank or default_bank()
@@ -347,6 +350,7 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
         m.tools_completed = [name for j, name in tools
                              if any(r.get("trigger") == "client" for r in responses[j + 1:])]
         m.openai_closed_after_hangup_ms = _closed_after_hangup(core, mock)
+        m.renewal = measure_renewals(core, sessions if sessions is not None else [mock])
     return m
 
 

@@ -13,11 +13,18 @@ between the caller's speech starts and the mock's ``speech_started`` wins. A ses
 all is paired only if it opened while the call was up, nearest the call's start. Every pairing says
 how it was made (``line_tag`` or ``timing``), and a timing pairing of calls that said the same thing
 at the same moment says that it may have swapped them.
+
+A call may have **several sessions**: a bridge that renews its OpenAI session before the maximum
+duration moves the call to a new one. Every session that heard the call's tag is the call's; so is,
+for a call paired by timing, a leftover untagged session whose turns fit this call best. The call's
+sessions are ordered by open time (:attr:`Pairing.sessions`), and :attr:`Pairing.snapshot` is their
+merged view (:func:`merge_sessions`), so each caller turn is matched with the turn of whichever
+session answered it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..caller.call_result import CallResult
@@ -28,9 +35,64 @@ MS = 1_000_000
 
 @dataclass
 class Pairing:
-    snapshot: dict[str, Any] | None
+    snapshot: dict[str, Any] | None  # the call's session, or the merged view of its sessions
     how: str | None = None  # "line_tag" | "timing" | None (no session)
     note: str = ""
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # each of the call's sessions, by open time
+
+
+_LISTS = ("turns", "responses", "truncates", "errors", "events", "vad_decisions", "invalid_sent", "faults")
+
+
+def merge_sessions(snaps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One snapshot standing for a call's sessions (ordered by open time): records concatenated in
+    order, counts summed, the first session's identity and configuration, the last one's close.
+    ``behaviour_tag`` is the first that differs from the first session's, so a session that ran
+    another scenario's behaviour is still caught. ``sessions`` lists each one briefly."""
+    if not snaps:
+        return None
+    if len(snaps) == 1:
+        return snaps[0]
+    first, last = snaps[0], snaps[-1]
+    d = dict(first)
+    for key in _LISTS:
+        vals = [s.get(key) for s in snaps]
+        if all(isinstance(v, list) for v in vals if v is not None):
+            d[key] = [x for v in vals if v for x in v]
+        elif all(isinstance(v, int) for v in vals if v is not None):
+            d[key] = sum(v or 0 for v in vals)
+    counts: dict[str, int] = {}
+    for s in snaps:
+        for k, v in (s.get("counts") or {}).items():
+            counts[k] = counts.get(k, 0) + v
+    d["counts"] = counts
+    d["audio_in_ms"] = round(sum(float(s.get("audio_in_ms") or 0) for s in snaps), 3)
+    d["close"], d["open"] = last.get("close"), last.get("open")
+    tags: dict[str, dict[str, int]] = {}
+    rx: dict[str, list[list[int]]] = {}
+    for s in snaps:
+        for t, r in (s.get("line_tags") or {}).items():
+            cur = tags.get(t)
+            tags[t] = dict(r) if cur is None else {
+                "frames": cur["frames"] + r.get("frames", 0),
+                "first_rx_ns": min(cur["first_rx_ns"], r.get("first_rx_ns", cur["first_rx_ns"])),
+                "last_rx_ns": max(cur["last_rx_ns"], r.get("last_rx_ns", cur["last_rx_ns"]))}
+        for t, rows in (s.get("line_tag_rx") or {}).items():
+            rx.setdefault(t, []).extend(rows)
+    d["line_tags"] = tags
+    if rx:
+        d["line_tag_rx"] = rx
+    d["behaviour_tag"] = next((s.get("behaviour_tag") for s in snaps
+                               if s.get("behaviour_tag") != first.get("behaviour_tag")), first.get("behaviour_tag"))
+    for key in ("append_ns", "block_ns", "block_crc", "delta_ns"):
+        d.pop(key, None)  # per session only: see Pairing.sessions
+    d["sessions"] = [{"id": s.get("id"), "t_open_ns": s.get("t_open_ns"), "close": s.get("close"),
+                      "behaviour_tag": s.get("behaviour_tag")} for s in snaps]
+    return d
+
+
+def _by_open(snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(snaps, key=lambda s: s.get("t_open_ns") or 0)
 
 
 def call_tag_hex(result: CallResult) -> str | None:
@@ -77,6 +139,19 @@ def _timing_cost(result: CallResult, snap: dict[str, Any]) -> float | None:
     return cost
 
 
+def _within(result: CallResult, snap: dict[str, Any]) -> float | None:
+    """A further session of this call? It opened, and heard every turn, while the call was up: the
+    smallest distance from the call's start wins (content cannot say more once the audio is converted)."""
+    span = _span(result)
+    opened = snap.get("t_open_ns")
+    if span is None or opened is None or not (span[0] <= opened <= span[1]):
+        return None
+    turns = [t.get("t_speech_started_ns") for t in snap.get("turns") or [] if isinstance(t, dict)]
+    if any(t is not None and not (span[0] <= t <= span[1] + 2_000 * MS) for t in turns):
+        return None
+    return (opened - span[0]) / MS
+
+
 def pair_calls(results: list[CallResult], snapshots: list[dict[str, Any]]) -> list[Pairing]:
     """One :class:`Pairing` per call, in order; each snapshot is given to at most one call."""
     out = [Pairing(None) for _ in results]
@@ -87,13 +162,14 @@ def pair_calls(results: list[CallResult], snapshots: list[dict[str, Any]]) -> li
         if tag is None:
             continue
         t0 = r.core.t0_ns if r.core is not None else None
-        best = max((j for j in free if tag in (snapshots[j].get("line_tags") or {})
-                    # causality: a frame of this call cannot have reached the mock before the call began
-                    and (t0 is None or (snapshots[j]["line_tags"][tag].get("first_rx_ns") or t0) >= t0)),
-                   key=lambda j: snapshots[j]["line_tags"][tag].get("frames", 0), default=None)
-        if best is not None:
-            out[i] = Pairing(snapshots[best], "line_tag")
-            free.remove(best)
+        mine = [j for j in free if tag in (snapshots[j].get("line_tags") or {})
+                # causality: a frame of this call cannot have reached the mock before the call began
+                and (t0 is None or (snapshots[j]["line_tags"][tag].get("first_rx_ns") or t0) >= t0)]
+        if mine:
+            sessions = _by_open([snapshots[j] for j in mine])
+            out[i] = Pairing(merge_sessions(sessions), "line_tag", sessions=sessions)
+            for j in mine:
+                free.remove(j)
     # 2. the rest by causality and content
     rest = [i for i, p in enumerate(out) if p.snapshot is None and results[i].core is not None]
     cands = sorted((c, i, j) for i in rest for j in free
@@ -107,6 +183,18 @@ def pair_calls(results: list[CallResult], snapshots: list[dict[str, Any]]) -> li
         note = ("; calls " + ", ".join(str(k) for k in [i, *rivals]) + " said the same thing at the same "
                 "moment and may be swapped") if rivals else ""
         out[i] = Pairing(snapshots[j], "timing", "no line tag reached the mock (the bridge converts the "
-                         "audio): paired by when the caller's speech reached it" + note)
+                         "audio): paired by when the caller's speech reached it" + note, sessions=[snapshots[j]])
         taken.add(j)
+    # 3. sessions left over: a renewal's further sessions of a call paired by timing, where they fit best
+    timed = [i for i, p in enumerate(out) if p.how == "timing"]
+    for j in free:
+        if j in taken or (snapshots[j].get("line_tags") or {}):
+            continue
+        costs = [(c, i) for i in timed if (c := _within(results[i], snapshots[j])) is not None]
+        if costs:
+            out[min(costs)[1]].sessions.append(snapshots[j])
+    for p in out:
+        if p.how == "timing" and len(p.sessions) > 1:
+            p.sessions = _by_open(p.sessions)
+            p.snapshot = merge_sessions(p.sessions)
     return out

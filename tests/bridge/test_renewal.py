@@ -1,0 +1,86 @@
+"""Session renewal, sans-IO: when to renew, when the call is quiet enough to switch, what seeds the
+next session, and what the core forgets at a switch (bridge/renewal.py, CallCore.session_switched)."""
+
+from __future__ import annotations
+
+import json
+
+from callsim.bridge.actions import SaveTranscript
+from callsim.bridge.call import Hangup, ToOpenAI
+from callsim.bridge.renewal import MAX_SEED_ITEMS, RenewalPolicy, TranscriptLog, quiet, seed_messages
+
+from .callcore_kit import MS, audio_delta, b64, oa, response_created, started_core, ulaw
+
+S = 1_000_000_000
+
+
+def test_policy_opens_ahead_and_switches_before_the_limit():
+    p = RenewalPolicy(session_max_s=3600, renew_before_s=300)
+    assert p.enabled
+    assert p.open_at_ns(0) == 3300 * S
+    assert p.hard_ns(0) == 3598 * S  # 2 s margin
+    short = RenewalPolicy(session_max_s=20, renew_before_s=2)
+    assert short.hard_ns(0) == 19 * S  # at most half the lead
+    assert not RenewalPolicy(renew_before_s=0).enabled
+
+
+def test_quiet_waits_for_the_caller_the_reply_and_the_playback():
+    core, tw = started_core()
+    assert quiet(core) is None
+    core.openai_message(10 * MS, oa("input_audio_buffer.speech_started", audio_start_ms=100, item_id="i1"))
+    assert quiet(core) == "the caller is speaking"
+    core.openai_message(20 * MS, oa("input_audio_buffer.speech_stopped", audio_end_ms=900, item_id="i1"))
+    core.openai_message(21 * MS, oa("input_audio_buffer.committed", item_id="i1"))
+    assert "reply is due" in quiet(core)  # between the caller's turn and response.created
+    core.openai_message(30 * MS, response_created("resp_1"))
+    core.openai_message(31 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
+    assert quiet(core) == "a response is in progress"
+    core.openai_message(40 * MS, oa("response.done", response={"id": "resp_1", "status": "completed"}))
+    assert quiet(core) == "assistant audio is still playing at Twilio"  # its mark not echoed yet
+    (mark,) = [a for a in core.queue]
+    core.twilio_message(200 * MS, tw.mark(f"{core.gen}:{mark.seq}:{mark.sent}"))
+    assert quiet(core) is None
+
+
+def test_transcript_log_keeps_the_latest_text_of_each_item_and_is_bounded():
+    log = TranscriptLog()
+    log.add(SaveTranscript("u1", "caller", "hello"))
+    log.add(SaveTranscript("a1", "assistant", "Sure, I can help with that."))
+    log.add(SaveTranscript("a1", "assistant", "Sure, I", truncated=True, audio_end_ms=500))  # what was heard
+    assert log.recent() == [("caller", "hello"), ("assistant", "Sure, I")]
+    for i in range(3 * MAX_SEED_ITEMS):
+        log.add(SaveTranscript(f"x{i}", "caller", f"line {i}"))
+    recent = log.recent()
+    assert len(recent) == MAX_SEED_ITEMS and recent[-1] == ("caller", f"line {3 * MAX_SEED_ITEMS - 1}")
+
+
+def test_seed_messages_replay_the_conversation_as_text_items():
+    ga = [json.loads(m) for m in seed_messages([("caller", "hi"), ("assistant", "hello")], "ga")]
+    assert [m["type"] for m in ga] == ["conversation.item.create"] * 2
+    assert ga[0]["item"]["role"] == "user" and ga[0]["item"]["content"] == [{"type": "input_text", "text": "hi"}]
+    assert ga[1]["item"]["role"] == "assistant" and ga[1]["item"]["content"][0]["type"] == "output_text"
+    beta = json.loads(seed_messages([("assistant", "hello")], "beta")[0])
+    assert beta["item"]["content"][0]["type"] == "text"
+
+
+def test_session_expired_goes_to_the_renewer_instead_of_ending_the_call():
+    expired = "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"code\":\"session_expired\"," \
+              "\"message\":\"Your session hit the maximum duration of 20 seconds.\"}}"
+    core, _ = started_core(apology_ulaw=ulaw(160))
+    assert any(isinstance(a, Hangup) for a in core.openai_message(5 * MS, expired))  # no renewer: the call ends
+    core, _ = started_core(apology_ulaw=ulaw(160))
+    seen: list[int] = []
+    core.on_session_expired = seen.append
+    assert core.openai_message(5 * MS, expired) == [] and seen == [5 * MS] and not core.ending
+
+
+def test_a_switch_to_a_session_not_yet_configured_holds_caller_audio_and_does_not_greet_again():
+    core, tw = started_core(ai_greeting="Greet the caller.")
+    core.openai_message(30 * MS, response_created("resp_1"))
+    core.session_switched(40 * MS, ready=False)
+    assert core.active_response is None and "resp_1" in core._dropped_responses
+    assert core.twilio_message(50 * MS, tw.media(b64(ulaw(160)))) == []  # held, not sent to a closed socket
+    out = core.openai_message(60 * MS, oa("session.updated", session={}))
+    appends = [a for a in out if isinstance(a, ToOpenAI) and "input_audio_buffer.append" in a.text]
+    assert len(appends) == 1
+    assert not any(isinstance(a, ToOpenAI) and "response.create" in a.text for a in out)

@@ -1,0 +1,76 @@
+"""Renewal seen from the wire: a call's several mock sessions, the switch-over gap and the caller
+audio lost, from the sessions' per-block receive times and CRCs (simulator/measure/renewals.py),
+and the merged view pairing gives the rest of the metrics (pairing.merge_sessions)."""
+
+from __future__ import annotations
+
+from array import array
+from types import SimpleNamespace
+
+from callsim.simulator.measure.expectations import evaluate
+from callsim.simulator.measure.measurements import CallMetrics
+from callsim.simulator.measure.pairing import merge_sessions
+from callsim.simulator.measure.renewals import measure_renewals
+from callsim.simulator.scenario import Expectations
+
+MS = 1_000_000
+T0 = 1_000 * MS
+
+
+def _core(n: int) -> SimpleNamespace:
+    sent = array("q", [T0 + i * 20 * MS for i in range(n)])
+    end = sent[-1] + 500 * MS
+    return SimpleNamespace(media_sent_ns=sent, media_sent_crc=array("I", [1000 + i for i in range(n)]), t0_ns=T0,
+                           timeline=SimpleNamespace(end_ns=lambda: end, __bool__=lambda: True))
+
+
+def _session(sid: str, frames: range, delay_ms: float = 1.0, extra: dict | None = None) -> dict:
+    return {"id": sid, "t_open_ns": T0 + frames.start * 20 * MS, "block_ns": [T0 + i * 20 * MS + int(delay_ms * MS) for i in frames],
+            "block_crc": [1000 + i for i in frames], **(extra or {})}
+
+
+def test_a_seamless_switch_has_no_gap_and_loses_nothing():
+    r = measure_renewals(_core(300), [_session("s1", range(0, 150)), _session("s2", range(150, 300))])
+    assert (r.sessions, r.renewals, r.switch_gap_ms, r.caller_audio_lost_ms) == (2, 1, 0.0, 0.0)
+    assert r.switches[0]["frames_missing"] == 0 and r.switches[0]["t_ms"] == 3001
+
+
+def test_frames_dropped_at_the_switch_are_lost_audio_and_gap():
+    r = measure_renewals(_core(300), [_session("s1", range(0, 150)), _session("s2", range(165, 300))])
+    assert r.caller_audio_lost_ms == 15 * 20
+    assert r.switch_gap_ms == 300.0 and r.switches[0]["frames_missing"] == 15
+
+
+def test_frames_held_then_flushed_count_as_their_delay():
+    held = _session("s2", range(150, 300))
+    held["block_ns"][:5] = [T0 + 155 * 20 * MS] * 5  # held while it was set up, flushed together
+    r = measure_renewals(_core(300), [_session("s1", range(0, 150)), held])
+    assert r.caller_audio_lost_ms == 0 and r.switch_gap_ms == 99.0  # frame 150 arrived 100 ms after sending, not 1
+
+
+def test_expectations_judge_the_renewal():
+    r = measure_renewals(_core(300), [_session("s1", range(0, 150)), _session("s2", range(165, 300))])
+    c = CallMetrics("long_call", 0, "CA1", renewal=r)
+    res = {e.name: e for e in evaluate(Expectations(renewals_min=2, switch_gap_max_ms=20, no_caller_audio_lost=True),
+                                       [c], mock_in_loop=True)}
+    assert res["renewals_min"].status == "failed" and res["renewals_min"].measured == 1
+    assert res["switch_gap_max_ms"].status == "failed" and "15 caller frame(s)" in res["switch_gap_max_ms"].message
+    assert res["no_caller_audio_lost"].status == "failed" and res["no_caller_audio_lost"].measured == 300
+    ok = measure_renewals(_core(300), [_session("s1", range(0, 150)), _session("s2", range(150, 300))])
+    c = CallMetrics("long_call", 0, "CA1", renewal=ok)
+    assert all(e.status == "passed" for e in evaluate(
+        Expectations(renewals_min=1, switch_gap_max_ms=20, no_caller_audio_lost=True), [c], mock_in_loop=True))
+    res = evaluate(Expectations(renewals_min=1), [CallMetrics("x", 0, None)], mock_in_loop=False)
+    assert res[0].status == "skipped"  # needs the mock
+
+
+def test_merged_view_orders_records_and_keeps_the_last_close():
+    a = _session("s1", range(0, 10), extra={"turns": [{"item_id": "t1"}], "counts": {"appends": 10},
+                                            "close": {"by": "client"}, "behaviour_tag": "x", "open": False})
+    b = _session("s2", range(10, 20), extra={"turns": [{"item_id": "t2"}], "counts": {"appends": 10},
+                                             "close": {"by": "server"}, "behaviour_tag": "y", "open": False})
+    m = merge_sessions([a, b])
+    assert [t["item_id"] for t in m["turns"]] == ["t1", "t2"] and m["counts"] == {"appends": 20}
+    assert m["close"] == {"by": "server"} and m["id"] == "s1" and [s["id"] for s in m["sessions"]] == ["s1", "s2"]
+    assert m["behaviour_tag"] == "y"  # a session that ran another behaviour is not hidden
+    assert "block_ns" not in m

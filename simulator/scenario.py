@@ -92,11 +92,15 @@ class Expectations:
     # the bridge ended the call after its last reply had played whole (none of it left unplayed, and with
     # the mock: the reply's audio all sent) — a goodbye cut off is the common bug
     heard_goodbye: bool | None = None
+    # exactly this many assistant replies heard after the caller's last utterance (a silent caller's
+    # answer, re-prompts and goodbye); replies are told apart by a gap of REPLY_GAP_MS
+    replies_after_last_utterance: int | None = None
+    dtmf_heard: str | None = None  # needs the mock: the keys the model was told of, in order ("1", "12#")
 
     #: expectations that can only be judged with the mock in the loop
     NEEDS_MOCK = frozenset({"overhead_p95_ms", "no_rejected_truncate", "truncate_error_max_ms",
                             "transcript_contains", "tool_called", "codec", "snr_min_db",
-                            "openai_closed_within_ms"})
+                            "openai_closed_within_ms", "dtmf_heard"})
 
     def items(self) -> list[tuple[str, Any]]:
         """The expectations that are set, in declaration order."""

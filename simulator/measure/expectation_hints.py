@@ -16,7 +16,7 @@ from .expectation_text import comparison
 
 #: kinds judged by equality or presence: the line says "expected", not "limit"
 _EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reason", "openai_session",
-                       "barge_ins"})
+                       "barge_ins", "replies_after_last_utterance", "dtmf_heard"})
 
 _Hint = str | Callable[[Any, Any], str]
 
@@ -63,6 +63,9 @@ HINTS: dict[str, _Hint] = {
     "no_twilio_warnings": "the bridge sent messages Twilio would reject: see the report for the first one",
     "heard_goodbye": "end the call yourself after the goodbye, and only once the mark after its last audio "
                      "has come back",
+    "replies_after_last_utterance": "count the replies a silent caller hears: the answer, each re-prompt, the "
+                                    "goodbye — re-prompt after a quiet spell, then say goodbye and hang up",
+    "dtmf_heard": "forward Twilio's dtmf events to the model as a conversation item naming the key",
     "barge_ins": "the caller talked over the assistant a different number of times than the script "
                  "intends: check the replies' length and the script's timing",
 }
@@ -106,6 +109,10 @@ def show_measured(name: str, v: Any) -> str:
         shown = f"{_number('_ms', v)} of underruns"
     elif name == "barge_ins":
         shown = f"{v} barge-in(s)"
+    elif name == "replies_after_last_utterance":
+        shown = f"{v} reply(ies)"
+    elif name == "dtmf_heard":
+        shown = f"keys {v!r}" if v else "no key"
     elif name == "heard_goodbye":
         shown = f"{_number('_ms', float(v))} unheard" if isinstance(v, (int, float)) else f"end {v}"
     elif isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -133,6 +140,10 @@ def show_limit(name: str, v: Any) -> str:
         return "limit 0 ms"
     if name == "barge_ins":
         return f"expected {v} barge-in(s)"
+    if name == "replies_after_last_utterance":
+        return f"expected {v} reply(ies) after the caller's last utterance"
+    if name == "dtmf_heard":
+        return f"expected keys {v!r}"
     if name == "heard_goodbye":
         return "expected ended by the bridge, 0 ms unheard"
     if name in _EXPECTED:

@@ -28,6 +28,8 @@ _LIMITS: dict[str, tuple[str, str]] = {
     "heard_min_ms": ("≥", "ms"),
     "heard_max_ms": ("≤", "ms"),
     "barge_ins": ("=", ""),
+    "replies_after_last_utterance": ("=", ""),
+    "dtmf_heard": ("keys:", ""),
     "end_reason": ("=", ""),
     "tool_called": ("called:", ""),
     "codec": ("=", ""),
@@ -45,6 +47,7 @@ _MEASURED_UNIT = {
     "no_twilio_warnings": "warning(s)",
     "no_rejected_truncate": "rejected",
     "barge_ins": "barge-in(s)",
+    "replies_after_last_utterance": "reply(ies)",
     "heard_goodbye": "ms unheard",
 }
 

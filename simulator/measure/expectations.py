@@ -475,6 +475,39 @@ _heard_goodbye = _per_call(_goodbye_one, lambda c: _r(c.unheard_at_end_ms), max,
                            lambda lim, m: f"the bridge ended the call after its last reply played whole "
                                           f"({m:.0f} ms unheard)")
 
+def _replies_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    n = c.replies_after_last_utterance
+    if n == limit:
+        return None
+    if n < limit:
+        hint = (" — a silent caller was left in dead air: re-prompt after a quiet spell (the bridge's own timer "
+                "from the mark of its last audio), then say goodbye and hang up") if n <= 1 else \
+               " — fewer re-prompts than set, or the call ended before the goodbye"
+    else:
+        hint = " — more replies than the script intends: re-prompts too soon, or too many before the goodbye"
+    return _Fail(c, f"the caller heard {n} reply(ies) after its last utterance, expected {limit}{ctx.where(c)}"
+                    f"{hint}", n, abs(n - limit))
+
+
+_replies_after = _per_call(_replies_one, lambda c: c.replies_after_last_utterance, lambda vs: vs[0],
+                           lambda lim, m: f"{lim} reply(ies) heard after the caller's last utterance")
+
+
+def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    keys = "".join((c.mock or {}).get("dtmf") or [])
+    if keys == limit:
+        return None
+    if not keys:
+        return _Fail(c, f"the model was never told of a keypress{ctx.where(c)} (expected {limit!r}) — forward "
+                        "Twilio's dtmf events to OpenAI as a conversation item naming the key "
+                        "(e.g. user text \"The caller pressed 1\")", keys, 2)
+    return _Fail(c, f"the model was told of keys {keys!r}, expected {limit!r}{ctx.where(c)} — forward every "
+                    "dtmf event once, in order", keys, 1)
+
+
+_dtmf_heard = _with_mock(_dtmf_one, lambda c: "".join((c.mock or {}).get("dtmf") or []), lambda vs: vs[0],
+                         lambda lim, m: f"the model was told of keys {lim!r}")
+
 CHECKS: dict[str, Check] = {
     "turn_latency_p95_ms": _latency,
     "overhead_p95_ms": _overhead,
@@ -497,6 +530,8 @@ CHECKS: dict[str, Check] = {
     "no_twilio_warnings": _no_warnings,
     "barge_ins": _barge_ins,
     "heard_goodbye": _heard_goodbye,
+    "replies_after_last_utterance": _replies_after,
+    "dtmf_heard": _dtmf_heard,
 }
 
 

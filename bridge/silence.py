@@ -53,10 +53,12 @@ class SilenceWatch:
         self.quiet_from(now_ns)
 
     def deadline_ns(self, playback_end_ns: int) -> int | None:
+        # ``playback_end_ns``: when the audio given to Twilio is estimated to have played (0: none yet)
         """When the caller will have been quiet long enough (the core checks nothing else is going on)."""
-        if not self.enabled or self.caller_speaking or self.quiet_since_ns is None:
+        if not self.enabled or self.caller_speaking:
             return None
-        return max(self.quiet_since_ns, playback_end_ns) + self.after_ns
+        start = max(self.quiet_since_ns or 0, playback_end_ns)  # 0: nobody has said anything yet
+        return start + self.after_ns if start else None
 
     def fire(self, now_ns: int) -> Due:
         """The deadline passed: re-prompt, or (after ``max_prompts`` re-prompts) say goodbye."""

@@ -32,10 +32,12 @@ class CloseOpenAI:
 
 @dataclass(frozen=True)
 class Hangup:
-    """Close the Twilio stream once mark ``after_mark`` is echoed (or at once if None)."""
+    """Close the Twilio stream once mark ``after_mark`` is echoed (or at once if None); if the mark
+    does not come back within ``grace_s`` (None: the driver's default), close it anyway."""
 
     reason: str
     after_mark: str | None = None
+    grace_s: float | None = None
 
 
 @dataclass(frozen=True)

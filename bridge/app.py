@@ -50,7 +50,8 @@ from .response_watch import WatchLimits
 from .security import StreamTokens, stream_signature_ok, webhook_signature_ok
 from .settings import Settings
 from .store import AsyncStore, Store
-from .tools import ToolRegistry, default_tools
+from .call_control import END_CALL, CallControl
+from .tools import ToolRegistry, default_tools, register_end_call
 from .twiml import busy_twiml, connect_twiml
 from .wsconn import ConnectionClosed
 
@@ -78,6 +79,10 @@ class BridgeApp:
         self.settings = s = settings or Settings()
         self.metrics = BridgeMetrics()
         self.tools = tools or default_tools()
+        if s.end_call_tool and END_CALL not in self.tools:
+            register_end_call(self.tools)
+        self.control = CallControl(dtmf_mode=s.dtmf_mode, silence_reprompt_s=s.silence_reprompt_s,
+                                   silence_max_prompts=s.silence_max_prompts)
         self.store = AsyncStore(Store(s.database_path))
         secret = s.stream_token_secret or s.twilio_auth_token
         self.token_secret = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
@@ -189,7 +194,7 @@ class BridgeApp:
             peer = getattr(twilio, "peer", "?")
         transcoder = Transcoder(s.resample_quality) if s.audio_mode == "transcode" else None
         core = self.core_class(self.params, transcoder=transcoder, apology_ulaw=APOLOGY, ai_greeting=s.ai_greeting,
-                               watch_limits=self.watch_limits, peer=peer)
+                               watch_limits=self.watch_limits, peer=peer, control=self.control)
         driver = self.driver_class(self, core, twilio, peer=peer)
         self.pending.add(core)
         t_start = time.monotonic()

@@ -47,6 +47,7 @@ import orjson
 
 from . import realtime as rt
 from . import twilio_wire as tw
+from .call_control import DTMF_KEYS, END_CALL, END_CALL_OUTPUT, CallControl, dtmf_text
 from .actions import (  # re-exported: the driver, the app and tests import them from here
     Action, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI, ToTwilio,
 )
@@ -54,6 +55,7 @@ from .item_playback import MAX_PENDING_MARKS, ItemPlayback  # noqa: F401 (the bo
 from .logsafe import WarnLimiter, wire
 from .realtime import NAMES, OUTPUT_BYTES_PER_MS, SessionParams
 from .response_watch import ResponseWatch, Verdict, WatchLimits
+from .silence import Due, SilenceWatch
 from .twilio_start import BadStart, parse_start
 
 log = logging.getLogger("callsim.bridge.call")
@@ -83,8 +85,12 @@ _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 class CallCore:
     def __init__(self, params: SessionParams, *, transcoder: Any = None, apology_ulaw: bytes = b"",
                  ai_greeting: str | None = None, watch_limits: WatchLimits | None = None,
-                 peer: str | None = None) -> None:
+                 peer: str | None = None, control: CallControl | None = None) -> None:
         self.p = params
+        self.control = c = control or CallControl()
+        self.silence = SilenceWatch(c.silence_reprompt_s, c.silence_max_prompts)
+        self._end_call: tuple[str, str | None] | None = None  # (call id, response id) of an end_call
+        self.hangup_after: str | None = None  # why the call ends once the response under way is done
         self.names = NAMES[params.dialect]
         self.out_bpm = OUTPUT_BYTES_PER_MS[params.audio_mode]
         self.transcoder = transcoder
@@ -178,7 +184,7 @@ class CallCore:
                 if not isinstance(digit, str) or not digit:
                     raise TypeError("dtmf.digit is not a string")
                 self._warn(self._dtmf_log, now_ns, wire(digit, 8))
-                return []
+                return self._dtmf(now_ns, digit)
         except BadStart as exc:
             return self._bad_twilio(now_ns, f"malformed start: {exc}")
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -243,8 +249,8 @@ class CallCore:
         return [ToOpenAI(rt.append(payload))]
 
     def _twilio_mark(self, now_ns: int, name: str) -> list[Action]:
-        if name == "apology":
-            return [Hangup("apology played")] if self.ending else []
+        if name == "apology" or name == "goodbye":
+            return [Hangup(f"{name} played")] if self.ending else []
         try:
             gen_s, seq_s, end_s = name.split(":")
             gen, seq, end = int(gen_s), int(seq_s), int(end_s)
@@ -265,6 +271,8 @@ class CallCore:
             self.queue.popleft()
             if self.queue and self.queue[0].acked == 0:
                 self.queue[0].t_ref_ns = now_ns
+        if not self.queue:
+            self.silence.quiet_from(now_ns)  # the assistant's audio has played out
         return []
 
     # ============================================================ OpenAI side
@@ -318,9 +326,11 @@ class CallCore:
                 return self._delta(now_ns, ev)
             if etype == "input_audio_buffer.speech_started":
                 self.caller_speaking = True
+                self.silence.caller_started()
                 return self._speech_started(now_ns, ev.get("audio_start_ms"))
             if etype == "input_audio_buffer.speech_stopped":
                 self.caller_speaking = False
+                self.silence.caller_stopped(now_ns)
                 return []
             if etype == "response.created":
                 self.active_response = _id(ev["response"]["id"])
@@ -331,6 +341,7 @@ class CallCore:
             if etype == "input_audio_buffer.committed":
                 self.caller_speaking = False
                 self.watch.committed(now_ns)
+                self.silence.caller_stopped(now_ns)
                 return []
             if etype == self.names.audio_done:
                 return self._audio_done(now_ns, ev)
@@ -475,6 +486,10 @@ class CallCore:
             self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} incomplete: {_details(r)}")
         # A failed response the caller already talked over needs no second try: their turn comes next.
         verdict = self.watch.done(now_ns, rid, "cancelled" if rid in self._dropped_responses else status)
+        if (self.hangup_after is not None or self._end_call is not None) and not self.ending:
+            ending = self._goodbye_step(now_ns, rid)
+            if ending is not None:
+                return ending
         if self._want_response and not self._pending_tools:
             self._want_response = False
             self.watch.asked(now_ns)
@@ -518,13 +533,17 @@ class CallCore:
         """When the driver must call :meth:`tick` (None: no reply is due, nothing to watch)."""
         if self.ending or not self.openai_ready:
             return None
-        return self.watch.deadline_ns()
+        d = self.watch.deadline_ns()
+        return d if d is not None else self._silence_deadline_ns()
 
     def tick(self, now_ns: int) -> list[Action]:
         """The driver's wake-up at :meth:`response_deadline_ns`: a reply that never came, or a
         response that stopped mid-way with the socket open, ends the call with the apology."""
         if self.ending or not self.openai_ready:
             return []
+        if self.watch.deadline_ns() is None:
+            quiet = self._silence_deadline_ns()
+            return self._silent_caller(now_ns) if quiet is not None and now_ns >= quiet else []
         exp = self.watch.expired(now_ns)
         if exp is None:
             return []
@@ -613,6 +632,8 @@ class CallCore:
             raise ValueError(f"a tool name of {len(name)} chars")
         if call_id in self._pending_tools:
             raise ValueError("a second call of a tool call still running")
+        if name == END_CALL:
+            return self._end_call_asked(call_id, ev.get("response_id"), arguments)
         self._pending_tools.add(call_id)
         self._want_response = True
         self.watch.tool_started()
@@ -636,6 +657,78 @@ class CallCore:
             actions.append(ToOpenAI(rt.response_create()))
             self.watch.asked(now_ns)
         return actions
+
+    # ============================================= keys, a silent caller, goodbyes (.call_control)
+
+    def _dtmf(self, now_ns: int, key: str) -> list[Action]:
+        """A keypress: a user text item naming the key, and (``respond``) a response after the one under way."""
+        if key not in DTMF_KEYS:
+            raise ValueError("not a DTMF key")
+        mode = self.control.dtmf_mode
+        if mode == "off" or self.ending or not self.openai_ready:
+            return []
+        self.silence.caller_started()  # the caller is there
+        self.silence.caller_stopped(now_ns)
+        actions: list[Action] = [ToOpenAI(rt.user_text(dtmf_text(key)))]
+        if mode == "respond" and self.hangup_after is None and self._end_call is None:
+            if self.active_response is None and not self._pending_tools:
+                self.watch.asked(now_ns)
+                actions.append(ToOpenAI(rt.response_create()))
+            else:
+                self._want_response = True
+        return actions
+
+    def _silence_deadline_ns(self) -> int | None:
+        if (not self.silence.enabled or self.active_response is not None or self._pending_tools
+                or self._want_response or self.hangup_after is not None or self._end_call is not None):
+            return None
+        return self.silence.deadline_ns(self.watch.playback_end_ns)
+
+    def _silent_caller(self, now_ns: int) -> list[Action]:
+        """The caller has been quiet ``SILENCE_REPROMPT_S``: ask if they are there, or say goodbye."""
+        due = self.silence.fire(now_ns)
+        self.watch.asked(now_ns)
+        if due is Due.REPROMPT:
+            log.info("call %s: caller silent: re-prompt %d of %d", self.tag, self.silence.prompts,
+                     self.silence.max_prompts)
+            return [ToOpenAI(rt.response_create(self.control.reprompt_instructions))]
+        log.info("call %s: caller silent after %d re-prompt(s): saying goodbye", self.tag, self.silence.prompts)
+        self.hangup_after = "silent caller"
+        return [ToOpenAI(rt.response_create(self.control.silence_goodbye_instructions))]
+
+    def _end_call_asked(self, call_id: str, response_id: Any, arguments: str) -> list[Action]:
+        """The model called end_call: the goodbye is this response's audio, or (if it had none) the next."""
+        self.stats["tool_calls"] += 1
+        self._end_call = (call_id, response_id if isinstance(response_id, str) else None)
+        log.info("call %s: the model called end_call %s", self.tag, wire(arguments, 120))
+        return [Notice("tool_call", {"name": END_CALL, "arguments": wire(arguments, 200)})]
+
+    def _goodbye_step(self, now_ns: int, rid: Any) -> list[Action] | None:
+        """At ``response.done``: end the call after a goodbye, or ask for the goodbye. None: not yet."""
+        if self.hangup_after is not None:  # this response was the goodbye
+            return self._goodbye(now_ns, self.hangup_after)
+        assert self._end_call is not None
+        call_id, tool_rid = self._end_call
+        if tool_rid is not None and rid != tool_rid:
+            return None
+        self._end_call = None
+        self._want_response = False
+        if any(i.response_id == rid and i.received for i in self.items.values()):
+            return self._goodbye(now_ns, "end_call")  # the farewell came with the call
+        self.hangup_after = "end_call"
+        self.watch.asked(now_ns)
+        return [ToOpenAI(rt.tool_output(call_id, END_CALL_OUTPUT)), ToOpenAI(rt.response_create())]
+
+    def _goodbye(self, now_ns: int, reason: str) -> list[Action]:
+        """End the call once the goodbye has played: a mark after its last audio, the hang-up when it
+        comes back (bounded: the queue's estimated end plus ``goodbye_grace_s``). OpenAI is closed at
+        once: the whole reply has arrived."""
+        actions = self._end(f"goodbye ({reason})")
+        if self.stream_sid is None or not any(i.playing for i in self.queue):
+            return [Hangup(reason), *actions]
+        left_s = max(0, self.watch.playback_end_ns - now_ns) / 1e9
+        return [ToTwilio(tw.mark(self.stream_sid, "goodbye")),
+                Hangup(reason, after_mark="goodbye", grace_s=left_s + self.control.goodbye_grace_s), *actions]
 
     # ================================================================ the end
 

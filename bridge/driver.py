@@ -204,7 +204,7 @@ class CallDriver:
                     self._cancel()
                 else:
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._guarded, self._hangup_deadline)
+                    self._nursery.start_soon(self._guarded, self._hangup_deadline, a.grace_s or HANGUP_GRACE_S)
             elif isinstance(a, RunTool):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._guarded, self._run_tool, a)
@@ -244,9 +244,9 @@ class CallDriver:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _hangup_deadline(self) -> None:
-        await trio.sleep(HANGUP_GRACE_S)
-        log.info("call %s: apology mark never came back; hanging up", self.tag)
+    async def _hangup_deadline(self, grace_s: float) -> None:
+        await trio.sleep(grace_s)
+        log.info("call %s: the mark of its last words never came back; hanging up", self.tag)
         await self._close_twilio(1000)
         self._cancel()
 

@@ -105,8 +105,11 @@ def truncate(item_id: str, audio_end_ms: int) -> str:
                          "audio_end_ms": audio_end_ms}).decode()
 
 
-def response_create() -> str:
-    return '{"type":"response.create"}'
+def response_create(instructions: str | None = None) -> str:
+    """Ask for a response; ``instructions`` replace the session's for this one response only."""
+    if instructions is None:
+        return '{"type":"response.create"}'
+    return orjson.dumps({"type": "response.create", "response": {"instructions": instructions}}).decode()
 
 
 def response_cancel() -> str:

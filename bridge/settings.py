@@ -116,6 +116,23 @@ class Settings(BaseSettings):
         description="Caller-audio transcription model; empty disables caller transcripts.",
     )
 
+    # --- keys, silent callers, goodbyes (bridge/call_control.py) -----------
+    dtmf_mode: Literal["off", "item", "respond"] = Field(
+        "respond",
+        description="A caller keypress (Twilio dtmf) reaches the model as a user text item naming the key"
+                    " (item), and asks for a response (respond); off ignores keys.",
+    )
+    silence_reprompt_s: float = Field(
+        0.0, ge=0,
+        description="Re-prompt a caller silent this long after the assistant's audio played out (0: off);"
+                    " after SILENCE_MAX_PROMPTS re-prompts, say goodbye and hang up.",
+    )
+    silence_max_prompts: int = Field(2, ge=0, le=10, description="Re-prompts before the silent caller's goodbye.")
+    end_call_tool: bool = Field(
+        True,
+        description="Offer the model an end_call tool: the bridge hangs up once the goodbye has played.",
+    )
+
     # --- greeting ---------------------------------------------------------
     greeting_say: str | None = Field(
         None, description="Optional TwiML <Say> text played before the stream connects."

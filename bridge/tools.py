@@ -25,7 +25,7 @@ import trio
 
 from .logsafe import wire
 
-__all__ = ["Tool", "ToolRegistry", "ToolFn", "default_tools", "WEATHER"]
+__all__ = ["Tool", "ToolRegistry", "ToolFn", "default_tools", "register_end_call", "WEATHER"]
 
 log = logging.getLogger("callsim.bridge.tools")
 
@@ -180,3 +180,15 @@ def default_tools(now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> To
         get_weather,
     )
     return registry
+
+
+def register_end_call(registry: ToolRegistry) -> None:
+    """Offer ``end_call`` (:mod:`.call_control`). The call core answers it itself — hanging up acts on
+    the call, which a registry tool cannot — so this entry gives the session its schema and the
+    console its on/off switch; run through the registry it only returns the same output."""
+    from .call_control import END_CALL, END_CALL_OUTPUT, END_CALL_SCHEMA
+
+    def end_call(reason: str | None = None) -> Any:
+        return json.loads(END_CALL_OUTPUT)
+
+    registry.register(END_CALL, END_CALL_SCHEMA["description"], END_CALL_SCHEMA["parameters"], end_call)

@@ -96,12 +96,16 @@ class Expectations:
     renewals_min: int | None = None  # at least this many switch-overs to a new OpenAI session
     switch_gap_max_ms: float | None = None  # worst gap a switch-over made in the caller's audio
     no_caller_audio_lost: bool | None = None  # every caller frame reached a session (mid-call)
+    # exactly this many assistant replies heard after the caller's last utterance (a silent caller's
+    # answer, re-prompts and goodbye); replies are told apart by a gap of REPLY_GAP_MS
+    replies_after_last_utterance: int | None = None
+    dtmf_heard: str | None = None  # needs the mock: the keys the model was told of, in order ("1", "12#")
 
     #: expectations that can only be judged with the mock in the loop
     NEEDS_MOCK = frozenset({"overhead_p95_ms", "no_rejected_truncate", "truncate_error_max_ms",
                             "transcript_contains", "tool_called", "codec", "snr_min_db",
                             "openai_closed_within_ms", "renewals_min", "switch_gap_max_ms",
-                            "no_caller_audio_lost"})
+                            "no_caller_audio_lost", "dtmf_heard"})
 
     def items(self) -> list[tuple[str, Any]]:
         """The expectations that are set, in declaration order."""

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import trio
-from callsim.bridge.call import Action, CallCore, ItemPlayback, ToTwilio
+from callsim.bridge.call import Action, CallCore, Hangup, ItemPlayback, ToTwilio
 from callsim.bridge.driver import CallDriver
 from callsim.bridge.renewal import quiet
 from callsim.bridge.renewal_driver import OpenAISession, Renewer
@@ -24,8 +24,8 @@ from callsim.bridge.server import embedded
 class NoClearCore(CallCore):
     """Truncates on barge-in but never tells Twilio to stop playing (cloudflare/agents#2261)."""
 
-    def _speech_started(self, now_ns: int) -> list[Action]:
-        return [a for a in super()._speech_started(now_ns)
+    def _speech_started(self, now_ns: int, audio_start_ms: Any = None) -> list[Action]:
+        return [a for a in super()._speech_started(now_ns, audio_start_ms)
                 if not (isinstance(a, ToTwilio) and '"event":"clear"' in a.text)]
 
 
@@ -70,6 +70,28 @@ class WrongFormatCore(CallCore):
             return super()._delta(now_ns, ev)
         finally:
             self.transcoder = saved
+
+
+class NoRepromptCore(CallCore):
+    """Never re-prompts a silent caller: the line stays dead until the caller gives up."""
+
+    def _silence_deadline_ns(self) -> int | None:
+        return None
+
+
+class IgnoresDtmfCore(CallCore):
+    """Logs the caller's keypresses and tells the model nothing (the common case before issue 17)."""
+
+    def _dtmf(self, now_ns: int, key: str) -> list[Action]:
+        return []
+
+
+class HastyGoodbyeCore(CallCore):
+    """Hangs up as soon as the goodbye's last audio was forwarded (its response.done), not when it
+    has played: Twilio drops what it still had queued."""
+
+    def _goodbye(self, now_ns: int, reason: str) -> list[Action]:
+        return [Hangup(reason), *self._end(f"goodbye ({reason})")]
 
 
 @asynccontextmanager
@@ -137,4 +159,22 @@ class CloseThenOpenDriver(CallDriver):
 @asynccontextmanager
 async def close_then_open(config: dict[str, Any]) -> AsyncIterator[str]:
     async with embedded(config, driver_class=CloseThenOpenDriver) as url:
+        yield url
+
+
+@asynccontextmanager
+async def no_reprompt(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, core_class=NoRepromptCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def ignores_dtmf(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, core_class=IgnoresDtmfCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def hasty_goodbye(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, core_class=HastyGoodbyeCore) as url:
         yield url

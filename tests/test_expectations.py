@@ -326,3 +326,25 @@ def test_heard_goodbye_passes_when_it_played_whole():
     # without the mock only the caller's side is judged
     r = evaluate(Expectations(heard_goodbye=True), [call(end_reason="closed_by_app", mock=None)], mock_in_loop=False)[0]
     assert r.status == "passed"
+
+
+# ------------------------------------------------------------ replies_after_last_utterance, dtmf_heard
+
+def test_replies_after_last_utterance_counts_exactly():
+    ok = evaluate(Expectations(replies_after_last_utterance=4), [call(replies_after_last_utterance=4)],
+                  mock_in_loop=True)[0]
+    assert ok.status == "passed" and ok.measured == 4
+    dead = evaluate(Expectations(replies_after_last_utterance=4), [call(replies_after_last_utterance=1)],
+                    mock_in_loop=True)[0]
+    assert dead.status == "failed" and "dead air" in dead.message and dead.measured == 1
+
+
+def test_dtmf_heard_compares_the_keys_the_mock_was_told_of():
+    def judged(keys, mock_in_loop=True):
+        return evaluate(Expectations(dtmf_heard="1#"), [call(mock={**MOCK, "dtmf": keys})],
+                        mock_in_loop=mock_in_loop)[0]
+    assert judged(["1", "#"]).status == "passed"
+    never = judged([])
+    assert never.status == "failed" and "never told of a keypress" in never.message
+    assert "expected '1#'" in judged(["1"]).message
+    assert judged(["1", "#"], mock_in_loop=False).status == "skipped"

@@ -32,21 +32,33 @@ NO_RENEWAL = ("failed_with", {"renewals_min": "session_expired"})
 #: a timestamp-based truncate is right on a clean line and goes wrong only when frames arrive late or
 #: bunched at the wrong moment: on the jittery line it may pass, but if it fails it must be for that
 TIMESTAMPS_MAY_FAIL = ("passed_or_failed", {"truncate_error_max_ms": "computed from Twilio media timestamps"})
+#: issue 17: no foreign bridge re-prompts a silent caller, forwards keypresses or offers end_call
+_SILENT = {"replies_after_last_utterance": "dead air", "heard_goodbye": "no goodbye",
+           "end_reason": "the bridge never ended the call", "dead_air_max_ms": "dead air: the caller waited"}
+_KEYS = {"dtmf_heard": "never told of a keypress", "heard_min_ms": "expected at least 13000 ms"}
+SILENT = ("failed", _SILENT)
+KEYS_IGNORED = ("failed", _KEYS)
+NO_END_CALL = ("skipped", "requires tools: the bridge did not declare end_call")
+CALL_CONTROL = {"silent_caller": SILENT, "dtmf_menu": KEYS_IGNORED, "goodbye": NO_END_CALL}
 
 _EXPECTED: dict[str, dict[str, object]] = {
-    "careful": {"codec_transcode": TRANSCODING},
-    "openai_first": {"codec_transcode": TRANSCODING},
-    "drops_early": {"codec_transcode": TRANSCODING},
-    "ts_truncate": {"codec_transcode": TRANSCODING, "barge_in_jittery_line": TIMESTAMPS_MAY_FAIL},
-    "coarse_marks": {"codec_transcode": TRANSCODING, "barge_in": COARSE, "barge_in_jittery_line": COARSE},
+    "careful": {"codec_transcode": TRANSCODING, **CALL_CONTROL},
+    "openai_first": {"codec_transcode": TRANSCODING, **CALL_CONTROL},
+    "drops_early": {"codec_transcode": TRANSCODING, **CALL_CONTROL},
+    "ts_truncate": {"codec_transcode": TRANSCODING, "barge_in_jittery_line": TIMESTAMPS_MAY_FAIL, **CALL_CONTROL},
+    "coarse_marks": {"codec_transcode": TRANSCODING, "barge_in": COARSE, "barge_in_jittery_line": COARSE,
+                     **CALL_CONTROL},
     # every scenario in which the caller hangs up catches the leak; in openai_drops OpenAI closes first
     "leaky": {**{s: LEAK for s in SCENARIOS}, "codec_transcode": TRANSCODING, "openai_drops": "passed",
-              "long_call": NO_RENEWAL},
+              "silent_caller": ("failed", {**_SILENT, **LEAK[1]}), "dtmf_menu": ("failed", {**_KEYS, **LEAK[1]}),
+              "goodbye": NO_END_CALL, "long_call": NO_RENEWAL},
     "beta": {s: BETA for s in SCENARIOS},  # refused: judged as the bridge's failure, never skipped
-    "no_tools": {"codec_transcode": TRANSCODING, "tool_call": NO_TOOLS},
-    "no_greeting": {"codec_transcode": TRANSCODING, "greeting_two_turns": NO_GREETING},
+    "no_tools": {"codec_transcode": TRANSCODING, "tool_call": NO_TOOLS, **CALL_CONTROL, "goodbye": NO_TOOLS},
+    "no_greeting": {"codec_transcode": TRANSCODING, "greeting_two_turns": NO_GREETING, **CALL_CONTROL,
+                    "dtmf_menu": NO_GREETING},
     "sample_python": {
         "codec_transcode": TRANSCODING, "greeting_two_turns": NO_GREETING, "tool_call": NO_TOOLS,
+        "silent_caller": SILENT, "dtmf_menu": NO_GREETING, "goodbye": NO_TOOLS,
         "barge_in_jittery_line": TIMESTAMPS_MAY_FAIL,
         # the sample leaves the caller on a silent line when OpenAI goes away
         "openai_drops": ("failed", {"end_reason": "the bridge never ended the call",

@@ -17,7 +17,7 @@ def _failed(run, name):
 
 async def test_good_bridge_passes_the_same_scenarios():
     """Control of the controls: our bridge passes what the broken ones fail."""
-    for name in ("barge_in", "hangup_mid_reply"):
+    for name in ("barge_in", "hangup_mid_reply", "silent_caller", "dtmf_menu", "goodbye"):
         run = await run_embedded(find_scenario(name))
         assert run.passed, [(e.name, e.message) for e in run.expectations if e.status != "passed"]
 
@@ -84,3 +84,31 @@ async def test_renewal_by_close_then_open_is_caught():
     gap = _failed(run, "switch_gap_max_ms")
     assert gap is not None and "caller frame(s) reached neither session" in gap.message and gap.measured >= 200
     assert _failed(run, "renewals_min") is None  # it did renew: only the switch-over is wrong
+
+
+async def test_silent_caller_left_in_dead_air_is_caught():
+    run = await run_embedded(find_scenario("silent_caller"), hook="tests.broken_bridges:no_reprompt")
+    assert not run.passed
+    e = _failed(run, "replies_after_last_utterance")
+    assert e is not None and "dead air" in e.message and e.measured == 1  # only the answer, no re-prompt
+    g = _failed(run, "heard_goodbye")
+    assert g is not None and g.message.startswith("no goodbye")
+    assert _failed(run, "end_reason") is not None and run.calls[0].metrics.end_reason == "hangup"
+
+
+async def test_keypresses_kept_from_the_model_are_caught():
+    run = await run_embedded(find_scenario("dtmf_menu"), hook="tests.broken_bridges:ignores_dtmf")
+    assert not run.passed
+    e = _failed(run, "dtmf_heard")
+    assert e is not None and "never told of a keypress" in e.message
+    assert _failed(run, "heard_min_ms") is not None  # and no answer to the key
+
+
+async def test_goodbye_cut_off_is_caught():
+    run = await run_embedded(find_scenario("goodbye"), hook="tests.broken_bridges:hasty_goodbye")
+    assert not run.passed
+    e = _failed(run, "heard_goodbye")
+    assert e is not None and e.message.startswith("goodbye cut off") and e.measured > 500
+    # the rest held: it was the bridge that ended the call, after the model's end_call
+    assert run.calls[0].metrics.end_reason == "closed_by_app"
+    assert _failed(run, "tool_called") is None

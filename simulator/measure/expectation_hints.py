@@ -16,7 +16,7 @@ from .expectation_text import comparison
 
 #: kinds judged by equality or presence: the line says "expected", not "limit"
 _EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reason", "openai_session",
-                       "barge_ins"})
+                       "barge_ins", "replies_after_last_utterance", "dtmf_heard"})
 
 _Hint = str | Callable[[Any, Any], str]
 
@@ -69,6 +69,9 @@ HINTS: dict[str, _Hint] = {
                          "old one first and reconnect",
     "no_caller_audio_lost": "forward every caller frame: to the old session until the switch, to the new one "
                             "from it; hold frames while a session is set up instead of dropping them",
+    "replies_after_last_utterance": "count the replies a silent caller hears: the answer, each re-prompt, the "
+                                    "goodbye — re-prompt after a quiet spell, then say goodbye and hang up",
+    "dtmf_heard": "forward Twilio's dtmf events to the model as a conversation item naming the key",
     "barge_ins": "the caller talked over the assistant a different number of times than the script "
                  "intends: check the replies' length and the script's timing",
 }
@@ -116,6 +119,10 @@ def show_measured(name: str, v: Any) -> str:
         shown = f"{v} renewal(s)"
     elif name == "no_caller_audio_lost":
         shown = f"{_number('_ms', float(v))} lost"
+    elif name == "replies_after_last_utterance":
+        shown = f"{v} reply(ies)"
+    elif name == "dtmf_heard":
+        shown = f"keys {v!r}" if v else "no key"
     elif name == "heard_goodbye":
         shown = f"{_number('_ms', float(v))} unheard" if isinstance(v, (int, float)) else f"end {v}"
     elif isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -143,6 +150,10 @@ def show_limit(name: str, v: Any) -> str:
         return "limit 0 ms"
     if name == "barge_ins":
         return f"expected {v} barge-in(s)"
+    if name == "replies_after_last_utterance":
+        return f"expected {v} reply(ies) after the caller's last utterance"
+    if name == "dtmf_heard":
+        return f"expected keys {v!r}"
     if name == "heard_goodbye":
         return "expected ended by the bridge, 0 ms unheard"
     if name == "renewals_min":

@@ -537,6 +537,38 @@ def _lost_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
 _no_lost = _per_call(_lost_one, lambda c: _r(c.renewal.caller_audio_lost_ms) if c.renewal else None,
                      lambda vs: max((v for v in vs if v is not None), default=None),
                      lambda lim, m: "no caller audio lost (0 ms)")
+def _replies_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    n = c.replies_after_last_utterance
+    if n == limit:
+        return None
+    if n < limit:
+        hint = (" — a silent caller was left in dead air: re-prompt after a quiet spell (the bridge's own timer "
+                "from the mark of its last audio), then say goodbye and hang up") if n <= 1 else \
+               " — fewer re-prompts than set, or the call ended before the goodbye"
+    else:
+        hint = " — more replies than the script intends: re-prompts too soon, or too many before the goodbye"
+    return _Fail(c, f"the caller heard {n} reply(ies) after its last utterance, expected {limit}{ctx.where(c)}"
+                    f"{hint}", n, abs(n - limit))
+
+
+_replies_after = _per_call(_replies_one, lambda c: c.replies_after_last_utterance, lambda vs: vs[0],
+                           lambda lim, m: f"{lim} reply(ies) heard after the caller's last utterance")
+
+
+def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    keys = "".join((c.mock or {}).get("dtmf") or [])
+    if keys == limit:
+        return None
+    if not keys:
+        return _Fail(c, f"the model was never told of a keypress{ctx.where(c)} (expected {limit!r}) — forward "
+                        "Twilio's dtmf events to OpenAI as a conversation item naming the key "
+                        "(e.g. user text \"The caller pressed 1\")", keys, 2)
+    return _Fail(c, f"the model was told of keys {keys!r}, expected {limit!r}{ctx.where(c)} — forward every "
+                    "dtmf event once, in order", keys, 1)
+
+
+_dtmf_heard = _with_mock(_dtmf_one, lambda c: "".join((c.mock or {}).get("dtmf") or []), lambda vs: vs[0],
+                         lambda lim, m: f"the model was told of keys {lim!r}")
 
 CHECKS: dict[str, Check] = {
     "turn_latency_p95_ms": _latency,
@@ -563,6 +595,8 @@ CHECKS: dict[str, Check] = {
     "renewals_min": _renewals,
     "switch_gap_max_ms": _switch_gap,
     "no_caller_audio_lost": _no_lost,
+    "replies_after_last_utterance": _replies_after,
+    "dtmf_heard": _dtmf_heard,
 }
 
 

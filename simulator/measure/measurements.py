@@ -97,6 +97,8 @@ class CallMetrics:
     underrun_ms: float = 0.0  # silence inserted inside assistant responses (choppy audio)
     heard_ms: float = 0.0  # assistant audio played in all
     unheard_at_end_ms: float = 0.0  # assistant audio still queued at Twilio when the stream ended: never heard
+    # assistant replies heard after the caller's last utterance ended (runs of audio apart by >= REPLY_GAP_MS)
+    replies_after_last_utterance: int = 0
     pacing: dict[str, float] = field(default_factory=dict)  # caller send lateness p50/p99/max (ms)
     warnings: dict[str, int] = field(default_factory=dict)  # Twilio warnings the bridge caused
     marks_echoed: dict[str, int] = field(default_factory=dict)

@@ -338,6 +338,7 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
 
     m.underrun_ms = _underrun_ms(po, utts, clears)
     m.dead_air_ms = _dead_air_ms(po, utts)
+    m.replies_after_last_utterance = _replies_after_last(po, utts)
     if behaviour_echo:
         m.codec = _codec(core, [u for u in utts if not u.barge_in and u.speech_end_ns is not None], bank)
     else:
@@ -483,6 +484,22 @@ def _dead_air_ms(po: Playout, utts: list[_Utt]) -> float:
     return float(runs.max()) * 20.0 if len(runs) else 0.0
 
 
+#: silence that separates two replies: longer than a reply's pauses between words and sentences
+#: (the fixtures' longest is ~0.4 s), shorter than any re-prompt delay worth setting
+REPLY_GAP_MS = 1000
+
+
+def _replies_after_last(po: Playout, utts: list[_Utt]) -> int:
+    """How many replies the caller heard after its last utterance ended: runs of played assistant
+    audio, two runs apart by less than :data:`REPLY_GAP_MS` counting as one reply."""
+    last = max((u.end_ns or u.speech_end_ns or u.start_ns for u in utts), default=None)
+    a = po.tick_of(last) + 1 if last is not None else 0
+    ticks = np.flatnonzero(po.loud[a:])
+    if not len(ticks):
+        return 0
+    return 1 + int(np.count_nonzero(np.diff(ticks) > REPLY_GAP_MS // 20))
+
+
 # --------------------------------------------------------------- underruns
 
 
@@ -595,6 +612,7 @@ def _mock_summary(snap: dict[str, Any], t0_ns: int) -> dict[str, Any]:
         "errors": [{"code": e.get("code"), "message": e.get("message")} for e in errors[:20]],
         "errors_count": len(errors),
         "invalid_sent": list(snap.get("invalid_sent") or [])[:20],
+        "dtmf": [k for k in snap.get("dtmf") or [] if isinstance(k, str)][:100],
     }
 
 

@@ -92,11 +92,29 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Rule:
-    """When the caller's turn is recognised as fixture ``when``: reply or call a tool."""
+    """When the caller's turn is recognised as fixture ``when``: reply or call a tool.
+
+    Two other kinds of ``when`` answer what is not a caller's spoken turn:
+
+    * ``dtmf:KEY`` — the response after a client's user text item naming key ``KEY`` (a bridge
+      forwarding a keypress; :mod:`.keypresses` says how the key is read);
+    * ``instructions:TEXT`` — a ``response.create`` whose ``response.instructions`` contain
+      ``TEXT`` (case-insensitive): a response the bridge asked for on its own, e.g. a silent
+      caller's re-prompt or goodbye. The first matching rule wins.
+    """
 
     when: str
     reply: str | None = None
     tool: ToolCall | None = None
+
+    @property
+    def on_fixture(self) -> bool:
+        """``when`` names a fixture the caller says (not a key, not instructions)."""
+        return not self.when.startswith(REQUEST_PREFIXES)
+
+
+#: the ``when`` of rules that answer a request rather than a spoken turn (see :class:`Rule`)
+REQUEST_PREFIXES = ("dtmf:", "instructions:")
 
 
 FaultKind = Literal["refuse", "drop", "stall", "error", "expire", "fail_response", "slow_start", "close"]
@@ -229,6 +247,17 @@ class Behaviour:
             return DEFAULT_REPLY
         return self.replies[min(turn, len(self.replies) - 1)]
 
+    def reply_to_request(self, instructions: Any, key: str | None) -> str | ToolCall | None:
+        """The ``instructions:`` rule matching a response's ``instructions``, else the ``dtmf:`` rule of
+        the key a client item named since the last response; None if neither applies."""
+        text = instructions.lower() if isinstance(instructions, str) else None
+        for rule in self.rules:
+            if (text is not None and rule.when.startswith("instructions:")
+                    and rule.when[len("instructions:"):].lower() in text) or \
+                    (key is not None and rule.when == f"dtmf:{key}"):
+                return rule.tool or rule.reply
+        return None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "") -> "Behaviour":
         """Build from JSON/TOML data (the control endpoint, ``--behaviour`` files and scenario
@@ -271,7 +300,7 @@ class Behaviour:
         names.append((f"{at}greeting", self.greeting))
         names += [(f"{at}idle_reply", self.idle_reply)] if self.idle_reply else []
         for i, rule in enumerate(self.rules):
-            names.append((f"{at}rules[{i + 1}] when", rule.when))
+            names += [(f"{at}rules[{i + 1}] when", rule.when)] if rule.on_fixture else []
             names += [(f"{at}rules[{i + 1}] reply", rule.reply)] if rule.reply else []
             names += [(f"{at}rules[{i + 1}] tool then", rule.tool.then)] if rule.tool is not None else []
         return names
@@ -283,6 +312,10 @@ def _rule(t: Table) -> Rule:
                 None if tool is None else _tool(t.table("tool")))
     if rule.when is None:
         raise t.error("when", "missing: the fixture the caller says that this rule answers")
+    if rule.when.startswith("dtmf:") and (len(rule.when) != 6 or rule.when[5] not in "0123456789*#"):
+        raise t.error("when", f"a key rule is \"dtmf:KEY\" with one key 0-9, * or #, got {show(rule.when)}")
+    if rule.when == "instructions:":
+        raise t.error("when", "\"instructions:TEXT\" needs the text the response's instructions contain")
     if (rule.reply is None) == (rule.tool is None):
         raise DataError(f"{t.where}: a rule has either reply or tool")
     t.finish()

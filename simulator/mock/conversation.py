@@ -14,6 +14,7 @@ from typing import Any
 
 from . import errors
 from .ids import new_id
+from .keypresses import key_named
 from .session_base import MAX_RECORDS, Events, SessionBase
 
 MAX_ITEMS = 5000  # conversation items kept per session (the oldest are forgotten)
@@ -57,11 +58,15 @@ class ConversationPart(SessionBase):
     items: dict[str, Item]
     order: list[str]
     truncates: list[dict[str, Any]]
+    dtmf: list[str]  # the keys the client's user items named (.keypresses), in order
+    _pending_key: str | None  # the last one, until a response answers it
 
     def _init_conversation(self) -> None:
         self.items = {}
         self.order = []
         self.truncates = []
+        self.dtmf = []
+        self._pending_key = None
 
     def _remember_item(self, item: Item, pos: int | None = None) -> None:
         """Add an item to the conversation (at the end, or at index ``pos``), keeping it bounded:
@@ -107,6 +112,11 @@ class ConversationPart(SessionBase):
                     "Assistant audio messages cannot be created by the client.", eid, "item.content"))
                 return
             item.content = content
+            key = key_named(content) if item.role == "user" else None
+            if key is not None:
+                self._pending_key = key
+                if len(self.dtmf) < MAX_RECORDS:
+                    self.dtmf.append(key)
         elif itype == "function_call_output":
             item.call_id = raw.get("call_id")
             item.output = raw.get("output")

@@ -131,12 +131,15 @@ class ResponsesPart(SessionBase):
             plan = followup
         elif trigger == "idle_timeout" and self.behaviour.idle_reply:
             plan = self.behaviour.idle_reply
+        elif (keyed := self.behaviour.reply_to_request(opts.get("instructions"), self._pending_key)) is not None:
+            plan = keyed
         elif self.behaviour.echo and self._last_turn_audio:
             plan = self._echo_audio()
         elif self._user_turns == 0:
             plan = self.behaviour.greeting
         else:
             plan = self.behaviour.reply_for(self._user_turns - 1, self._last_heard)
+        self._pending_key = None  # this response answers the keypress
         plan, undeclared = self._declared_or_reply(plan, opts)
         think = self.behaviour.think.draw(self.rng)
         r = Response(new_id("resp", self.rng), trigger, plan, now_ns, think, index=n,

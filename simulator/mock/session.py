@@ -190,7 +190,7 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
             "counts": dict(self.counts), "audio_in_ms": round(self._input_ms, 3),
             "turns": len(self.turns), "responses": len(self.response_records),
             "truncates": len(self.truncates), "errors_sent": len(self.errors_sent),
-            "faults": [f.kind for f in self.faults], "behaviour_tag": self.behaviour_tag,
+            "faults": [f.kind for f in self.faults], "behaviour_tag": self.behaviour_tag, "dtmf": list(self.dtmf),
             **self.line_tags.as_snapshot(full),
         }
         if full:

@@ -78,7 +78,9 @@ def test_bad_twilio_messages_are_counted_and_survived() -> None:
         {"type": "input_audio_buffer.append", "audio": GOOD_MEDIA}]
     assert kinds(core.openai_message(101 * MS, audio_delta("item_A", "resp_1", b64(ulaw(160))))) == \
         ["tw:media", "tw:mark"]
-    assert core.twilio_message(102 * MS, tw.dtmf("7")) == []
+    # a keypress reaches the model (DTMF_MODE=respond by default): the key as a user item, then a response
+    assert [e["type"] for e in oa_out(core.twilio_message(102 * MS, tw.dtmf("7")))] == \
+        ["conversation.item.create", "response.create"]
     assert core.stats["openai_bad"] == 0
 
 

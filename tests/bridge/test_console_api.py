@@ -147,7 +147,8 @@ async def test_settings_apply_to_the_next_call_not_the_running_one_and_survive_a
                 assert r.status_code == 200, r.text
                 assert r.json()["changed"] == ["instructions", "tools", "voice"]
                 tools = (await c.get(base + "/tools", headers=AUTH)).json()["tools"]
-                assert {t["name"]: t["enabled"] for t in tools} == {"get_current_time": True, "get_weather": False}
+                assert {t["name"]: t["enabled"] for t in tools} == {"get_current_time": True, "get_weather": False,
+                                                                     "end_call": False}
             second = await place_call(base + "/incoming-call", [Pause(200), Say("caller_greeting"),
                                                                    WaitForReply(), Hangup()])
             assert first["r"].ok and second.ok

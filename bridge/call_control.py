@@ -1,0 +1,59 @@
+"""What a call does beyond answering turns: keypresses, a silent caller, the model hanging up.
+
+Plain data the app builds from :class:`.settings.Settings` and hands every :class:`.call.CallCore`
+(sans-IO: no clock, no I/O). Kept out of :mod:`.realtime` because none of it is part of the
+OpenAI session's configuration: it is the bridge's own policy around it.
+
+* **DTMF** (``DTMF_MODE``): Twilio's ``dtmf`` event becomes a user text item naming the key
+  (:func:`dtmf_text`), so the model knows what was pressed; ``respond`` also asks for a response
+  (after the one under way, if any). A keypress is not a barge-in: it does not stop playback.
+* **Silent caller** (``SILENCE_REPROMPT_S``, ``SILENCE_MAX_PROMPTS``): see :mod:`.silence`.
+* **end_call**: a tool the model calls to hang up; the core handles it itself (it acts on the
+  call, which no registry tool can) and ends the stream only once the goodbye has played.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+DtmfMode = Literal["off", "item", "respond"]
+
+#: the keys Twilio reports in a ``dtmf`` event
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+END_CALL = "end_call"
+END_CALL_SCHEMA: dict[str, Any] = {
+    "type": "function", "name": END_CALL,
+    "description": ("Hang up the phone call. Call it only when the conversation is over (the caller said goodbye "
+                    "or asked to end the call), after or together with a short goodbye: the call ends once "
+                    "your goodbye has played."),
+    "parameters": {"type": "object", "properties": {
+        "reason": {"type": "string", "description": "Why the call ends, for the call log."}},
+        "required": [], "additionalProperties": False},
+}
+#: the function_call_output of end_call: the model's next reply is the goodbye
+END_CALL_OUTPUT = '{"ok":true,"note":"The call ends after your next reply: say a short goodbye now."}'
+
+REPROMPT_INSTRUCTIONS = ("The caller has said nothing for a while. In one short sentence, ask whether "
+                         "they are still there.")
+SILENCE_GOODBYE_INSTRUCTIONS = ("The caller has stayed silent. Say a short, polite goodbye, explaining that "
+                                "you will end the call now.")
+
+
+@dataclass(frozen=True)
+class CallControl:
+    """The bridge's call-level policy (``Settings``: ``DTMF_MODE``, ``SILENCE_*``, ``END_CALL_TOOL``)."""
+
+    dtmf_mode: DtmfMode = "respond"
+    silence_reprompt_s: float = 0.0  # 0: never re-prompt (off)
+    silence_max_prompts: int = 2
+    reprompt_instructions: str = REPROMPT_INSTRUCTIONS
+    silence_goodbye_instructions: str = SILENCE_GOODBYE_INSTRUCTIONS
+    #: longest the bridge waits, past the goodbye's estimated end, for the mark after its last audio
+    goodbye_grace_s: float = 3.0
+
+
+def dtmf_text(key: str) -> str:
+    """The user text item for one keypress (``key`` is one of :data:`DTMF_KEYS`)."""
+    return f"The caller pressed {key} on the phone keypad."

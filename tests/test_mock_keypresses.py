@@ -1,0 +1,41 @@
+"""The mock hears a bridge's keypress items (mock/keypresses.py) and answers dtmf:/instructions: rules."""
+
+from __future__ import annotations
+
+import pytest
+from callsim.simulator.mock.behaviour import Behaviour
+from callsim.simulator.mock.keypresses import key_named
+from callsim.simulator.tableread import DataError
+
+
+def _text(t: str) -> list[dict]:
+    return [{"type": "input_text", "text": t}]
+
+
+@pytest.mark.parametrize("text,key", [
+    ("The caller pressed 1 on the phone keypad.", "1"), ("DTMF: #", "#"), ("Caller entered key 5", "5"),
+    ("keypress *", "*"),
+    ("Greet the caller and offer the menu: press 1 for the weather.", None),  # an instruction, not a press
+    ("The caller pressed 1 and 2", None), ("Hello", None), ("pressed 12", None),
+])
+def test_which_key_a_user_item_names(text, key):
+    assert key_named(_text(text)) == key
+
+
+def test_rules_on_keys_and_on_instructions():
+    b = Behaviour.from_dict({"rules": [
+        {"when": "instructions:Still There", "reply": "assistant_still_there"},
+        {"when": "dtmf:1", "reply": "assistant_long_reply"},
+        {"when": "caller_goodbye", "reply": "assistant_goodbye"}]})
+    assert b.reply_to_request("Ask whether they are still there.", None) == "assistant_still_there"
+    assert b.reply_to_request(None, "1") == "assistant_long_reply"
+    assert b.reply_to_request(None, "2") is None and b.reply_to_request("Say hi", None) is None
+    assert b.reply_for(0, "caller_goodbye") == "assistant_goodbye"
+    # only fixture rules name fixtures
+    assert [n for _, n in b.fixture_names()].count("dtmf:1") == 0
+
+
+@pytest.mark.parametrize("when", ["dtmf:12", "dtmf:x", "instructions:"])
+def test_bad_request_rules_are_refused(when):
+    with pytest.raises(DataError, match="when"):
+        Behaviour.from_dict({"rules": [{"when": when, "reply": "assistant_short_reply"}]})

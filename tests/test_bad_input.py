@@ -275,7 +275,7 @@ MINIMAL = '[caller]\nsteps = [{ say = "caller_greeting" }, { hangup = true }]\n'
      "[mock] faults[1] status: must be at least 100, got 42"),
     (MINIMAL + "[mock]\nrules = [{ when = 'caller_greeting' }]\n", "[mock] rules[1]: a rule has either reply or tool"),
     (MINIMAL + "[mock]\nrules = [{ when = 'caller_greeting', tool = { name = 'f', then = 'nope' } }]\n",
-     '[mock] rules[1] tool then: unknown fixture "nope" (`callsim fixtures` lists the 13 known)'),
+     '[mock] rules[1] tool then: unknown fixture "nope" (`callsim fixtures` lists the 15 known)'),
     (MINIMAL + "[bridge]\n[expect]\nno_underruns = 'yes'\n", '[expect] no_underruns: expected true or false, got "yes"'),
     (MINIMAL + "[expect]\ncodec = 'exact'\n",
      '[expect] codec: expected one of "bit_exact", got "exact" (did you mean "bit_exact"?)'),

@@ -70,9 +70,10 @@ class Stack:
 
 
 @contextmanager
-def dial_stack(scenario: Scenario, workdir: Path, *, seed: int = 1, hook: str = DEFAULT_BRIDGE_HOOK) -> Iterator[Stack]:
+def dial_stack(scenario: Scenario, workdir: Path, *, seed: int = 1, hook: str = DEFAULT_BRIDGE_HOOK,
+               bridge: dict[str, Any] | None = None) -> Iterator[Stack]:
     """Mock (the scenario's behaviour, the seed ``run_embedded`` gives it) + bridge (``hook``, the scenario's
-    ``[bridge]`` settings, the emulator's account for its REST requests) + emulator with the agent's
+    ``[bridge]`` settings and ``bridge``'s, the emulator's account for its REST requests) + emulator with the agent's
     number and the front desk's (:data:`DESK`, a webhook answering :data:`DESK_TWIML`), served until
     the block ends."""
     from tests.twilio_emu.test_dial_e2e import Router
@@ -84,13 +85,13 @@ def dial_stack(scenario: Scenario, workdir: Path, *, seed: int = 1, hook: str = 
     stop = threading.Event()
 
     async def serve() -> None:
-        bridge = load_hook(hook)
+        bridge_hook = load_hook(hook)
         async with (running_mock(MockConfig(any_key=True, dialect=scenario.mock_dialect, behaviour=behaviour)) as mock,
                     webhook(Router({"/desk": DESK_TWIML})) as hooks):
             config = {"openai_realtime_url": mock.realtime_url, "database_path": workdir / "bridge.sqlite3",
                       "twilio_auth_token": TOKEN, "public_url": BRIDGE_PUBLIC, "twilio_account_sid": SID,
-                      "twilio_api_url": f"http://127.0.0.1:{emu_port}", **scenario.bridge}
-            async with bridge(config) as base:
+                      "twilio_api_url": f"http://127.0.0.1:{emu_port}", **scenario.bridge, **(bridge or {})}
+            async with bridge_hook(config) as base:
                 tunnels = Tunnels([parse_tunnel(f"{BRIDGE_PUBLIC}={base.rstrip('/')}"),
                                    parse_tunnel(f"{DIAL_PUBLIC}=ws://127.0.0.1:{dial_port}")])
                 emu = RestCore(SID, TOKEN, clock=time.time,

@@ -1,5 +1,6 @@
 """Scenario ``transfer`` end to end, offline: callsim dial → the Twilio emulator → our bridge
-(``TRANSFER_NUMBER`` = the front desk, the emulator's account for its REST requests) → the mock.
+(``TRANSFER_NUMBER`` = the front desk, set by the test as a deployment would: a dial applies no
+``[bridge]`` table; the emulator's account for its REST requests) → the mock.
 
 The caller asks for a person; the mock calls ``transfer_call`` then says the pre-transfer phrase
 (``assistant_transferring``); our bridge waits for the mark after it, then redirects its leg with
@@ -44,7 +45,7 @@ CONNECTING = "Connecting your call."  # the bridge's default TRANSFER_SAY
 def run_dial(tmp_path, hook: str = "callsim.bridge.server:embedded"):
     scenario = with_seed(find_scenario("transfer"))
     report = tmp_path / "report"
-    with dial_stack(scenario, tmp_path, hook=hook) as stack:
+    with dial_stack(scenario, tmp_path, hook=hook, bridge={"transfer_number": DESK}) as stack:
         rc = main(stack.dial_args("transfer", report))
         client = Client(SID, TOKEN)
         client.api.base_url = stack.api_url

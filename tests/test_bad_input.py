@@ -240,7 +240,7 @@ MINIMAL = '[caller]\nsteps = [{ say = "caller_greeting" }, { hangup = true }]\n'
     ("calls = 0\n" + MINIMAL, "calls: must be at least 1, got 0"),
     ("calls = 1.5\n" + MINIMAL, "calls: expected a whole number, got 1.5"),
     ("requires = ['tool']\n" + MINIMAL, 'requires[1]: expected one of "greeting", "tools", "transcoding", '
-                                        '"passthrough", "transcription", got "tool" (did you mean "tools"?)'),
+                                        '"passthrough", "transcription", "twilio", got "tool" (did you mean "tools"?)'),
     ("[caller]\nsteps = []\n", "[caller] steps: missing or empty: a scenario needs at least one step"),
     ("[caller]\nsteps = 'say'\n", '[caller] steps: expected a list, got "say"'),
     ("[caller]\nsteps = [{ sya = 'caller_greeting' }]\n", "[caller] steps[1]: unknown step 'sya' (did you mean say?)"),

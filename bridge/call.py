@@ -260,12 +260,12 @@ class CallCore:
     def _twilio_mark(self, now_ns: int, name: str) -> list[Action]:
         if name == "apology" or name == "goodbye":
             return [Hangup(f"{name} played")] if self.ending else []
-        if name == "transfer":
-            return self._redirect_now("the pre-transfer phrase played")
         try:
             gen_s, seq_s, end_s = name.split(":")
             gen, seq, end = int(gen_s), int(seq_s), int(end_s)
         except ValueError:
+            if name == "transfer":  # checked here, off the path of the playback marks
+                return self._redirect_now("the pre-transfer phrase played")
             self.stats["marks_ignored"] += 1
             return []
         item = self._by_seq.get(seq)

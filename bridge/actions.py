@@ -41,6 +41,16 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class TransferCall:
+    """Redirect the live call to the transfer number over Twilio's REST API once mark ``after_mark``
+    is echoed (at once if None); if the mark does not come back within ``grace_s``, call
+    :meth:`.call.CallCore.transfer_mark_late`. Answer with :meth:`.call.CallCore.transfer_done`."""
+
+    after_mark: str | None = None
+    grace_s: float | None = None
+
+
+@dataclass(frozen=True)
 class RunTool:
     call_id: str
     name: str
@@ -75,4 +85,5 @@ class Notice:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Action = ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | RunTool | SaveTranscript | CallStarted | Notice
+Action = (ToTwilio | ToOpenAI | ConnectOpenAI | CloseOpenAI | Hangup | TransferCall | RunTool | SaveTranscript
+          | CallStarted | Notice)

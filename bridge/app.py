@@ -50,8 +50,9 @@ from .response_watch import WatchLimits
 from .security import StreamTokens, stream_signature_ok, webhook_signature_ok
 from .settings import Settings
 from .store import AsyncStore, Store
-from .call_control import END_CALL, CallControl
-from .tools import ToolRegistry, default_tools, register_end_call
+from .call_control import END_CALL, TRANSFER_CALL, CallControl
+from .tools import ToolRegistry, default_tools, register_end_call, register_transfer_call
+from .transfer import Transfers
 from .twiml import busy_twiml, connect_twiml
 from .wsconn import ConnectionClosed
 
@@ -81,8 +82,11 @@ class BridgeApp:
         self.tools = tools or default_tools()
         if s.end_call_tool and END_CALL not in self.tools:
             register_end_call(self.tools)
+        self.transfers = Transfers(s) if s.transfer_number else None
+        if self.transfers is not None and TRANSFER_CALL not in self.tools:
+            register_transfer_call(self.tools)
         self.control = CallControl(dtmf_mode=s.dtmf_mode, silence_reprompt_s=s.silence_reprompt_s,
-                                   silence_max_prompts=s.silence_max_prompts)
+                                   silence_max_prompts=s.silence_max_prompts, transfer=self.transfers is not None)
         self.store = AsyncStore(Store(s.database_path))
         secret = s.stream_token_secret or s.twilio_auth_token
         self.token_secret = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
@@ -287,6 +291,23 @@ class BridgeApp:
         self.feed.publish(call_tag, "tool_result", name=wire(name, 64), output=_clip(output), ok=ok,
                           ms=round((time.monotonic() - t0) * 1000))
         return output
+
+    async def transfer_call(self, core: CallCore) -> tuple[str | None, str]:
+        """Redirect the call to ``TRANSFER_NUMBER`` (:mod:`.transfer`): (why it failed or None, the number)."""
+        if self.transfers is None:
+            return "no TRANSFER_NUMBER is set", ""
+        t0 = time.monotonic()
+        error = await self.transfers.redirect(core.call_sid or "")
+        ms = round((time.monotonic() - t0) * 1000)
+        if error is None:
+            log.info("call %s: redirected to %s over Twilio's REST API (%d ms)", core.tag, self.transfers.number, ms)
+            self.metrics.tool_call(TRANSFER_CALL, "ok")
+        else:
+            log.warning("call %s: transfer to %s failed after %d ms: %s; the call goes on", core.tag,
+                        self.transfers.number, ms, error)
+            self.metrics.tool_call(TRANSFER_CALL, "error")
+            self.count_error("transfer")
+        return error, self.transfers.number
 
     def count_error(self, kind: str) -> None:
         self.metrics.error(kind)

@@ -47,9 +47,13 @@ import orjson
 
 from . import realtime as rt
 from . import twilio_wire as tw
-from .call_control import DTMF_KEYS, END_CALL, END_CALL_OUTPUT, CallControl, dtmf_text
+from .call_control import (
+    DTMF_KEYS, END_CALL, END_CALL_OUTPUT, TRANSFER_CALL, TRANSFER_PENDING_OUTPUT, CallControl, dtmf_text,
+    transfer_failed_output,
+)
 from .actions import (  # re-exported: the driver, the app and tests import them from here
     Action, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI, ToTwilio,
+    TransferCall,
 )
 from .item_playback import MAX_PENDING_MARKS, ItemPlayback  # noqa: F401 (the bound, re-exported)
 from .logsafe import WarnLimiter, wire
@@ -91,6 +95,11 @@ class CallCore:
         self.silence = SilenceWatch(c.silence_reprompt_s, c.silence_max_prompts)
         self._end_call: tuple[str, str | None] | None = None  # (call id, response id) of an end_call
         self.hangup_after: str | None = None  # why the call ends once the response under way is done
+        # a transfer_call under way: (call id, response id, whether its output was sent) and its phase:
+        # asked (the phrase is this response or the next) > phrase (the next response is the phrase)
+        # > playing (waiting for the mark after it) > redirecting (REST under way) > done
+        self._transfer: tuple[str, str | None, bool] | None = None
+        self.transfer_phase: str | None = None
         self.names = NAMES[params.dialect]
         self.out_bpm = OUTPUT_BYTES_PER_MS[params.audio_mode]
         self.transcoder = transcoder
@@ -176,7 +185,7 @@ class CallCore:
             if event == "start":
                 return self._twilio_start(msg)
             if event == "stop":
-                return self._end("caller hung up")
+                return self._end("call transferred" if self.transfer_phase == "done" else "caller hung up")
             if event == "connected":
                 return []
             if event == "dtmf":
@@ -255,6 +264,8 @@ class CallCore:
             gen_s, seq_s, end_s = name.split(":")
             gen, seq, end = int(gen_s), int(seq_s), int(end_s)
         except ValueError:
+            if name == "transfer":  # checked here, off the path of the playback marks
+                return self._redirect_now("the pre-transfer phrase played")
             self.stats["marks_ignored"] += 1
             return []
         item = self._by_seq.get(seq)
@@ -490,6 +501,10 @@ class CallCore:
             ending = self._goodbye_step(now_ns, rid)
             if ending is not None:
                 return ending
+        if self.transfer_phase in ("asked", "phrase") and not self.ending:
+            step = self._transfer_step(now_ns, rid)
+            if step is not None:
+                return step
         if self._want_response and not self._pending_tools:
             self._want_response = False
             self.watch.asked(now_ns)
@@ -634,6 +649,8 @@ class CallCore:
             raise ValueError("a second call of a tool call still running")
         if name == END_CALL:
             return self._end_call_asked(call_id, ev.get("response_id"), arguments)
+        if name == TRANSFER_CALL and self.control.transfer and self._transfer is None:
+            return self._transfer_asked(call_id, ev.get("response_id"), arguments)
         self._pending_tools.add(call_id)
         self._want_response = True
         self.watch.tool_started()
@@ -670,7 +687,7 @@ class CallCore:
         self.silence.caller_started()  # the caller is there
         self.silence.caller_stopped(now_ns)
         actions: list[Action] = [ToOpenAI(rt.user_text(dtmf_text(key)))]
-        if mode == "respond" and self.hangup_after is None and self._end_call is None:
+        if mode == "respond" and self.hangup_after is None and self._end_call is None and self._transfer is None:
             if self.active_response is None and not self._pending_tools:
                 self.watch.asked(now_ns)
                 actions.append(ToOpenAI(rt.response_create()))
@@ -680,7 +697,8 @@ class CallCore:
 
     def _silence_deadline_ns(self) -> int | None:
         if (not self.silence.enabled or self.active_response is not None or self._pending_tools
-                or self._want_response or self.hangup_after is not None or self._end_call is not None):
+                or self._want_response or self.hangup_after is not None or self._end_call is not None
+                or self._transfer is not None):
             return None
         return self.silence.deadline_ns(self.watch.playback_end_ns)
 
@@ -729,6 +747,79 @@ class CallCore:
         left_s = max(0, self.watch.playback_end_ns - now_ns) / 1e9
         return [ToTwilio(tw.mark(self.stream_sid, "goodbye")),
                 Hangup(reason, after_mark="goodbye", grace_s=left_s + self.control.goodbye_grace_s), *actions]
+
+    # ======================================================== transfers (.call_control, .transfer)
+
+    @property
+    def transfer_pending(self) -> bool:
+        """A transfer_call is under way: from the model's call until it failed or the stream ended."""
+        return self._transfer is not None
+
+    def _transfer_asked(self, call_id: str, response_id: Any, arguments: str) -> list[Action]:
+        """The model called transfer_call: the pre-transfer phrase is this response's audio, or the next's."""
+        self.stats["tool_calls"] += 1
+        self._transfer = (call_id, response_id if isinstance(response_id, str) else None, False)
+        self.transfer_phase = "asked"
+        log.info("call %s: the model called transfer_call %s", self.tag, wire(arguments, 120))
+        return [Notice("tool_call", {"name": TRANSFER_CALL, "arguments": wire(arguments, 200)})]
+
+    def _transfer_step(self, now_ns: int, rid: Any) -> list[Action] | None:
+        """At ``response.done``: redirect after the phrase, or ask for the phrase. None: not this response."""
+        assert self._transfer is not None
+        call_id, tool_rid, _ = self._transfer
+        if self.transfer_phase == "asked":
+            if tool_rid is not None and rid != tool_rid:
+                return None
+            self._want_response = False
+            if not any(i.response_id == rid and i.received for i in self.items.values()):
+                self._transfer = (call_id, tool_rid, True)  # the phrase comes in the next response
+                self.transfer_phase = "phrase"
+                self.watch.asked(now_ns)
+                return [ToOpenAI(rt.tool_output(call_id, TRANSFER_PENDING_OUTPUT)), ToOpenAI(rt.response_create())]
+        self._want_response = False
+        return self._after_phrase(now_ns)
+
+    def _after_phrase(self, now_ns: int) -> list[Action]:
+        """The phrase has all arrived: a mark after its last audio, the redirect when it comes back
+        (bounded: the queue's estimated end plus ``goodbye_grace_s``)."""
+        self.transfer_phase = "playing"
+        if self.stream_sid is None or not any(i.playing for i in self.queue):
+            return self._redirect_now("nothing left to play")
+        left_s = max(0, self.watch.playback_end_ns - now_ns) / 1e9
+        return [ToTwilio(tw.mark(self.stream_sid, "transfer")),
+                TransferCall(after_mark="transfer", grace_s=left_s + self.control.goodbye_grace_s)]
+
+    def _redirect_now(self, why: str) -> list[Action]:
+        if self.transfer_phase != "playing" or self.ending:
+            return []
+        self.transfer_phase = "redirecting"
+        log.info("call %s: transferring the call (%s)", self.tag, why)
+        return [TransferCall()]
+
+    def transfer_mark_late(self, now_ns: int) -> list[Action]:
+        """The driver's wake-up when the mark after the phrase did not come back in time."""
+        if self.transfer_phase == "playing":
+            log.warning("call %s: the mark after the pre-transfer phrase never came back", self.tag)
+        return self._redirect_now("the mark after the phrase is late")
+
+    def transfer_done(self, now_ns: int, error: str | None, to: str = "") -> list[Action]:
+        """The redirect's outcome. Done: Twilio ends this stream next (``stop``). Failed: the model is
+        told (the call's error output, or a system item when the phrase's output already went) and
+        the call goes on."""
+        if self._transfer is None or self.transfer_phase != "redirecting":
+            return []
+        if error is None:
+            self.transfer_phase = "done"
+            return [Notice("transferred", {"to": to})]
+        call_id, _, answered = self._transfer
+        self._transfer = None
+        self.transfer_phase = None
+        if self.ending:
+            return []
+        told = rt.system_text(f"transfer_call failed: {error}. Tell the caller you could not transfer them, and "
+                              "keep helping them.") if answered else rt.tool_output(call_id, transfer_failed_output(error))
+        self.watch.asked(now_ns)
+        return [ToOpenAI(told), ToOpenAI(rt.response_create()), Notice("transfer_failed", {"error": wire(error, 200)})]
 
     # ================================================================ the end
 

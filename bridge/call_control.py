@@ -10,10 +10,15 @@ OpenAI session's configuration: it is the bridge's own policy around it.
 * **Silent caller** (``SILENCE_REPROMPT_S``, ``SILENCE_MAX_PROMPTS``): see :mod:`.silence`.
 * **end_call**: a tool the model calls to hang up; the core handles it itself (it acts on the
   call, which no registry tool can) and ends the stream only once the goodbye has played.
+* **transfer_call** (``TRANSFER_NUMBER``): a tool the model calls to hand the caller to a person.
+  The destination is the setting, never a number the model says; the core lets the pre-transfer
+  phrase play out (the mark after its last audio, bounded like the goodbye) and then asks the
+  driver to redirect the live call over Twilio's REST API (:mod:`.transfer`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +40,27 @@ END_CALL_SCHEMA: dict[str, Any] = {
 #: the function_call_output of end_call: the model's next reply is the goodbye
 END_CALL_OUTPUT = '{"ok":true,"note":"The call ends after your next reply: say a short goodbye now."}'
 
+TRANSFER_CALL = "transfer_call"
+TRANSFER_CALL_SCHEMA: dict[str, Any] = {
+    "type": "function", "name": TRANSFER_CALL,
+    "description": ("Transfer the phone call to a person at the front desk. Call it when the caller asks for a "
+                    "human or needs help you cannot give, after or together with one short sentence telling them "
+                    "you are transferring them: the call is transferred once that sentence has played."),
+    "parameters": {"type": "object", "properties": {
+        "reason": {"type": "string", "description": "Why the caller is transferred, for the call log."}},
+        "required": [], "additionalProperties": False},
+}
+#: the function_call_output of transfer_call when it came without the phrase: the next reply is the phrase
+TRANSFER_PENDING_OUTPUT = ('{"ok":true,"status":"pending","note":"The call is transferred after your next reply: '
+                           'tell the caller in one short sentence that you are transferring them now."}')
+
+
+def transfer_failed_output(error: str) -> str:
+    """What the model is told when the redirect failed: the call goes on with it."""
+    return json.dumps({"error": f"the transfer failed: {error}",
+                       "note": "Tell the caller you could not transfer them, and keep helping them."})
+
+
 REPROMPT_INSTRUCTIONS = ("The caller has said nothing for a while. In one short sentence, ask whether "
                          "they are still there.")
 SILENCE_GOODBYE_INSTRUCTIONS = ("The caller has stayed silent. Say a short, polite goodbye, explaining that "
@@ -43,7 +69,8 @@ SILENCE_GOODBYE_INSTRUCTIONS = ("The caller has stayed silent. Say a short, poli
 
 @dataclass(frozen=True)
 class CallControl:
-    """The bridge's call-level policy (``Settings``: ``DTMF_MODE``, ``SILENCE_*``, ``END_CALL_TOOL``)."""
+    """The bridge's call-level policy (``Settings``: ``DTMF_MODE``, ``SILENCE_*``, ``END_CALL_TOOL``,
+    ``TRANSFER_NUMBER``)."""
 
     dtmf_mode: DtmfMode = "respond"
     silence_reprompt_s: float = 0.0  # 0: never re-prompt (off)
@@ -52,6 +79,8 @@ class CallControl:
     silence_goodbye_instructions: str = SILENCE_GOODBYE_INSTRUCTIONS
     #: longest the bridge waits, past the goodbye's estimated end, for the mark after its last audio
     goodbye_grace_s: float = 3.0
+    #: the core handles ``transfer_call`` (the app set it up: ``TRANSFER_NUMBER`` and a Twilio account)
+    transfer: bool = False
 
 
 def dtmf_text(key: str) -> str:

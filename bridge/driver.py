@@ -30,7 +30,7 @@ from .logsafe import wire
 from .wsconn import ConnectionClosed, HandshakeError, WebSocket, connect
 from .call import (
     Action, CallCore, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI,
-    ToTwilio,
+    ToTwilio, TransferCall,
 )
 from .renewal import RenewalPolicy
 from .renewal_driver import OpenAISession, Renewer
@@ -69,6 +69,8 @@ class CallHooks(Protocol):
     async def save_transcript(self, core: CallCore, t: SaveTranscript) -> None: ...
 
     async def run_tool(self, name: str, arguments: str, *, call_tag: str = "?") -> str: ...
+
+    async def transfer_call(self, core: CallCore) -> tuple[str | None, str]: ...  # (error or None, number)
 
     def count_error(self, kind: str) -> None: ...
 
@@ -205,6 +207,12 @@ class CallDriver:
                 else:
                     assert self._nursery is not None
                     self._nursery.start_soon(self._guarded, self._hangup_deadline, a.grace_s or HANGUP_GRACE_S)
+            elif isinstance(a, TransferCall):
+                assert self._nursery is not None
+                if a.after_mark is None:
+                    self._nursery.start_soon(self._guarded, self._transfer)
+                else:
+                    self._nursery.start_soon(self._guarded, self._transfer_deadline, a.grace_s or HANGUP_GRACE_S)
             elif isinstance(a, RunTool):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._guarded, self._run_tool, a)
@@ -249,6 +257,16 @@ class CallDriver:
         log.info("call %s: the mark of its last words never came back; hanging up", self.tag)
         await self._close_twilio(1000)
         self._cancel()
+
+    async def _transfer_deadline(self, grace_s: float) -> None:
+        await trio.sleep(grace_s)
+        await self._do(self.core.transfer_mark_late(time.monotonic_ns()))
+
+    async def _transfer(self) -> None:
+        """The REST redirect (:meth:`.app.BridgeApp.transfer_call`); Twilio then ends the stream."""
+        error, number = await self.app.transfer_call(self.core)
+        await self._do(self.core.transfer_done(time.monotonic_ns(), error, number))
+        self._poke_response_watchdog()
 
     async def _run_tool(self, a: RunTool) -> None:
         output = await self.app.run_tool(a.name, a.arguments, call_tag=self.tag)

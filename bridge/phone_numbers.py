@@ -47,6 +47,17 @@ MAX_CHANGES = 100
 _PN = re.compile(r"^PN[0-9a-fA-F]{32}$")
 
 
+def twilio_client(account_sid: str, auth_token: str, api_url: str, timeout_s: float) -> "Client":
+    """The ``twilio`` package's REST client for the account, at ``api_url`` (Twilio's, or the
+    emulator's), each request bounded by ``timeout_s``. Synchronous: run its requests in a worker thread."""
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout_s))
+    client.api.base_url = api_url
+    return client
+
+
 class NumbersError(Exception):
     """A request the numbers API answers with ``status`` and ``message``."""
 
@@ -76,12 +87,8 @@ class PhoneNumbers:
         if not self.configured:
             raise NumbersError(503, "the numbers API needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
         if self._client is None:
-            from twilio.http.http_client import TwilioHttpClient
-            from twilio.rest import Client
-
-            client = Client(self.account_sid, self.auth_token, http_client=TwilioHttpClient(timeout=API_TIMEOUT_S))
-            client.api.base_url = self.api_url
-            self._client = client
+            assert self.account_sid and self.auth_token
+            self._client = twilio_client(self.account_sid, self.auth_token, self.api_url, API_TIMEOUT_S)
         return self._client
 
     async def _run(self, what: str, fn: Any) -> Any:

@@ -121,6 +121,11 @@ def user_text(text: str) -> str:
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}).decode()
 
 
+def system_text(text: str) -> str:
+    return orjson.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]}}).decode()
+
+
 def tool_output(call_id: str, output: str) -> str:
     return orjson.dumps({"type": "conversation.item.create", "item": {
         "type": "function_call_output", "call_id": call_id, "output": output}}).decode()

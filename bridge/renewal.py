@@ -80,6 +80,8 @@ def quiet(core: CallCore) -> str | None:
         return "assistant audio is still playing at Twilio"
     if core.tools_pending:
         return "a tool call is running"
+    if core.transfer_pending:  # its phrase and its error output belong to this session
+        return "a transfer is under way"
     return None
 
 

@@ -132,6 +132,16 @@ class Settings(BaseSettings):
         True,
         description="Offer the model an end_call tool: the bridge hangs up once the goodbye has played.",
     )
+    transfer_number: str | None = Field(
+        None,
+        description="E.164 number the transfer_call tool hands the caller to (the model never picks it); unset:"
+                    " no transfer_call tool. The bridge redirects the live call over Twilio's REST API once the"
+                    " assistant's pre-transfer phrase has played: needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN.",
+    )
+    transfer_say: str | None = Field(
+        "Connecting your call.",
+        description="Spoken by Twilio (TwiML <Say>) before it dials TRANSFER_NUMBER; empty: nothing.",
+    )
 
     # --- greeting ---------------------------------------------------------
     greeting_say: str | None = Field(
@@ -239,7 +249,7 @@ class Settings(BaseSettings):
     @field_validator(
         "transcription_model", "greeting_say", "ai_greeting", "tls_cert_file", "tls_key_file",
         "twilio_auth_token", "stream_token_secret", "require_stream_token", "console_token",
-        "twilio_account_sid", mode="before",
+        "twilio_account_sid", "transfer_number", "transfer_say", mode="before",
     )
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
@@ -253,6 +263,13 @@ class Settings(BaseSettings):
     def _check_account_sid(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", v.strip()):
             raise ValueError(f"twilio_account_sid must be AC followed by 32 hex digits, got {v!r}")
+        return v.strip() if v else v
+
+    @field_validator("transfer_number")
+    @classmethod
+    def _check_transfer_number(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\+[1-9][0-9]{1,14}", v.strip()):
+            raise ValueError(f"transfer_number must be an E.164 number (+ and up to 15 digits), got {v!r}")
         return v.strip() if v else v
 
     @field_validator("twilio_api_url")
@@ -290,6 +307,9 @@ class Settings(BaseSettings):
             self.stream_token_secret = self.twilio_auth_token or SecretStr(_PROCESS_SECRET)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.transfer_number and not (self.twilio_account_sid and self.twilio_auth_token):
+            raise ValueError("transfer_number needs twilio_account_sid and twilio_auth_token: the transfer is "
+                             "a request to Twilio's REST API")
         return self
 
     # ---------------------------------------------------------------- helpers

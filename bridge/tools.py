@@ -25,7 +25,7 @@ import trio
 
 from .logsafe import wire
 
-__all__ = ["Tool", "ToolRegistry", "ToolFn", "default_tools", "register_end_call", "WEATHER"]
+__all__ = ["Tool", "ToolRegistry", "ToolFn", "default_tools", "register_end_call", "register_transfer_call", "WEATHER"]
 
 log = logging.getLogger("callsim.bridge.tools")
 
@@ -192,3 +192,16 @@ def register_end_call(registry: ToolRegistry) -> None:
         return json.loads(END_CALL_OUTPUT)
 
     registry.register(END_CALL, END_CALL_SCHEMA["description"], END_CALL_SCHEMA["parameters"], end_call)
+
+
+def register_transfer_call(registry: ToolRegistry) -> None:
+    """Offer ``transfer_call`` (:mod:`.call_control`, :mod:`.transfer`): like ``end_call``, the call core
+    answers it itself (the redirect acts on the call); this entry gives the session its schema and the
+    console its switch. Run through the registry (the core did not take it) it says it cannot transfer."""
+    from .call_control import TRANSFER_CALL, TRANSFER_CALL_SCHEMA
+
+    def transfer_call(reason: str | None = None) -> Any:
+        return {"error": "the transfer is not available on this call"}
+
+    registry.register(TRANSFER_CALL, TRANSFER_CALL_SCHEMA["description"], TRANSFER_CALL_SCHEMA["parameters"],
+                      transfer_call)

@@ -53,7 +53,7 @@ from .measure.truncate_diagnosis import diagnose_truncate
 from .mock.behaviour import Behaviour
 from .mock.server import MockConfig, MockServer, running_mock
 from .net.drive import open_call_services
-from .scenario import Scenario
+from .scenario import NEEDS_TWILIO, Scenario
 
 log = logging.getLogger("callsim.runner")
 
@@ -75,6 +75,8 @@ class ScenarioRun:
     started_at: float | None = None  # wall clock (epoch seconds) when it started: junit.xml's timestamp
     ended_at: float | None = None  # ... and when it was measured
     interrupted: bool = False  # stopped by Ctrl-C before it finished: no calls, nothing judged
+    #: the whole scenario was skipped before any call was placed, and why (it needs a Twilio in the loop)
+    not_run: str | None = None
 
     @property
     def metrics(self) -> list[CallMetrics]:
@@ -86,6 +88,8 @@ class ScenarioRun:
         ``skipped`` if none applied, else ``passed``."""
         if self.interrupted:
             return "interrupted"
+        if self.not_run is not None:
+            return "skipped"
         st = {m.status for m in self.metrics}
         for s in ("error", "failed"):
             if s in st:
@@ -99,6 +103,8 @@ class ScenarioRun:
 
     @property
     def skip_reason(self) -> str | None:
+        if self.not_run is not None:
+            return self.not_run
         reasons = list(dict.fromkeys(m.skip_reason for m in self.metrics if m.skip_reason))
         return "; ".join(reasons) if reasons else None
 
@@ -226,9 +232,24 @@ class HttpMock:
 # ============================================================================ one scenario
 
 
+def needs_twilio(scenario: Scenario) -> ScenarioRun | None:
+    """The skipped run of a scenario that needs a Twilio in the loop (``requires = ["twilio"]``): no call is
+    placed by `callsim call`/`check`/`demo`, each expectation says why; None when the scenario can run here."""
+    if "twilio" not in scenario.requires:
+        return None
+    why = NEEDS_TWILIO.format(name=scenario.name)
+    run = ScenarioRun(scenario, not_run=why, started_at=time.time())
+    run.ended_at = run.started_at
+    run.expectations = [ExpectationResult(name, "skipped", f"not judged: {why}", None,
+                                          list(v) if isinstance(v, tuple) else v) for name, v in scenario.expect.items()]
+    return run
+
+
 async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: int, auth_token: str | None,
                seed: int | None, on_call_done: Callable[[], None] | None, bank: UtteranceBank,
                external: bool) -> ScenarioRun:
+    if (skipped := needs_twilio(scenario)) is not None:
+        return skipped
     t_start, started_at = time.monotonic(), time.time()
     since_ns = time.monotonic_ns()
     tag = f"{scenario.name}#{uuid.uuid4().hex[:12]}"
@@ -328,6 +349,8 @@ async def run_embedded(scenario: Scenario, *, calls: int | None = None, hook: st
                        seed: int | None = 1, workdir: Path | None = None,
                        on_call_done: Callable[[], None] | None = None) -> ScenarioRun:
     """Mock + bridge (by hook) + callers, all in this trio run, on loopback."""
+    if (skipped := needs_twilio(scenario)) is not None:
+        return skipped  # before a mock and a bridge are started for nothing
     n = calls or scenario.calls
     behaviour = scenario.mock if scenario.mock.seed is not None or seed is None else scenario.mock.with_(seed=seed)
     scenario = dataclasses.replace(scenario, mock=behaviour)

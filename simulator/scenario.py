@@ -100,12 +100,17 @@ class Expectations:
     # answer, re-prompts and goodbye); replies are told apart by a gap of REPLY_GAP_MS
     replies_after_last_utterance: int | None = None
     dtmf_heard: str | None = None  # needs the mock: the keys the model was told of, in order ("1", "12#")
+    # needs a Twilio in the loop (callsim dial): Twilio dialled this number (E.164) from the call, as its REST
+    # records show (a child call, direction outbound-dial) — the bridge transferred the call there
+    transferred_to: str | None = None
 
     #: expectations that can only be judged with the mock in the loop
     NEEDS_MOCK = frozenset({"overhead_p95_ms", "no_rejected_truncate", "truncate_error_max_ms",
                             "transcript_contains", "tool_called", "codec", "snr_min_db",
                             "openai_closed_within_ms", "renewals_min", "switch_gap_max_ms",
                             "no_caller_audio_lost", "dtmf_heard"})
+    #: expectations judged from Twilio's REST records: only `callsim dial` has them
+    NEEDS_TWILIO = frozenset({"transferred_to"})
 
     def items(self) -> list[tuple[str, Any]]:
         """The expectations that are set, in declaration order."""
@@ -208,7 +213,14 @@ REQUIREMENTS = {
     "transcoding": "the bridge converts between Twilio's μ-law and another format for OpenAI",
     "passthrough": "the bridge forwards μ-law both ways without converting it",
     "transcription": "the bridge turns on input transcription",
+    # not the bridge's: the harness's. Only `callsim dial` has a Twilio (or its emulator) in the loop
+    "twilio": "a Twilio in the loop: the scenario judges what Twilio did with the call (its REST records)",
 }
+
+#: why `callsim call`/`check`/`demo` skip a scenario that requires "twilio"
+NEEDS_TWILIO = ("requires twilio: the scenario judges what Twilio did with the call (its REST call records), and "
+                "this run has no Twilio in the loop: run it with `callsim dial --scenario {name}` through Twilio, "
+                "or offline through `callsim twilio-emulator` (README: callsim dial)")
 
 
 STEP_KEYS = ("say", "pause_ms", "dtmf", "wait_for_reply", "wait_for_audio_ms", "hangup")

@@ -86,6 +86,23 @@ class IgnoresDtmfCore(CallCore):
         return []
 
 
+class HastyTransferCore(CallCore):
+    """Redirects the call as soon as the pre-transfer phrase has arrived (its response.done), not once
+    it has played: Twilio drops what it still had queued for the stream."""
+
+    def _after_phrase(self, now_ns: int) -> list[Action]:
+        self.transfer_phase = "playing"
+        return self._redirect_now("the phrase has arrived")
+
+
+class NeverTransfersDriver(CallDriver):
+    """Declares transfer_call and plays the phrase, then skips the REST request and believes the call
+    was transferred: the caller is left on the line with an agent that says nothing more."""
+
+    async def _transfer(self) -> None:
+        await self._do(self.core.transfer_done(time.monotonic_ns(), None, self.app.settings.transfer_number or ""))
+
+
 class HastyGoodbyeCore(CallCore):
     """Hangs up as soon as the goodbye's last audio was forwarded (its response.done), not when it
     has played: Twilio drops what it still had queued."""
@@ -177,4 +194,16 @@ async def ignores_dtmf(config: dict[str, Any]) -> AsyncIterator[str]:
 @asynccontextmanager
 async def hasty_goodbye(config: dict[str, Any]) -> AsyncIterator[str]:
     async with embedded(config, core_class=HastyGoodbyeCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def hasty_transfer(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, core_class=HastyTransferCore) as url:
+        yield url
+
+
+@asynccontextmanager
+async def never_transfers(config: dict[str, Any]) -> AsyncIterator[str]:
+    async with embedded(config, driver_class=NeverTransfersDriver) as url:
         yield url

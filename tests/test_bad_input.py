@@ -240,7 +240,7 @@ MINIMAL = '[caller]\nsteps = [{ say = "caller_greeting" }, { hangup = true }]\n'
     ("calls = 0\n" + MINIMAL, "calls: must be at least 1, got 0"),
     ("calls = 1.5\n" + MINIMAL, "calls: expected a whole number, got 1.5"),
     ("requires = ['tool']\n" + MINIMAL, 'requires[1]: expected one of "greeting", "tools", "transcoding", '
-                                        '"passthrough", "transcription", got "tool" (did you mean "tools"?)'),
+                                        '"passthrough", "transcription", "twilio", got "tool" (did you mean "tools"?)'),
     ("[caller]\nsteps = []\n", "[caller] steps: missing or empty: a scenario needs at least one step"),
     ("[caller]\nsteps = 'say'\n", '[caller] steps: expected a list, got "say"'),
     ("[caller]\nsteps = [{ sya = 'caller_greeting' }]\n", "[caller] steps[1]: unknown step 'sya' (did you mean say?)"),
@@ -275,7 +275,7 @@ MINIMAL = '[caller]\nsteps = [{ say = "caller_greeting" }, { hangup = true }]\n'
      "[mock] faults[1] status: must be at least 100, got 42"),
     (MINIMAL + "[mock]\nrules = [{ when = 'caller_greeting' }]\n", "[mock] rules[1]: a rule has either reply or tool"),
     (MINIMAL + "[mock]\nrules = [{ when = 'caller_greeting', tool = { name = 'f', then = 'nope' } }]\n",
-     '[mock] rules[1] tool then: unknown fixture "nope" (`callsim fixtures` lists the 13 known)'),
+     '[mock] rules[1] tool then: unknown fixture "nope" (`callsim fixtures` lists the 15 known)'),
     (MINIMAL + "[bridge]\n[expect]\nno_underruns = 'yes'\n", '[expect] no_underruns: expected true or false, got "yes"'),
     (MINIMAL + "[expect]\ncodec = 'exact'\n",
      '[expect] codec: expected one of "bit_exact", got "exact" (did you mean "bit_exact"?)'),

@@ -161,6 +161,21 @@ def test_tool_called():
     assert r.status == "failed" and "never answered it" in r.message
 
 
+def test_transferred_to_is_judged_from_twilio_s_records_and_skipped_without_them():
+    desk, child = "+15550009999", {"sid": "CA1", "parent_call_sid": "CA0", "direction": "outbound-dial",
+                                   "from": "+15550002222", "to": "+15550009999", "status": "completed"}
+    r = one(Expectations(transferred_to=desk), [call(twilio_calls=[child])], mock_in_loop=False)
+    assert (r.status, r.measured) == ("passed", desk)
+    r = one(Expectations(transferred_to=desk), [call(twilio_calls=[])], mock_in_loop=False)
+    assert r.status == "failed" and r.message.startswith("the call was never transferred")
+    r = one(Expectations(transferred_to=desk), [call(twilio_calls=[{**child, "to": "+19005550000"}])])
+    assert r.status == "failed" and "transferred to +19005550000, expected +15550009999" in r.message
+    inbound = {**child, "direction": "inbound"}  # not a call Twilio dialled from ours
+    assert one(Expectations(transferred_to=desk), [call(twilio_calls=[inbound])]).status == "failed"
+    r = one(Expectations(transferred_to=desk), [call()], mock_in_loop=False)  # no records: callsim call
+    assert r.status == "skipped" and "callsim dial" in r.message
+
+
 def test_codec_bit_exact_and_snr():
     exact = call(codec=CodecMetrics(checked=True, bit_exact=True, snr_db=100.0))
     altered = call(codec=CodecMetrics(checked=True, bit_exact=False, snr_db=12.3))

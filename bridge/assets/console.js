@@ -100,6 +100,8 @@ function onEvent(ev) {
     case "tool_result": addEvent(ev, `tool result ${ev.name}${ev.ok ? "" : " (error)"}`, `${clip(ev.output)} (${ev.ms} ms)`); break;
     case "error": addEvent(ev, `error from ${ev.source}`, `${ev.code || ""} ${ev.message || ""}`); break;
     case "openai_fault": addEvent(ev, "OpenAI fault", ev.reason); break;
+    case "transferred": addEvent(ev, "transferred", `to ${ev.to}: Twilio ends the stream next`); break;
+    case "transfer_failed": addEvent(ev, "transfer failed", `${ev.error}; the call goes on`); break;
     case "dropped":
       s.dropped += ev.n;
       $("#dropped").hidden = false;
@@ -119,7 +121,7 @@ function markLabel(ev) {
 function offset(t) { return selected && selected.t0 !== null ? `+${(t - selected.t0).toFixed(1)} s` : ""; }
 
 function addEvent(ev, what, detail) {
-  const cls = ev.kind === "error" || ev.kind === "openai_fault" ? "ev bad" : `ev ${ev.kind}`;
+  const cls = ["error", "openai_fault", "transfer_failed"].includes(ev.kind) ? "ev bad" : `ev ${ev.kind}`;
   $("#events").append(el("li", {class: cls}, el("span", {class: "t", text: offset(ev.t)}), " ",
     el("strong", {text: what}), detail ? " " : "", detail ? el("span", {class: "detail", text: detail}) : ""));
 }

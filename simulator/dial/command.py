@@ -129,9 +129,22 @@ def cmd_dial(args: argparse.Namespace) -> int:
                                         f"TimeLimit of {request.max_duration_s} s still ends the call)"))
 
     judged: list = []  # the judged run, reported once the call has ended (its final status included)
+    records: dict[str, list | None] = {}  # Twilio's records of the call, read when an expectation needs them
+
+    async def read_records() -> None:
+        from .driver import RestFailure
+        from .twilio_records import dialled_from
+
+        if plan.sid is None:
+            return
+        try:
+            records["calls"] = await trio.to_thread.run_sync(
+                lambda: rest._call(lambda: dialled_from(rest.client, plan.sid)))
+        except RestFailure as exc:
+            say(f"could not read Twilio's records of the call: {exc}")
 
     def judge(result, line):  # type: ignore[no-untyped-def]
-        run = judge_line(scenario, result, line)
+        run = judge_line(scenario, result, line, twilio_calls=records.get("calls"))
         ok, why = outcome(run)
         for e in run.expectations:
             say(f"  {e.status}: {e.name}: {e.message}")
@@ -153,8 +166,11 @@ def cmd_dial(args: argparse.Namespace) -> int:
         paths = write_dial_report(args.report, run, dial, " ".join(["callsim", *sys.argv[1:]]))
         say(f"report: {paths['json']}")
 
+    from ..scenario import Expectations
+
+    needs_records = any(name in Expectations.NEEDS_TWILIO for name, _ in scenario.expect.items())
     server = DialStreamServer(request, scenario, args.auth_token, call_sid=lambda: plan.sid, say=say, judge=judge,
-                              host=args.host, port=args.port)
+                              before_judge=read_records if needs_records else None, host=args.host, port=args.port)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

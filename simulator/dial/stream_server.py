@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -82,12 +82,14 @@ class DialStreamServer:
     def __init__(self, request: DialRequest, scenario: Scenario, auth_token: str, *,
                  call_sid: Callable[[], str | None], say: Callable[[str], None] = lambda line: None,
                  judge: Callable[[CallResult, LineCore], tuple[bool, str]] | None = None,
+                 before_judge: Callable[[], Awaitable[None]] | None = None,
                  host: str = "127.0.0.1", port: int = 0) -> None:
         from twilio.request_validator import RequestValidator
 
         self.request, self.scenario = request, scenario
         self.validator = RequestValidator(auth_token)
         self.call_sid, self.say, self.judge = call_sid, say, judge
+        self.before_judge = before_judge  # e.g. read Twilio's records of the call, once the stream has ended
         self.host, self.port = host, port
         self.stream_path = urlsplit(request.stream_url).path or "/"
         self.statuses: list[dict[str, Any]] = []
@@ -110,6 +112,8 @@ class DialStreamServer:
         assert self.result is not None and self.line is not None
         if self.judge is None:
             return self.result.error is None, self.result.error or "the scenario ran"
+        if self.before_judge is not None:
+            await self.before_judge()
         return self.judge(self.result, self.line)
 
     async def wait_final_status(self, timeout_s: float) -> bool:

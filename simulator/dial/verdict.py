@@ -68,11 +68,13 @@ SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model w
 FAR_END_HUNG_UP = "far_end_hung_up"
 
 
-def line_adjust(line: LineCore):  # type: ignore[no-untyped-def]
-    """The corrections of a real line (see the module docstring), for ``runner._measure``."""
+def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None):  # type: ignore[no-untyped-def]
+    """The corrections of a real line (see the module docstring), for ``runner._measure``; and what
+    Twilio's REST records say of the call (``twilio_calls``: :mod:`.twilio_records`), when read."""
 
     def adjust(m: CallMetrics, result: CallResult) -> None:
         m.underrun_ms = line.continuity.gap_ms
+        m.twilio_calls = twilio_calls
         core = result.core
         if core is None or core.t0_ns is None or not m.barge_ins:
             return
@@ -92,13 +94,15 @@ def line_adjust(line: LineCore):  # type: ignore[no-untyped-def]
     return adjust
 
 
-def judge_line(scenario: Scenario, result: CallResult, line: LineCore) -> ScenarioRun:
-    """Measure and judge the call that ran on ``line`` (its core is ``result.core``)."""
+def judge_line(scenario: Scenario, result: CallResult, line: LineCore, *,
+               twilio_calls: list[dict[str, Any]] | None = None) -> ScenarioRun:
+    """Measure and judge the call that ran on ``line`` (its core is ``result.core``); ``twilio_calls``:
+    the calls Twilio dialled from it (judged by ``transferred_to``), None when they were not read."""
     t0 = time.time()
     if result.core is not None and result.core.t0_ns is not None:
         to_line_time(line)
     run = _measure(scenario, [result], [Pairing(None)], False, scenario.utterance_bank() or default_bank(),
-                   adjust=line_adjust(line))
+                   adjust=line_adjust(line, twilio_calls))
     rejudge = False
     for e in run.expectations:
         if e.message == SKIP_NO_MOCK:

@@ -24,6 +24,8 @@ import numpy as np
 from ..scenario import Expectations
 from .measurements import CallMetrics, ExpectationResult
 
+SKIP_NO_TWILIO = ("needs Twilio's REST records of the call, which only `callsim dial` has (through Twilio or "
+                  "`callsim twilio-emulator`)")
 SKIP_NO_MOCK = ("needs the mock OpenAI server in the loop (start `callsim mock-openai` "
                 "and point the bridge at it)")
 NO_MOCK_SESSION = ("the mock OpenAI server has no session for this call{where} — the bridge never connected "
@@ -570,6 +572,27 @@ def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
 _dtmf_heard = _with_mock(_dtmf_one, lambda c: "".join((c.mock or {}).get("dtmf") or []), lambda vs: vs[0],
                          lambda lim, m: f"the model was told of keys {lim!r}")
 
+def _transfer_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    dialled = [x for x in c.twilio_calls or [] if x.get("direction") == "outbound-dial"]
+    if any(x.get("to") == limit for x in dialled):
+        return None
+    w = ctx.where(c)
+    if not dialled:
+        return _Fail(c, f"the call was never transferred{w}: Twilio's records hold no call dialled from it — once "
+                        "the pre-transfer phrase has played, redirect the live call over the REST API "
+                        f"(calls(CallSid).update(twiml=<Dial><Number>{limit}</Number></Dial>))", None, 2)
+    to = ", ".join(str(x.get("to")) for x in dialled)
+    return _Fail(c, f"the call was transferred to {to}, expected {limit}{w} — the destination must come from the "
+                    "bridge's settings, never from the model", to, 1)
+
+
+def _transferred(limit: str, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
+    fails = [f for c in calls if (f := _transfer_one(limit, c, ctx))]
+    if fails:
+        return max(fails, key=lambda f: f.severity).measured, fails, ""
+    return limit, fails, f"Twilio dialled {limit} from the call (a child call, direction outbound-dial)"
+
+
 CHECKS: dict[str, Check] = {
     "turn_latency_p95_ms": _latency,
     "overhead_p95_ms": _overhead,
@@ -597,6 +620,7 @@ CHECKS: dict[str, Check] = {
     "no_caller_audio_lost": _no_lost,
     "replies_after_last_utterance": _replies_after,
     "dtmf_heard": _dtmf_heard,
+    "transferred_to": _transferred,
 }
 
 
@@ -625,6 +649,9 @@ def evaluate(expect: Expectations, calls: list[CallMetrics], *, mock_in_loop: bo
         limit_json = list(limit) if isinstance(limit, tuple) else limit
         if name in Expectations.NEEDS_MOCK and not mock_in_loop:
             out.append(ExpectationResult(name, "skipped", SKIP_NO_MOCK, None, limit_json))
+            continue
+        if name in Expectations.NEEDS_TWILIO and all(c.twilio_calls is None for c in all_judged):
+            out.append(ExpectationResult(name, "skipped", SKIP_NO_TWILIO, None, limit_json))
             continue
         if not judged:
             why = "OpenAI refused the session" if all_judged else "every call ended in an error"

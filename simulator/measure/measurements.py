@@ -112,6 +112,9 @@ class CallMetrics:
     warning_reasons: list[str] = field(default_factory=list)  # a few distinct reasons, verbatim
     tools_completed: list[str] = field(default_factory=list)  # tool calls the bridge answered (a response followed)
     renewal: RenewalMetrics | None = None  # with the mock: its sessions and switch-overs
+    # with a Twilio in the loop (callsim dial): the calls dialled from this call's legs, as Twilio's REST
+    # records list them ({sid, parent_call_sid, direction, from, to, status}); None: no Twilio in the loop
+    twilio_calls: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -165,3 +165,14 @@ def test_resample_quality_defaults_to_the_low_delay_fir_and_rejects_typos():
     assert make(resample_quality="HQ").resample_quality == "HQ"  # soxr stays selectable
     with pytest.raises(ValidationError):
         make(resample_quality="fir2")
+
+
+def test_transfer_number_is_e164_and_needs_the_twilio_account():
+    sid = "AC" + "ab" * 16
+    s = make(transfer_number=" +15550009999 ", twilio_account_sid=sid, twilio_auth_token="t")
+    assert s.transfer_number == "+15550009999" and s.transfer_say == "Connecting your call."
+    assert make(transfer_number="", transfer_say="").transfer_number is None
+    with pytest.raises(ValidationError, match="E.164"):
+        make(transfer_number="555-0100", twilio_account_sid=sid, twilio_auth_token="t")
+    with pytest.raises(ValidationError, match="transfer_number needs twilio_account_sid"):
+        make(transfer_number="+15550009999", twilio_auth_token="t")

@@ -39,6 +39,9 @@ TESTER = "+15550002222"
 BRIDGE_PUBLIC = "https://bridge.example"
 DIAL_PUBLIC = "wss://dial.example"
 DIAL_URL = f"{DIAL_PUBLIC}/stream"
+DESK = "+15550009999"  # the transfer scenario's TRANSFER_NUMBER: a "TwiML Bin" answering Say + Hangup
+DESK_SAY = "You have reached the front desk."
+DESK_TWIML = f"<Response><Say>{DESK_SAY}</Say><Hangup/></Response>"
 
 
 def free_port() -> int:
@@ -67,25 +70,34 @@ class Stack:
 
 
 @contextmanager
-def dial_stack(scenario: Scenario, workdir: Path, *, seed: int = 1) -> Iterator[Stack]:
-    """Mock (the scenario's behaviour, the seed ``run_embedded`` gives it) + bridge (the scenario's
-    ``[bridge]`` settings) + emulator, served until the block ends."""
+def dial_stack(scenario: Scenario, workdir: Path, *, seed: int = 1, hook: str = DEFAULT_BRIDGE_HOOK,
+               bridge: dict[str, Any] | None = None) -> Iterator[Stack]:
+    """Mock (the scenario's behaviour, the seed ``run_embedded`` gives it) + bridge (``hook``, the scenario's
+    ``[bridge]`` settings and ``bridge``'s, the emulator's account for its REST requests) + emulator with the agent's
+    number and the front desk's (:data:`DESK`, a webhook answering :data:`DESK_TWIML`), served until
+    the block ends."""
+    from tests.twilio_emu.test_dial_e2e import Router
+    from tests.twilio_emu.test_legs_e2e import webhook
+
     behaviour = scenario.mock if scenario.mock.seed is not None else scenario.mock.with_(seed=seed)
-    dial_port = free_port()
+    dial_port, emu_port = free_port(), free_port()
     ready: queue.Queue[Stack | BaseException] = queue.Queue()
     stop = threading.Event()
 
     async def serve() -> None:
-        hook = load_hook(DEFAULT_BRIDGE_HOOK)
-        async with running_mock(MockConfig(any_key=True, dialect=scenario.mock_dialect, behaviour=behaviour)) as mock:
+        bridge_hook = load_hook(hook)
+        async with (running_mock(MockConfig(any_key=True, dialect=scenario.mock_dialect, behaviour=behaviour)) as mock,
+                    webhook(Router({"/desk": DESK_TWIML})) as hooks):
             config = {"openai_realtime_url": mock.realtime_url, "database_path": workdir / "bridge.sqlite3",
-                      "twilio_auth_token": TOKEN, "public_url": BRIDGE_PUBLIC, **scenario.bridge}
-            async with hook(config) as base:
+                      "twilio_auth_token": TOKEN, "public_url": BRIDGE_PUBLIC, "twilio_account_sid": SID,
+                      "twilio_api_url": f"http://127.0.0.1:{emu_port}", **scenario.bridge, **(bridge or {})}
+            async with bridge_hook(config) as base:
                 tunnels = Tunnels([parse_tunnel(f"{BRIDGE_PUBLIC}={base.rstrip('/')}"),
                                    parse_tunnel(f"{DIAL_PUBLIC}=ws://127.0.0.1:{dial_port}")])
                 emu = RestCore(SID, TOKEN, clock=time.time,
-                               numbers=[PhoneNumber(AGENT, f"{BRIDGE_PUBLIC}/incoming-call")])
-                async with serve_emulator(emu, tunnels=tunnels) as url:
+                               numbers=[PhoneNumber(AGENT, f"{BRIDGE_PUBLIC}/incoming-call"),
+                                        PhoneNumber(DESK, f"{hooks}/desk")])
+                async with serve_emulator(emu, port=emu_port, tunnels=tunnels) as url:
                     ready.put(Stack(url, dial_port, emu, mock, trio.lowlevel.current_trio_token()))
                     await trio.to_thread.run_sync(stop.wait)
 

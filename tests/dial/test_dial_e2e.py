@@ -186,6 +186,6 @@ def test_a_dial_through_the_emulator_agrees_with_callsim_call(name, tmp_path, ca
 def test_every_shipped_scenario_is_run_or_says_why_not():
     from callsim.simulator.scenario import load_scenarios
 
-    shipped = {s.name for s in load_scenarios()}
+    shipped = {s.name for s in load_scenarios()} - {"transfer"}  # dialled in test_transfer.py: it needs the desk
     assert shipped == set(APPLIES) | set(NOT_ON_A_LINE), shipped ^ (set(APPLIES) | set(NOT_ON_A_LINE))
     assert all(NOT_ON_A_LINE.values())

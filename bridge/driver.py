@@ -116,6 +116,10 @@ class CallDriver:
                 await self._guarded(self._twilio_reader)
                 nursery.cancel_scope.cancel()
         finally:
+            # the renewer and the driver point at each other (and the core at the renewer's method):
+            # cut that here, so a finished call is freed at once, not at the next full collection
+            self.core.on_session_expired = None
+            self.renewer = None
             await self._close_twilio(self._close_code)
 
     async def _guarded(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:

@@ -74,6 +74,13 @@ NOT_ON_A_LINE = {
                         "which needs the mock's view",
     "tool_call": "what it checks is the tool call (`tool_called`), which needs the mock's view; its turn "
                  "latency is compared by the scenarios above, without an 11 s reply",
+    "long_call": "its figures (renewals, the switch-over gap, lost caller audio) come from the mock's sessions",
+    "silent_caller": "it needs the bridge's `[bridge]` settings (re-prompting on), which a dial does not apply: "
+                     "the agent answers as it is deployed",
+    "dtmf_menu": "a caller's keypresses cannot be sent on a bidirectional media stream (Twilio sends `dtmf`, "
+                 "it takes none), so `callsim dial` cannot press keys",
+    "goodbye": "its figures are the tool call (`tool_called`, the mock's view) and the goodbye heard whole "
+               "(`heard_goodbye`), which a line cannot judge",
 }
 #: the scenario dialled by the real CLI in a subprocess (the others through ``cli.main`` in process)
 SUBPROCESS = "telephone_noise"

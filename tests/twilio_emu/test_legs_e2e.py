@@ -119,11 +119,12 @@ class LegServer:
 
 
 @asynccontextmanager
-async def call_stack(tmp_path, leg: LegServer, behaviour: Behaviour | None = None):
+async def call_stack(tmp_path, leg: LegServer, behaviour: Behaviour | None = None, **settings):
     cfg = MockConfig(api_key=KEY, behaviour=behaviour or Behaviour(think=ThinkTime("fixed", 200.0), seed=3))
     async with running_mock(cfg) as mock, trio.open_nursery() as nursery:
         s = Settings(_env_file=None, openai_api_key=KEY, openai_realtime_url=mock.realtime_url, port=0,
-                     database_path=tmp_path / "bridge.sqlite3", twilio_auth_token=TOKEN, public_url=BRIDGE_PUBLIC)
+                     database_path=tmp_path / "bridge.sqlite3", twilio_auth_token=TOKEN, public_url=BRIDGE_PUBLIC,
+                     **settings)
         async with running_bridge(s) as (app, base):
             server = await nursery.start(serve_websocket, leg.handler, "127.0.0.1", 0, None)
             dial_port = server.port
@@ -233,8 +234,9 @@ async def test_the_bridge_closing_its_stream_with_no_twiml_left_ends_the_call(tm
     import logging
     caplog.set_level(logging.INFO, logger="callsim.twilio_emu")
     leg = LegServer()
+    # OpenAI ends the session and the bridge, told not to renew it, apologises and closes the stream
     behaviour = Behaviour(think=ThinkTime("fixed", 200.0), seed=3, faults=(Fault("expire", after_ms=800),))
-    async with call_stack(tmp_path, leg, behaviour) as (client, emu, app, mock):
+    async with call_stack(tmp_path, leg, behaviour, openai_renew_before_s=0) as (client, emu, app, mock):
         a_sid, b_sid = await create(client)
         with trio.fail_after(10):
             await leg.closed.wait()

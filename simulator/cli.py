@@ -21,7 +21,7 @@ from .cli_support import AT_LEAST_1, MS, PORT, bounded_number, serve_until_signa
 from .twilio_emu.command import add_parser as add_twilio_emulator
 
 #: scenarios ``callsim demo`` runs at once unless --jobs/--sequential say otherwise
-DEFAULT_JOBS = 9
+DEFAULT_JOBS = 16
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,6 +21,7 @@ from callsim.simulator.audio.utterances import UtteranceBank
 from callsim.simulator.caller import twilio_wire as tw
 from callsim.simulator.caller.core import FRAME_NS, CallerConfig, CallerCore
 from callsim.simulator.caller.script import (
+    Dtmf,
     Hangup,
     Pause,
     Say,
@@ -30,7 +31,7 @@ from callsim.simulator.caller.script import (
 from callsim.simulator.caller.sids import make_sid
 from callsim.simulator.caller.call_result import CallResult
 from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
-from callsim.simulator.measure.timeline import Event, SpeechEnd, SpeechStart, Stop, UtteranceStart
+from callsim.simulator.measure.timeline import DtmfSent, Event, SpeechEnd, SpeechStart, Stop, UtteranceStart
 from callsim.simulator.measure.metrics import (
     SNR_IDENTICAL_DB,
     best_alignment,
@@ -433,6 +434,39 @@ def test_a_continuous_reply_and_the_silence_between_replies_are_not_underruns():
               WaitForReply(quiet_ms=200, timeout_ms=3000), Hangup()]
     m = measure_call(run(script, reply_after(10, loud(1600))), scenario="s")
     assert m.underrun_ms == 0.0
+
+
+def test_two_replies_with_no_caller_words_between_are_not_one_reply_with_an_underrun():
+    """A re-prompt to a silent caller, or the answer to a keypress: the silence before it is no
+    underrun. With the mock in the loop, each reply starts where the mock sent its first audio;
+    a keypress starts a new reply too."""
+    def react(app: App) -> None:
+        se = app.tick(SpeechEnd)
+        if se is not None and app.once("r"):
+            app.at(grid(se + 9) + 1000, media(loud(1600)))  # the answer: se+10 .. se+19
+            app.at(grid(se + 80) + 1000, media(loud(1600)))  # the re-prompt, 1.2 s later
+
+    script = [Pause(100), Say("caller_stop"), Pause(2500), Hangup()]
+    result = run(script, react)
+    unsplit = measure_call(result, scenario="s")
+    assert unsplit.underrun_ms > 1000  # without knowing where replies start, the gap looks like one
+    se = (result.core.timeline.times(SpeechEnd)[0] - T0) // FRAME_NS
+    mock = {"responses": [{"index": 1, "t_trigger_ns": grid(se + 5), "t_first_audio_ns": grid(se + 9)},
+                          {"index": 2, "t_trigger_ns": grid(se + 70), "t_first_audio_ns": grid(se + 80)}],
+            "turns": [], "truncates": []}
+    assert measure_call(result, scenario="s", mock=mock).underrun_ms == 0.0
+
+    def keypress(app: App) -> None:
+        k = app.tick(DtmfSent)
+        if k is not None and app.once("r"):
+            app.at(grid(k + 5) + 1000, media(loud(1600)))
+    script = [Pause(100), Say("caller_stop"), Pause(600), Dtmf("1"), Pause(1500), Hangup()]
+
+    def both(app: App) -> None:
+        react(app)
+        keypress(app)
+
+    assert measure_call(run(script, both), scenario="s").underrun_ms == 0.0
 
 
 def test_a_clear_ends_a_reply_and_the_next_audio_starts_a_new_one():

@@ -47,6 +47,7 @@ from .timeline import (
     CallerSpeech,
     ClearIn,
     ClosedByApp,
+    DtmfSent,
     MediaIn,
     Overflow,
     SpeechEnd,
@@ -336,7 +337,10 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
                             uplink_ms(core, rx, u.speech_end_ns))
             m.turns.append(t)
 
-    m.underrun_ms = _underrun_ms(po, utts, clears)
+    # a keypress and each reply the mock started begin a new response too (a re-prompt follows no
+    # caller utterance): the silence between two replies is no underrun
+    starts = core.timeline.times(DtmfSent) + [r["t_first_audio_ns"] for r in responses if r.get("t_first_audio_ns")]
+    m.underrun_ms = _underrun_ms(po, utts, clears, starts)
     m.dead_air_ms = _dead_air_ms(po, utts)
     m.replies_after_last_utterance = _replies_after_last(po, utts)
     if behaviour_echo:
@@ -503,11 +507,13 @@ def _replies_after_last(po: Playout, utts: list[_Utt]) -> int:
 # --------------------------------------------------------------- underruns
 
 
-def _underrun_ms(po: Playout, utts: list[_Utt], clears: list[int]) -> float:
-    """Silence inside assistant responses. The call is cut at every utterance start, speech end
-    and clear; within each piece the response runs from its first to its last played frame, and
+def _underrun_ms(po: Playout, utts: list[_Utt], clears: list[int], starts: list[int] = ()) -> float:
+    """Silence inside assistant responses. The call is cut at every utterance start, speech end,
+    clear and each of ``starts`` (keypresses, and with the mock the moment each reply's first audio
+    left it); within each piece the response runs from its first to its last played frame, and
     every empty tick inside (20 ms) and every short frame but the last ((160 − bytes)/8 ms) counts."""
     cuts = {0, po.n}
+    cuts.update(po.done_by(t) for t in starts)
     for u in utts:
         cuts.add(po.tick_of(u.start_ns))
         if u.speech_end_ns is not None:

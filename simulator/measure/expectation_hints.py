@@ -16,7 +16,7 @@ from .expectation_text import comparison
 
 #: kinds judged by equality or presence: the line says "expected", not "limit"
 _EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reason", "openai_session",
-                       "barge_ins", "replies_after_last_utterance", "dtmf_heard"})
+                       "barge_ins", "replies_after_last_utterance", "dtmf_heard", "transferred_to"})
 
 _Hint = str | Callable[[Any, Any], str]
 
@@ -72,6 +72,8 @@ HINTS: dict[str, _Hint] = {
     "replies_after_last_utterance": "count the replies a silent caller hears: the answer, each re-prompt, the "
                                     "goodbye — re-prompt after a quiet spell, then say goodbye and hang up",
     "dtmf_heard": "forward Twilio's dtmf events to the model as a conversation item naming the key",
+    "transferred_to": "on transfer_call, let the phrase before it play, then update the call over Twilio's REST "
+                      "API with <Dial><Number> (calls(sid).update(twiml=...))",
     "barge_ins": "the caller talked over the assistant a different number of times than the script "
                  "intends: check the replies' length and the script's timing",
 }
@@ -154,6 +156,8 @@ def show_limit(name: str, v: Any) -> str:
         return f"expected {v} reply(ies) after the caller's last utterance"
     if name == "dtmf_heard":
         return f"expected keys {v!r}"
+    if name == "transferred_to":
+        return f"expected a transfer to {v}"
     if name == "heard_goodbye":
         return "expected ended by the bridge, 0 ms unheard"
     if name == "renewals_min":

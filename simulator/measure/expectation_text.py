@@ -32,6 +32,7 @@ _LIMITS: dict[str, tuple[str, str]] = {
     "switch_gap_max_ms": ("≤", "ms"),
     "replies_after_last_utterance": ("=", ""),
     "dtmf_heard": ("keys:", ""),
+    "transferred_to": ("to:", ""),
     "end_reason": ("=", ""),
     "tool_called": ("called:", ""),
     "codec": ("=", ""),

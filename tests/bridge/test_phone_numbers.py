@@ -24,13 +24,6 @@ BEARER = {"Authorization": f"Bearer {CONSOLE}"}
 NUMBER = "+15550001111"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    """requests (under the twilio client) honours *_PROXY; the emulator is on loopback."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-
 
 @asynccontextmanager
 async def stack(tmp_path, **settings):

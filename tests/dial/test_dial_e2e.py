@@ -86,13 +86,6 @@ NOT_ON_A_LINE = {
 SUBPROCESS = "telephone_noise"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-
 
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch):

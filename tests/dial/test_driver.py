@@ -14,15 +14,8 @@ from callsim.simulator.dial.request import DialRequest
 from callsim.simulator.twilio_emu.rest import RestCore
 from callsim.simulator.twilio_emu.server import serve_rest
 
-from .emulator import SID, TOKEN, no_proxy_env
+from .emulator import SID, TOKEN
 
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for name, value in no_proxy_env({}).items():
-        monkeypatch.setenv(name, value)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def request(**kw) -> DialRequest:

@@ -34,7 +34,7 @@ from callsim.simulator.twilio_emu.speech import synthesize
 from twilio.rest import Client
 
 from .stack import DESK, DESK_SAY, SID, TOKEN, dial_stack, with_seed
-from .test_dial_e2e import _loopback_only, _no_proxy  # noqa: F401 (fixtures)
+from .test_dial_e2e import _loopback_only  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 

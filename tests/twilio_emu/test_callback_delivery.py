@@ -9,7 +9,6 @@ import socket
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
 
-import pytest
 import trio
 from callsim.simulator.twilio_emu.rest import RestCore
 from callsim.simulator.twilio_emu.server import serve_emulator
@@ -17,16 +16,11 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from tests.asgi_kit import read_body, serve_lifespan
 
 SID = "AC" + "34" * 16
 TOKEN = "delivery-token"
 
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
 
 class Receiver:
@@ -41,20 +35,9 @@ class Receiver:
         self.base = ""
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                if m["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif m["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
+        if await serve_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         url = self.base + scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         form = dict(parse_qsl(body.decode())) if scope["method"] == "POST" else {}

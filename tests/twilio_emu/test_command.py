@@ -64,13 +64,6 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    """requests (the twilio client) honours *_PROXY; the emulator is reached directly."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_serves_the_twilio_client_sends_callbacks_and_stops_cleanly(stop):

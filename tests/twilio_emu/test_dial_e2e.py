@@ -19,9 +19,9 @@ from callsim.simulator.twilio_emu.tunnels import Tunnels, parse_tunnel
 from twilio.rest import Client
 from trio_websocket import serve_websocket
 
-from .test_legs_e2e import AGENT, DIAL_PUBLIC, SID, TESTER, TOKEN, LegServer, _no_proxy, dial_twiml, until_ended, webhook
+from tests.asgi_kit import read_body, serve_lifespan
+from .test_legs_e2e import AGENT, DIAL_PUBLIC, SID, TESTER, TOKEN, LegServer, dial_twiml, until_ended, webhook
 
-__all__ = ["_no_proxy"]  # the autouse fixture, imported so it applies here too
 DESK = "+15550009999"
 
 
@@ -33,20 +33,9 @@ class Router:
         self.hits: list[tuple[float, str, dict[str, str]]] = []
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                if m["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif m["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
+        if await serve_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         self.hits.append((trio.current_time(), scope["path"], dict(parse_qsl(body.decode()))))
         route = self.routes.get(scope["path"])
         if route is None:

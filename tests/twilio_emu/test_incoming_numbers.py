@@ -107,14 +107,8 @@ def test_errors_are_twilios(api):
     assert api.request("DELETE", f"{BASE}/{sid}.json").status == 405
 
 
-@pytest.fixture
-def _no_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
-
-async def test_the_twilio_client_lists_fetches_and_updates_numbers(api, _no_proxy):
+async def test_the_twilio_client_lists_fetches_and_updates_numbers(api):
     async with serve_rest(api.core) as url:
         client = Client(SID, TOKEN)
         client.api.base_url = url

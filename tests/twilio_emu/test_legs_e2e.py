@@ -13,7 +13,6 @@ import time
 from contextlib import asynccontextmanager
 
 import orjson
-import pytest
 import trio
 from callsim.bridge.server import running_bridge
 from callsim.bridge.settings import Settings
@@ -28,6 +27,7 @@ from callsim.simulator.twilio_emu.tunnels import Tunnels, parse_tunnel
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from trio_websocket import ConnectionClosed, serve_websocket
+from tests.asgi_kit import read_body, serve_lifespan
 
 SID = "AC" + "5a" * 16
 TOKEN = "legs-token"
@@ -40,12 +40,6 @@ GREETING = default_bank().get("caller_greeting")
 REPLY = default_bank().get("assistant_short_reply")
 REPLY_SPEECH_MS = sum(end - start for start, end in REPLY.speech_segments_ms)
 
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
 
 class LegServer:
@@ -256,20 +250,9 @@ class TwimlApp:
         self.forms: list[dict[str, str]] = []
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                if m["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif m["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
+        if await serve_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         from urllib.parse import parse_qsl
         self.forms.append(dict(parse_qsl(body.decode())))
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/xml")]})

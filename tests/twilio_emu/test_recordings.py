@@ -20,9 +20,8 @@ from callsim.simulator.twilio_emu.rest import RestCore
 from callsim.simulator.twilio_emu.server import serve_rest
 from twilio.base.exceptions import TwilioRestException
 
-from .test_twilio_client import SID, T0, TOKEN, _no_proxy, client, in_thread
+from .test_twilio_client import SID, T0, TOKEN, client, in_thread
 
-__all__ = ["_no_proxy"]
 
 
 def recorded_call(core: RestCore, channels: int, seconds: float = 2.5):

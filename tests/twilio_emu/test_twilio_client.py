@@ -18,13 +18,6 @@ TOKEN = "emulator-token"
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    """requests honours *_PROXY variables; the emulator is on loopback and must be reached directly."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-
 
 def client(url: str, token: str = TOKEN) -> Client:
     c = Client(SID, token)

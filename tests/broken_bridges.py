@@ -111,35 +111,28 @@ class HastyGoodbyeCore(CallCore):
         return [Hangup(reason), *self._end(f"goodbye ({reason})")]
 
 
-@asynccontextmanager
-async def no_clear(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, core_class=NoClearCore) as url:
-        yield url
+def _hook(*, settings: dict[str, Any] | None = None, **classes: Any) -> Any:
+    """A bridge hook (``tests.broken_bridges:NAME``): our embedded bridge with one defect, as a core
+    or driver class in place of ours, and ``settings`` over the scenario's ``[bridge]`` table."""
+
+    @asynccontextmanager
+    async def hook(config: dict[str, Any]) -> AsyncIterator[str]:
+        async with embedded({**config, **(settings or {})}, **classes) as url:
+            yield url
+
+    return hook
 
 
-@asynccontextmanager
-async def bytes_sent_truncate(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, core_class=BytesSentTruncateCore) as url:
-        yield url
+no_clear = _hook(core_class=NoClearCore)
 
+bytes_sent_truncate = _hook(core_class=BytesSentTruncateCore)
 
-@asynccontextmanager
-async def leaky_openai(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, driver_class=LeakyDriver) as url:
-        yield url
+leaky_openai = _hook(driver_class=LeakyDriver)
 
+wrong_format = _hook(settings={"audio_mode": "transcode"}, core_class=WrongFormatCore)
 
-@asynccontextmanager
-async def wrong_format(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded({**config, "audio_mode": "transcode"}, core_class=WrongFormatCore) as url:
-        yield url
-
-
-@asynccontextmanager
-async def no_renewal(config: dict[str, Any]) -> AsyncIterator[str]:
-    """Our bridge with session renewal off: the call ends with the first OpenAI session."""
-    async with embedded({**config, "openai_renew_before_s": 0}) as url:
-        yield url
+#: our bridge with session renewal off: the call ends with the first OpenAI session
+no_renewal = _hook(settings={"openai_renew_before_s": 0})
 
 
 #: what a real reconnect costs before the new session is configured (TLS, the WebSocket handshake and
@@ -173,37 +166,14 @@ class CloseThenOpenDriver(CallDriver):
             self.core.on_session_expired = self.renewer.expired
 
 
-@asynccontextmanager
-async def close_then_open(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, driver_class=CloseThenOpenDriver) as url:
-        yield url
+close_then_open = _hook(driver_class=CloseThenOpenDriver)
 
+no_reprompt = _hook(core_class=NoRepromptCore)
 
-@asynccontextmanager
-async def no_reprompt(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, core_class=NoRepromptCore) as url:
-        yield url
+ignores_dtmf = _hook(core_class=IgnoresDtmfCore)
 
+hasty_goodbye = _hook(core_class=HastyGoodbyeCore)
 
-@asynccontextmanager
-async def ignores_dtmf(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, core_class=IgnoresDtmfCore) as url:
-        yield url
+hasty_transfer = _hook(core_class=HastyTransferCore)
 
-
-@asynccontextmanager
-async def hasty_goodbye(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, core_class=HastyGoodbyeCore) as url:
-        yield url
-
-
-@asynccontextmanager
-async def hasty_transfer(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, core_class=HastyTransferCore) as url:
-        yield url
-
-
-@asynccontextmanager
-async def never_transfers(config: dict[str, Any]) -> AsyncIterator[str]:
-    async with embedded(config, driver_class=NeverTransfersDriver) as url:
-        yield url
+never_transfers = _hook(driver_class=NeverTransfersDriver)

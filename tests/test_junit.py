@@ -216,6 +216,21 @@ def test_suite_timestamp_and_time_are_the_scenarios(tmp_path):
     assert root.get("time") == "31.250"
 
 
+def test_a_scenario_skipped_before_any_call_is_a_skipped_testcase_with_the_reason(tmp_path):
+    """e.g. ``transfer`` under ``callsim demo``: no Twilio in the loop, so no call is placed; CI must
+    show a skip with the reason, not an empty suite."""
+    meta = {"scenarios": [{"name": "greeting", "started_at": "2025-03-04T09:00:18+00:00", "seconds": 2.0,
+                           "status": "passed"},
+                          {"name": "transfer", "status": "skipped", "started_at": "2025-03-04T09:00:18+00:00",
+                           "seconds": 0.0, "skip_reason": "requires twilio: run it with `callsim dial`"}]}
+    root = write(tmp_path, [passed_call()], meta)
+    assert_junit_shape(root)
+    c = case(root, "transfer")
+    assert c.get("classname") == "callsim.transfer"
+    assert c.find("skipped").get("message") == "transfer: requires twilio: run it with `callsim dial`"
+    assert {k: root.get(k) for k in COUNTS} == {"tests": "2", "failures": "0", "errors": "0", "skipped": "1"}
+
+
 def test_without_scenario_records_a_suite_is_stamped_now_with_its_calls_time(tmp_path):
     before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     root = write(tmp_path, [passed_call(), failed_call(2), failed_call(3)])

@@ -1,0 +1,149 @@
+"""The checks of how a call ends and lasts: the goodbye heard whole, session renewal, a silent
+caller's re-prompts, keypresses, the transfer (issue 17's scenarios)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .expectation_kit import END_REASONS, _Ctx, _Fail, _per_call, _r, _with_mock
+from .measurements import CallMetrics
+
+def _goodbye_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    w = ctx.where(c)
+    if c.end_reason != "closed_by_app":
+        how = END_REASONS.get(c.end_reason or "", c.end_reason or "the call did not end")
+        return _Fail(c, f"no goodbye: the bridge never ended the call{w} ({how}) — end it yourself after the "
+                        "goodbye (an end_call tool), once its audio has played", c.end_reason, 2.0)
+    if c.unheard_at_end_ms > GOODBYE_SLACK_MS:
+        return _Fail(c, f"goodbye cut off: the bridge ended the call with {c.unheard_at_end_ms:.0f} ms of its last "
+                        f"reply still queued at Twilio, never heard{w} — wait for the mark after the last audio "
+                        "before closing the stream or hanging up", _r(c.unheard_at_end_ms), c.unheard_at_end_ms)
+    last = next((r for r in reversed((c.mock or {}).get("responses") or []) if r.get("audio_ms_sent")), None)
+    if last is not None and last.get("audio_ms_total") and last["audio_ms_sent"] + GOODBYE_SLACK_MS < last["audio_ms_total"]:
+        return _Fail(c, f"goodbye cut off at the source: OpenAI had sent only {last['audio_ms_sent']:.0f} of the "
+                        f"{last['audio_ms_total']:.0f} ms of the last reply when the session ended{w} — let "
+                        "response.done arrive before closing OpenAI", _r(last["audio_ms_sent"]), 1.0)
+    return None
+
+
+#: what may go unheard of a goodbye: one 20 ms frame of playback granularity
+GOODBYE_SLACK_MS = 20.0
+
+_heard_goodbye = _per_call(_goodbye_one, lambda c: _r(c.unheard_at_end_ms), max,
+                           lambda lim, m: f"the bridge ended the call after its last reply played whole "
+                                          f"({m:.0f} ms unheard)")
+
+def _ended_early(c: CallMetrics) -> str:
+    """Why a call used fewer sessions than it should have, when its OpenAI session ended it."""
+    codes = [e.get("code") for e in (c.mock or {}).get("errors") or [] if isinstance(e, dict)]
+    if "session_expired" in codes:
+        return (" — the OpenAI session hit its maximum duration (session_expired) and the call went with it: "
+                "open the next session ahead of time and switch the call to it")
+    return ""
+
+
+def _renewals_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    r = c.renewal
+    n = r.renewals if r is not None else 0
+    if n >= limit:
+        return None
+    return _Fail(c, f"{n} session renewal(s), expected ≥ {limit}{ctx.where(c)}: the call used "
+                    f"{r.sessions if r else 0} OpenAI session(s){_ended_early(c)}", n, limit - n)
+
+
+_renewals = _per_call(_renewals_one, lambda c: c.renewal.renewals if c.renewal else 0, min,
+                      lambda lim, m: f"{m} session renewal(s) ≥ {lim}")
+
+
+def _gap_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    r = c.renewal
+    w = ctx.where(c)
+    if r is None or not r.switches:
+        return _Fail(c, f"no switch-over to measure{w}: the call used one OpenAI session{_ended_early(c)}", None, 1.0)
+    if r.switch_gap_ms is None:
+        return _Fail(c, f"the switch-over gap could not be measured{w}: {r.note}", None, 1.0)
+    if r.switch_gap_ms <= limit:
+        return None
+    sw = max((s for s in r.switches if s["gap_ms"] is not None), key=lambda s: s["gap_ms"])
+    missing = (f": {sw['frames_missing']} caller frame(s) reached neither session" if sw["frames_missing"]
+               else ": the new session got the caller's audio late")
+    return _Fail(c, f"switch-over gap {r.switch_gap_ms:.0f} ms > {limit:.0f} ms at {sw['t_ms']} ms into the "
+                    f"call{w}{missing} — open and configure the next session before switching, then move the "
+                    "caller's frames to it between two frames (never close first, then reconnect)",
+                 _r(r.switch_gap_ms), r.switch_gap_ms)
+
+
+_switch_gap = _per_call(_gap_one, lambda c: _r(c.renewal.switch_gap_ms) if c.renewal else None,
+                        lambda vs: max((v for v in vs if v is not None), default=None),
+                        lambda lim, m: f"switch-over gap {m:.0f} ms ≤ {lim:.0f} ms")
+
+
+def _lost_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    r = c.renewal
+    w = ctx.where(c)
+    if r is None or r.caller_audio_lost_ms is None:
+        return _Fail(c, f"caller audio lost could not be measured{w}: {r.note if r else 'no mock session'}",
+                     None, 1.0)
+    if r.caller_audio_lost_ms == 0:
+        return None
+    return _Fail(c, f"{r.caller_audio_lost_ms:.0f} ms of the caller's audio reached no OpenAI session{w} — "
+                    "keep forwarding every caller frame (to the old session until the switch, to the new one "
+                    "from it); hold frames while a session is being set up rather than dropping them",
+                 _r(r.caller_audio_lost_ms), r.caller_audio_lost_ms)
+
+
+_no_lost = _per_call(_lost_one, lambda c: _r(c.renewal.caller_audio_lost_ms) if c.renewal else None,
+                     lambda vs: max((v for v in vs if v is not None), default=None),
+                     lambda lim, m: "no caller audio lost (0 ms)")
+def _replies_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    n = c.replies_after_last_utterance
+    if n == limit:
+        return None
+    if n < limit:
+        hint = (" — a silent caller was left in dead air: re-prompt after a quiet spell (the bridge's own timer "
+                "from the mark of its last audio), then say goodbye and hang up") if n <= 1 else \
+               " — fewer re-prompts than set, or the call ended before the goodbye"
+    else:
+        hint = " — more replies than the script intends: re-prompts too soon, or too many before the goodbye"
+    return _Fail(c, f"the caller heard {n} reply(ies) after its last utterance, expected {limit}{ctx.where(c)}"
+                    f"{hint}", n, abs(n - limit))
+
+
+_replies_after = _per_call(_replies_one, lambda c: c.replies_after_last_utterance, lambda vs: vs[0],
+                           lambda lim, m: f"{lim} reply(ies) heard after the caller's last utterance")
+
+
+def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    keys = "".join((c.mock or {}).get("dtmf") or [])
+    if keys == limit:
+        return None
+    if not keys:
+        return _Fail(c, f"the model was never told of a keypress{ctx.where(c)} (expected {limit!r}) — forward "
+                        "Twilio's dtmf events to OpenAI as a conversation item naming the key "
+                        "(e.g. user text \"The caller pressed 1\")", keys, 2)
+    return _Fail(c, f"the model was told of keys {keys!r}, expected {limit!r}{ctx.where(c)} — forward every "
+                    "dtmf event once, in order", keys, 1)
+
+
+_dtmf_heard = _with_mock(_dtmf_one, lambda c: "".join((c.mock or {}).get("dtmf") or []), lambda vs: vs[0],
+                         lambda lim, m: f"the model was told of keys {lim!r}")
+
+def _transfer_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    dialled = [x for x in c.twilio_calls or [] if x.get("direction") == "outbound-dial"]
+    if any(x.get("to") == limit for x in dialled):
+        return None
+    w = ctx.where(c)
+    if not dialled:
+        return _Fail(c, f"the call was never transferred{w}: Twilio's records hold no call dialled from it — once "
+                        "the pre-transfer phrase has played, redirect the live call over the REST API "
+                        f"(calls(CallSid).update(twiml=<Dial><Number>{limit}</Number></Dial>))", None, 2)
+    to = ", ".join(str(x.get("to")) for x in dialled)
+    return _Fail(c, f"the call was transferred to {to}, expected {limit}{w} — the destination must come from the "
+                    "bridge's settings, never from the model", to, 1)
+
+
+def _transferred(limit: str, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
+    fails = [f for c in calls if (f := _transfer_one(limit, c, ctx))]
+    if fails:
+        return max(fails, key=lambda f: f.severity).measured, fails, ""
+    return limit, fails, f"Twilio dialled {limit} from the call (a child call, direction outbound-dial)"

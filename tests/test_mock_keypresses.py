@@ -15,6 +15,11 @@ def _text(t: str) -> list[dict]:
 @pytest.mark.parametrize("text,key", [
     ("The caller pressed 1 on the phone keypad.", "1"), ("DTMF: #", "#"), ("Caller entered key 5", "5"),
     ("keypress *", "*"),
+    # wordings of other bridges: the verdict must not depend on the phrase
+    ("User dialed digit 3", "3"), ("Keypad input: 9", "9"), ("The caller selected 2", "2"),
+    ("[DTMF 4]", "4"), ("Caller pushed the # button", "#"), ("digit=7", "7"), ("Touch-tone received: 0", "0"),
+    ("The user typed 8 on the phone", "8"), ("Caller hit *", "*"),
+    ("Press 1 for sales, 2 for support", None),  # offers keys: two keys, and no report of a press
     ("Greet the caller and offer the menu: press 1 for the weather.", None),  # an instruction, not a press
     ("The caller pressed 1 and 2", None), ("Hello", None), ("pressed 12", None),
 ])

@@ -118,8 +118,11 @@ def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     if keys == limit:
         return None
     if not keys:
-        return _Fail(c, f"the model was never told of a keypress{ctx.where(c)} (expected {limit!r}) — forward "
-                        "Twilio's dtmf events to OpenAI as a conversation item naming the key "
+        early = "".join((c.mock or {}).get("dtmf_before_keypress") or [])
+        seen = (f"; the only key named, {early!r}, came before the caller pressed anything (a prompt, not "
+                "the keypress)") if early else ""
+        return _Fail(c, f"the model was never told of a keypress{ctx.where(c)} (expected {limit!r}){seen} — "
+                        "forward Twilio's dtmf events to OpenAI as a conversation item naming the key "
                         "(e.g. user text \"The caller pressed 1\")", keys, 2)
     return _Fail(c, f"the model was told of keys {keys!r}, expected {limit!r}{ctx.where(c)} — forward every "
                     "dtmf event once, in order", keys, 1)

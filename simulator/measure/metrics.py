@@ -349,6 +349,7 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
         m.codec = CodecMetrics(note="not checked: the mock is not in echo mode")
     if mock is not None:
         m.mock = _mock_summary(mock, core.t0_ns)
+        _keys_after_keypress(m.mock, mock, core.timeline.times(DtmfSent))
         m.transcript = [_text(bank, t["heard"]) for t in mock_turns if t.get("heard")]
         tools = [(j, r["reply"][5:]) for j, r in enumerate(responses) if str(r.get("reply", "")).startswith("tool:")]
         m.tools_called = [name for _, name in tools]
@@ -620,6 +621,21 @@ def _mock_summary(snap: dict[str, Any], t0_ns: int) -> dict[str, Any]:
         "invalid_sent": list(snap.get("invalid_sent") or [])[:20],
         "dtmf": [k for k in snap.get("dtmf") or [] if isinstance(k, str)][:100],
     }
+
+
+def _keys_after_keypress(summary: dict[str, Any], snap: dict[str, Any], sent_ns: list[int]) -> None:
+    """Keep in ``summary["dtmf"]`` only the keys the bridge told the model *after* the caller's first
+    keypress; the others (a greeting prompt that happens to read "DTMF 1 is the weather") go to
+    ``dtmf_before_keypress``. The mock recognises a keypress item by its wording, which no two bridges
+    share, so the wording is read generously and the timing decides: nothing told before the caller
+    pressed a key can be that key."""
+    keys, times = snap.get("dtmf") or [], snap.get("dtmf_ns")
+    if not isinstance(times, list) or len(times) != len(keys):
+        return  # a mock without times: the keys as recorded
+    first = min(sent_ns) if sent_ns else None
+    told = [(k, t) for k, t in zip(keys, times) if isinstance(k, str) and isinstance(t, int)]
+    summary["dtmf"] = [k for k, t in told if first is not None and t >= first][:100]
+    summary["dtmf_before_keypress"] = [k for k, t in told if first is None or t < first][:100]
 
 
 # ================================================================ summary

@@ -59,6 +59,7 @@ class ConversationPart(SessionBase):
     order: list[str]
     truncates: list[dict[str, Any]]
     dtmf: list[str]  # the keys the client's user items named (.keypresses), in order
+    dtmf_ns: list[int]  # when each of those items arrived: the harness counts only those after a keypress
     _pending_key: str | None  # the last one, until a response answers it
 
     def _init_conversation(self) -> None:
@@ -66,6 +67,7 @@ class ConversationPart(SessionBase):
         self.order = []
         self.truncates = []
         self.dtmf = []
+        self.dtmf_ns = []
         self._pending_key = None
 
     def _remember_item(self, item: Item, pos: int | None = None) -> None:
@@ -117,6 +119,7 @@ class ConversationPart(SessionBase):
                 self._pending_key = key
                 if len(self.dtmf) < MAX_RECORDS:
                     self.dtmf.append(key)
+                    self.dtmf_ns.append(now_ns)
         elif itype == "function_call_output":
             item.call_id = raw.get("call_id")
             item.output = raw.get("output")

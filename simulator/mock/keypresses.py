@@ -1,13 +1,19 @@
 """Which key a client's user text item names: how the mock "hears" a caller's keypress.
 
 A bridge tells the model about a Twilio ``dtmf`` event the only way the Realtime API offers: a
-conversation item, in practice a user text message ("The caller pressed 1", "DTMF: #",
-"Caller entered key 5 on the keypad"). The mock counts a user ``input_text`` as a keypress when
-it reports one (pressed, entered, keypress, DTMF) and names exactly one key 0-9, ``*`` or ``#``
-as a token of its own — not an instruction that merely mentions a key ("offer the menu: press 1
-for the weather", a greeting prompt); the key is recorded (the session snapshot's ``dtmf``, the
-harness's ``dtmf_heard``) and a ``[mock] rules`` entry ``when = "dtmf:KEY"`` answers the next
-response. Words for digits ("one") are not read: bridges send the key itself.
+conversation item, in practice a user text message, worded as each bridge's author liked ("The
+caller pressed 1", "DTMF: #", "Caller entered key 5 on the keypad", "User dialed digit 3", "Keypad
+input: 9", "The caller selected 2"). The mock counts a user ``input_text`` as a keypress when it
+reports one in any of those words (a past-tense verb of pressing, or a noun for the key: digit,
+keypad, keypress, DTMF, tone, button) and names exactly one key 0-9, ``*`` or ``#`` as a token of
+its own — not an imperative that merely offers a key ("offer the menu: press 1 for the weather");
+the key is recorded with its time (the session snapshot's ``dtmf`` and ``dtmf_ns``) and a ``[mock]
+rules`` entry ``when = "dtmf:KEY"`` answers the next response. Words for digits ("one") are not
+read: bridges send the key itself.
+
+The wording is read generously on purpose: a verdict must not depend on how a bridge phrases the
+item. The harness (``dtmf_heard``) guards the other side by time: a key named before the caller
+pressed anything (a greeting prompt that reads "digit 1 is the weather") is not counted.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_MENTION = re.compile(r"\b(?:pressed|entered|keypress(?:es)?|dtmf)\b", re.IGNORECASE)
+_MENTION = re.compile(r"\b(?:pressed|pushed|entered|selected|chose|dialled|dialed|typed|tapped|hit|keypress(?:es)?"
+                      r"|keypad|digits?|dtmf|touch[- ]?tones?|tones?|buttons?)\b", re.IGNORECASE)
 _KEY = re.compile(r"(?<![\w*#])([0-9*#])(?![\w*#])")
 
 

@@ -191,6 +191,7 @@ class MockSession(InputAudioPart, ConversationPart, ResponsesPart, ToolsPart, Fa
             "turns": len(self.turns), "responses": len(self.response_records),
             "truncates": len(self.truncates), "errors_sent": len(self.errors_sent),
             "faults": [f.kind for f in self.faults], "behaviour_tag": self.behaviour_tag, "dtmf": list(self.dtmf),
+            "dtmf_ns": list(self.dtmf_ns),
             **self.line_tags.as_snapshot(full),
         }
         if full:

@@ -3,7 +3,9 @@
 Written the way public samples are, to test callsim against a bridge it never saw. Each flag adds
 exactly one defect or design difference, so each run is a clean negative (or neutral) control:
 --truncate timestamps|coarse, --leak, --open-openai-first, --drop-until-open, --beta, --no-tools,
---no-greeting. Two more end the call over Twilio's REST API once the Nth reply has been heard whole
+--no-greeting. Keypresses are ignored (as most samples do) unless --dtmf-text TEMPLATE, which tells
+the model of each one as a user text item worded by TEMPLATE ("User dialed digit {digit}") and asks
+for a response; --greeting TEXT replaces the greeting instruction. Two more end the call over Twilio's REST API once the Nth reply has been heard whole
 (every mark echoed), as an end_call or transfer tool does: --rest-hangup-after N (calls(sid).update(
 status="completed")) and --rest-transfer-after N --transfer-to E164 (update(twiml=<Say>…<Dial>)); the
 API is $TWILIO_API_URL (default Twilio's) with $TWILIO_ACCOUNT_SID/$TWILIO_AUTH_TOKEN.
@@ -136,6 +138,11 @@ class Call:
             log.info("%s: stream started", self.sid)
         elif event == "mark":
             self.on_mark(msg["mark"]["name"])
+        elif event == "dtmf" and self.o.dtmf_text and self.ready:
+            text = self.o.dtmf_text.format(digit=msg["dtmf"]["digit"])
+            await send(self.oa, {"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+            await send(self.oa, {"type": "response.create"})
         elif event == "stop":
             log.info("%s: stop", self.sid)
             return True
@@ -311,7 +318,7 @@ async def open_and_configure(o: argparse.Namespace) -> ClientConnection:
     first = [session_update(o)]
     if not o.no_greeting:
         first += [{"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": GREETING}]}},
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": o.greeting}]}},
             {"type": "response.create"}]
     try:
         for ev in first:
@@ -367,6 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rest-hangup-after", type=int, default=0, metavar="N")
     p.add_argument("--rest-transfer-after", type=int, default=0, metavar="N")
     p.add_argument("--transfer-to", default="+15550009999")
+    p.add_argument("--dtmf-text", default="", metavar="TEMPLATE")
+    p.add_argument("--greeting", default=GREETING)
     return p.parse_args(argv)
 
 

@@ -40,6 +40,14 @@ REST_BRIDGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rest_transfer": ("careful.py", ("--rest-transfer-after", "2", "--transfer-to", "+15550009999")),
 }
 
+#: careful.py telling the model of keypresses in other bridges' words, and a greeting that names a
+#: key before any is pressed: dtmf_menu's verdict must not depend on either (tests/test_foreign_keypresses.py)
+KEY_BRIDGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "keys_dialed": ("careful.py", ("--dtmf-text", "User dialed digit {digit}")),
+    "keys_bracketed": ("careful.py", ("--dtmf-text", "[DTMF {digit}]")),
+    "keys_prompted": ("careful.py", ("--greeting", "Greet the caller: keypad digit 1 is the weather.")),
+}
+
 
 @asynccontextmanager
 async def running_foreign_bridge(name: str, openai_url: str,
@@ -50,7 +58,7 @@ async def running_foreign_bridge(name: str, openai_url: str,
     exit terminates the process and kills it if it has not gone within 2 s. The bridge's stderr
     is copied to ours (pytest shows it with a failure) and its tail goes into a start-up error.
     """
-    file, flags = BRIDGES[name] if name in BRIDGES else REST_BRIDGES[name]
+    file, flags = {**BRIDGES, **REST_BRIDGES, **KEY_BRIDGES}[name]
     cmd = [sys.executable, str(HERE / file), *flags, "--port", "0", "--openai-url", openai_url]
     proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             env=None if env is None else {**os.environ, **env})

@@ -174,6 +174,10 @@ def test_transferred_to_is_judged_from_twilio_s_records_and_skipped_without_them
     assert one(Expectations(transferred_to=desk), [call(twilio_calls=[inbound])]).status == "failed"
     r = one(Expectations(transferred_to=desk), [call()], mock_in_loop=False)  # no records: callsim call
     assert r.status == "skipped" and "callsim dial" in r.message
+    # Twilio in the loop but its records unreadable: a transfer nobody could confirm fails, never skips
+    r = one(Expectations(transferred_to=desk), [call(twilio_records_error="HTTP 401 Authenticate")],
+            mock_in_loop=False)
+    assert r.status == "failed" and "could not be confirmed" in r.message and "HTTP 401" in r.message
 
 
 def test_codec_bit_exact_and_snr():

@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ..cli import UsageError
 from ..cli_support import PORT, bounded_number
@@ -129,7 +130,7 @@ def cmd_dial(args: argparse.Namespace) -> int:
                                         f"TimeLimit of {request.max_duration_s} s still ends the call)"))
 
     judged: list = []  # the judged run, reported once the call has ended (its final status included)
-    records: dict[str, list | None] = {}  # Twilio's records of the call, read when an expectation needs them
+    records: dict[str, Any] = {}  # Twilio's records of the call, read when an expectation needs them
 
     async def read_records() -> None:
         from .driver import RestFailure
@@ -141,10 +142,11 @@ def cmd_dial(args: argparse.Namespace) -> int:
             records["calls"] = await trio.to_thread.run_sync(
                 lambda: rest._call(lambda: dialled_from(rest.client, plan.sid)))
         except RestFailure as exc:
+            records["error"] = str(exc)
             say(f"could not read Twilio's records of the call: {exc}")
 
     def judge(result, line):  # type: ignore[no-untyped-def]
-        run = judge_line(scenario, result, line, twilio_calls=records.get("calls"))
+        run = judge_line(scenario, result, line, twilio_calls=records.get("calls"), records_error=records.get("error"))
         ok, why = outcome(run)
         for e in run.expectations:
             say(f"  {e.status}: {e.name}: {e.message}")

@@ -68,13 +68,15 @@ SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model w
 FAR_END_HUNG_UP = "far_end_hung_up"
 
 
-def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None):  # type: ignore[no-untyped-def]
+def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None,  # type: ignore[no-untyped-def]
+                records_error: str | None = None):
     """The corrections of a real line (see the module docstring), for ``runner._measure``; and what
     Twilio's REST records say of the call (``twilio_calls``: :mod:`.twilio_records`), when read."""
 
     def adjust(m: CallMetrics, result: CallResult) -> None:
         m.underrun_ms = line.continuity.gap_ms
         m.twilio_calls = twilio_calls
+        m.twilio_records_error = records_error
         core = result.core
         if core is None or core.t0_ns is None or not m.barge_ins:
             return
@@ -95,14 +97,15 @@ def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None
 
 
 def judge_line(scenario: Scenario, result: CallResult, line: LineCore, *,
-               twilio_calls: list[dict[str, Any]] | None = None) -> ScenarioRun:
+               twilio_calls: list[dict[str, Any]] | None = None, records_error: str | None = None) -> ScenarioRun:
     """Measure and judge the call that ran on ``line`` (its core is ``result.core``); ``twilio_calls``:
-    the calls Twilio dialled from it (judged by ``transferred_to``), None when they were not read."""
+    the calls Twilio dialled from it (judged by ``transferred_to``), None when they were not read;
+    ``records_error``: why reading them failed (the expectations that need them then fail)."""
     t0 = time.time()
     if result.core is not None and result.core.t0_ns is not None:
         to_line_time(line)
     run = _measure(scenario, [result], [Pairing(None)], False, scenario.utterance_bank() or default_bank(),
-                   adjust=line_adjust(line, twilio_calls))
+                   adjust=line_adjust(line, twilio_calls, records_error))
     rejudge = False
     for e in run.expectations:
         if e.message == SKIP_NO_MOCK:

@@ -457,7 +457,8 @@ def evaluate(expect: Expectations, calls: list[CallMetrics], *, mock_in_loop: bo
         if name in Expectations.NEEDS_MOCK and not mock_in_loop:
             out.append(ExpectationResult(name, "skipped", SKIP_NO_MOCK, None, limit_json))
             continue
-        if name in Expectations.NEEDS_TWILIO and all(c.twilio_calls is None for c in all_judged):
+        if name in Expectations.NEEDS_TWILIO and all(c.twilio_calls is None and c.twilio_records_error is None
+                                                     for c in all_judged):
             out.append(ExpectationResult(name, "skipped", SKIP_NO_TWILIO, None, limit_json))
             continue
         if not judged:

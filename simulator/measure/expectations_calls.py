@@ -132,6 +132,10 @@ _dtmf_heard = _with_mock(_dtmf_one, lambda c: "".join((c.mock or {}).get("dtmf")
                          lambda lim, m: f"the model was told of keys {lim!r}")
 
 def _transfer_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    if c.twilio_calls is None and c.twilio_records_error is not None:
+        return _Fail(c, f"the transfer could not be confirmed{ctx.where(c)}: Twilio's records of the call could "
+                        f"not be read ({c.twilio_records_error}) — check the account's credentials and the API "
+                        "URL, then dial again", None, 2)
     dialled = [x for x in c.twilio_calls or [] if x.get("direction") == "outbound-dial"]
     if any(x.get("to") == limit for x in dialled):
         return None

@@ -115,6 +115,9 @@ class CallMetrics:
     # with a Twilio in the loop (callsim dial): the calls dialled from this call's legs, as Twilio's REST
     # records list them ({sid, parent_call_sid, direction, from, to, status}); None: no Twilio in the loop
     twilio_calls: list[dict[str, Any]] | None = None
+    # Twilio was in the loop but its records of the call could not be read (why): an expectation that
+    # needs them fails — a transfer nobody could confirm is not a pass, nor a skip for want of Twilio
+    twilio_records_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

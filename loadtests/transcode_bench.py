@@ -19,6 +19,14 @@ bridge runs them (``bridge.codec.Transcoder``: μ-law in 20 ms frames, 100 ms de
   of ``Transcoder.outbound`` on 20 ms of pcm16, μ-law coding included (what runs 50 times
   a second per direction per call).
 
+A second table answers "why not less lookahead on the caller's side?": the caller's filter
+(8 → 24 kHz) designed as the shipped one but for a lookahead of 0 to 5 ms, and the shipped
+filter turned minimum-phase (same gain, no lookahead: the cepstral method), each followed by
+the shipped 24 → 8 kHz filter, round-trip SNR as above (at the best whole-sample lag for the
+minimum-phase one, whose delay is no whole number of samples). Any lookahead at all sends the
+last words of an utterance ending within it of a Twilio frame edge one 20 ms frame later
+(``transcode_phase.py`` measures that); only none avoids it, and none costs the SNR.
+
 No server, no network: a few seconds on one core.
 """
 
@@ -40,7 +48,7 @@ from callsim.bridge.codec import (
     ulaw_decode,
     ulaw_encode,
 )
-from callsim.bridge.polyphase import DELAY, PolyphaseResampler
+from callsim.bridge.polyphase import DELAY, TAPS, UP_DESIGN, PolyphaseResampler, down_filter, low_delay_lowpass, up_filter
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 FRAME_IN = TWILIO_RATE // 50  # 160 samples: one Twilio media frame
@@ -125,6 +133,47 @@ def us_per_frame(quality: str, ulaw_in: bytes, pcm_out: bytes, frames: int) -> t
     return float(np.median(tin)) / 1000, float(np.median(tout)) / 1000
 
 
+def minimum_phase(h: np.ndarray, nfft: int = 1 << 16) -> np.ndarray:
+    """The minimum-phase filter with the gain of ``h`` (homomorphic: fold the real cepstrum of |H|)."""
+    log_mag = np.log(np.maximum(np.abs(np.fft.fft(h, nfft)), 1e-12))
+    cep = np.fft.ifft(log_mag).real
+    fold = np.zeros(nfft)
+    fold[0], fold[nfft // 2] = 1.0, 1.0
+    fold[1:nfft // 2] = 2.0
+    return np.fft.ifft(np.exp(np.fft.fft(cep * fold))).real[:len(h)]
+
+
+def filter_round_trip_snr(up: np.ndarray, ulaw_in: bytes, lags: range) -> float:
+    """Round-trip SNR (dB) of μ-law through ``up`` (8 → 24 kHz) and the shipped down filter, one
+    shot in float64, the output μ-law coded, at the best 8 kHz lag in ``lags``."""
+    a = ulaw_decode(ulaw_in).astype(np.float64)
+    z = np.zeros(len(a) * 3)
+    z[::3] = a * 3
+    hi = np.clip(np.rint(np.convolve(z, up)[:len(z)]), -32768, 32767)
+    low = np.convolve(hi, down_filter())[:len(hi)]
+    best = -np.inf
+    for lag in lags:
+        b = low[3 * lag::3]
+        b = ulaw_decode(ulaw_encode(np.clip(np.rint(b), -32768, 32767).astype(np.int16))).astype(np.float64)
+        n = min(len(a), len(b))
+        aa, bb = a[100:n - 100], b[100:n - 100]
+        best = max(best, float(10 * np.log10(np.sum(aa ** 2) / np.sum((aa - bb) ** 2))))
+    return best
+
+
+def lookahead_rows(ulaw_in: bytes) -> list[tuple[str, float]]:
+    """(caller-side filter, round-trip SNR dB): least-squares designs by lookahead, then minimum-phase."""
+    rows = []
+    for ms in (0, 0.5, 1, 2, 3, 4, 5):
+        d = int(ms * 24)  # samples at 24 kHz, a multiple of 3: a whole 8 kHz lag
+        h = up_filter() if d == DELAY else low_delay_lowpass(TAPS, d, *UP_DESIGN)
+        rows.append((f"lookahead {ms:g} ms" + (" (shipped)" if d == DELAY else ""),
+                     filter_round_trip_snr(h, ulaw_in, range((d + DELAY) // 3, (d + DELAY) // 3 + 1))))
+    rows.append(("minimum-phase, no lookahead", filter_round_trip_snr(minimum_phase(up_filter()), ulaw_in,
+                                                                        range(DELAY // 3, DELAY // 3 + 80))))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=5000, help="frames timed per direction and quality (default 5000)")
@@ -155,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         snr_cell = "identical" if snr == float("inf") else f"{snr:.1f} dB"
         print(f"| {q} | {up[0]:.1f} / {up[1]:.1f} | {down[0]:.1f} / {down[1]:.1f} | {snr_cell} "
               f"| {a16:.1f} dB | {af:.1f} dB | {uin:.1f} | {uout:.1f} |")
+    print()
+    print("the caller's filter by lookahead (then the shipped 24 → 8 kHz filter): round-trip SNR")
+    print("| caller-side filter | round trip |")
+    print("|---|---|")
+    for name, snr in lookahead_rows(ulaw_in):
+        print(f"| {name} | {snr:.1f} dB |")
     return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..caller.core import CallerCore
 from ..mock.session_config import DEFAULT_INSTRUCTIONS
+from ..mock.tool_roles import stand_in
 from .measurements import BargeInMetrics
 from .profile_lints import Lint, lint_profile
 from .truncate_diagnosis import diagnose_truncate, explain_truncate
@@ -118,7 +119,8 @@ class BridgeProfile:
         if cap == "tools" and self.caps.get(cap) == "offered":
             declared = set(self.tools if isinstance(self.tools, tuple) else ())
             wanted = list(tools)
-            lacking = [t for t in wanted if t not in declared] if wanted else list(self.tools_not_declared)
+            lacking = ([t for t in wanted if stand_in(t, sorted(declared)) is None] if wanted
+                       else list(self.tools_not_declared))
             if lacking:
                 return f"the bridge did not declare {', '.join(lacking)} (it declared {', '.join(sorted(declared))})"
         if self.caps.get(cap) == "offered":

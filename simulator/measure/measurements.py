@@ -111,6 +111,8 @@ class CallMetrics:
     artifacts: dict[str, str] = field(default_factory=dict)  # heard.wav etc., relative to the report
     warning_reasons: list[str] = field(default_factory=list)  # a few distinct reasons, verbatim
     tools_completed: list[str] = field(default_factory=list)  # tool calls the bridge answered (a response followed)
+    # the bridge's own tools the mock called in place of the scenario's (hang_up for end_call): name -> scripted name
+    tool_stand_ins: dict[str, str] = field(default_factory=dict)
     renewal: RenewalMetrics | None = None  # with the mock: its sessions and switch-overs
     # with a Twilio in the loop (callsim dial): the calls dialled from this call's legs, as Twilio's REST
     # records list them ({sid, parent_call_sid, direction, from, to, status}); None: no Twilio in the loop

@@ -355,6 +355,8 @@ def measure_call(result: CallResult, *, scenario: str, call_index: int = 0, mock
         m.tools_called = [name for _, name in tools]
         m.tools_completed = [name for j, name in tools
                              if any(r.get("trigger") == "client" for r in responses[j + 1:])]
+        m.tool_stand_ins = {r["reply"][5:]: r["tool_for"] for r in responses
+                            if str(r.get("reply", "")).startswith("tool:") and isinstance(r.get("tool_for"), str)}
         m.openai_closed_after_hangup_ms = _closed_after_hangup(core, mock)
         m.renewal = measure_renewals(core, sessions if sessions is not None else [mock])
     return m

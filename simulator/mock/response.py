@@ -54,6 +54,8 @@ class Response:
         plan = self.plan
         undeclared = ({"tool_not_declared": self.tool_not_declared, "tools_declared": self.tools_declared}
                       if self.tool_not_declared is not None else {})
+        if isinstance(plan, ToolCall) and plan.stands_for is not None:
+            undeclared["tool_for"] = plan.stands_for
         return {**undeclared,
             "id": self.id, "trigger": self.trigger, "index": self.index,
             "reply": plan if isinstance(plan, str) else ("tool:" + plan.name if isinstance(plan, ToolCall) else "echo"),

@@ -6,7 +6,9 @@ deltas, and the spoken reply (``then``) waits for the client's
 ``function_call_output`` and its next ``response.create``. The real model
 cannot call a tool it was never given, so a tool the session (or the
 ``response.create``) did not declare is skipped: the reply is spoken at once,
-and the response's record says so.
+and the response's record says so — unless the session declared its own tool
+for the same purpose under another name (``hang_up`` for ``end_call``:
+:mod:`.tool_roles`), which is then called instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .behaviour import ToolCall
 from .conversation import Item
 from .ids import new_id
 from .session_base import Events, SessionBase, log
+from .tool_roles import arguments_for, stand_in
 
 if TYPE_CHECKING:
     from .responses import Response
@@ -50,9 +53,16 @@ class ToolsPart(SessionBase):
         and ``(tool, declared tools)`` for the record."""
         if not isinstance(plan, ToolCall):
             return plan, None
-        declared = function_tool_names(opts["tools"] if "tools" in opts else self.config.tools)
+        tools = opts["tools"] if "tools" in opts else self.config.tools
+        declared = function_tool_names(tools)
         if plan.name in declared:
             return plan, None
+        other = stand_in(plan.name, declared)
+        if other is not None:  # the bridge's own tool for the same purpose, as the real model would pick
+            spec = next(t for t in tools if isinstance(t, dict) and t.get("name") == other)
+            log.info("session %s: behaviour calls tool %s; calling the session's %s in its place",
+                     self.id, plan.name, other)
+            return ToolCall(other, arguments_for(spec, plan.arguments), plan.then, stands_for=plan.name), None
         log.info("session %s: behaviour calls tool %s, which the session did not declare (declared: %s);"
                  " replying %s without it", self.id, plan.name, ", ".join(declared) or "none", plan.then)
         return plan.then, (plan.name, declared)

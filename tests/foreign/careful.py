@@ -5,7 +5,9 @@ exactly one defect or design difference, so each run is a clean negative (or neu
 --truncate timestamps|coarse, --leak, --open-openai-first, --drop-until-open, --beta, --no-tools,
 --no-greeting. Keypresses are ignored (as most samples do) unless --dtmf-text TEMPLATE, which tells
 the model of each one as a user text item worded by TEMPLATE ("User dialed digit {digit}") and asks
-for a response; --greeting TEXT replaces the greeting instruction. Two more end the call over Twilio's REST API once the Nth reply has been heard whole
+for a response; --greeting TEXT replaces the greeting instruction. --hangup-tool NAME declares a
+hang-up tool of that name (a required "why" argument) and closes Twilio's socket once the goodbye
+that follows it has played (every mark echoed). Two more end the call over Twilio's REST API once the Nth reply has been heard whole
 (every mark echoed), as an end_call or transfer tool does: --rest-hangup-after N (calls(sid).update(
 status="completed")) and --rest-transfer-after N --transfer-to E164 (update(twiml=<Say>…<Dial>)); the
 API is $TWILIO_API_URL (default Twilio's) with $TWILIO_ACCOUNT_SID/$TWILIO_AUTH_TOKEN.
@@ -69,6 +71,7 @@ class Call:
         self.call_sid: str | None = None
         self.replies_done = 0  # responses that sent audio and are done
         self.rest_sent = False
+        self.hang_up_after = 0  # --hangup-tool: close the stream once this many replies have played
 
     async def open_openai(self) -> None:
         self.oa = await open_and_configure(self.o)
@@ -158,6 +161,7 @@ class Call:
                 break
         if not self.pending:
             self.maybe_end_over_rest()
+            self.maybe_hang_up()
 
     def heard(self, now: float) -> int:
         """Queue position played by now: last echoed mark (+ elapsed time unless coarse), capped."""
@@ -192,14 +196,15 @@ class Call:
         elif t == "input_audio_buffer.speech_started":
             await self.barge_in()
         elif t == "response.function_call_arguments.done":
-            await self.answer_tool(ev["call_id"], ev.get("arguments") or "{}")
+            await self.answer_tool(ev["call_id"], ev.get("arguments") or "{}", ev.get("name"))
         elif t == "response.done":  # only now may a new response be created
             if any(c.get("type") == "message" for c in ev["response"].get("output") or []):
                 self.replies_done += 1
                 self.maybe_end_over_rest()
+                self.maybe_hang_up()
             for c in ev["response"].get("output") or []:
                 if c.get("type") == "function_call":
-                    await self.answer_tool(c["call_id"], c.get("arguments") or "{}")
+                    await self.answer_tool(c["call_id"], c.get("arguments") or "{}", c.get("name"))
             if self.owe_reply:
                 self.owe_reply = False
                 await send(self.oa, {"type": "response.create"})
@@ -235,6 +240,13 @@ class Call:
             return
         self.rest_sent = True
         asyncio.ensure_future(self.end_over_rest())
+
+    def maybe_hang_up(self) -> None:
+        """--hangup-tool: once the goodbye after the tool call has played (no mark pending), end the stream."""
+        if self.hang_up_after and self.replies_done >= self.hang_up_after and not self.pending:
+            self.hang_up_after = 0
+            log.info("%s: goodbye played; closing the stream", self.sid)
+            asyncio.ensure_future(self.tw.close())
 
     async def end_over_rest(self) -> None:
         from twilio.rest import Client
@@ -275,11 +287,22 @@ class Call:
         await send(self.oa, {"type": "conversation.item.truncate", "item_id": item.id,
                               "content_index": 0, "audio_end_ms": end_ms})
 
-    async def answer_tool(self, call_id: str, arguments: str) -> None:
+    async def answer_tool(self, call_id: str, arguments: str, name: str | None = None) -> None:
         if call_id in self.answered:
             return
         self.answered.add(call_id)
         self.owe_reply = True
+        if self.o.hangup_tool and name == self.o.hangup_tool:
+            why = json.loads(arguments).get("why")
+            if not isinstance(why, str):
+                log.error("%s: %s called without its required 'why': %s", self.sid, name, arguments)
+                output = json.dumps({"error": "missing why"})
+            else:
+                self.hang_up_after = self.replies_done + 1  # the goodbye that the output asks for
+                output = json.dumps({"ok": True})
+            await send(self.oa, {"type": "conversation.item.create",
+                                 "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+            return
         city = json.loads(arguments).get("city", "somewhere")
         output = json.dumps({"city": city, "temperature_c": 21, "conditions": "sunny"})
         await send(self.oa, {"type": "conversation.item.create",
@@ -297,7 +320,10 @@ async def send(ws: ServerConnection | ClientConnection | None, msg: dict[str, An
 
 def session_update(o: argparse.Namespace) -> dict[str, Any]:
     instructions = "You are a helpful phone assistant. Keep answers short."
-    tools = {} if o.no_tools else {"tools": [WEATHER_TOOL], "tool_choice": "auto"}
+    hang_up = [{"type": "function", "name": o.hangup_tool, "description": "Hang up once you have said goodbye.",
+                "parameters": {"type": "object", "properties": {"why": {"type": "string"}}, "required": ["why"]}}
+               ] if o.hangup_tool else []
+    tools = {} if o.no_tools else {"tools": [WEATHER_TOOL, *hang_up], "tool_choice": "auto"}
     if o.beta:
         return {"type": "session.update", "session": {
             "modalities": ["text", "audio"], "instructions": instructions, "voice": "alloy",
@@ -376,6 +402,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transfer-to", default="+15550009999")
     p.add_argument("--dtmf-text", default="", metavar="TEMPLATE")
     p.add_argument("--greeting", default=GREETING)
+    p.add_argument("--hangup-tool", default="", metavar="NAME")
     return p.parse_args(argv)
 
 

@@ -47,6 +47,11 @@ KEY_BRIDGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "keys_bracketed": ("careful.py", ("--dtmf-text", "[DTMF {digit}]")),
     "keys_prompted": ("careful.py", ("--greeting", "Greet the caller: keypad digit 1 is the weather.")),
 }
+#: careful.py with a hang-up tool named as its author liked: the goodbye scenario judges it through the
+#: mock's stand-in for end_call (mock/tool_roles.py; tests/test_foreign_tool_roles.py)
+TOOL_BRIDGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hang_up_tool": ("careful.py", ("--hangup-tool", "hang_up")),
+}
 
 
 @asynccontextmanager
@@ -58,7 +63,7 @@ async def running_foreign_bridge(name: str, openai_url: str,
     exit terminates the process and kills it if it has not gone within 2 s. The bridge's stderr
     is copied to ours (pytest shows it with a failure) and its tail goes into a start-up error.
     """
-    file, flags = {**BRIDGES, **REST_BRIDGES, **KEY_BRIDGES}[name]
+    file, flags = {**BRIDGES, **REST_BRIDGES, **KEY_BRIDGES, **TOOL_BRIDGES}[name]
     cmd = [sys.executable, str(HERE / file), *flags, "--port", "0", "--openai-url", openai_url]
     proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             env=None if env is None else {**os.environ, **env})

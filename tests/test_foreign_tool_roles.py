@@ -27,6 +27,9 @@ from tests.foreign.matrix import describe
     ("end_call", ["hang_up", "disconnect_line"], None),  # two candidates: no guess
     ("transfer_call", ["transfer_to_human"], "transfer_to_human"),
     ("transfer_call", ["escalate_to_agent", "get_weather"], "escalate_to_agent"),
+    ("transfer_call", ["connectToHuman"], "connectToHuman"),
+    ("transfer_call", ["get_operator_hours"], None),  # names an operator, transfers nothing
+    ("end_call", ["close_session_cache"], None),
     ("get_weather", ["lookup_weather"], None),  # a fetching tool has no stand-in
 ])
 def test_which_declared_tool_stands_in(wanted, declared, got):

@@ -88,7 +88,6 @@ class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     then: str = DEFAULT_REPLY
-    stands_for: str | None = None  # the scripted tool this one plays, when the bridge named it otherwise
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from .behaviour import ToolCall
 from .conversation import Item
 from .session_timers import Timer
+from .tool_roles import StandIn
 
 
 class Phase(StrEnum):
@@ -54,7 +55,7 @@ class Response:
         plan = self.plan
         undeclared = ({"tool_not_declared": self.tool_not_declared, "tools_declared": self.tools_declared}
                       if self.tool_not_declared is not None else {})
-        if isinstance(plan, ToolCall) and plan.stands_for is not None:
+        if isinstance(plan, StandIn):
             undeclared["tool_for"] = plan.stands_for
         return {**undeclared,
             "id": self.id, "trigger": self.trigger, "index": self.index,

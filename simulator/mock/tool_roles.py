@@ -17,16 +17,28 @@ other name to be found under, and a scenario that needs it says so.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Final, Iterable
 
-__all__ = ["ROLES", "stand_in", "arguments_for"]
+from .behaviour import ToolCall
+
+__all__ = ["ROLES", "StandIn", "stand_in", "arguments_for"]
+
+
+@dataclass(frozen=True)
+class StandIn(ToolCall):
+    """The bridge's own tool called in place of the scripted one (``stands_for``). A subclass, not a
+    field of :class:`ToolCall`, so that a behaviour's JSON (what ``/_mock/behaviour`` takes) stays
+    what a scenario can write."""
+
+    stands_for: str = ""
 
 #: role (the scripted tool's name) -> what a declared tool's name must contain to play it
 ROLES: Final[dict[str, re.Pattern[str]]] = {
-    "end_call": re.compile(r"hang_?up|end_?(?:the_?)?(?:call|conversation|session|chat)|terminate|disconnect"
+    "end_call": re.compile(r"hang_?up|(?:end|terminate|finish)_?(?:the_?)?(?:call|conversation|chat)|disconnect"
                            r"|goodbye", re.IGNORECASE),
-    "transfer_call": re.compile(r"transfer|forward_?(?:the_?)?call|escalat|hand_?off|human|operator|live_?agent"
-                                r"|representative", re.IGNORECASE),
+    "transfer_call": re.compile(r"transfer|escalat|hand_?off|forward_?(?:the_?)?call|(?:connect|talk|speak|route)_?to_?"
+                                r"(?:a_?|an_?)?(?:human|agent|operator|person|representative|staff)", re.IGNORECASE),
 }
 
 

@@ -20,7 +20,7 @@ from .behaviour import ToolCall
 from .conversation import Item
 from .ids import new_id
 from .session_base import Events, SessionBase, log
-from .tool_roles import arguments_for, stand_in
+from .tool_roles import StandIn, arguments_for, stand_in
 
 if TYPE_CHECKING:
     from .responses import Response
@@ -62,7 +62,7 @@ class ToolsPart(SessionBase):
             spec = next(t for t in tools if isinstance(t, dict) and t.get("name") == other)
             log.info("session %s: behaviour calls tool %s; calling the session's %s in its place",
                      self.id, plan.name, other)
-            return ToolCall(other, arguments_for(spec, plan.arguments), plan.then, stands_for=plan.name), None
+            return StandIn(other, arguments_for(spec, plan.arguments), plan.then, stands_for=plan.name), None
         log.info("session %s: behaviour calls tool %s, which the session did not declare (declared: %s);"
                  " replying %s without it", self.id, plan.name, ", ".join(declared) or "none", plan.then)
         return plan.then, (plan.name, declared)

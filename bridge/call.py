@@ -32,6 +32,11 @@ What it does better than the seeds (protocols.md part 3):
   :func:`.logsafe.wire`, and bad-message warnings are rate-limited per
   connection (:class:`.logsafe.WarnLimiter`), each naming the call — or, before
   ``start``, the peer's address.
+
+The class is one state machine in three files, each a base class of :class:`CallCore`:
+:mod:`.call_playback` (reply audio to Twilio, the transcript, barge-in), :mod:`.call_endings`
+(keys, a silent caller, goodbyes, transfers) and this one (Twilio's and OpenAI's messages, the
+watch, tools, the end); the bounded wire values they share are :mod:`.call_values`.
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 from collections import deque
 from typing import Any, Callable
 
@@ -49,6 +53,8 @@ from . import realtime as rt
 from . import twilio_wire as tw
 from .call_control import END_CALL, TRANSFER_CALL, CallControl
 from .call_endings import CallEndingsPart
+from .call_playback import CallPlaybackPart
+from .call_values import MAX_REMEMBERED, is_b64, remember, response_details, wire_id, wire_str, wire_transcript
 from .actions import (  # noqa: F401 (re-exported: the driver, the app and tests import them from here)
     Action, CallStarted, CloseOpenAI, ConnectOpenAI, Hangup, Notice, RunTool, SaveTranscript, ToOpenAI, ToTwilio,
     TransferCall,
@@ -70,21 +76,12 @@ MAX_EARLY_MS = 10_000
 # payload over a second of audio is not Twilio's, and is refused as a bad message.
 MAX_MEDIA_CHARS = 10_668  # base64 of 8000 μ-law bytes
 # What OpenAI can make the call hold (it is a peer too, and can be buggy):
-MAX_ID_CHARS = 128  # item, response and tool-call ids ("item_…" are ~20 chars)
-MAX_ITEMS = 64  # assistant audio items remembered (and queued for playback)
-MAX_TRANSCRIPT_CHARS = 64 * 1024  # ~10 minutes of speech
 MAX_TOOL_ARGS_CHARS = 64 * 1024
 MAX_PENDING_TOOLS = 8
 MAX_TOOL_NAME_CHARS = 64  # OpenAI's own limit for a function name
-MAX_REMEMBERED = 256  # cancelled responses/items, truncates kept for the transcript cut
-ULAW_BYTES_PER_MS = 8
-# Payloads and SIDs are pasted into JSON templates unescaped (twilio_wire, realtime.append):
-# only let through what needs no escaping, so a malformed message cannot break or inject JSON.
-# (Syntax only, a regex over the text: no decoding.)
-_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-class CallCore(CallEndingsPart):
+class CallCore(CallPlaybackPart, CallEndingsPart):
     def __init__(self, params: SessionParams, *, transcoder: Any = None, apology_ulaw: bytes = b"",
                  ai_greeting: str | None = None, watch_limits: WatchLimits | None = None,
                  peer: str | None = None, control: CallControl | None = None) -> None:
@@ -233,7 +230,7 @@ class CallCore(CallEndingsPart):
             raise TypeError("payload is not a string")
         if len(payload) > MAX_MEDIA_CHARS:
             raise ValueError(f"payload of {len(payload)} chars (Twilio sends 216; at most {MAX_MEDIA_CHARS})")
-        if self.transcoder is None and not _is_b64(payload):
+        if self.transcoder is None and not is_b64(payload):
             raise ValueError("payload is not base64")
         self.stats["frames_in"] += 1
         if self.ending or not payload:  # an empty media message carries no audio: nothing to append
@@ -342,7 +339,7 @@ class CallCore(CallEndingsPart):
                 self.silence.caller_stopped(now_ns)
                 return []
             if etype == "response.created":
-                self.active_response = _id(ev["response"]["id"])
+                self.active_response = wire_id(ev["response"]["id"])
                 self.watch.created(now_ns, self.active_response)
                 return []
             if etype == "response.done":
@@ -357,7 +354,7 @@ class CallCore(CallEndingsPart):
             if etype == self.names.transcript_done:
                 return self._assistant_transcript(ev)
             if etype == "conversation.item.input_audio_transcription.completed":
-                return [SaveTranscript(_id(ev["item_id"]), "caller", _transcript(ev.get("transcript") or ""))]
+                return [SaveTranscript(wire_id(ev["item_id"]), "caller", wire_transcript(ev.get("transcript") or ""))]
             if etype == "response.function_call_arguments.done":
                 return self._tool_call(now_ns, ev)
             if etype == "session.updated":
@@ -367,10 +364,10 @@ class CallCore(CallEndingsPart):
             if etype == "response.output_item.added":
                 item = ev.get("item") or {}
                 if item.get("type") == "function_call":
-                    name = _str(item.get("name", ""))
+                    name = wire_str(item.get("name", ""))
                     if len(name) > MAX_TOOL_NAME_CHARS:
                         raise ValueError(f"a tool name of {len(name)} chars")
-                    _remember(self._tool_names, _id(item["id"]), name)
+                    remember(self._tool_names, wire_id(item["id"]), name)
                 return []
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             self.stats["openai_bad"] += 1
@@ -412,77 +409,6 @@ class CallCore(CallEndingsPart):
             return [*self._apologise(f"OpenAI error {code}"), notice]
         return [notice]
 
-    def _delta(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
-        item_id = _id(ev["item_id"])
-        resp = ev.get("response_id")
-        if resp is not None:
-            _id(resp)
-        if (self.ending or self.stream_sid is None or item_id in self._dropped_items
-                or resp in self._dropped_responses):
-            self.stats["deltas_dropped"] += 1
-            return []
-        payload = ev["delta"]
-        if not isinstance(payload, str) or not _is_b64(payload):
-            raise ValueError("delta is not base64")
-        item = self.items.get(item_id)
-        if item is None:
-            if len(self.queue) >= MAX_ITEMS:  # OpenAI plays one reply at a time; this is not a reply
-                raise ValueError(f"{len(self.queue)} items queued for playback already")
-            self._seq += 1
-            item = ItemPlayback(item_id, self._seq, resp)
-            self.items[item_id] = item
-            self._by_seq[item.seq] = item
-            if len(self.items) > MAX_ITEMS:  # keep only recent items
-                old = next(iter(self.items))
-                self._by_seq.pop(self.items.pop(old).seq, None)
-        n = tw.b64_len(payload)
-        item.received += n
-        if self.transcoder is not None:
-            ulaw = self.transcoder.outbound(base64.b64decode(payload))
-            if not ulaw:
-                return []
-            payload = base64.b64encode(ulaw).decode("ascii")
-            n = len(ulaw)
-        return self._forward(now_ns, item, payload, n)
-
-    def _forward(self, now_ns: int, item: ItemPlayback, payload: str, n: int) -> list[Action]:
-        assert self.stream_sid is not None
-        if item not in self.queue:
-            self.queue.append(item)
-        if item is self.queue[0] and not item.playing:
-            item.t_ref_ns = now_ns  # Twilio starts playing what arrives when it is idle
-        # (an item queued behind another starts when that one's last mark comes back)
-        item.sent += n
-        item.pending.append(item.sent)
-        self.stats["frames_out"] += 1
-        self.watch.audio(now_ns, item.response_id, n)
-        return [ToTwilio(tw.media(self.stream_sid, payload)),
-                ToTwilio(tw.mark(self.stream_sid, f"{self.gen}:{item.seq}:{item.sent}"))]
-
-    def _audio_done(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
-        if self.transcoder is None or self.ending:
-            return []
-        item = self.items.get(ev.get("item_id", ""))
-        if item is None or item.item_id in self._dropped_items:
-            return []
-        tail = self.transcoder.outbound_flush()
-        if not tail:
-            return []
-        return self._forward(now_ns, item, base64.b64encode(tail).decode("ascii"), len(tail))
-
-    def _assistant_transcript(self, ev: dict[str, Any]) -> list[Action]:
-        item_id = _id(ev["item_id"])
-        text = _transcript(ev.get("transcript") or "")
-        item = self.items.get(item_id)
-        if item is not None:
-            item.transcript = text
-            if item_id in self._dropped_items:  # already truncated: keep only what was heard
-                t = next((t for t in reversed(self.truncates) if t["item_id"] == item_id), None)
-                if t is not None:
-                    return [SaveTranscript(item_id, "assistant", _cut(text, t["audio_end_ms"], item.received / self.out_bpm),
-                                           truncated=True, audio_end_ms=t["audio_end_ms"])]
-        return [SaveTranscript(item_id, "assistant", text)]
-
     def _response_done(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
         r = ev["response"]
         rid = r.get("id")
@@ -492,7 +418,7 @@ class CallCore(CallEndingsPart):
         if status == "failed":
             self.stats["openai_errors"] += 1
         elif status == "incomplete":  # not retried: the same request would end the same way
-            self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} incomplete: {_details(r)}")
+            self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} incomplete: {response_details(r)}")
         # A failed response the caller already talked over needs no second try: their turn comes next.
         verdict = self.watch.done(now_ns, rid, "cancelled" if rid in self._dropped_responses else status)
         if (self.hangup_after is not None or self._end_call is not None) and not self.ending:
@@ -509,16 +435,16 @@ class CallCore(CallEndingsPart):
             return [ToOpenAI(rt.response_create())]
         if verdict is Verdict.RETRY and not self.ending:
             self.stats["response_retries"] += 1
-            log.warning("call %s: response %s failed (%s); asking OpenAI once more", self.tag, wire(rid, 60), _details(r))
+            log.warning("call %s: response %s failed (%s); asking OpenAI once more", self.tag, wire(rid, 60), response_details(r))
             return [ToOpenAI(rt.response_create()),
-                    Notice("openai_fault", {"reason": f"response failed ({_details(r)}); asked once more"})]
+                    Notice("openai_fault", {"reason": f"response failed ({response_details(r)}); asked once more"})]
         if verdict is Verdict.FAILED and not self.ending:
             log.error("call %s: response %s failed again (%s); apologising and ending the call",
-                      self.tag, wire(rid, 60), _details(r))
+                      self.tag, wire(rid, 60), response_details(r))
             return [*self._apologise("OpenAI response failed twice"),
-                    Notice("openai_fault", {"reason": f"response failed twice ({_details(r)}); call ended"})]
+                    Notice("openai_fault", {"reason": f"response failed twice ({response_details(r)}); call ended"})]
         if status == "failed":
-            self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} failed: {_details(r)}")
+            self._warn(self._openai_err_warn, now_ns, f"response {wire(rid, 60)} failed: {response_details(r)}")
         return []
 
     @property
@@ -532,7 +458,7 @@ class CallCore(CallEndingsPart):
         self.ai_greeting = None
         self.caller_speaking = False
         if self.active_response is not None:  # a forced switch mid-reply: that reply will not finish
-            _remember(self._dropped_responses, self.active_response)
+            remember(self._dropped_responses, self.active_response)
             self.active_response = None
         self._pending_tools.clear()
         self._want_response = False
@@ -573,74 +499,13 @@ class CallCore(CallEndingsPart):
         return [*self._apologise(f"OpenAI {exp.verdict.value}", cut=False),
                 Notice("openai_fault", {"reason": f"OpenAI {exp.verdict.value} for {waited:.1f} s; call ended"})]
 
-    # ================================================================ barge-in
-
-    def _speech_started(self, now_ns: int, audio_start_ms: Any = None) -> list[Action]:
-        actions: list[Action] = []
-        server_cancels = self.p.interrupt_response
-        if self.active_response is not None:
-            # Whatever the server still sends for it is stale once the caller talks.
-            if not server_cancels:
-                actions.append(ToOpenAI(rt.response_cancel()))
-            _remember(self._dropped_responses, self.active_response)
-        playing = [i for i in self.queue if i.playing]
-        self.queue.clear()
-        self.watch.caller_speaks()
-        if not playing or self.stream_sid is None:
-            return actions
-        self.stats["barge_ins"] += 1
-        self.watch.playback_cleared(now_ns)
-        # 1. stop playback; marks echoed by this clear belong to the old generation.
-        #    (What was heard is computed below from the state before the clear.)
-        actions.insert(0, ToTwilio(tw.clear(self.stream_sid)))
-        self.gen += 1
-        if self.transcoder is not None:
-            self.transcoder.outbound_reset()
-        # 2. tell the model what the caller really heard of each item: the one
-        #    playing up to now, the ones queued behind it nothing at all.
-        cut: list[dict[str, Any]] = []
-        for item in playing:
-            played = item.played(now_ns)
-            received_ms = item.received // self.out_bpm
-            audio_end_ms = int(min(played // ULAW_BYTES_PER_MS, received_ms))
-            item.pending.clear()
-            item.acked = item.sent = played
-            _remember(self._dropped_items, item.item_id)
-            if item.response_id:
-                _remember(self._dropped_responses, item.response_id)
-            if item.received <= 0:
-                continue
-            actions.append(ToOpenAI(rt.truncate(item.item_id, audio_end_ms)))
-            self.stats["truncates"] += 1
-            self.truncates.append({"t_ns": now_ns, "item_id": item.item_id, "audio_end_ms": audio_end_ms,
-                                   "received_ms": received_ms})
-            cut.append({"item_id": item.item_id, "audio_end_ms": audio_end_ms, "received_ms": received_ms})
-            if item.transcript:
-                actions.append(SaveTranscript(item.item_id, "assistant",
-                                              _cut(item.transcript, audio_end_ms, item.received / self.out_bpm),
-                                              truncated=True, audio_end_ms=audio_end_ms))
-            log.info("call %s: barge-in: truncated %s at %d ms", self.tag, wire(item.item_id, 60), audio_end_ms)
-        actions.append(Notice("barge_in", {"talk_over_ms": self._talk_over_ms(audio_start_ms), "truncates": cut}))
-        return actions
-
-    def _talk_over_ms(self, audio_start_ms: Any) -> int | None:
-        """How long the assistant played over the caller, as the bridge can tell: from the caller's
-        speech onset (``audio_start_ms`` on the input-buffer clock, plus the VAD's prefix padding it
-        includes) to now, the audio appended so far (every Twilio frame is 20 ms). An estimate for
-        the operator — the caller's own recording measures it exactly."""
-        if not isinstance(audio_start_ms, (int, float)) or isinstance(audio_start_ms, bool):
-            return None
-        padding = self.p.vad_prefix_padding_ms if self.p.vad_type == "server_vad" else 0
-        appended_ms = (self.stats["frames_in"] - self.early_dropped) * 20
-        return max(0, int(appended_ms - audio_start_ms - padding))
-
     # =================================================================== tools
 
     def _tool_call(self, now_ns: int, ev: dict[str, Any]) -> list[Action]:
-        call_id = _id(ev["call_id"])
+        call_id = wire_id(ev["call_id"])
         # GA names the function here; beta only in response.output_item.added
-        name = _str(ev.get("name") or self._tool_names.get(ev.get("item_id", ""), ""))
-        arguments = _str(ev.get("arguments") or "{}")
+        name = wire_str(ev.get("name") or self._tool_names.get(ev.get("item_id", ""), ""))
+        arguments = wire_str(ev.get("arguments") or "{}")
         if len(name) > MAX_TOOL_NAME_CHARS:
             raise ValueError(f"a tool name of {len(name)} chars")
         if call_id in self._pending_tools:
@@ -693,51 +558,3 @@ class CallCore(CallEndingsPart):
             limiter.flush(now_ns, self.tag)
 
 
-def _details(response: dict[str, Any]) -> str:
-    """``status_details`` of a response for a log line: its error code or reason, quoted (wire text)."""
-    d = response.get("status_details")
-    if not isinstance(d, dict):
-        return "no details"
-    err = d.get("error")
-    if isinstance(err, dict):
-        return f"'{wire(err.get('code') or err.get('type'), 80)}'"
-    return f"'{wire(d.get('reason') or d.get('type'), 80)}'"
-
-
-def _is_b64(s: str) -> bool:
-    return len(s) % 4 == 0 and _B64.fullmatch(s) is not None
-
-
-def _str(v: Any) -> str:
-    """``v`` if it is a string; a wrong type from the wire is a malformed message."""
-    if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {type(v).__name__}")
-    return v
-
-
-def _id(v: Any) -> str:
-    """An OpenAI id (item, response, tool call): a string of bounded length (it is kept)."""
-    if len(_str(v)) > MAX_ID_CHARS:
-        raise ValueError(f"an id of {len(v)} chars")
-    return v
-
-
-def _transcript(v: Any) -> str:
-    """Transcript text, cut to a bound: it is kept per item and goes to the store."""
-    text = _str(v)
-    return text if len(text) <= MAX_TRANSCRIPT_CHARS else text[:MAX_TRANSCRIPT_CHARS] + " …"
-
-
-def _remember(d: dict[str, Any], key: str, value: Any = None) -> None:
-    """``d[key] = value``, forgetting the oldest entries past :data:`MAX_REMEMBERED`."""
-    d[key] = value
-    while len(d) > MAX_REMEMBERED:
-        del d[next(iter(d))]
-
-
-def _cut(text: str, heard_ms: float, total_ms: float) -> str:
-    """The words of ``text`` the caller heard, in proportion to the audio heard."""
-    if total_ms <= 0 or heard_ms >= total_ms:
-        return text
-    words = text.split()
-    return " ".join(words[: round(len(words) * max(0.0, heard_ms) / total_ms)])

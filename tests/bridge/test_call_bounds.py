@@ -16,19 +16,17 @@ import tracemalloc
 
 from callsim.bridge.call import (
     MAX_EARLY_MS,
-    MAX_ID_CHARS,
-    MAX_ITEMS,
     MAX_MEDIA_CHARS,
     MAX_PENDING_MARKS,
     MAX_PENDING_TOOLS,
-    MAX_REMEMBERED,
     MAX_TOOL_ARGS_CHARS,
-    MAX_TRANSCRIPT_CHARS,
     CallCore,
     RunTool,
     SaveTranscript,
     ToOpenAI,
 )
+from callsim.bridge.call_playback import MAX_ITEMS
+from callsim.bridge.call_values import MAX_ID_CHARS, MAX_REMEMBERED, MAX_TRANSCRIPT_CHARS
 from callsim.bridge.realtime import SessionParams
 
 from tests.bridge.callcore_kit import (

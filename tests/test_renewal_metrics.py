@@ -21,7 +21,7 @@ def _core(n: int) -> SimpleNamespace:
     sent = array("q", [T0 + i * 20 * MS for i in range(n)])
     end = sent[-1] + 500 * MS
     return SimpleNamespace(media_sent_ns=sent, media_sent_crc=array("I", [1000 + i for i in range(n)]), t0_ns=T0,
-                           timeline=SimpleNamespace(end_ns=lambda: end, __bool__=lambda: True))
+                           timeline=SimpleNamespace(end_ns=lambda: end))
 
 
 def _session(sid: str, frames: range, delay_ms: float = 1.0, extra: dict | None = None) -> dict:

@@ -35,6 +35,8 @@ def params(*args: str, env: dict[str, str] | None = None) -> StdioServerParamete
 async def test_stdio_tools_search_fetch_and_resources(store_path):
     path, writer = store_path
     sid = "CA" + "2" * 32
+    # SQLite's data_version, read on the writer's connection, moves only when ANOTHER connection commits
+    version = writer._conn.execute("PRAGMA data_version").fetchone()[0]
     async with Client(params("--database", str(path)), read_timeout_seconds=20) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert tools == {"list_conversations", "search_conversations", "get_conversation"}
@@ -60,7 +62,8 @@ async def test_stdio_tools_search_fetch_and_resources(store_path):
         writer.put_utterance(sid, "i3", "caller", "Thanks, bye")  # the bridge writes on meanwhile
         (content,) = (await client.read_resource(f"conversation://{sid}")).contents
         assert json.loads(content.text)["transcript"][-1]["text"] == "Thanks, bye"
-    # read-only: the server never wrote (the writer's row count is what it put in)
+    # read-only: the server committed nothing to the store, while the writer went on writing
+    assert writer._conn.execute("PRAGMA data_version").fetchone()[0] == version
     assert len(writer.get_conversation(sid)["utterances"]) == 3
 
 

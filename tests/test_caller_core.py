@@ -557,13 +557,20 @@ def test_overflow_is_bounded_and_counted():
     assert core.summary()["audio_received_ms"] == 60.0
 
 
-def test_playback_and_audio_onset_events():
+def playing(n_bytes: int, ticks: int) -> CallerCore:
+    """A caller pausing while ``n_bytes`` of loud reply arrive right after its first tick, advanced
+    through tick ``ticks - 1``."""
     core = make([Pause(10_000)])
     core.begin(T0)
     core.advance(grid(0))
-    core.receive(grid(0) + 1, media_in(loud(480)))
-    for k in range(1, 25):
+    core.receive(grid(0) + 1, media_in(loud(n_bytes)))
+    for k in range(1, ticks):
         core.advance(grid(k))
+    return core
+
+
+def test_playback_and_audio_onset_events():
+    core = playing(480, 25)
     assert [(e.kind, e.tick) for e in core.timeline.of(PlaybackStart, PlaybackStop, AudioOnset, AudioOffset)] == [
         ("playback_start", 1), ("audio_onset", 1), ("playback_stop", 4), ("audio_offset", 4)]
     (off,) = events(core, "audio_offset")
@@ -773,12 +780,7 @@ def test_peer_closed_ends_the_call():
 
 def test_audio_still_queued_when_the_app_closes_is_never_heard():
     """The app closed the stream with 1 s of a reply queued: what had not played is counted unplayed."""
-    core = make([Pause(10_000)])
-    core.begin(T0)
-    core.advance(grid(0))
-    core.receive(grid(0) + 1, media_in(loud(8000)))
-    for k in range(1, 11):
-        core.advance(grid(k))
+    core = playing(8000, 11)
     core.peer_closed(grid(10) + 1, 1000, "bye")
     played = core.summary()["audio_played_ms"]
     assert 180 <= played <= 200
@@ -786,12 +788,7 @@ def test_audio_still_queued_when_the_app_closes_is_never_heard():
 
 
 def test_nothing_unplayed_when_the_reply_had_finished():
-    core = make([Pause(10_000)])
-    core.begin(T0)
-    core.advance(grid(0))
-    core.receive(grid(0) + 1, media_in(loud(800)))
-    for k in range(1, 11):
-        core.advance(grid(k))
+    core = playing(800, 11)
     core.peer_closed(grid(10) + 1)
     assert core.summary()["audio_unplayed_at_end_ms"] == 0
 

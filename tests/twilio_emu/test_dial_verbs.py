@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 from urllib.parse import parse_qsl
 
-import pytest
 from callsim.simulator.twilio_emu.calls import Instructions
 from callsim.simulator.twilio_emu.leg import Bridge, End, Fetch, FetchAudio, Leg, Speak
-from callsim.simulator.twilio_emu.twiml import Dial, Play, Say, TwimlInvalid, parse
+from callsim.simulator.twilio_emu.twiml import Dial, Play, Say, parse
 from twilio.request_validator import RequestValidator
 
 TOKEN = "dial-token"
@@ -29,19 +28,6 @@ def test_dial_numbers_and_attributes_with_relative_urls_resolved():
     assert verbs == (Dial(("+15550009999", "+15550008888"), 12, "https://agent.example/after", "GET", "+15550003333"),
                      Dial(("+15550007777",), 30, None, "POST", None),
                      Play("https://agent.example/hold.wav", 3))
-
-
-@pytest.mark.parametrize("xml, says", [
-    ("<Response><Dial/></Response>", "without a number"),
-    ("<Response><Dial><Client>bob</Client></Dial></Response>", "<Dial><Client>"),
-    ("<Response><Dial>" + "<Number>+15550000000</Number>" * 11 + "</Dial></Response>", "at most 10"),
-    ("<Response><Dial timeout='soon'>+15550000000</Dial></Response>", "not an integer"),
-    ("<Response><Play digits='1'/></Response>", "no DTMF"),
-    ("<Response><Play/></Response>", "without a URL"),
-])
-def test_invalid_dial_and_play_say_why(xml, says):
-    with pytest.raises(TwimlInvalid, match=says):
-        parse(xml)
 
 
 def test_a_dial_without_action_goes_on_with_the_next_verb():

@@ -48,6 +48,12 @@ def test_twiml_verbs_in_order_with_urls_resolved():
     ("<Response><Connect><Stream url='media'/></Connect></Response>", "not an absolute"),  # inline: no base
     ("<Reply/>", "expected <Response>"),
     ("<Response>", "not XML"),
+    ("<Response><Dial/></Response>", "without a number"),
+    ("<Response><Dial><Client>bob</Client></Dial></Response>", "<Dial><Client>"),
+    ("<Response><Dial>" + "<Number>+15550000000</Number>" * 11 + "</Dial></Response>", "at most 10"),
+    ("<Response><Dial timeout='soon'>+15550000000</Dial></Response>", "not an integer"),
+    ("<Response><Play digits='1'/></Response>", "no DTMF"),
+    ("<Response><Play/></Response>", "without a URL"),
 ])
 def test_invalid_twiml_says_why(xml, says):
     with pytest.raises(TwimlInvalid, match=says):

@@ -4,8 +4,8 @@ browser), and servers kept running in a trio thread while the test's thread driv
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +30,26 @@ def playwright() -> tuple[Any, Any]:
 def launch(pw: Any) -> Any:
     """The system chromium, headless."""
     return pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+
+
+@contextmanager
+def browser_page(**page_args: Any) -> Iterator[tuple[Any, Any]]:
+    """``(page, expect)``: a new page of the headless system chromium, closed on the way out."""
+    sync_playwright, expect = playwright()
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            yield browser.new_page(**page_args), expect
+        finally:
+            browser.close()
+
+
+def sign_in(page: Any, expect: Any, base: str, token: str) -> None:
+    """Sign in to the bridge's console at ``base`` with ``token``, as an operator does."""
+    page.goto(base + "/console")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    expect(page.locator("#live-h")).to_be_visible()
 
 
 class ServedInThread(Generic[T]):

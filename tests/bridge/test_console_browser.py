@@ -26,7 +26,7 @@ from callsim.simulator.mock.behaviour import Behaviour
 from callsim.simulator.scenario import find_scenario
 
 from tests.bridge.test_e2e import CONSOLE_TOKEN, stack
-from tests.browser import ServedInThread, launch, playwright
+from tests.browser import ServedInThread, browser_page, playwright, sign_in
 
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 FROM_BARGE, FROM_TOOL, FROM_NEXT = "+15550100001", "+15550100002", "+15550100003"
@@ -65,21 +65,12 @@ def _shot(page, path: Path, record_property, name: str) -> None:
     record_property(f"screenshot_{name}", str(path))
 
 
-def _sign_in(page, expect, base: str) -> None:
-    page.goto(base + "/console")
-    page.fill("#token", CONSOLE_TOKEN)
-    page.click("button[type=submit]")
-    expect(page.locator("#live-h")).to_be_visible()
-
-
 def test_console_shows_a_barge_in_live_and_refuses_without_the_token(tmp_path, record_property):
-    sync_playwright, expect = playwright()
+    playwright()  # skipped before the servers start when the browser is missing
     scenario = find_scenario("barge_in")
     live = LiveBridge(tmp_path, scenario.mock)
     try:
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+        with browser_page(viewport={"width": 1200, "height": 900}) as (page, expect):
             # without the token: the page and the APIs answer 401
             resp = page.goto(live.base + "/console")
             assert resp is not None and resp.status == 401
@@ -91,7 +82,7 @@ def test_console_shows_a_barge_in_live_and_refuses_without_the_token(tmp_path, r
             expect(page.locator("[role=alert]")).to_contain_text("Wrong token")
             _shot(page, tmp_path / "console-login.png", record_property, "login")
 
-            _sign_in(page, expect, live.base)
+            sign_in(page, expect, live.base, CONSOLE_TOKEN)
             done, box = live.call(list(scenario.steps), FROM_BARGE)
             # the page follows the call by itself (nothing else is selected): caller and number first
             expect(page.locator("#calls tbody")).to_contain_text(FROM_BARGE, timeout=LIVE_S)
@@ -118,20 +109,17 @@ def test_console_shows_a_barge_in_live_and_refuses_without_the_token(tmp_path, r
             expect(page.locator("#conversations tbody tr")).to_have_count(1)
             page.locator("#conversations tbody button").first.click()
             expect(page.locator("#conv-lines")).to_contain_text("interrupted")
-            browser.close()
     finally:
         live.close()
 
 
 def test_console_shows_a_tool_call_and_settings_apply_to_the_next_call_only(tmp_path, record_property):
-    sync_playwright, expect = playwright()
+    playwright()  # skipped before the servers start when the browser is missing
     scenario = find_scenario("tool_call")
     live = LiveBridge(tmp_path, scenario.mock)
     try:
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            page = browser.new_page(viewport={"width": 1200, "height": 1000})
-            _sign_in(page, expect, live.base)
+        with browser_page(viewport={"width": 1200, "height": 1000}) as (page, expect):
+            sign_in(page, expect, live.base, CONSOLE_TOKEN)
             expect(page.locator("#tool-list")).to_contain_text("get_weather")
             expect(page.locator("#settings-form input[name=voice]")).to_have_value("marin")
             done, box = live.call(list(scenario.steps), FROM_TOOL)
@@ -157,7 +145,6 @@ def test_console_shows_a_tool_call_and_settings_apply_to_the_next_call_only(tmp_
             page.locator("#calls tbody").get_by_text(FROM_NEXT).click(timeout=LIVE_S)
             expect(page.locator("#events")).to_contain_text("voice cedar", timeout=LIVE_S)
             assert done2.wait(60)
-            browser.close()
         voices = {s["session"]["audio"]["output"]["voice"] for s in live.sessions()}
         assert voices == {"marin", "cedar"}  # the running call kept its voice
     finally:

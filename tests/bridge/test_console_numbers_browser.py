@@ -8,25 +8,19 @@ from __future__ import annotations
 import pytest
 
 from tests.bridge.test_phone_numbers import CONSOLE, NUMBER, stack
-from tests.browser import ServedInThread, launch, playwright
+from tests.browser import ServedInThread, browser_page, playwright, sign_in
 
 pytestmark = pytest.mark.slow
 
 
-def test_point_a_number_at_the_bridge_from_the_console(tmp_path, monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    sync_playwright, expect = playwright()
+def test_point_a_number_at_the_bridge_from_the_console(tmp_path):
+    playwright()  # skipped before the servers start when the browser is missing
     served = ServedInThread(lambda: stack(tmp_path))
-    emu, _app, base, _http = served.value
-    webhook = base + "/incoming-call"
     try:
-        with sync_playwright() as p:
-            browser = launch(p)
-            page = browser.new_page()
-            page.goto(base + "/console")
-            page.fill("#token", CONSOLE)
-            page.click("button[type=submit]")
+        emu, _app, base, _http = served.value
+        webhook = base + "/incoming-call"
+        with browser_page() as (page, expect):
+            sign_in(page, expect, base, CONSOLE)
             row = page.locator(f"#numbers-table tr:has-text('{NUMBER}')")
             expect(row).to_contain_text("https://old.example/voice")
             expect(page.locator("#numbers-msg")).to_contain_text(webhook)
@@ -35,7 +29,6 @@ def test_point_a_number_at_the_bridge_from_the_console(tmp_path, monkeypatch):
             expect(row).to_contain_text("points here")
             expect(row).to_contain_text(webhook)
             page.screenshot(path=str(tmp_path / "console-numbers.png"), full_page=True)
-            browser.close()
         voice_url = lambda number: served.run_sync(lambda: emu.numbers[number].voice_url)  # noqa: E731
         assert voice_url(NUMBER) == webhook  # the emulator's own record changed
         assert voice_url("+15550002222") == "https://other.example/voice"  # and only that one

@@ -10,9 +10,13 @@ not in the loop). What a real line shows differently is corrected before judging
   barge-in's ``clear_ms`` (judged by ``barge_in_clear_max_ms``) is the time from our speech onset
   on the line to the end of the agent's voice in the inbound audio; talk-over is the agent's
   voice heard over ours, as in ``callsim call``;
-* **audio continuity** (``underrun_ms``, judged by ``no_underruns``/``underrun_max_ms``): the
-  inbound audio Twilio's numbering says was lost (:class:`~.line.Continuity`), since a line
-  never stops sending frames and the agent's own pauses are not gaps;
+* **audio continuity** (``underrun_ms``): the inbound audio Twilio's numbering says was lost
+  (the chunks skipped, :class:`~.line.Continuity`), since a line never stops sending frames and
+  the agent's own pauses are not gaps. It is reported, not judged: ``no_underruns`` and
+  ``underrun_max_ms`` judge a *bridge's* underruns, which a line cannot see (Twilio plays
+  silence into the call when the bridge's audio runs late), so they are in :data:`LINE_UNMEASURED`;
+* **Twilio's warnings** (``no_twilio_warnings``): what a bridge sends goes to Twilio, not to
+  callsim, so the line cannot judge it (:data:`LINE_UNMEASURED`);
 * **heard** (``heard_min_ms``/``heard_max_ms``, and ``heard_goodbye``'s "nothing left
   unheard"): skipped with :data:`LINE_UNMEASURED` as the reason. ``callsim call`` counts every
   frame of the agent's audio that played, silent or not; a line carries frames all the time, and
@@ -58,6 +62,18 @@ LINE_UNMEASURED["heard_goodbye"] = (
     "which Twilio drops without a trace on the caller's side of the line; `end_reason = \"closed_by_app\"` "
     "judges the part a line can see (the agent ended the call): run the scenario with `callsim call` for the rest")
 
+LINE_UNMEASURED.update({
+    name: ("judges the bridge's underruns (its audio reaching Twilio too late to play on time), which a line "
+           "cannot see: Twilio fills the gap with silence and its frames keep coming. What the line sees is "
+           "inbound audio lost on the way (report.json dial.continuity: missing chunks, gap_ms, and the media "
+           "clock's drift, which is not loss): run the scenario with `callsim call` for the bridge's underruns")
+    for name in ("no_underruns", "underrun_max_ms")
+})
+LINE_UNMEASURED["no_twilio_warnings"] = (
+    "judges what the bridge sends to Twilio, which goes to Twilio and never reaches the line: Twilio reports "
+    "them in the agent account's debugger/Monitor Alerts, not on the line; run the scenario with `callsim call` "
+    "for them")
+
 SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model was sent), which a dialled call "
                   "does not have: run the scenario with `callsim call` against the bridge and the mock for it")
 
@@ -74,7 +90,8 @@ def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None
     Twilio's REST records say of the call (``twilio_calls``: :mod:`.twilio_records`), when read."""
 
     def adjust(m: CallMetrics, result: CallResult) -> None:
-        m.underrun_ms = line.continuity.gap_ms
+        m.underrun_ms = line.continuity.gap_ms  # reported, not judged (LINE_UNMEASURED): the caller core's
+        # own figure would read the agent's pauses between voiced frames as gaps
         m.twilio_calls = twilio_calls
         m.twilio_records_error = records_error
         core = result.core

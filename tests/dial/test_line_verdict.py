@@ -1,0 +1,109 @@
+"""The line's own figures and the verdict a dialled call gets, driven without sockets: a
+:class:`LineCore` fed Twilio's inbound ``media`` on a virtual 20 ms clock, then judged by
+:func:`judge_line` as ``callsim dial`` judges it."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+
+import orjson
+from callsim.simulator.caller import twilio_wire as tw
+from callsim.simulator.caller.call_result import CallResult
+from callsim.simulator.caller.core import CallerConfig, CallerCore
+from callsim.simulator.caller.script import Hangup, Pause
+from callsim.simulator.dial.line import Continuity, LineCore, StreamStart
+from callsim.simulator.dial.verdict import LINE_UNMEASURED, judge_line, outcome
+from callsim.simulator.scenario import Expectations, find_scenario
+
+CALL = "CA" + "cd" * 16
+START = StreamStart(CALL, "MZ" + "ab" * 16, "AC" + "12" * 16, {}, "audio/x-mulaw")
+QUIET = base64.b64encode(b"\xff" * 160).decode()  # μ-law silence: an idle line
+#: a healthy line's media clock: steps around 20 ms, one chunk each
+HEALTHY_STEPS = (20, 21, 19, 20)
+
+
+def scenario(steps=(Pause(400), Hangup()), **expect):
+    base = find_scenario("greeting_two_turns")
+    return dataclasses.replace(base, steps=tuple(steps), requires=(), expect=Expectations(**expect))
+
+
+def run_line(sc, ts_steps=HEALTHY_STEPS, skip_chunks=()):
+    """Play ``sc`` on a line whose inbound frames step the media clock by ``ts_steps`` (cycled);
+    the chunk numbers in ``skip_chunks`` never arrive. Returns (line, result)."""
+    ident = tw.StreamIdentity(START.account_sid, START.call_sid, START.stream_sid, START.parameters)
+    core = CallerCore(CallerConfig(ident, max_duration_ms=10_000, line_tag=False), list(sc.steps),
+                      sc.utterance_bank())
+    line = LineCore(core, START)
+    now = 1_000_000_000
+    line.begin(now)
+    ts = 0
+    for i in range(500):
+        line.advance(now)
+        if core.finished:
+            break
+        chunk = i + 1
+        if chunk not in skip_chunks:
+            line.receive(now, orjson.dumps({"event": "media", "streamSid": START.stream_sid, "media": {
+                "track": "inbound", "chunk": str(chunk), "timestamp": str(ts), "payload": QUIET}}))
+        ts += ts_steps[i % len(ts_steps)]
+        now += 20_000_000
+    assert core.finished
+    return line, CallResult("wss://dial.example/stream", core=core, stream_url="wss://dial.example/stream")
+
+
+def test_a_media_clock_stepping_around_20_ms_loses_no_audio():
+    c = Continuity()
+    ts = 0
+    for i, step in enumerate(HEALTHY_STEPS * 5):
+        c.note(i * 20_000_000, i + 1, ts)
+        ts += step
+    assert (c.frames, c.missing_chunks, c.gap_ms, c.gaps) == (20, 0, 0.0, [])
+    assert c.timestamp_drift_ms == 0 and c.max_timestamp_step_ms == 21
+    assert c.to_json()["timestamp_drift_ms"] == 0
+
+
+def test_lost_audio_is_the_chunks_skipped_and_drift_is_kept_apart():
+    c = Continuity()
+    c.note(0, 1, 0)
+    c.note(20_000_000, 2, 20)
+    c.note(80_000_000, 5, 80)  # chunks 3 and 4 never came: 40 ms lost
+    c.note(100_000_000, 6, 130)  # the clock jumped 50 ms for one chunk: drift, not loss
+    assert (c.missing_chunks, c.gap_ms) == (2, 40.0)
+    assert c.gaps == [{"t_ns": 80_000_000, "after_ms": 20, "ms": 40.0, "chunks": 2}]
+    assert c.timestamp_drift_ms == 30 and c.max_timestamp_step_ms == 60
+    j = c.to_json()
+    assert (j["gap_ms"], j["missing_chunks"], j["timestamp_drift_ms"], j["max_timestamp_step_ms"]) == (40.0, 2, 30, 60)
+
+
+def test_underruns_are_not_judged_on_a_line_and_a_healthy_line_passes():
+    sc = scenario(no_underruns=True, underrun_max_ms=0)
+    line, result = run_line(sc)
+    assert line.continuity.frames >= 15 and line.continuity.gap_ms == 0
+    run = judge_line(sc, result, line)
+    by = {e.name: e for e in run.expectations}
+    for name in ("no_underruns", "underrun_max_ms"):
+        assert (by[name].status, by[name].message) == ("skipped", LINE_UNMEASURED[name])
+        assert "Twilio fills the gap with silence" in by[name].message
+    assert outcome(run)[0], outcome(run)
+    (m,) = run.metrics
+    assert m.underrun_ms == 0.0 and m.status != "failed"
+
+
+def test_lost_chunks_show_as_the_lines_underrun_figure_without_failing_the_bridge():
+    sc = scenario(no_underruns=True)
+    line, result = run_line(sc, skip_chunks=(5, 6, 9))
+    run = judge_line(sc, result, line)
+    (m,) = run.metrics
+    assert m.underrun_ms == 60.0 and line.continuity.missing_chunks == 3
+    assert {e.name: e.status for e in run.expectations}["no_underruns"] == "skipped"
+
+
+def test_twilio_warnings_are_not_judged_on_a_line():
+    sc = scenario(no_twilio_warnings=True)
+    line, result = run_line(sc)
+    run = judge_line(sc, result, line)
+    (e,) = run.expectations
+    assert e.status == "skipped", e.to_json()
+    assert (e.name, e.status, e.message) == ("no_twilio_warnings", "skipped", LINE_UNMEASURED["no_twilio_warnings"])
+    assert "debugger/Monitor Alerts, not on the line" in e.message

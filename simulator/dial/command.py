@@ -1,7 +1,8 @@
 """``callsim dial``: the subcommand's flags and what it does with them.
 
 Every input is checked before anything is sent (exit 2, one line); ``--dry-run`` prints the
-request and sends nothing; otherwise the call is placed, callsim waits for Twilio's media stream,
+request and sends nothing; a scenario a line cannot play (it presses keys: :func:`~.line.cannot_play`)
+is skipped with the reason before any call is placed (exit 0, a skipped report); otherwise the call is placed, callsim waits for Twilio's media stream,
 and the call is hung up over REST on every exit. Exit status: 0 ok, 1 failed, 2 bad input,
 130 interrupted.
 """
@@ -100,12 +101,32 @@ def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return api_url, replace(request, scenario=scenario.name), scenario
 
 
+def _not_dialled(args: argparse.Namespace, scenario: Any, why: str) -> int:
+    """A scenario ``callsim dial`` cannot play is skipped with the reason before any call is placed
+    (exit 0), as a scenario that does not apply is skipped elsewhere: a suite that dials every
+    scenario gets a skipped test case in junit.xml rather than a call judged on keys never pressed."""
+    from .verdict import not_dialled, outcome, write_dial_report
+
+    run = not_dialled(scenario, why)
+    line = outcome(run)[1]
+    if not args.dry_run:
+        paths = write_dial_report(args.report, run, {"call_sid": None, "placed": False},
+                                  " ".join(["callsim", *sys.argv[1:]]))
+        print(f"callsim dial: report: {paths['json']}", file=sys.stderr)
+    print(f"callsim dial: no call placed: {line}")
+    return 0
+
+
 def cmd_dial(args: argparse.Namespace) -> int:
     try:
         api_url, request, scenario = _request(args)
     except UsageError as exc:
         print(f"callsim dial: {exc}", file=sys.stderr)
         return 2
+    from .line import cannot_play
+
+    if (why := cannot_play(scenario.steps)) is not None:
+        return _not_dialled(args, scenario, why)
     if args.dry_run:
         from .request import dry_run_text
 

@@ -43,12 +43,14 @@ import dataclasses
 import logging
 from binascii import Error, a2b_base64
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 
 from ..audio.codec import FRAME_MS, ULAW_MAGNITUDE
 from ..caller.core import FRAME_NS, CallerCore
+from ..caller.script import Dtmf
 from ..core_io import NOTHING, Close, Outputs
 from ..measure.timeline import CallerSpeech, Event, SpeechEnd, SpeechStart, Timeline, UtteranceEnd, UtteranceStart
 from .request import TOKEN_PARAM
@@ -64,6 +66,18 @@ MARKED: Final = (UtteranceStart, SpeechStart, SpeechEnd, UtteranceEnd)
 MAX_GAPS_KEPT: Final = 100
 #: how the core ends a stream the script hung up (the close that ends ``<Connect>``)
 SCRIPT_DONE: Final = Close(1000, "callsim: scenario done")
+
+
+#: why a scenario that presses keys is not dialled
+NO_KEYPRESSES: Final = ("a caller's keypresses cannot be sent on a bidirectional media stream (Twilio sends "
+                        "`dtmf`, it takes none), so `callsim dial` cannot press keys: run it with `callsim call`")
+
+
+def cannot_play(steps: Sequence[object]) -> str | None:
+    """Why a script cannot be played on a line (None: it can). Its ``Dtmf`` steps have no wire on
+    the server side of a media stream: :class:`LineCore` would drop the keys and the scenario
+    would be judged as if they had been pressed."""
+    return NO_KEYPRESSES if any(isinstance(step, Dtmf) for step in steps) else None
 
 
 def voiced(frame: bytes) -> bool:
@@ -284,7 +298,8 @@ class LineCore:
             elif msg.startswith('{"event":"stop"'):
                 wire.append(SCRIPT_DONE)
                 break
-            # the core's dtmf has no server-side equivalent on a media stream (Twilio plays none)
+            # the core's dtmf has no server-side equivalent on a media stream: such a scenario is
+            # never dialled (cannot_play)
         return wire
 
     def receive(self, now_ns: int, data: str | bytes) -> Outputs:

@@ -41,7 +41,7 @@ from ..audio.codec import FRAME_MS
 from ..audio.utterances import default_bank
 from ..caller.call_result import CallResult
 from ..measure.expectations import SKIP_NO_MOCK, judge
-from ..measure.measurements import CallMetrics
+from ..measure.measurements import CallMetrics, ExpectationResult
 from ..measure.metrics import FRAME_NS, MS, Playout, summarize
 from ..measure.pairing import Pairing
 from ..measure.report import write_reports
@@ -143,6 +143,16 @@ def judge_line(scenario: Scenario, result: CallResult, line: LineCore, *,
     return run
 
 
+def not_dialled(scenario: Scenario, why: str) -> ScenarioRun:
+    """The skipped run of a scenario ``callsim dial`` cannot play (no call is placed): each
+    expectation says why, as ``callsim call`` skips a scenario that needs a Twilio in the loop."""
+    run = ScenarioRun(scenario, not_run=why, started_at=time.time())
+    run.ended_at = run.started_at
+    run.expectations = [ExpectationResult(name, "skipped", f"not judged: {why}", None,
+                                          list(v) if isinstance(v, tuple) else v) for name, v in scenario.expect.items()]
+    return run
+
+
 def outcome(run: ScenarioRun) -> tuple[bool, str]:
     """(ok, one line): the scenario's status and the first failure, or what was met and skipped."""
     failed = [e for e in run.expectations if e.status == "failed"]
@@ -182,7 +192,7 @@ def _r(v: float | None) -> float | None:
 def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], command: str) -> dict[str, Path]:
     """report.json, junit.xml, report.html and the call's recordings, as ``callsim call`` writes them."""
     meta: dict[str, Any] = {
-        "command": command, "target": f"dial {dial.get('call_sid')}", "mock_in_loop": False, "jobs": 1,
+        "command": command, "target": f"dial {dial.get('call_sid') or '(no call placed)'}", "mock_in_loop": False, "jobs": 1,
         "interrupted": False,
         "scenarios": [{"name": run.scenario.name, "description": run.scenario.description, "status": run.status,
                        "passed": run.passed, "skip_reason": run.skip_reason, "notes": run.notes,

@@ -80,6 +80,26 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_sent(emulator, caps
     assert err.count("\n") == 1 and err.startswith("callsim dial: ") and says in err, err
 
 
+def test_a_scenario_that_presses_keys_is_skipped_with_the_reason_and_no_call_is_placed(emulator, capsys, tmp_path):
+    """dtmf_menu's keypresses have no wire on a media stream: judged, it would pass on keys never
+    pressed. It is skipped before anything is sent, as a scenario that does not apply is skipped."""
+    from callsim.simulator.dial.line import NO_KEYPRESSES
+
+    core, url = emulator
+    report = tmp_path / "report"
+    rc = main([*CALL[:-3], "dtmf_menu", *CALL[-2:], "--twilio-api-url", url, "--report", str(report)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and core.store.calls == {}, err
+    assert out == f"callsim dial: no call placed: scenario dtmf_menu skipped: {NO_KEYPRESSES}\n"
+    assert "cannot be sent on a bidirectional media stream" in NO_KEYPRESSES
+    data = json.loads((report / "report.json").read_text())
+    (sc,) = data["meta"]["scenarios"]
+    assert (sc["name"], sc["status"], sc["skip_reason"]) == ("dtmf_menu", "skipped", NO_KEYPRESSES)
+    assert sc["expectations"] and all(e["status"] == "skipped" for e in sc["expectations"])
+    assert data["meta"]["dial"] == {"call_sid": None, "placed": False}
+    assert "<skipped" in (report / "junit.xml").read_text()
+
+
 def test_missing_credentials_name_the_variables(emulator, monkeypatch, capsys):
     core, url = emulator
     monkeypatch.delenv("TWILIO_AUTH_TOKEN")

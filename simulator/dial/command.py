@@ -1,10 +1,11 @@
 """``callsim dial``: the subcommand's flags and what it does with them.
 
 Every input is checked before anything is sent (exit 2, one line); ``--dry-run`` prints the
-request and sends nothing; a scenario a line cannot play (it presses keys: :func:`~.line.cannot_play`)
-is skipped with the reason before any call is placed (exit 0, a skipped report); otherwise the call is placed, callsim waits for Twilio's media stream,
-and the call is hung up over REST on every exit. Exit status: 0 ok, 1 failed, 2 bad input,
-130 interrupted.
+request and sends nothing; a scenario a line cannot play (it presses keys:
+:func:`~.line.cannot_play`) is skipped with the reason before any call is placed (exit 0, a
+report of the skipped scenario); otherwise the call is placed, callsim waits for Twilio's media
+stream, and the call is hung up over REST on every exit. Exit status: 0 ok, 1 failed, 2 bad
+input, 130 interrupted.
 """
 
 from __future__ import annotations

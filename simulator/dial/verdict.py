@@ -27,8 +27,10 @@ not in the loop). What a real line shows differently is corrected before judging
   caller's side, so a line cannot say a goodbye was heard whole.
 
 What needs the mock's view (truncates, transcripts, tools, codec echo, the OpenAI session) is
-skipped with :data:`SKIP_ON_A_LINE` as the reason. Greeting latency (answer → the agent's first
-audible audio) is reported beside the turns (report.json ``dial.greeting_ms``).
+skipped with :data:`SKIP_ON_A_LINE` as the reason. No bridge profile is built or written: the
+caller core's wire on a line is callsim's own (its frames, no marks or clears from a bridge), so
+a profile would describe callsim, not the agent's bridge. Greeting latency (answer → the agent's
+first audible audio) is reported beside the turns (report.json ``dial.greeting_ms``).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def judge_line(scenario: Scenario, result: CallResult, line: LineCore, *,
     if result.core is not None and result.core.t0_ns is not None:
         to_line_time(line)
     run = _measure(scenario, [result], [Pairing(None)], False, scenario.utterance_bank() or default_bank(),
-                   adjust=line_adjust(line, twilio_calls, records_error))
+                   adjust=line_adjust(line, twilio_calls, records_error), profile=False)
     rejudge = False
     for e in run.expectations:
         if e.message == SKIP_NO_MOCK:
@@ -200,6 +202,4 @@ def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], 
                        "expectations": [e.to_json() for e in run.expectations]}],
         "dial": dial,
     }
-    if run.profile is not None:
-        meta["bridge_profile"] = {"lines": run.profile.lines(), **run.profile.to_json()}
     return write_reports(report_dir, list(run.calls), summarize(run.metrics), title="callsim dial report", meta=meta)

@@ -107,3 +107,20 @@ def test_twilio_warnings_are_not_judged_on_a_line():
     assert e.status == "skipped", e.to_json()
     assert (e.name, e.status, e.message) == ("no_twilio_warnings", "skipped", LINE_UNMEASURED["no_twilio_warnings"])
     assert "debugger/Monitor Alerts, not on the line" in e.message
+
+
+def test_no_bridge_profile_is_built_or_written_for_a_line(tmp_path):
+    """The caller core on a line carried callsim's own frames: a profile of it ("no marks",
+    "clear 0/1 barge-ins") would describe callsim, whatever the agent's bridge did."""
+    from callsim.simulator.dial.verdict import dial_summary, write_dial_report
+
+    sc = scenario(end_reason="hangup")
+    line, result = run_line(sc)
+    run = judge_line(sc, result, line)
+    assert run.profile is None
+    paths = write_dial_report(tmp_path, run, dial_summary(line, [], None), "callsim dial")
+    meta = orjson.loads(paths["json"].read_bytes())["meta"]
+    assert "bridge_profile" not in meta and meta["dial"]["call_sid"] == CALL
+    html = paths["html"].read_text()
+    assert "bridge profile" not in html.lower() and "twilio:" not in html
+    assert "calls/" in html or "<section class=\"call" in html  # the call's own section is still drawn

@@ -8,8 +8,9 @@ not in the loop). What a real line shows differently is corrected before judging
 
 * **barge-in reaction**: the bridge's ``clear`` never reaches callsim (Twilio acts on it), so the
   barge-in's ``clear_ms`` (judged by ``barge_in_clear_max_ms``) is the time from our speech onset
-  on the line to the end of the agent's voice in the inbound audio; talk-over is the agent's
-  voice heard over ours, as in ``callsim call``;
+  on the line to the end of the agent's voice in the inbound audio (0 when it had already
+  stopped by our onset: nothing to react to); talk-over is the agent's voice heard over ours,
+  as in ``callsim call``;
 * **audio continuity** (``underrun_ms``): the inbound audio Twilio's numbering says was lost
   (the chunks skipped, :class:`~.line.Continuity`), since a line never stops sending frames and
   the agent's own pauses are not gaps. It is reported, not judged: ``no_underruns`` and
@@ -44,7 +45,7 @@ from ..audio.utterances import default_bank
 from ..caller.call_result import CallResult
 from ..measure.expectations import SKIP_NO_MOCK, judge
 from ..measure.measurements import CallMetrics, ExpectationResult
-from ..measure.metrics import FRAME_NS, MS, Playout, summarize
+from ..measure.metrics import MS, summarize
 from ..measure.pairing import Pairing
 from ..measure.report import write_reports
 from ..runner import ScenarioRun, _measure
@@ -96,22 +97,15 @@ def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None
         # own figure would read the agent's pauses between voiced frames as gaps
         m.twilio_calls = twilio_calls
         m.twilio_records_error = records_error
-        core = result.core
-        if core is None or core.t0_ns is None or not m.barge_ins:
-            return
-        po = Playout(core)
         for b in m.barge_ins:
-            if b.clear_ms is not None or b.talk_over_ms <= 0:
+            if b.clear_ms is not None:
                 continue
-            # the agent's voice heard over ours ends talk_over_ms of played audio after the onset's frame
-            k = po.tick_of(b.onset_ns)
-            left = b.talk_over_ms
-            while k < po.n and left > 0:
-                left -= float(po.played[k]) / 8
-                k += 1
-            stop_ns = po.played_ns(k - 1) + FRAME_NS if k > 0 else b.onset_ns
-            b.clear_ns = stop_ns
-            b.clear_ms = (stop_ns - b.onset_ns) / MS
+            if b.talk_over_ms <= 0 or b.playback_stop_ns is None:
+                # the agent's voice had stopped by our speech onset: nothing to react to, no wait
+                b.clear_ns, b.clear_ms = b.onset_ns, 0.0
+            else:  # the agent's voice heard over ours ended with its last frame counted in talk_over_ms
+                b.clear_ns = b.playback_stop_ns
+                b.clear_ms = (b.playback_stop_ns - b.onset_ns) / MS
     return adjust
 
 

@@ -124,3 +124,57 @@ def test_no_bridge_profile_is_built_or_written_for_a_line(tmp_path):
     html = paths["html"].read_text()
     assert "bridge profile" not in html.lower() and "twilio:" not in html
     assert "calls/" in html or "<section class=\"call" in html  # the call's own section is still drawn
+
+
+LOUD = base64.b64encode(b"\x00" * 160).decode()  # μ-law full scale: the agent's voice
+
+
+def run_barge_in(voice_until=None):
+    """The agent talks from the start until tick ``voice_until`` (None: throughout) while the
+    caller barges in; returns (line, result, the tick our speech began)."""
+    from callsim.simulator.caller.script import Say, WaitForAudio
+    from callsim.simulator.measure.timeline import SpeechStart
+
+    sc = scenario(steps=(WaitForAudio(after_ms=300, timeout_ms=5000), Say("caller_barge_in"), Pause(300), Hangup()),
+                  barge_ins=1, barge_in_clear_max_ms=1500)
+    ident = tw.StreamIdentity(START.account_sid, START.call_sid, START.stream_sid, START.parameters)
+    core = CallerCore(CallerConfig(ident, max_duration_ms=10_000, line_tag=False), list(sc.steps),
+                      sc.utterance_bank())
+    line = LineCore(core, START)
+    now = 1_000_000_000
+    line.begin(now)
+    speech_tick = None
+    for i in range(500):
+        line.advance(now)
+        if core.finished:
+            break
+        if speech_tick is None and core.timeline.first(SpeechStart) is not None:
+            speech_tick = i
+        voice = voice_until is None or i < voice_until
+        line.receive(now, orjson.dumps({"event": "media", "streamSid": START.stream_sid, "media": {
+            "track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20), "payload": LOUD if voice else QUIET}}))
+        now += 20_000_000
+    assert core.finished and speech_tick is not None
+    return sc, line, CallResult("wss://dial.example/stream", core=core, stream_url="wss://dial.example/stream"), speech_tick
+
+
+def test_a_barge_in_just_as_the_agents_voice_stopped_is_a_reaction_of_0_ms():
+    """Our speech began a frame after the agent's voice stopped (still a barge-in: it was playing
+    a frame ago): no talk-over, nothing to react to, so the reaction is 0 ms, not "no clear"."""
+    _, _, _, speech_tick = run_barge_in()
+    sc, line, result, again = run_barge_in(voice_until=speech_tick - 1)
+    assert again == speech_tick
+    run = judge_line(sc, result, line)
+    (b,) = run.metrics[0].barge_ins
+    assert b.talk_over_ms == 0 and b.playback_stop_ns is None
+    assert (b.clear_ns, b.clear_ms) == (b.onset_ns, 0.0)
+    assert {e.name: e.status for e in run.expectations} == {"barge_ins": "passed", "barge_in_clear_max_ms": "passed"}
+
+
+def test_the_reaction_ends_with_the_last_frame_of_the_agents_voice_heard_over_ours():
+    sc, line, result, speech_tick = run_barge_in()
+    _, line, result, _ = run_barge_in(voice_until=speech_tick + 3)
+    run = judge_line(sc, result, line)
+    (b,) = run.metrics[0].barge_ins
+    assert b.talk_over_ms == 80.0 and b.clear_ms == 80.0
+    assert b.clear_ns == b.playback_stop_ns == b.onset_ns + 80_000_000

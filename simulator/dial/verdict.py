@@ -185,11 +185,13 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], command: str) -> dict[str, Path]:
-    """report.json, junit.xml, report.html and the call's recordings, as ``callsim call`` writes them."""
+def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], command: str, *,
+                      interrupted: bool = False) -> dict[str, Path]:
+    """report.json, junit.xml, report.html and the call's recordings, as ``callsim call`` writes them;
+    ``interrupted``: Ctrl-C or ``--max-duration-s`` cut the call short."""
     meta: dict[str, Any] = {
-        "command": command, "target": f"dial {dial.get('call_sid') or '(no call placed)'}", "mock_in_loop": False, "jobs": 1,
-        "interrupted": False,
+        "command": command, "target": f"dial {dial.get('call_sid') or '(no call placed)'}", "mock_in_loop": False,
+        "jobs": 1, "interrupted": interrupted,
         "scenarios": [{"name": run.scenario.name, "description": run.scenario.description, "status": run.status,
                        "passed": run.passed, "skip_reason": run.skip_reason, "notes": run.notes,
                        "seconds": round((run.ended_at or 0) - (run.started_at or 0), 3),

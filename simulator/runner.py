@@ -285,9 +285,12 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
 
 def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairing], mock_in_loop: bool,
              bank: UtteranceBank, tag: str | None = None,
-             adjust: Callable[[CallMetrics, CallResult], None] | None = None) -> ScenarioRun:
+             adjust: Callable[[CallMetrics, CallResult], None] | None = None, profile: bool = True) -> ScenarioRun:
     """Measure and judge one scenario's calls. ``adjust``: what a leg measured its own way
-    (``callsim dial`` on a real line) corrects in each call's figures before they are judged."""
+    (``callsim dial`` on a real line) corrects in each call's figures before they are judged.
+    ``profile=False``: no bridge profile (and so no skip by :attr:`Scenario.requires`), for a leg
+    whose caller core saw no bridge's wire: on a line the core's frames are callsim's own, so a
+    profile would describe callsim (no marks, no clears) whatever the bridge did."""
     run = ScenarioRun(scenario, mock_in_loop=mock_in_loop)
     tools = tuple(r.tool.name for r in scenario.mock.rules if r.tool is not None)
     profiles: list[BridgeProfile] = []
@@ -310,7 +313,7 @@ def _measure(scenario: Scenario, results: list[CallResult], pairings: list[Pairi
         for b in m.barge_ins:
             if b.truncate_error_ms:
                 b.truncate_cause = diagnose_truncate(b, r.core, snap)
-        prof = profile_call(snap, r.core, m.barge_ins) if r.core is not None else None
+        prof = profile_call(snap, r.core, m.barge_ins) if profile and r.core is not None else None
         if prof is not None:
             profiles.append(prof)
             _applicability(scenario, m, prof, tools)

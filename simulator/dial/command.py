@@ -1,9 +1,11 @@
 """``callsim dial``: the subcommand's flags and what it does with them.
 
 Every input is checked before anything is sent (exit 2, one line); ``--dry-run`` prints the
-request and sends nothing; otherwise the call is placed, callsim waits for Twilio's media stream,
-and the call is hung up over REST on every exit. Exit status: 0 ok, 1 failed, 2 bad input,
-130 interrupted.
+request and sends nothing; a scenario a line cannot play (it presses keys:
+:func:`~.line.cannot_play`) is skipped with the reason before any call is placed (exit 0, a
+report of the skipped scenario); otherwise the call is placed, callsim waits for Twilio's media
+stream, and the call is hung up over REST on every exit. Exit status: 0 ok, 1 failed, 2 bad
+input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ DEFAULT_MAX_DURATION_S = 300
 DEFAULT_STREAM_TIMEOUT_S = 30.0
 #: after the hang-up, how long the report waits for the call's final status callback
 FINAL_STATUS_WAIT_S = 5.0
+#: the note of a call judged after Ctrl-C or --max-duration-s cut it short
+CUT_SHORT = ("the call was cut short (Ctrl-C or --max-duration-s) before the scenario ended: judged on what it "
+             "had done by then, without Twilio's records of the call")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -100,12 +105,32 @@ def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return api_url, replace(request, scenario=scenario.name), scenario
 
 
+def _not_dialled(args: argparse.Namespace, scenario: Any, why: str) -> int:
+    """A scenario ``callsim dial`` cannot play is skipped with the reason before any call is placed
+    (exit 0), as a scenario that does not apply is skipped elsewhere: a suite that dials every
+    scenario gets a skipped test case in junit.xml rather than a call judged on keys never pressed."""
+    from .verdict import not_dialled, outcome, write_dial_report
+
+    run = not_dialled(scenario, why)
+    line = outcome(run)[1]
+    if not args.dry_run:
+        paths = write_dial_report(args.report, run, {"call_sid": None, "placed": False},
+                                  " ".join(["callsim", *sys.argv[1:]]))
+        print(f"callsim dial: report: {paths['json']}", file=sys.stderr)
+    print(f"callsim dial: no call placed: {line}")
+    return 0
+
+
 def cmd_dial(args: argparse.Namespace) -> int:
     try:
         api_url, request, scenario = _request(args)
     except UsageError as exc:
         print(f"callsim dial: {exc}", file=sys.stderr)
         return 2
+    from .line import cannot_play
+
+    if (why := cannot_play(scenario.steps)) is not None:
+        return _not_dialled(args, scenario, why)
     if args.dry_run:
         from .request import dry_run_text
 
@@ -145,8 +170,11 @@ def cmd_dial(args: argparse.Namespace) -> int:
             records["error"] = str(exc)
             say(f"could not read Twilio's records of the call: {exc}")
 
-    def judge(result, line):  # type: ignore[no-untyped-def]
+    def judge(result, line, interrupted: bool = False):  # type: ignore[no-untyped-def]
         run = judge_line(scenario, result, line, twilio_calls=records.get("calls"), records_error=records.get("error"))
+        if interrupted:  # judged on what the call did before it was cut: reported as interrupted, not passed
+            run.interrupted = True
+            run.notes.append(CUT_SHORT)
         ok, why = outcome(run)
         for e in run.expectations:
             say(f"  {e.status}: {e.name}: {e.message}")
@@ -165,7 +193,8 @@ def cmd_dial(args: argparse.Namespace) -> int:
         if not any(s.get("status") in FINAL_STATUSES for s in server.statuses):
             run.notes.append(f"no final status callback within {FINAL_STATUS_WAIT_S:g} s of the hang-up "
                              f"(is {request.public_url}'s host forwarding /dial-status to callsim?)")
-        paths = write_dial_report(args.report, run, dial, " ".join(["callsim", *sys.argv[1:]]))
+        paths = write_dial_report(args.report, run, dial, " ".join(["callsim", *sys.argv[1:]]),
+                                  interrupted=run.interrupted)
         say(f"report: {paths['json']}")
 
     from ..scenario import Expectations
@@ -190,6 +219,12 @@ def cmd_dial(args: argparse.Namespace) -> int:
         with ctrl_c.exits_at_once():
             trio.run(ctrl_c.run, main)
     finally:
+        # Ctrl-C or --max-duration-s cancelled the call before it was judged: judge what it did, without
+        # Twilio's records (read only after a call that ended), and report it as interrupted
+        if not judged and server.result is not None and server.line is not None:
+            if needs_records:
+                records.setdefault("error", "the dial was interrupted before Twilio's records of the call were read")
+            judge(server.result, server.line, interrupted=True)
         if judged:
             report()
     if request.record and plan.sid and server.line is not None and not ctrl_c.interrupted:

@@ -33,7 +33,8 @@ the inbound audio, as the issue defines it; an event whose mark never came back 
 time, and :attr:`LineCore.unechoed` says how many.
 
 Audio continuity is read from Twilio's own numbering (:class:`Continuity`): a ``chunk`` skipped
-or a ``timestamp`` jump beyond 20 ms is inbound audio the line lost.
+is inbound audio the line lost (20 ms each). The ``timestamp`` is Twilio's media clock, not 20 ms
+per chunk exactly (protocols.md), so its steps are kept apart as drift, never counted as loss.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ import dataclasses
 import logging
 from binascii import Error, a2b_base64
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 
 from ..audio.codec import FRAME_MS, ULAW_MAGNITUDE
 from ..caller.core import FRAME_NS, CallerCore
+from ..caller.script import Dtmf
 from ..core_io import NOTHING, Close, Outputs
 from ..measure.timeline import CallerSpeech, Event, SpeechEnd, SpeechStart, Timeline, UtteranceEnd, UtteranceStart
 from .request import TOKEN_PARAM
@@ -63,6 +66,18 @@ MARKED: Final = (UtteranceStart, SpeechStart, SpeechEnd, UtteranceEnd)
 MAX_GAPS_KEPT: Final = 100
 #: how the core ends a stream the script hung up (the close that ends ``<Connect>``)
 SCRIPT_DONE: Final = Close(1000, "callsim: scenario done")
+
+
+#: why a scenario that presses keys is not dialled
+NO_KEYPRESSES: Final = ("a caller's keypresses cannot be sent on a bidirectional media stream (Twilio sends "
+                        "`dtmf`, it takes none), so `callsim dial` cannot press keys: run it with `callsim call`")
+
+
+def cannot_play(steps: Sequence[object]) -> str | None:
+    """Why a script cannot be played on a line (None: it can). Its ``Dtmf`` steps have no wire on
+    the server side of a media stream: :class:`LineCore` would drop the keys and the scenario
+    would be judged as if they had been pressed."""
+    return NO_KEYPRESSES if any(isinstance(step, Dtmf) for step in steps) else None
 
 
 def voiced(frame: bytes) -> bool:
@@ -122,16 +137,26 @@ def refusal(start: StreamStart, *, call_sid: str | None, token: str) -> str | No
 
 @dataclass
 class Continuity:
-    """Twilio's inbound numbering: frames received, chunks skipped, timestamp gaps (ms of audio lost)."""
+    """Twilio's inbound numbering: frames received, chunks skipped (the audio lost), and the media
+    clock's drift.
+
+    Lost audio is counted from ``chunk`` alone: each number skipped is a 20 ms frame that never
+    arrived. Twilio's ``timestamp`` is a media clock whose steps vary around 20 ms (20/21/19/20 on
+    a healthy line), so a step over 20 ms is not loss, and counting only those would add up a
+    healthy line's jitter as gaps. Its net drift from 20 ms per chunk (``timestamp_drift_ms``, signed)
+    and its longest step are kept as figures of their own."""
 
     frames: int = 0
     missing_chunks: int = 0
-    gap_ms: float = 0.0
+    gap_ms: float = 0.0  # missing_chunks × 20 ms: the inbound audio the line lost
     gaps: list[dict[str, Any]] = field(default_factory=list)  # {"t_ns", "after_ms", "ms", "chunks"}
     max_arrival_gap_ms: float = 0.0  # the longest wait between two inbound frames
+    max_timestamp_step_ms: int | None = None  # the media clock's longest step between two frames
     _chunk: int | None = None
     _ts: int | None = None
     _t_ns: int | None = None
+    _first: tuple[int, int] | None = None  # (chunk, timestamp) of the first frame numbered both ways
+    _last: tuple[int, int] | None = None
 
     def note(self, now_ns: int, chunk: Any, timestamp: Any) -> None:
         self.frames += 1
@@ -144,18 +169,35 @@ class Continuity:
         except (TypeError, ValueError):
             return
         lost_chunks = c - self._chunk - 1 if c is not None and self._chunk is not None else 0
-        lost_ms = ts - self._ts - FRAME_MS if ts is not None and self._ts is not None else 0
-        if lost_chunks > 0 or lost_ms > 0:
-            ms = float(max(lost_ms, lost_chunks * FRAME_MS))
-            self.missing_chunks += max(lost_chunks, 0)
+        if lost_chunks > 0:
+            ms = float(lost_chunks * FRAME_MS)
+            self.missing_chunks += lost_chunks
             self.gap_ms += ms
             if len(self.gaps) < MAX_GAPS_KEPT:
-                self.gaps.append({"t_ns": now_ns, "after_ms": self._ts, "ms": ms, "chunks": max(lost_chunks, 0)})
+                self.gaps.append({"t_ns": now_ns, "after_ms": self._ts, "ms": ms, "chunks": lost_chunks})
+        if ts is not None and self._ts is not None:
+            step = ts - self._ts
+            if self.max_timestamp_step_ms is None or step > self.max_timestamp_step_ms:
+                self.max_timestamp_step_ms = step
+        if c is not None and ts is not None:
+            self._last = (c, ts)
+            if self._first is None:
+                self._first = self._last
         self._chunk = c if c is not None else self._chunk
         self._ts = ts if ts is not None else self._ts
 
+    @property
+    def timestamp_drift_ms(self) -> int | None:
+        """How far the media clock ran from 20 ms per chunk between the first and the last frame
+        (positive: ahead); None until two frames carried both numbers."""
+        if self._first is None or self._last is None or self._first == self._last:
+            return None
+        (c0, t0), (c1, t1) = self._first, self._last
+        return (t1 - t0) - (c1 - c0) * FRAME_MS
+
     def to_json(self) -> dict[str, Any]:
         return {"frames": self.frames, "missing_chunks": self.missing_chunks, "gap_ms": self.gap_ms,
+                "timestamp_drift_ms": self.timestamp_drift_ms, "max_timestamp_step_ms": self.max_timestamp_step_ms,
                 "max_arrival_gap_ms": round(self.max_arrival_gap_ms, 1), "gaps": self.gaps}
 
 
@@ -256,7 +298,8 @@ class LineCore:
             elif msg.startswith('{"event":"stop"'):
                 wire.append(SCRIPT_DONE)
                 break
-            # the core's dtmf has no server-side equivalent on a media stream (Twilio plays none)
+            # the core's dtmf has no server-side equivalent on a media stream: such a scenario is
+            # never dialled (cannot_play)
         return wire
 
     def receive(self, now_ns: int, data: str | bytes) -> Outputs:

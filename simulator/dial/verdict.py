@@ -8,11 +8,16 @@ not in the loop). What a real line shows differently is corrected before judging
 
 * **barge-in reaction**: the bridge's ``clear`` never reaches callsim (Twilio acts on it), so the
   barge-in's ``clear_ms`` (judged by ``barge_in_clear_max_ms``) is the time from our speech onset
-  on the line to the end of the agent's voice in the inbound audio; talk-over is the agent's
-  voice heard over ours, as in ``callsim call``;
-* **audio continuity** (``underrun_ms``, judged by ``no_underruns``/``underrun_max_ms``): the
-  inbound audio Twilio's numbering says was lost (:class:`~.line.Continuity`), since a line
-  never stops sending frames and the agent's own pauses are not gaps;
+  on the line to the end of the agent's voice in the inbound audio (0 when it had already
+  stopped by our onset: nothing to react to); talk-over is the agent's voice heard over ours,
+  as in ``callsim call``;
+* **audio continuity** (``underrun_ms``): the inbound audio Twilio's numbering says was lost
+  (the chunks skipped, :class:`~.line.Continuity`), since a line never stops sending frames and
+  the agent's own pauses are not gaps. It is reported, not judged: ``no_underruns`` and
+  ``underrun_max_ms`` judge a *bridge's* underruns, which a line cannot see (Twilio plays
+  silence into the call when the bridge's audio runs late), so they are in :data:`LINE_UNMEASURED`;
+* **Twilio's warnings** (``no_twilio_warnings``): what a bridge sends goes to Twilio, not to
+  callsim, so the line cannot judge it (:data:`LINE_UNMEASURED`);
 * **heard** (``heard_min_ms``/``heard_max_ms``, and ``heard_goodbye``'s "nothing left
   unheard"): skipped with :data:`LINE_UNMEASURED` as the reason. ``callsim call`` counts every
   frame of the agent's audio that played, silent or not; a line carries frames all the time, and
@@ -23,8 +28,10 @@ not in the loop). What a real line shows differently is corrected before judging
   caller's side, so a line cannot say a goodbye was heard whole.
 
 What needs the mock's view (truncates, transcripts, tools, codec echo, the OpenAI session) is
-skipped with :data:`SKIP_ON_A_LINE` as the reason. Greeting latency (answer → the agent's first
-audible audio) is reported beside the turns (report.json ``dial.greeting_ms``).
+skipped with :data:`SKIP_ON_A_LINE` as the reason. No bridge profile is built or written: the
+caller core's wire on a line is callsim's own (its frames, no marks or clears from a bridge), so
+a profile would describe callsim, not the agent's bridge. Greeting latency (answer → the agent's
+first audible audio) is reported beside the turns (report.json ``dial.greeting_ms``).
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from ..audio.codec import FRAME_MS
 from ..audio.utterances import default_bank
 from ..caller.call_result import CallResult
 from ..measure.expectations import SKIP_NO_MOCK, judge
-from ..measure.measurements import CallMetrics
-from ..measure.metrics import FRAME_NS, MS, Playout, summarize
+from ..measure.measurements import CallMetrics, ExpectationResult
+from ..measure.metrics import MS, summarize
 from ..measure.pairing import Pairing
 from ..measure.report import write_reports
 from ..runner import ScenarioRun, _measure
@@ -58,6 +65,18 @@ LINE_UNMEASURED["heard_goodbye"] = (
     "which Twilio drops without a trace on the caller's side of the line; `end_reason = \"closed_by_app\"` "
     "judges the part a line can see (the agent ended the call): run the scenario with `callsim call` for the rest")
 
+LINE_UNMEASURED.update({
+    name: ("judges the bridge's underruns (its audio reaching Twilio too late to play on time), which a line "
+           "cannot see: Twilio fills the gap with silence and its frames keep coming. What the line sees is "
+           "inbound audio lost on the way (report.json dial.continuity: missing chunks, gap_ms, and the media "
+           "clock's drift, which is not loss): run the scenario with `callsim call` for the bridge's underruns")
+    for name in ("no_underruns", "underrun_max_ms")
+})
+LINE_UNMEASURED["no_twilio_warnings"] = (
+    "judges what the bridge sends to Twilio, which goes to Twilio and never reaches the line: Twilio reports "
+    "them in the agent account's debugger/Monitor Alerts, not on the line; run the scenario with `callsim call` "
+    "for them")
+
 SKIP_ON_A_LINE = ("needs the mock OpenAI server's view (what the agent's model was sent), which a dialled call "
                   "does not have: run the scenario with `callsim call` against the bridge and the mock for it")
 
@@ -74,25 +93,19 @@ def line_adjust(line: LineCore, twilio_calls: list[dict[str, Any]] | None = None
     Twilio's REST records say of the call (``twilio_calls``: :mod:`.twilio_records`), when read."""
 
     def adjust(m: CallMetrics, result: CallResult) -> None:
-        m.underrun_ms = line.continuity.gap_ms
+        m.underrun_ms = line.continuity.gap_ms  # reported, not judged (LINE_UNMEASURED): the caller core's
+        # own figure would read the agent's pauses between voiced frames as gaps
         m.twilio_calls = twilio_calls
         m.twilio_records_error = records_error
-        core = result.core
-        if core is None or core.t0_ns is None or not m.barge_ins:
-            return
-        po = Playout(core)
         for b in m.barge_ins:
-            if b.clear_ms is not None or b.talk_over_ms <= 0:
+            if b.clear_ms is not None:
                 continue
-            # the agent's voice heard over ours ends talk_over_ms of played audio after the onset's frame
-            k = po.tick_of(b.onset_ns)
-            left = b.talk_over_ms
-            while k < po.n and left > 0:
-                left -= float(po.played[k]) / 8
-                k += 1
-            stop_ns = po.played_ns(k - 1) + FRAME_NS if k > 0 else b.onset_ns
-            b.clear_ns = stop_ns
-            b.clear_ms = (stop_ns - b.onset_ns) / MS
+            if b.talk_over_ms <= 0 or b.playback_stop_ns is None:
+                # the agent's voice had stopped by our speech onset: nothing to react to, no wait
+                b.clear_ns, b.clear_ms = b.onset_ns, 0.0
+            else:  # the agent's voice heard over ours ended with its last frame counted in talk_over_ms
+                b.clear_ns = b.playback_stop_ns
+                b.clear_ms = (b.playback_stop_ns - b.onset_ns) / MS
     return adjust
 
 
@@ -105,7 +118,7 @@ def judge_line(scenario: Scenario, result: CallResult, line: LineCore, *,
     if result.core is not None and result.core.t0_ns is not None:
         to_line_time(line)
     run = _measure(scenario, [result], [Pairing(None)], False, scenario.utterance_bank() or default_bank(),
-                   adjust=line_adjust(line, twilio_calls, records_error))
+                   adjust=line_adjust(line, twilio_calls, records_error), profile=False)
     rejudge = False
     for e in run.expectations:
         if e.message == SKIP_NO_MOCK:
@@ -123,6 +136,16 @@ def judge_line(scenario: Scenario, result: CallResult, line: LineCore, *,
     if line.unechoed:
         run.notes.append(f"{line.unechoed} of {len(line.marks)} mark(s) were never echoed by Twilio: those "
                          "utterance events keep the time they were sent, not when they played")
+    return run
+
+
+def not_dialled(scenario: Scenario, why: str) -> ScenarioRun:
+    """The skipped run of a scenario ``callsim dial`` cannot play (no call is placed): each
+    expectation says why, as ``callsim call`` skips a scenario that needs a Twilio in the loop."""
+    run = ScenarioRun(scenario, not_run=why, started_at=time.time())
+    run.ended_at = run.started_at
+    run.expectations = [ExpectationResult(name, "skipped", f"not judged: {why}", None,
+                                          list(v) if isinstance(v, tuple) else v) for name, v in scenario.expect.items()]
     return run
 
 
@@ -162,17 +185,17 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], command: str) -> dict[str, Path]:
-    """report.json, junit.xml, report.html and the call's recordings, as ``callsim call`` writes them."""
+def write_dial_report(report_dir: Path, run: ScenarioRun, dial: dict[str, Any], command: str, *,
+                      interrupted: bool = False) -> dict[str, Path]:
+    """report.json, junit.xml, report.html and the call's recordings, as ``callsim call`` writes them;
+    ``interrupted``: Ctrl-C or ``--max-duration-s`` cut the call short."""
     meta: dict[str, Any] = {
-        "command": command, "target": f"dial {dial.get('call_sid')}", "mock_in_loop": False, "jobs": 1,
-        "interrupted": False,
+        "command": command, "target": f"dial {dial.get('call_sid') or '(no call placed)'}", "mock_in_loop": False,
+        "jobs": 1, "interrupted": interrupted,
         "scenarios": [{"name": run.scenario.name, "description": run.scenario.description, "status": run.status,
                        "passed": run.passed, "skip_reason": run.skip_reason, "notes": run.notes,
                        "seconds": round((run.ended_at or 0) - (run.started_at or 0), 3),
                        "expectations": [e.to_json() for e in run.expectations]}],
         "dial": dial,
     }
-    if run.profile is not None:
-        meta["bridge_profile"] = {"lines": run.profile.lines(), **run.profile.to_json()}
     return write_reports(report_dir, list(run.calls), summarize(run.metrics), title="callsim dial report", meta=meta)

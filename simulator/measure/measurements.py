@@ -52,6 +52,7 @@ class BargeInMetrics:
     truncate_ns: int | None = None  # when the mock received the paired truncate
     truncate_rejection: str | None = None  # the mock's error for a rejected truncate
     truncate_cause: str | None = None  # the likely cause of a truncate error, from what was seen
+    playback_stop_ns: int | None = None  # the end of the last assistant frame counted in talk_over_ms (None: none)
 
 
 @dataclass

@@ -434,7 +434,11 @@ def _barge_in(po: Playout, u: _Utt, prev: _Utt | None, next_start_ns: int | None
         if nxt_reply is not None and nxt_reply > m_on:
             stop = min(stop, nxt_reply)
     # talk-over: assistant audio played from the onset's frame on, until the clear (or the audio stops)
-    b.talk_over_ms = po.ms(m_on, min(stop, m_on + TALK_OVER_CAP_TICKS))
+    over_end = min(stop, m_on + TALK_OVER_CAP_TICKS)
+    b.talk_over_ms = po.ms(m_on, over_end)
+    if b.talk_over_ms > 0:
+        last = m_on + int(np.flatnonzero(po.played[max(m_on, 0):over_end])[-1])
+        b.playback_stop_ns = po.played_ns(last) + FRAME_NS
     # heard: the interrupted reply from its first frame to the clear
     start_after = po.tick_of(prev.speech_end_ns or prev.start_ns) + 1 if prev is not None else 0
     earlier = [c for c in clears if c < u.start_ns]

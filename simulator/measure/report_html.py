@@ -412,7 +412,7 @@ class _AudioBudget:
                 f'<span class="muted">{where}</span></div>')
 
 
-def _call_section(c: CallArtifacts, out_dir: Path, figures: bool, audio: _AudioBudget) -> str:
+def _call_section(c: CallArtifacts, out_dir: Path, figures: bool, audio: _AudioBudget, profile: bool = True) -> str:
     m = c.metrics
     st = _status(m)
     facts = [f"{_fmt((charts.number(m.duration_ms) or 0) / 1000, 1)} s"]
@@ -433,7 +433,8 @@ def _call_section(c: CallArtifacts, out_dir: Path, figures: bool, audio: _AudioB
         why = (c.result.error if c.result is not None else None) or m.error or "the call never started"
         parts.append(f'<p class="muted">No audio: {_e(why)}</p>')
         return f'<section class="call {st}" id="{anchor(m)}">' + "".join(parts) + "</section>"
-    parts.append(_profile_html(c))
+    if profile:
+        parts.append(_profile_html(c))
     if figures:
         parts.append(audio.player(out_dir, m))
         parts.append(_img(charts.timeline_figure(m, c.result, c.mock_snapshot), f"timeline of {_call_name(m)}",
@@ -507,9 +508,11 @@ def write_html(path: Path, calls: list[CallArtifacts], summary: dict[str, Any], 
                     "calls; every call's numbers are in the tables above and in report.json, its audio and "
                     "timeline under calls/.</p>")
     audio = _AudioBudget(MAX_EMBEDDED_AUDIO_BYTES)
+    # a dialled call's caller core carried callsim's own frames, not a bridge's: no profile to draw
+    profiles = not isinstance(meta.get("dial"), dict)
     for c in calls:
         if id(c) in with_section:
-            body.append(_call_section(c, out_dir, id(c) in figured, audio))
+            body.append(_call_section(c, out_dir, id(c) in figured, audio, profiles))
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title>"
            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

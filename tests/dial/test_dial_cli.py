@@ -80,6 +80,26 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_sent(emulator, caps
     assert err.count("\n") == 1 and err.startswith("callsim dial: ") and says in err, err
 
 
+def test_a_scenario_that_presses_keys_is_skipped_with_the_reason_and_no_call_is_placed(emulator, capsys, tmp_path):
+    """dtmf_menu's keypresses have no wire on a media stream: judged, it would pass on keys never
+    pressed. It is skipped before anything is sent, as a scenario that does not apply is skipped."""
+    from callsim.simulator.dial.line import NO_KEYPRESSES
+
+    core, url = emulator
+    report = tmp_path / "report"
+    rc = main([*CALL[:-3], "dtmf_menu", *CALL[-2:], "--twilio-api-url", url, "--report", str(report)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and core.store.calls == {}, err
+    assert out == f"callsim dial: no call placed: scenario dtmf_menu skipped: {NO_KEYPRESSES}\n"
+    assert "cannot be sent on a bidirectional media stream" in NO_KEYPRESSES
+    data = json.loads((report / "report.json").read_text())
+    (sc,) = data["meta"]["scenarios"]
+    assert (sc["name"], sc["status"], sc["skip_reason"]) == ("dtmf_menu", "skipped", NO_KEYPRESSES)
+    assert sc["expectations"] and all(e["status"] == "skipped" for e in sc["expectations"])
+    assert data["meta"]["dial"] == {"call_sid": None, "placed": False}
+    assert "<skipped" in (report / "junit.xml").read_text()
+
+
 def test_missing_credentials_name_the_variables(emulator, monkeypatch, capsys):
     core, url = emulator
     monkeypatch.delenv("TWILIO_AUTH_TOKEN")
@@ -169,6 +189,38 @@ def test_a_dial_plays_the_scenario_on_the_stream_and_writes_the_report(tmp_path,
     assert [s["status"] for s in dial["statuses"]] == ["initiated", "ringing", "in-progress", "completed"]
     assert dial["final_status"] == "completed" and dial["greeting_ms"] is not None
     assert (report / "junit.xml").exists() and (report / "report.html").exists()
+
+
+def test_a_call_cut_by_max_duration_is_still_judged_and_reported_as_interrupted(tmp_path, capsys, monkeypatch):
+    """--max-duration-s cancels the call mid-scenario: what it did is judged and written, marked
+    interrupted (it used to leave no report at all)."""
+    from callsim.simulator.dial.command import CUT_SHORT
+    from callsim.simulator.scenario import find_scenario
+
+    from .stack import dial_stack
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    report = tmp_path / "report"
+    scenario = tmp_path / "long.toml"
+    scenario.write_text('name = "long"\n[caller]\nsteps = [\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 5000 } },\n'
+                        '  { say = "caller_stop" },\n  { pause_ms = 60000 },\n  { hangup = true },\n]\n'
+                        '[bridge]\nai_greeting = "Greet the caller."\n'
+                        '[expect]\nturn_latency_p95_ms = 1500\nend_reason = "hangup"\n')
+    with dial_stack(find_scenario(str(scenario)), tmp_path) as stack:
+        rc = main([*stack.dial_args(str(scenario), report), "--max-duration-s", "8"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "reached --max-duration-s 8" in out, (out, err)
+    data = json.loads((report / "report.json").read_text())
+    meta = data["meta"]
+    assert meta["interrupted"] is True and meta["dial"]["call_sid"]
+    (sc,) = meta["scenarios"]
+    assert sc["status"] == "interrupted" and CUT_SHORT in sc["notes"]
+    assert {e["name"] for e in sc["expectations"]} == {"turn_latency_p95_ms", "end_reason"}
+    assert data["summary"]["turns"] == 1  # the turn it had, judged
+    assert (report / "junit.xml").exists() and (report / "report.html").exists()
+    assert "report: " in err
 
 
 def test_the_default_port_is_free_of_the_other_offline_servers():

@@ -75,7 +75,9 @@ async def test_turn_latency_runs_from_the_marks_echo_not_the_send():
     by = {e.name: e for e in run.expectations}
     assert by["turn_latency_p95_ms"].status == "passed"
     assert by["transcript_contains"].status == "skipped" and by["transcript_contains"].message == SKIP_ON_A_LINE
-    assert by["no_underruns"].status == "passed" and by["end_reason"].status == "passed"
+    assert by["end_reason"].status == "passed"
+    # a bridge's underruns never reach the line (Twilio plays silence): reported, not judged
+    assert (by["no_underruns"].status, by["no_underruns"].message) == ("skipped", LINE_UNMEASURED["no_underruns"])
     # two replies of 2385 ms each (4770 ms as callsim call counts them); the line hears their voice only
     for name in ("heard_min_ms", "heard_goodbye"):
         assert (by[name].status, by[name].message) == ("skipped", LINE_UNMEASURED[name])

@@ -22,10 +22,6 @@ CALL = ["dial", "--to", "+15551234567", "--from", "+15550001111", "--scenario", 
 
 @pytest.fixture
 def env(monkeypatch):
-    for name, value in no_proxy_env({}).items():
-        monkeypatch.setenv(name, value)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", SID)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
 
@@ -158,9 +154,6 @@ def test_a_dial_plays_the_scenario_on_the_stream_and_writes_the_report(tmp_path,
 
     from .stack import dial_stack
 
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     report = tmp_path / "report"
     scenario = tmp_path / "short.toml"
     scenario.write_text('name = "short"\n[caller]\nsteps = [\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 5000 } },\n'
@@ -199,9 +192,6 @@ def test_a_call_cut_by_max_duration_is_still_judged_and_reported_as_interrupted(
 
     from .stack import dial_stack
 
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     report = tmp_path / "report"
     scenario = tmp_path / "long.toml"
     scenario.write_text('name = "long"\n[caller]\nsteps = [\n  { wait_for_reply = { quiet_ms = 500, timeout_ms = 5000 } },\n'

@@ -12,7 +12,7 @@ The reference: ``callsim call`` on the same bridge code and settings (the harnes
 scenario's ``[bridge]``), the same mock behaviour and seed (``runner.run_embedded``, as
 ``callsim demo`` runs it), each in an instance of its own: the dial path's bridge has the
 tunnel's public URL, where ``callsim call`` cannot reach it. Nothing listens beyond 127.0.0.1,
-and in this process a name lookup of anything but loopback fails the test (``_loopback_only``).
+and in this process a name lookup of anything but loopback fails the test (``_loopback_only``, tests/dial/conftest.py).
 
 **The tolerance.** The dial path adds the emulator's playback hop, and only that; what each
 figure can gain or lose from it, in 20 ms frames of the emulator's grid:
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +48,7 @@ from pathlib import Path
 import pytest
 import trio
 from callsim.simulator.cli import main
-from callsim.simulator.dial.line import core_greeting_ms
+from callsim.simulator.dial.line import NO_KEYPRESSES, core_greeting_ms
 from callsim.simulator.dial.verdict import LINE_UNMEASURED
 from callsim.simulator.runner import run_embedded
 from callsim.simulator.scenario import find_scenario
@@ -77,29 +76,13 @@ NOT_ON_A_LINE = {
     "long_call": "its figures (renewals, the switch-over gap, lost caller audio) come from the mock's sessions",
     "silent_caller": "it needs the bridge's `[bridge]` settings (re-prompting on), which a dial does not apply: "
                      "the agent answers as it is deployed",
-    "dtmf_menu": "a caller's keypresses cannot be sent on a bidirectional media stream (Twilio sends `dtmf`, "
-                 "it takes none), so `callsim dial` cannot press keys",
+    "dtmf_menu": NO_KEYPRESSES,  # `callsim dial` skips it before placing a call
     "goodbye": "its figures are the tool call (`tool_called`, the mock's view) and the goodbye heard whole "
                "(`heard_goodbye`), which a line cannot judge",
 }
 #: the scenario dialled by the real CLI in a subprocess (the others through ``cli.main`` in process)
 SUBPROCESS = "telephone_noise"
 
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """A lookup of any host but loopback (``dial.example`` or ``bridge.example`` escaping a tunnel,
-    api.twilio.com) raises here, in whichever thread of this process makes it."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else host
-        if name not in (None, "127.0.0.1", "localhost", "::1"):
-            raise OSError(f"the test looked up {name!r}: only loopback is allowed")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def call_run(scenario):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -42,13 +41,10 @@ from tests.twilio_emu.test_dial_e2e import Router
 from tests.twilio_emu.test_legs_e2e import webhook
 
 from .emulator import SID, TOKEN, no_proxy_env
+from .stack import AGENT, DESK, DESK_SAY, TESTER, free_port  # DESK: launch.REST_BRIDGES' --transfer-to
 
-AGENT = "+15550001111"
-TESTER = "+15550002222"
-DESK = "+15550009999"  # launch.REST_BRIDGES' --transfer-to
 AGENT_PUBLIC = "wss://agent.example"
 TRANSFER_SAY = "Transferring you now."
-DESK_SAY = "You have reached the front desk."
 SCENARIO = """name = "until_the_agent_ends_it"
 [caller]
 steps = [
@@ -65,18 +61,8 @@ end_reason = "closed_by_app"
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in no_proxy_env({}).items():
-        monkeypatch.setenv(name, value)
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", SID)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

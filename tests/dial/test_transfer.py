@@ -34,7 +34,6 @@ from callsim.simulator.twilio_emu.speech import synthesize
 from twilio.rest import Client
 
 from .stack import DESK, DESK_SAY, SID, TOKEN, dial_stack, with_seed
-from .test_dial_e2e import _loopback_only  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +108,6 @@ def test_transfer_passes_against_our_bridge_as_twilio_shows_it(tmp_path, capsys)
     (row,) = data["calls"][0]["twilio_calls"]
     assert (row["sid"], row["direction"], row["to"]) == (child.sid, "outbound-dial", DESK)
     (snap,) = snaps  # one OpenAI session, closed once Twilio ended the stream
-    print(json.dumps({k: snap[k] for k in snap if k in ("tools", "closed", "close", "responses")}, default=str)[:3000])
     # the line: the phrase whole, then Twilio's Say, then the desk, in that order
     got, of, at_phrase = heard_of(fixture_audio(PHRASE, "pcmu"), heard)
     assert got == of > 100  # every voiced frame of the phrase (> 2 s of it), in place

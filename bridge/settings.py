@@ -17,13 +17,14 @@ import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "REDACTED", "SettingsError", "describe_errors", "check_keys"]
+__all__ = ["Settings", "REDACTED", "SettingsError", "describe_errors", "check_keys", "Voice", "Instructions",
+           "VadType", "VadThreshold", "VadPrefixPaddingMs", "VadSilenceDurationMs", "VadEagerness"]
 
 REDACTED = "**********"
 
@@ -39,6 +40,17 @@ DEFAULT_INSTRUCTIONS = (
     "Never read out URLs, markdown or long lists. If you use a tool, say briefly "
     "what you are checking. If you cannot help, say so plainly."
 )
+
+# The session settings' types, shared with the console's SessionSettings (session_settings.py):
+# the bridge builds those from these at every start, so a bound only one of them had would turn a
+# bad environment value into a crash instead of the one-line settings error.
+Voice = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
+Instructions = Annotated[str, StringConstraints(max_length=20_000)]
+VadType = Literal["server_vad", "semantic_vad"]
+VadThreshold = Annotated[float, Field(ge=0.0, le=1.0)]
+VadPrefixPaddingMs = Annotated[int, Field(ge=0, le=5_000)]
+VadSilenceDurationMs = Annotated[int, Field(ge=0, le=10_000)]
+VadEagerness = Literal["low", "medium", "high", "auto"]
 
 
 class Settings(BaseSettings):
@@ -99,15 +111,15 @@ class Settings(BaseSettings):
         description="Resampler of transcode mode: FIR, the low-delay polyphase filter (5 ms per direction),"
                     " or a soxr quality (QQ/LQ/MQ/HQ/VHQ; HQ withholds tens of ms per direction).",
     )
-    voice: str = Field("marin", description="Assistant voice.")
-    instructions: str = Field(DEFAULT_INSTRUCTIONS, description="System instructions for the session.")
+    voice: Voice = Field("marin", description="Assistant voice (letters, digits, _ and -).")
+    instructions: Instructions = Field(DEFAULT_INSTRUCTIONS, description="System instructions for the session.")
 
     # --- turn detection ---------------------------------------------------
-    vad_type: Literal["server_vad", "semantic_vad"] = Field("server_vad", description="Turn detection kind.")
-    vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="server_vad activation threshold.")
-    vad_prefix_padding_ms: int = Field(300, ge=0, description="server_vad audio kept before speech start.")
-    vad_silence_duration_ms: int = Field(500, ge=0, description="server_vad silence that ends a turn.")
-    vad_eagerness: str = Field("auto", description="semantic_vad eagerness (low/medium/high/auto).")
+    vad_type: VadType = Field("server_vad", description="Turn detection kind.")
+    vad_threshold: VadThreshold = Field(0.5, description="server_vad activation threshold.")
+    vad_prefix_padding_ms: VadPrefixPaddingMs = Field(300, description="server_vad audio kept before speech start.")
+    vad_silence_duration_ms: VadSilenceDurationMs = Field(500, description="server_vad silence that ends a turn.")
+    vad_eagerness: VadEagerness = Field("auto", description="semantic_vad eagerness (low/medium/high/auto).")
     interrupt_response: bool = Field(
         True, description="Let the server cancel the reply when the caller starts speaking."
     )

@@ -135,6 +135,8 @@ class Renewer:
             await _sleep_until_ns(self.policy.open_at_ns(cur.t_open_ns))
             if cur is not self.current:  # it expired early and was replaced meanwhile
                 continue
+            if self.driver.core.ending:
+                return
             await self._renew(cur)
 
     async def _renew(self, cur: OpenAISession) -> None:
@@ -142,6 +144,13 @@ class Renewer:
         hard = self.policy.hard_ns(cur.t_open_ns)
         t_wait = time.monotonic_ns()
         while cur is self.current:
+            if self.driver.core.ending:
+                # the goodbye, the apology or a hang-up: this session sees the call out, and a new
+                # one (paid for) would only be opened to be closed
+                if self.next is not None:
+                    self.next.close()
+                    self.next = None
+                return
             now = time.monotonic_ns()
             if self.next is None and now >= self._retry_at_ns:
                 self._open_next()

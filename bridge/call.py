@@ -118,6 +118,9 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
         self._early_bytes = 0  # decoded bytes in _early
         self._early_max_bytes = MAX_EARLY_MS * self.out_bpm  # OpenAI's input format = its output format
         self.early_dropped = 0
+        #: frames_in - early_dropped when the current session's input clock began (its audio_start_ms
+        #: count from there): 0 for the first session, moved at each switch (.renewal)
+        self.frames_base = 0
 
         self.gen = 0  # playback generation, bumped by every clear
         self._seq = 0
@@ -458,6 +461,7 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
         (bounded, as before the first session) until its ``session.updated``; no greeting again."""
         self.ai_greeting = None
         self.silence.session_switched(now_ns)
+        self.frames_base = self.stats["frames_in"] - self.early_dropped
         if self.active_response is not None:  # a forced switch mid-reply: that reply will not finish
             remember(self._dropped_responses, self.active_response)
             self.active_response = None

@@ -357,7 +357,7 @@ class CallDriver:
                     assert renewer is not None
                     if sess.current:  # switched to while it was connecting
                         self.openai = ws
-                    await renewer.configure(sess, ws)
+                    await renewer.configure(ws)
                 receive, core = ws.receive_message, self.core
                 while True:
                     data = await receive()

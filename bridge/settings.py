@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field, SecretStr, StringConstraints, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "REDACTED", "SettingsError", "describe_errors", "check_keys", "Voice", "Instructions",
@@ -51,6 +53,12 @@ VadThreshold = Annotated[float, Field(ge=0.0, le=1.0)]
 VadPrefixPaddingMs = Annotated[int, Field(ge=0, le=5_000)]
 VadSilenceDurationMs = Annotated[int, Field(ge=0, le=10_000)]
 VadEagerness = Literal["low", "medium", "high", "auto"]
+
+#: settings that are identifiers of a fixed format: (the pattern, what it says in words)
+_FORMATS = {
+    "twilio_account_sid": (r"AC[0-9a-fA-F]{32}", "AC followed by 32 hex digits"),
+    "transfer_number": (r"\+[1-9][0-9]{1,14}", "an E.164 number (+ and up to 15 digits)"),
+}
 
 
 class Settings(BaseSettings):
@@ -270,19 +278,16 @@ class Settings(BaseSettings):
             return None
         return v
 
-    @field_validator("twilio_account_sid")
+    @field_validator(*_FORMATS)
     @classmethod
-    def _check_account_sid(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", v.strip()):
-            raise ValueError(f"twilio_account_sid must be AC followed by 32 hex digits, got {v!r}")
-        return v.strip() if v else v
-
-    @field_validator("transfer_number")
-    @classmethod
-    def _check_transfer_number(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\+[1-9][0-9]{1,14}", v.strip()):
-            raise ValueError(f"transfer_number must be an E.164 number (+ and up to 15 digits), got {v!r}")
-        return v.strip() if v else v
+    def _check_format(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Surrounding blanks dropped (a pasted value), the rest must match the field's format."""
+        if v is None:
+            return v
+        pattern, what = _FORMATS[info.field_name]  # type: ignore[index]
+        if not re.fullmatch(pattern, v.strip()):
+            raise ValueError(f"{info.field_name} must be {what}, got {v!r}")
+        return v.strip()
 
     @field_validator("twilio_api_url")
     @classmethod

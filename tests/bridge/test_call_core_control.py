@@ -193,3 +193,16 @@ def test_a_session_switch_mid_speech_leaves_the_caller_quiet_from_the_switch():
     core.session_switched(3500 * MS, ready=True)
     assert not core.caller_speaking and not core.silence.caller_speaking
     assert core.response_deadline_ns() == 5500 * MS
+
+
+def test_the_bridges_own_call_tools_take_only_an_optional_reason():
+    """end_call and transfer_call: the model can pass nothing that steers the call (no number, no
+    delay), only a reason for the log; OpenAI's function schema shape."""
+    from callsim.bridge.call_control import END_CALL_SCHEMA, TRANSFER_CALL, TRANSFER_CALL_SCHEMA
+
+    for schema, name in ((END_CALL_SCHEMA, END_CALL), (TRANSFER_CALL_SCHEMA, TRANSFER_CALL)):
+        assert schema["type"] == "function" and schema["name"] == name and len(schema["description"]) > 50
+        params = schema["parameters"]
+        assert params == {"type": "object", "required": [], "additionalProperties": False,
+                          "properties": {"reason": {"type": "string",
+                                                    "description": params["properties"]["reason"]["description"]}}}

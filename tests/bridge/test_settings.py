@@ -198,3 +198,15 @@ def test_the_console_session_settings_have_the_settings_own_types():
 def test_session_values_the_console_would_refuse_are_refused_at_start(field, value):
     with pytest.raises(ValidationError, match=field):
         make(**{field: value})
+
+
+@pytest.mark.parametrize(("field", "good", "bad", "says"), [
+    ("twilio_account_sid", "AC" + "ab" * 16, "AC123", "twilio_account_sid must be AC followed by 32 hex digits"),
+    ("transfer_number", "+15550009999", "555-0100",
+     r"transfer_number must be an E\.164 number \(\+ and up to 15 digits\)"),
+])
+def test_fixed_format_settings_are_stripped_and_checked_alike(field, good, bad, says):
+    account = {"twilio_account_sid": "AC" + "cd" * 16, "twilio_auth_token": "t"}
+    assert getattr(make(**{**account, field: f"  {good}\t"}), field) == good
+    with pytest.raises(ValidationError, match=f"{says}, got '{bad}'"):
+        make(**{**account, field: bad})

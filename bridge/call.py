@@ -111,7 +111,6 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
         self.openai_open = False
         self.ending = False
         self.ended = False
-        self.caller_speaking = False  # between the session's speech_started and speech_stopped
         # set by the driver when it renews sessions (.renewal_driver): a session_expired is then its
         # to handle (switch to the next session), not the end of the call
         self.on_session_expired: Callable[[int], None] | None = None
@@ -119,6 +118,9 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
         self._early_bytes = 0  # decoded bytes in _early
         self._early_max_bytes = MAX_EARLY_MS * self.out_bpm  # OpenAI's input format = its output format
         self.early_dropped = 0
+        #: frames_in - early_dropped when the current session's input clock began (its audio_start_ms
+        #: count from there): 0 for the first session, moved at each switch (.renewal)
+        self.frames_base = 0
 
         self.gen = 0  # playback generation, bumped by every clear
         self._seq = 0
@@ -331,11 +333,9 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
             if etype == self.names.audio_delta:
                 return self._delta(now_ns, ev)
             if etype == "input_audio_buffer.speech_started":
-                self.caller_speaking = True
                 self.silence.caller_started()
                 return self._speech_started(now_ns, ev.get("audio_start_ms"))
             if etype == "input_audio_buffer.speech_stopped":
-                self.caller_speaking = False
                 self.silence.caller_stopped(now_ns)
                 return []
             if etype == "response.created":
@@ -345,7 +345,6 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
             if etype == "response.done":
                 return self._response_done(now_ns, ev)
             if etype == "input_audio_buffer.committed":
-                self.caller_speaking = False
                 self.watch.committed(now_ns)
                 self.silence.caller_stopped(now_ns)
                 return []
@@ -451,12 +450,18 @@ class CallCore(CallPlaybackPart, CallEndingsPart):
     def tools_pending(self) -> bool:
         return bool(self._pending_tools)
 
+    @property
+    def caller_speaking(self) -> bool:
+        """Between the session's speech_started and speech_stopped: kept once, by the silence watch."""
+        return self.silence.caller_speaking
+
     def session_switched(self, now_ns: int, *, ready: bool) -> None:
         """The driver moved the call to a new OpenAI session (:mod:`.renewal`): forget what belonged
         to the old one. ``ready=False``: the new one is not configured yet, so caller audio is held
         (bounded, as before the first session) until its ``session.updated``; no greeting again."""
         self.ai_greeting = None
-        self.caller_speaking = False
+        self.silence.session_switched(now_ns)
+        self.frames_base = self.stats["frames_in"] - self.early_dropped
         if self.active_response is not None:  # a forced switch mid-reply: that reply will not finish
             remember(self._dropped_responses, self.active_response)
             self.active_response = None

@@ -27,29 +27,31 @@ DtmfMode = Literal["off", "item", "respond"]
 #: the keys Twilio reports in a ``dtmf`` event
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 
+
+
+def _call_tool(name: str, description: str, reason: str) -> dict[str, Any]:
+    """The schema of one of the bridge's own call tools: one optional ``reason`` for the call log."""
+    return {"type": "function", "name": name, "description": description,
+            "parameters": {"type": "object", "properties": {"reason": {"type": "string", "description": reason}},
+                           "required": [], "additionalProperties": False}}
+
+
 END_CALL = "end_call"
-END_CALL_SCHEMA: dict[str, Any] = {
-    "type": "function", "name": END_CALL,
-    "description": ("Hang up the phone call. Call it only when the conversation is over (the caller said goodbye "
-                    "or asked to end the call), after or together with a short goodbye: the call ends once "
-                    "your goodbye has played."),
-    "parameters": {"type": "object", "properties": {
-        "reason": {"type": "string", "description": "Why the call ends, for the call log."}},
-        "required": [], "additionalProperties": False},
-}
+END_CALL_SCHEMA = _call_tool(
+    END_CALL,
+    "Hang up the phone call. Call it only when the conversation is over (the caller said goodbye or asked to "
+    "end the call), after or together with a short goodbye: the call ends once your goodbye has played.",
+    "Why the call ends, for the call log.")
 #: the function_call_output of end_call: the model's next reply is the goodbye
 END_CALL_OUTPUT = '{"ok":true,"note":"The call ends after your next reply: say a short goodbye now."}'
 
 TRANSFER_CALL = "transfer_call"
-TRANSFER_CALL_SCHEMA: dict[str, Any] = {
-    "type": "function", "name": TRANSFER_CALL,
-    "description": ("Transfer the phone call to a person at the front desk. Call it when the caller asks for a "
-                    "human or needs help you cannot give, after or together with one short sentence telling them "
-                    "you are transferring them: the call is transferred once that sentence has played."),
-    "parameters": {"type": "object", "properties": {
-        "reason": {"type": "string", "description": "Why the caller is transferred, for the call log."}},
-        "required": [], "additionalProperties": False},
-}
+TRANSFER_CALL_SCHEMA = _call_tool(
+    TRANSFER_CALL,
+    "Transfer the phone call to a person at the front desk. Call it when the caller asks for a human or needs "
+    "help you cannot give, after or together with one short sentence telling them you are transferring them: "
+    "the call is transferred once that sentence has played.",
+    "Why the caller is transferred, for the call log.")
 #: the function_call_output of transfer_call when it came without the phrase: the next reply is the phrase
 TRANSFER_PENDING_OUTPUT = ('{"ok":true,"status":"pending","note":"The call is transferred after your next reply: '
                            'tell the caller in one short sentence that you are transferring them now."}')

@@ -37,8 +37,7 @@ class CallEndingsPart:
         mode = self.control.dtmf_mode
         if mode == "off" or self.ending or not self.openai_ready:
             return []
-        self.silence.caller_started()  # the caller is there
-        self.silence.caller_stopped(now_ns)
+        self.silence.caller_acted(now_ns)  # the caller is there (and may be speaking still)
         actions: list[Action] = [ToOpenAI(rt.user_text(dtmf_text(key)))]
         if mode == "respond" and self.hangup_after is None and self._end_call is None and self._transfer is None:
             if self.active_response is None and not self._pending_tools:

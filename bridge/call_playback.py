@@ -156,10 +156,11 @@ class CallPlaybackPart:
     def _talk_over_ms(self, audio_start_ms: Any) -> int | None:
         """How long the assistant played over the caller, as the bridge can tell: from the caller's
         speech onset (``audio_start_ms`` on the input-buffer clock, plus the VAD's prefix padding it
-        includes) to now, the audio appended so far (every Twilio frame is 20 ms). An estimate for
+        includes) to now, the audio appended to the current session so far (every Twilio frame is
+        20 ms; ``frames_base``: the frames before it, appended to earlier sessions). An estimate for
         the operator — the caller's own recording measures it exactly."""
         if not isinstance(audio_start_ms, (int, float)) or isinstance(audio_start_ms, bool):
             return None
         padding = self.p.vad_prefix_padding_ms if self.p.vad_type == "server_vad" else 0
-        appended_ms = (self.stats["frames_in"] - self.early_dropped) * 20
+        appended_ms = (self.stats["frames_in"] - self.early_dropped - self.frames_base) * 20
         return max(0, int(appended_ms - audio_start_ms - padding))

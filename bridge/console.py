@@ -158,11 +158,15 @@ def install(app: BridgeApp, quart: Quart) -> None:
             after = int(request.headers.get("Last-Event-ID", "0"))
         except ValueError:
             after = 0
-        sub = app.feed.subscribe(call_sid, after=after)
-        if sub is None:
+        if app.feed.full:
             return {"error": "too many feed subscribers"}, 503
 
         async def stream() -> AsyncIterator[bytes]:
+            # subscribed here, as the body starts, not in the handler: a client gone before the
+            # body starts never runs this generator, so its finally would never free the place
+            sub = app.feed.subscribe(call_sid, after=after)
+            if sub is None:  # the places filled up since the handler's check: the EventSource retries
+                return
             try:
                 yield b"retry: 2000\n\n"
                 async for batch in sub.events(heartbeat_s=HEARTBEAT_S):

@@ -146,7 +146,7 @@ class CallDriver:
     # -------------------------------------------------------------- Twilio
 
     async def _twilio_reader(self) -> None:
-        core, receive = self.core, self.twilio.receive_message
+        core, receive, stats = self.core, self.twilio.receive_message, self.core.stats
         while True:
             try:
                 data = await receive()
@@ -156,7 +156,12 @@ class CallDriver:
                 self._twilio_closed = True
                 await self._do(core.twilio_closed(time.monotonic_ns()))
                 return
+            frames = stats["frames_in"]
             await self._do(core.twilio_message(time.monotonic_ns(), data))
+            if stats["frames_in"] == frames:
+                # not a media frame (a key, a mark, a start): the core may have asked for a reply
+                # (DTMF_MODE=respond) that only the watchdog times; media frames never do
+                self._poke_response_watchdog()
             if self._twilio_closed:
                 return
 
@@ -352,7 +357,7 @@ class CallDriver:
                     assert renewer is not None
                     if sess.current:  # switched to while it was connecting
                         self.openai = ws
-                    await renewer.configure(sess, ws)
+                    await renewer.configure(ws)
                 receive, core = ws.receive_message, self.core
                 while True:
                     data = await receive()

@@ -116,6 +116,11 @@ class FeedHub:
     def subscribers(self) -> int:
         return len(self._all) + sum(len(s) for s in self._by_call.values())
 
+    @property
+    def full(self) -> bool:
+        """No further subscriber can be taken (:meth:`subscribe` would return None)."""
+        return self.subscribers >= self.max_subscribers
+
     def publish(self, call_sid: str, kind: str, **data: Any) -> None:
         """One event of call ``call_sid``. Synchronous and bounded: a call never waits on a console."""
         event: Event = {"seq": next(self._seq), "t": self._clock(), "call": call_sid, "kind": kind, **data}
@@ -152,7 +157,7 @@ class FeedHub:
         """A new subscriber to one call (its backlog after event ``after`` queued first when
         ``replay``: a reconnecting ``EventSource`` sends the last id it saw) or to all calls;
         None when :attr:`max_subscribers` are already open."""
-        if self.subscribers >= self.max_subscribers:
+        if self.full:
             return None
         if call_sid is None:
             sub = Subscriber(self, None, self._queue)

@@ -3,8 +3,7 @@
 Through the ``twilio`` package's REST client (``incoming_phone_numbers.list()`` and
 ``incoming_phone_numbers(sid).update(voice_url=…)``), with the account from
 ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN`` and the API at ``TWILIO_API_URL`` (Twilio's by
-default; ``callsim twilio-emulator``'s in tests). The client is synchronous (requests), so each
-call runs in a worker thread, a few at a time, with a timeout.
+default; ``callsim twilio-emulator``'s in tests), in worker threads (:mod:`.twilio_rest`).
 
 Routes (:func:`register_routes`), behind the console token like the rest of the console (bearer
 header or the console's session cookie; 404 when ``CONSOLE_TOKEN`` is unset):
@@ -25,14 +24,15 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import trio
 from quart import request
 
 from .console_auth import COOKIE, ConsoleAuth
 from .settings import Settings
+from .twilio_rest import TwilioRest, TwilioRestError
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -45,17 +45,7 @@ API_TIMEOUT_S = 15.0
 #: changes remembered for GET /api/numbers
 MAX_CHANGES = 100
 _PN = re.compile(r"^PN[0-9a-fA-F]{32}$")
-
-
-def twilio_client(account_sid: str, auth_token: str, api_url: str, timeout_s: float) -> "Client":
-    """The ``twilio`` package's REST client for the account, at ``api_url`` (Twilio's, or the
-    emulator's), each request bounded by ``timeout_s``. Synchronous: run its requests in a worker thread."""
-    from twilio.http.http_client import TwilioHttpClient
-    from twilio.rest import Client
-
-    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout_s))
-    client.api.base_url = api_url
-    return client
+_T = TypeVar("_T")
 
 
 class NumbersError(Exception):
@@ -76,35 +66,22 @@ class PhoneNumbers:
         self.api_url = settings.twilio_api_url
         self.webhook_url = settings.webhook_url("/incoming-call")
         self.changes: deque[dict[str, Any]] = deque(maxlen=MAX_CHANGES)
-        self._limiter = trio.CapacityLimiter(2)
-        self._client: Client | None = None
+        self.rest = (TwilioRest(self.account_sid, self.auth_token, self.api_url, timeout_s=API_TIMEOUT_S, threads=2)
+                     if self.account_sid and self.auth_token else None)
 
     @property
     def configured(self) -> bool:
-        return bool(self.account_sid and self.auth_token)
+        return self.rest is not None
 
-    def _twilio(self) -> "Client":
-        if not self.configured:
+    async def _run(self, what: str, fn: Callable[[Client], _T]) -> _T:
+        if self.rest is None:
             raise NumbersError(503, "the numbers API needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
-        if self._client is None:
-            assert self.account_sid and self.auth_token
-            self._client = twilio_client(self.account_sid, self.auth_token, self.api_url, API_TIMEOUT_S)
-        return self._client
-
-    async def _run(self, what: str, fn: Any) -> Any:
-        from twilio.base.exceptions import TwilioException, TwilioRestException
-
-        client = self._twilio()
         try:
-            return await trio.to_thread.run_sync(fn, client, limiter=self._limiter)
-        except TwilioRestException as exc:
+            return await self.rest.run(what, fn)
+        except TwilioRestError as exc:
             if exc.status == 404:
                 raise NumbersError(404, f"{what}: no such number in account {self.account_sid}") from None
-            raise NumbersError(502, f"{what}: Twilio answered {exc.status} ({exc.code}): {exc.msg}") from None
-        except TwilioException as exc:
             raise NumbersError(502, f"{what}: {exc}") from None
-        except OSError as exc:  # requests' connection errors are OSErrors
-            raise NumbersError(502, f"{what}: cannot reach {self.api_url}: {type(exc).__name__}") from None
 
     def _row(self, n: Any) -> dict[str, Any]:
         return {"sid": n.sid, "phone_number": n.phone_number, "friendly_name": n.friendly_name,

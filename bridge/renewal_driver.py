@@ -38,7 +38,7 @@ POLL_S = 0.02  # how often a pending switch looks for a quiet moment: one Twilio
 class OpenAISession:
     """One OpenAI socket of a call, from opening to close."""
 
-    __slots__ = ("n", "ws", "scope", "current", "retired", "ready", "opened", "t_open_ns", "failed", "expired")
+    __slots__ = ("n", "ws", "scope", "current", "retired", "ready", "opened", "t_open_ns")
 
     def __init__(self, n: int, *, current: bool = False) -> None:
         self.n = n  # 0 = the call's first session
@@ -49,8 +49,6 @@ class OpenAISession:
         self.ready = trio.Event()  # session.updated seen (a renewal session, before the switch)
         self.opened = trio.Event()
         self.t_open_ns: int | None = None
-        self.failed: str | None = None
-        self.expired = False  # OpenAI said session_expired: its close is expected
 
     def close(self) -> None:
         self.retired = True
@@ -76,7 +74,7 @@ class Renewer:
     def saved(self, t: SaveTranscript) -> None:
         self.transcript.add(t)
 
-    async def configure(self, sess: OpenAISession, ws: WebSocket) -> None:
+    async def configure(self, ws: WebSocket) -> None:
         """A renewal session just connected: the same ``session.update``, then the conversation so far."""
         core = self.driver.core
         await ws.send_text(rt.session_update(core.p))
@@ -100,7 +98,6 @@ class Renewer:
 
     def failed(self, sess: OpenAISession, reason: str) -> None:
         """A renewal session failed before the switch: the renewer tries again if there is time."""
-        sess.failed = reason
         log.warning("call %s: could not open the next OpenAI session: %s", self.driver.tag, wire(reason, 200))
         if self.next is sess:
             self.next = None
@@ -109,9 +106,6 @@ class Renewer:
 
     def expired(self, now_ns: int) -> None:
         """The current session hit its maximum duration (the core saw ``session_expired``)."""
-        cur = self.current
-        if cur is not None:
-            cur.expired = True
         nxt = self.next
         if nxt is None:
             nxt = self._open_next()
@@ -135,6 +129,8 @@ class Renewer:
             await _sleep_until_ns(self.policy.open_at_ns(cur.t_open_ns))
             if cur is not self.current:  # it expired early and was replaced meanwhile
                 continue
+            if self.driver.core.ending:
+                return
             await self._renew(cur)
 
     async def _renew(self, cur: OpenAISession) -> None:
@@ -142,6 +138,13 @@ class Renewer:
         hard = self.policy.hard_ns(cur.t_open_ns)
         t_wait = time.monotonic_ns()
         while cur is self.current:
+            if self.driver.core.ending:
+                # the goodbye, the apology or a hang-up: this session sees the call out, and a new
+                # one (paid for) would only be opened to be closed
+                if self.next is not None:
+                    self.next.close()
+                    self.next = None
+                return
             now = time.monotonic_ns()
             if self.next is None and now >= self._retry_at_ns:
                 self._open_next()

@@ -13,41 +13,43 @@ bridge logs at startup which settings the store overrides, so nobody is left won
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .realtime import SessionParams
-from .settings import Settings
+from .settings import (Instructions, Settings, VadEagerness, VadPrefixPaddingMs, VadSilenceDurationMs,
+                       VadThreshold, VadType, Voice)
 
 __all__ = ["SessionSettings", "configured", "merged", "apply", "describe", "ValidationError"]
 
 
 class SessionSettings(BaseModel):
-    """The editable subset, with the same bounds as :class:`.settings.Settings` (and a few more:
-    a value typed in a browser is untrusted input)."""
+    """The editable subset. Every field but ``tools`` has the very type of its namesake in
+    :class:`.settings.Settings` (shared there), so any value the bridge starts with is one the
+    console accepts, and the other way round."""
 
     model_config = ConfigDict(extra="forbid")
 
-    instructions: str = Field(max_length=20_000)
-    voice: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
-    vad_type: Literal["server_vad", "semantic_vad"]
-    vad_threshold: float = Field(ge=0.0, le=1.0)
-    vad_prefix_padding_ms: int = Field(ge=0, le=5_000)
-    vad_silence_duration_ms: int = Field(ge=0, le=10_000)
-    vad_eagerness: Literal["low", "medium", "high", "auto"]
+    instructions: Instructions
+    voice: Voice
+    vad_type: VadType
+    vad_threshold: VadThreshold
+    vad_prefix_padding_ms: VadPrefixPaddingMs
+    vad_silence_duration_ms: VadSilenceDurationMs
+    vad_eagerness: VadEagerness
     interrupt_response: bool
     tools: list[str] = Field(max_length=256, description="the tools offered to the model, by name")
 
 
+#: the fields a :class:`SessionSettings` shares, by name, with :class:`.settings.Settings` and
+#: :class:`.realtime.SessionParams` (``tools`` differs: names here, schemas there)
+SHARED = tuple(f for f in SessionSettings.model_fields if f != "tools")
+
+
 def configured(settings: Settings, tool_names: list[str]) -> SessionSettings:
     """The values the bridge was started with (every registered tool on)."""
-    return SessionSettings(
-        instructions=settings.instructions, voice=settings.voice, vad_type=settings.vad_type,
-        vad_threshold=settings.vad_threshold, vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-        vad_silence_duration_ms=settings.vad_silence_duration_ms,
-        vad_eagerness=settings.vad_eagerness if settings.vad_eagerness in ("low", "medium", "high") else "auto",
-        interrupt_response=settings.interrupt_response, tools=list(tool_names))
+    return SessionSettings(**{f: getattr(settings, f) for f in SHARED}, tools=list(tool_names))
 
 
 def merged(base: SessionSettings, overrides: dict[str, Any], tool_names: list[str]) -> SessionSettings:
@@ -71,12 +73,8 @@ def overrides_of(values: SessionSettings, base: SessionSettings) -> dict[str, An
 def apply(params: SessionParams, values: SessionSettings, schemas: list[dict[str, Any]]) -> SessionParams:
     """New calls' session parameters with ``values`` in; ``schemas`` are the registry's, filtered."""
     on = set(values.tools)
-    return dataclasses.replace(
-        params, instructions=values.instructions, voice=values.voice, vad_type=values.vad_type,
-        vad_threshold=values.vad_threshold, vad_prefix_padding_ms=values.vad_prefix_padding_ms,
-        vad_silence_duration_ms=values.vad_silence_duration_ms, vad_eagerness=values.vad_eagerness,
-        interrupt_response=values.interrupt_response,
-        tools=tuple(s for s in schemas if s.get("name") in on))
+    return dataclasses.replace(params, **{f: getattr(values, f) for f in SHARED},
+                               tools=tuple(s for s in schemas if s.get("name") in on))
 
 
 def describe(exc: ValidationError | ValueError) -> str:

@@ -17,13 +17,16 @@ import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field, SecretStr, StringConstraints, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "REDACTED", "SettingsError", "describe_errors", "check_keys"]
+__all__ = ["Settings", "REDACTED", "SettingsError", "describe_errors", "check_keys", "Voice", "Instructions",
+           "VadType", "VadThreshold", "VadPrefixPaddingMs", "VadSilenceDurationMs", "VadEagerness"]
 
 REDACTED = "**********"
 
@@ -39,6 +42,23 @@ DEFAULT_INSTRUCTIONS = (
     "Never read out URLs, markdown or long lists. If you use a tool, say briefly "
     "what you are checking. If you cannot help, say so plainly."
 )
+
+# The session settings' types, shared with the console's SessionSettings (session_settings.py):
+# the bridge builds those from these at every start, so a bound only one of them had would turn a
+# bad environment value into a crash instead of the one-line settings error.
+Voice = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
+Instructions = Annotated[str, StringConstraints(max_length=20_000)]
+VadType = Literal["server_vad", "semantic_vad"]
+VadThreshold = Annotated[float, Field(ge=0.0, le=1.0)]
+VadPrefixPaddingMs = Annotated[int, Field(ge=0, le=5_000)]
+VadSilenceDurationMs = Annotated[int, Field(ge=0, le=10_000)]
+VadEagerness = Literal["low", "medium", "high", "auto"]
+
+#: settings that are identifiers of a fixed format: (the pattern, what it says in words)
+_FORMATS = {
+    "twilio_account_sid": (r"AC[0-9a-fA-F]{32}", "AC followed by 32 hex digits"),
+    "transfer_number": (r"\+[1-9][0-9]{1,14}", "an E.164 number (+ and up to 15 digits)"),
+}
 
 
 class Settings(BaseSettings):
@@ -99,15 +119,15 @@ class Settings(BaseSettings):
         description="Resampler of transcode mode: FIR, the low-delay polyphase filter (5 ms per direction),"
                     " or a soxr quality (QQ/LQ/MQ/HQ/VHQ; HQ withholds tens of ms per direction).",
     )
-    voice: str = Field("marin", description="Assistant voice.")
-    instructions: str = Field(DEFAULT_INSTRUCTIONS, description="System instructions for the session.")
+    voice: Voice = Field("marin", description="Assistant voice (letters, digits, _ and -).")
+    instructions: Instructions = Field(DEFAULT_INSTRUCTIONS, description="System instructions for the session.")
 
     # --- turn detection ---------------------------------------------------
-    vad_type: Literal["server_vad", "semantic_vad"] = Field("server_vad", description="Turn detection kind.")
-    vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="server_vad activation threshold.")
-    vad_prefix_padding_ms: int = Field(300, ge=0, description="server_vad audio kept before speech start.")
-    vad_silence_duration_ms: int = Field(500, ge=0, description="server_vad silence that ends a turn.")
-    vad_eagerness: str = Field("auto", description="semantic_vad eagerness (low/medium/high/auto).")
+    vad_type: VadType = Field("server_vad", description="Turn detection kind.")
+    vad_threshold: VadThreshold = Field(0.5, description="server_vad activation threshold.")
+    vad_prefix_padding_ms: VadPrefixPaddingMs = Field(300, description="server_vad audio kept before speech start.")
+    vad_silence_duration_ms: VadSilenceDurationMs = Field(500, description="server_vad silence that ends a turn.")
+    vad_eagerness: VadEagerness = Field("auto", description="semantic_vad eagerness (low/medium/high/auto).")
     interrupt_response: bool = Field(
         True, description="Let the server cancel the reply when the caller starts speaking."
     )
@@ -258,19 +278,16 @@ class Settings(BaseSettings):
             return None
         return v
 
-    @field_validator("twilio_account_sid")
+    @field_validator(*_FORMATS)
     @classmethod
-    def _check_account_sid(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", v.strip()):
-            raise ValueError(f"twilio_account_sid must be AC followed by 32 hex digits, got {v!r}")
-        return v.strip() if v else v
-
-    @field_validator("transfer_number")
-    @classmethod
-    def _check_transfer_number(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\+[1-9][0-9]{1,14}", v.strip()):
-            raise ValueError(f"transfer_number must be an E.164 number (+ and up to 15 digits), got {v!r}")
-        return v.strip() if v else v
+    def _check_format(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Surrounding blanks dropped (a pasted value), the rest must match the field's format."""
+        if v is None:
+            return v
+        pattern, what = _FORMATS[info.field_name]  # type: ignore[index]
+        if not re.fullmatch(pattern, v.strip()):
+            raise ValueError(f"{info.field_name} must be {what}, got {v!r}")
+        return v.strip()
 
     @field_validator("twilio_api_url")
     @classmethod

@@ -33,8 +33,10 @@ class SilenceWatch:
         self.after_ns = int(after_s * NS_PER_S)
         self.max_prompts = max_prompts
         self.quiet_since_ns: int | None = None  # None: not counting (before the session is ready)
+        #: between the session's speech_started and speech_stopped (or committed): the one record of it,
+        #: read by the core (CallCore.caller_speaking) and the renewal's quiet-moment check
         self.caller_speaking = False
-        self.prompts = 0  # re-prompts since the caller last spoke
+        self.prompts = 0  # re-prompts since the caller last spoke or pressed a key
 
     @property
     def enabled(self) -> bool:
@@ -51,6 +53,19 @@ class SilenceWatch:
     def caller_stopped(self, now_ns: int) -> None:
         self.caller_speaking = False
         self.quiet_from(now_ns)
+
+    def caller_acted(self, now_ns: int) -> None:
+        """The caller did something (a keypress): they are there, so the re-prompts start over;
+        the quiet count restarts here, unless they are speaking (their speech's end will restart it)."""
+        self.prompts = 0
+        if not self.caller_speaking:
+            self.quiet_from(now_ns)
+
+    def session_switched(self, now_ns: int) -> None:
+        """A new OpenAI session: a speech the old one had started will never be said stopped by it,
+        so the caller counts as quiet from here."""
+        if self.caller_speaking:
+            self.caller_stopped(now_ns)
 
     def deadline_ns(self, playback_end_ns: int) -> int | None:
         # ``playback_end_ns``: when the audio given to Twilio is estimated to have played (0: none yet)

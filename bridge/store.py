@@ -313,11 +313,6 @@ class Store:
             self._conn.close()
 
 
-def _like(fragment: str) -> str:
-    """A LIKE pattern matching ``fragment`` anywhere, its own ``%``/``_`` taken literally."""
-    return "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -369,9 +364,6 @@ class AsyncStore:
 
     async def get_conversation(self, call_sid: str) -> dict[str, Any] | None:
         return await self._run(self.store.get_conversation, call_sid)
-
-    async def console_settings(self) -> dict[str, Any]:
-        return await self._run(self.store.console_settings)
 
     async def put_console_settings(self, values: dict[str, Any], who: str) -> None:
         await self._run(self.store.put_console_settings, values, who)

@@ -155,6 +155,11 @@ def test_a_port_in_use_is_one_line(tmp_path, argv):
     ({"VAD_THRESHOLD": "high"}, "VAD_THRESHOLD: Input should be a valid number, unable to parse string as a "
                                 "number, got 'high'"),
     ({"PORT": "80000"}, "PORT: Input should be less than or equal to 65535, got '80000'"),
+    # the console's session settings are built from these at every start: their bounds are the same
+    ({"VOICE": "my voice"}, "VOICE: String should match pattern '^[A-Za-z0-9_-]{1,40}$', got 'my voice'"),
+    ({"VAD_SILENCE_DURATION_MS": "60000"}, "VAD_SILENCE_DURATION_MS: Input should be less than or equal to "
+                                           "10000, got '60000'"),
+    ({"VAD_EAGERNESS": "LOW"}, "VAD_EAGERNESS: Input should be 'low', 'medium', 'high' or 'auto', got 'LOW'"),
 ])
 @pytest.mark.parametrize("print_settings", [False, True], ids=["serve", "--print-settings"])
 def test_bad_environment_values_name_the_variable(tmp_path, env, message, print_settings):

@@ -281,3 +281,35 @@ def test_barge_in_at_random_moments(frames_per_delta: list[int], spacing_ms: int
         assert not [a for a in sim.openai(ev[0], ev[1], ev[2]) if isinstance(a, ToTwilio)]
     sim.advance(T + 3000 * MS)
     assert sim.mark_actions == []
+
+
+def _talk_over_after(frames_before_switch: int | None) -> int:
+    """The barge-in's talk_over_ms: 50 caller frames (1 s) appended to the current session, then a
+    reply playing and the caller's speech at 500 ms on that session's clock (300 ms of padding)."""
+    from callsim.bridge.call import Notice
+
+    from tests.bridge.callcore_kit import oa, response_created, speech_started, started_core, ulaw
+
+    core, tw = started_core()
+    t = 10 * MS
+    if frames_before_switch is not None:
+        for _ in range(frames_before_switch):
+            core.twilio_message(t, tw.media(b64(ulaw(160))))
+            t += 20 * MS
+        core.session_switched(t, ready=False)
+        core.openai_message(t, oa("session.updated", session={}))
+    for _ in range(50):
+        core.twilio_message(t, tw.media(b64(ulaw(160))))
+        t += 20 * MS
+    core.openai_message(t, response_created("resp_1"))
+    core.openai_message(t + 1 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
+    out = core.openai_message(t + 50 * MS, speech_started(500))
+    (notice,) = [a for a in out if isinstance(a, Notice) and a.kind == "barge_in"]
+    return notice.data["talk_over_ms"]
+
+
+def test_talk_over_is_counted_on_the_current_sessions_clock_after_a_renewal() -> None:
+    """audio_start_ms is on the current session's input clock, which starts at the switch: the
+    old session's frames are no talk-over."""
+    assert _talk_over_after(None) == 1000 - 500 - 300
+    assert _talk_over_after(15_000) == 1000 - 500 - 300  # five minutes of frames before the switch

@@ -156,3 +156,53 @@ def test_goodbye_already_played_hangs_up_at_once():
     out = core.openai_message(220 * MS, response_done("resp_1"))
     assert [a for a in out if isinstance(a, Hangup)] == [Hangup("end_call")]
     assert kinds(out) == ["Hangup", "CloseOpenAI"] and tw_out(out) == []  # no goodbye mark to wait for
+
+
+def test_a_key_pressed_while_the_caller_speaks_leaves_them_speaking():
+    """dtmf_mode=item, the caller speaking: a key is no end of their speech, so no silence
+    deadline arms (a re-prompt would talk over them); their speech's end counts from then."""
+    core, tw = _quiet_core(dtmf_mode="item")
+    _reply(core, 10 * MS, "resp_1", "item_A")
+    core.twilio_message(150 * MS, tw.mark("0:1:800"))
+    core.tick(core.response_deadline_ns())
+    assert core.silence.prompts == 1
+    core.openai_message(3000 * MS, speech_started())
+    core.twilio_message(3100 * MS, tw.dtmf("5"))
+    assert core.caller_speaking and core.silence.prompts == 0
+    assert core.response_deadline_ns() is None
+    assert core.tick(9000 * MS) == []  # long after 2 s: no re-prompt over the caller
+    core.openai_message(10_000 * MS, oa("input_audio_buffer.speech_stopped", audio_end_ms=9000, item_id="i"))
+    assert not core.caller_speaking and core.response_deadline_ns() == 12_000 * MS
+
+
+def test_a_key_in_silence_restarts_the_count():
+    core, tw = _quiet_core(dtmf_mode="item")
+    _reply(core, 10 * MS, "resp_1", "item_A")
+    core.twilio_message(150 * MS, tw.mark("0:1:800"))
+    assert core.response_deadline_ns() == 2150 * MS
+    core.twilio_message(1000 * MS, tw.dtmf("1"))
+    assert not core.caller_speaking and core.response_deadline_ns() == 3000 * MS
+
+
+def test_a_session_switch_mid_speech_leaves_the_caller_quiet_from_the_switch():
+    """The new session never says the old one's speech stopped: the one record of it is reset."""
+    core, _ = _quiet_core()
+    _reply(core, 10 * MS, "resp_1", "item_A")
+    core.openai_message(3000 * MS, speech_started())
+    assert core.caller_speaking and core.response_deadline_ns() is None
+    core.session_switched(3500 * MS, ready=True)
+    assert not core.caller_speaking and not core.silence.caller_speaking
+    assert core.response_deadline_ns() == 5500 * MS
+
+
+def test_the_bridges_own_call_tools_take_only_an_optional_reason():
+    """end_call and transfer_call: the model can pass nothing that steers the call (no number, no
+    delay), only a reason for the log; OpenAI's function schema shape."""
+    from callsim.bridge.call_control import END_CALL_SCHEMA, TRANSFER_CALL, TRANSFER_CALL_SCHEMA
+
+    for schema, name in ((END_CALL_SCHEMA, END_CALL), (TRANSFER_CALL_SCHEMA, TRANSFER_CALL)):
+        assert schema["type"] == "function" and schema["name"] == name and len(schema["description"]) > 50
+        params = schema["parameters"]
+        assert params == {"type": "object", "required": [], "additionalProperties": False,
+                          "properties": {"reason": {"type": "string",
+                                                    "description": params["properties"]["reason"]["description"]}}}

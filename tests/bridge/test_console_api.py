@@ -192,3 +192,25 @@ async def test_capacity_feed_readers_hold_console_feeds_open_during_calls(tmp_pa
     tally = orjson.loads(out.read_bytes())
     assert result.ok and tally["open"] == 3 and tally["errors"] == []
     assert tally["events"] == 3 * published and tally["dropped_events"] == 0
+
+
+async def test_a_feed_client_gone_before_the_body_starts_holds_no_place(tmp_path):
+    """The feed's place is taken as its body starts: a response whose body never starts (the client
+    went away first) leaves every place free; a full hub answers 503 before any body."""
+    app = BridgeApp(Settings(_env_file=None, openai_api_key="k", console_token=CONSOLE_TOKEN,
+                             database_path=tmp_path / "b.sqlite3"))
+    app.feed.max_subscribers = 1
+    feed = app.quart.view_functions["feed_all"]
+    for _ in range(3):  # three clients that never read a byte
+        async with app.quart.test_request_context("/api/feed", headers=AUTH):
+            resp = await feed()
+        assert resp.status_code == 200 and app.feed.subscribers == 0
+    async with resp.response as body:  # the last one reads: now it holds the place
+        chunks = body.__aiter__()
+        assert await chunks.__anext__() == b"retry: 2000\n\n"
+        assert app.feed.subscribers == 1 and app.feed.full
+        async with app.quart.test_request_context("/api/feed", headers=AUTH):
+            refused = await feed()
+        assert refused[1] == 503 and refused[0] == {"error": "too many feed subscribers"}
+        await chunks.aclose()
+    assert app.feed.subscribers == 0

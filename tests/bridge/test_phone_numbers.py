@@ -105,3 +105,20 @@ def test_settings_check_the_account_sid_and_the_api_url():
     assert Settings(_env_file=None, twilio_account_sid=" ").twilio_account_sid is None
     assert Settings(_env_file=None, twilio_api_url="http://127.0.0.1:9/").twilio_api_url == "http://127.0.0.1:9"
     assert Settings(_env_file=None).twilio_api_url == "https://api.twilio.com"
+
+
+async def test_a_2xx_that_is_no_json_is_a_502_naming_the_request(tmp_path, monkeypatch):
+    """twilio's parser raising ValueError on a body it cannot read is Twilio failing (502 with one
+    line), not the bridge failing (500)."""
+    from tests.bridge.test_transfer import not_json_api
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with not_json_api() as api_url:
+        config = {"openai_api_key": "sk-x", "port": 0, "database_path": tmp_path / "b.sqlite3",
+                  "console_token": CONSOLE, "twilio_account_sid": ACCOUNT, "twilio_auth_token": TWILIO_TOKEN,
+                  "twilio_api_url": api_url}
+        async with running_bridge(Settings(_env_file=None, **config)) as (_app, base):
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                r = await http.get("/api/numbers", headers=BEARER)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"] == f"listing numbers: unexpected answer from {api_url}: JSONDecodeError"

@@ -84,3 +84,81 @@ def test_a_switch_to_a_session_not_yet_configured_holds_caller_audio_and_does_no
     appends = [a for a in out if isinstance(a, ToOpenAI) and "input_audio_buffer.append" in a.text]
     assert len(appends) == 1
     assert not any(isinstance(a, ToOpenAI) and "response.create" in a.text for a in out)
+
+
+class _Driver:
+    """What the Renewer uses of its CallDriver; opening a session counts and makes it configured."""
+
+    tag = "CAtest"
+
+    def __init__(self, core) -> None:
+        self.core = core
+        self.openai = None
+        self.opened: list = []
+        self.app = self
+
+    def start_openai(self, sess) -> None:
+        self.opened.append(sess)
+        sess.ready.set()
+
+    def notice(self, core, n) -> None:
+        pass
+
+
+def _due_renewer(core):
+    """A Renewer whose current session is past its renewal time and its hard limit."""
+    import time
+
+    from callsim.bridge.renewal_driver import OpenAISession, Renewer
+
+    driver = _Driver(core)
+    renewer = Renewer(driver, RenewalPolicy(session_max_s=10.0, renew_before_s=5.0))  # type: ignore[arg-type]
+    renewer.current = cur = OpenAISession(0, current=True)
+    cur.t_open_ns = time.monotonic_ns() - 20 * S
+    cur.opened.set()
+    return driver, renewer
+
+
+async def test_no_session_is_opened_nor_switched_to_while_the_call_is_ending():
+    """The goodbye or the apology plays on the session that has it: opening a new (paid) session
+    then, and switching the call to it, would only cost money and cut what is said."""
+    import trio
+
+    core, _ = started_core()
+    driver, renewer = _due_renewer(core)
+    with trio.move_on_after(0.5):
+        await renewer.run()
+    assert len(driver.opened) == 1 and renewer.renewals == 1  # the setup renews a call going on
+    core, _ = started_core()
+    core.ending = True
+    driver, renewer = _due_renewer(core)
+    with trio.fail_after(2):
+        await renewer.run()  # returns: nothing more to renew
+    assert driver.opened == [] and renewer.renewals == 0
+
+
+async def test_a_next_session_opened_before_the_call_began_ending_is_closed_not_switched_to():
+    import time
+
+    import trio
+
+    core, _ = started_core()
+    core.openai_message(10 * MS, response_created("resp_1"))  # busy: the switch waits
+    driver, renewer = _due_renewer(core)
+    renewer.policy = RenewalPolicy(session_max_s=100.0, renew_before_s=50.0)
+    renewer.current.t_open_ns = time.monotonic_ns() - 60 * S  # opened 50 s ago, the hard limit ahead
+    done = trio.Event()
+
+    async def run() -> None:
+        await renewer.run()
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.sleep(0.1)
+        (nxt,) = driver.opened
+        assert renewer.next is nxt and not nxt.retired
+        core.ending = True
+        with trio.fail_after(1):
+            await done.wait()
+    assert nxt.retired and renewer.next is None and renewer.renewals == 0 and renewer.current.n == 0

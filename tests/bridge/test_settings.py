@@ -176,3 +176,37 @@ def test_transfer_number_is_e164_and_needs_the_twilio_account():
         make(transfer_number="555-0100", twilio_account_sid=sid, twilio_auth_token="t")
     with pytest.raises(ValidationError, match="transfer_number needs twilio_account_sid"):
         make(transfer_number="+15550009999", twilio_auth_token="t")
+
+
+def test_the_console_session_settings_have_the_settings_own_types():
+    """Every value the bridge starts with is one the console's SessionSettings accepts (it is built
+    from Settings at each start): same annotation, same bounds, field by field."""
+    from callsim.bridge.session_settings import SHARED, SessionSettings, configured
+
+    assert set(SHARED) == set(SessionSettings.model_fields) - {"tools"}
+    for name in SHARED:
+        ours, theirs = Settings.model_fields[name], SessionSettings.model_fields[name]
+        assert (ours.annotation, ours.metadata) == (theirs.annotation, theirs.metadata), name
+    s = make(voice="cedar", vad_eagerness="low", vad_prefix_padding_ms=5_000, instructions="x" * 20_000)
+    assert configured(s, ["a"]).model_dump() == {**{f: getattr(s, f) for f in SHARED}, "tools": ["a"]}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("voice", "my voice"), ("voice", "v" * 41), ("instructions", "x" * 20_001), ("vad_eagerness", "LOW"),
+    ("vad_eagerness", "eager"), ("vad_prefix_padding_ms", 5_001), ("vad_silence_duration_ms", 10_001),
+])
+def test_session_values_the_console_would_refuse_are_refused_at_start(field, value):
+    with pytest.raises(ValidationError, match=field):
+        make(**{field: value})
+
+
+@pytest.mark.parametrize(("field", "good", "bad", "says"), [
+    ("twilio_account_sid", "AC" + "ab" * 16, "AC123", "twilio_account_sid must be AC followed by 32 hex digits"),
+    ("transfer_number", "+15550009999", "555-0100",
+     r"transfer_number must be an E\.164 number \(\+ and up to 15 digits\)"),
+])
+def test_fixed_format_settings_are_stripped_and_checked_alike(field, good, bad, says):
+    account = {"twilio_account_sid": "AC" + "cd" * 16, "twilio_auth_token": "t"}
+    assert getattr(make(**{**account, field: f"  {good}\t"}), field) == good
+    with pytest.raises(ValidationError, match=f"{says}, got '{bad}'"):
+        make(**{**account, field: bad})

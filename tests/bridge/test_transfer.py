@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 from callsim.bridge.app import BridgeApp
@@ -53,5 +55,50 @@ async def test_a_refused_redirect_is_one_line_logged_with_the_call_sid(tmp_path,
         with trio.fail_after(20):
             error, number = await app.transfer_call(core)
     assert number == DESK and error is not None and error.startswith("Twilio answered HTTP 404"), error
+    assert any(f"call {core.call_sid}: transfer to {DESK} failed" in r.getMessage() and "the call goes on" in
+               r.getMessage() for r in caplog.records)
+
+
+@asynccontextmanager
+async def not_json_api():
+    """A REST API on 127.0.0.1 that answers every request ``200 OK`` with an HTML body: twilio's
+    parser raises ValueError (no TwilioException, no OSError) on it."""
+    async def answer(stream: trio.SocketStream) -> None:
+        got = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in got:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                got += chunk
+        body = b"<html>maintenance</html>"
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        yield f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_2xx_that_is_no_json_fails_the_transfer_and_the_call_goes_on(tmp_path, caplog, monkeypatch):
+    """What Twilio's client raises on a body it cannot parse is one failed transfer (logged with the
+    CallSid and its traceback), never an exception out of transfer_call (the driver would close the
+    call with 1011)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    caplog.set_level(logging.INFO)
+    async with not_json_api() as url:
+        app = BridgeApp(settings(tmp_path, transfer_number=DESK, twilio_account_sid=SID, twilio_auth_token=TOKEN,
+                                 twilio_api_url=url))
+        core = CallCore(SessionParams())
+        core.call_sid = "CA" + "1" * 32
+        with trio.fail_after(20):
+            error, number = await app.transfer_call(core)
+    assert number == DESK and error == f"unexpected answer from {url}: JSONDecodeError", error
+    unexpected = [r for r in caplog.records if r.exc_info and f"call {core.call_sid}: transfer" in r.getMessage()]
+    assert len(unexpected) == 1 and url in unexpected[0].getMessage()
     assert any(f"call {core.call_sid}: transfer to {DESK} failed" in r.getMessage() and "the call goes on" in
                r.getMessage() for r in caplog.records)

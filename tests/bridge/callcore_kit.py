@@ -166,6 +166,29 @@ def of_type(msgs: list[dict[str, Any]], etype: str) -> list[dict[str, Any]]:
     return [m for m in msgs if m.get("type") == etype]
 
 
+def marks(actions: list) -> list[str]:
+    """The names of the marks among ``actions``, in order."""
+    return [m["mark"]["name"] for m in tw_out(actions) if m["event"] == "mark"]
+
+
+def reply(core: Any, t: int, resp: str, item: str, n: int = 800) -> list:
+    """A response with one audio delta of ``n`` μ-law bytes (``n``/8 ms), created and done at ``t``."""
+    out = core.openai_message(t, response_created(resp))
+    out += core.openai_message(t + 1 * MS, audio_delta(item, resp, b64(ulaw(n))))
+    out += core.openai_message(t + 2 * MS, response_done(resp))
+    return out
+
+
+def call_tool(core: Any, t: int, resp: str, name: str, reason: str) -> list:
+    """The model calls ``name`` (``{"reason": reason}``) in response ``resp``; for the tools the core
+    answers itself (end_call, transfer_call), so no RunTool comes out."""
+    out = core.openai_message(t, json.dumps({
+        "type": "response.function_call_arguments.done", "response_id": resp, "item_id": "fc_1",
+        "call_id": "call_1", "name": name, "arguments": json.dumps({"reason": reason})}))
+    assert "RunTool" not in kinds(out)
+    return out
+
+
 def kinds(actions: list) -> list[str]:
     """A compact description of each action, in order: 'tw:clear', 'oa:conversation.item.truncate', 'Hangup'…"""
     out = []

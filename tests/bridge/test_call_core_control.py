@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
-from callsim.bridge.call import CallCore, Hangup
+from callsim.bridge.call import Hangup
 from callsim.bridge.call_control import END_CALL, CallControl
 from callsim.bridge.realtime import SessionParams
 
 from .callcore_kit import (
-    MS, audio_delta, b64, kinds, oa, oa_out, response_created, response_done, speech_started,
-    started_core, tw_out, ulaw,
+    MS, audio_delta, b64, call_tool, kinds, marks, oa, oa_out, reply, response_created, response_done,
+    speech_started, started_core, tw_out, ulaw,
 )
-
-
-def _reply(core: CallCore, t: int, resp: str, item: str, n: int = 800) -> list:
-    """A response with one audio delta of ``n`` μ-law bytes (``n``/8 ms), created and done at ``t``."""
-    out = core.openai_message(t, response_created(resp))
-    out += core.openai_message(t + 1 * MS, audio_delta(item, resp, b64(ulaw(n))))
-    out += core.openai_message(t + 2 * MS, response_done(resp))
-    return out
-
-
-def _last_mark(actions: list) -> str:
-    return [m["mark"]["name"] for m in tw_out(actions) if m["event"] == "mark"][-1]
 
 
 # ---------------------------------------------------------------- DTMF
@@ -67,14 +54,14 @@ def test_no_silence_timer_before_the_conversation_begins_nor_when_off():
     core, _ = _quiet_core()
     assert core.response_deadline_ns() is None  # a bridge that does not greet waits for the caller
     off, tw = started_core()
-    _reply(off, 10 * MS, "resp_1", "item_A")
+    reply(off, 10 * MS, "resp_1", "item_A")
     off.twilio_message(200 * MS, tw.mark("0:1:800"))
     assert off.response_deadline_ns() is None
 
 
 def test_silent_caller_is_reprompted_from_the_mark_then_told_goodbye_and_hung_up_on():
     core, tw = _quiet_core()
-    _reply(core, 10 * MS, "resp_1", "item_A")  # 100 ms of audio
+    reply(core, 10 * MS, "resp_1", "item_A")  # 100 ms of audio
     assert core.response_deadline_ns() == 111 * MS + 2000 * MS  # the estimated end of playback + 2 s
     core.twilio_message(150 * MS, tw.mark("0:1:800"))  # played out later than estimated
     due = core.response_deadline_ns()
@@ -84,7 +71,7 @@ def test_silent_caller_is_reprompted_from_the_mark_then_told_goodbye_and_hung_up
     assert first == [{"type": "response.create", "response": {"instructions": core.control.reprompt_instructions}}]
     t = due + 10 * MS
     for i, resp in enumerate(("resp_2", "resp_3")):
-        _reply(core, t, resp, f"item_{i}")
+        reply(core, t, resp, f"item_{i}")
         core.twilio_message(t + 200 * MS, tw.mark(f"0:{i + 2}:800"))
         t = core.response_deadline_ns()
         acts = oa_out(core.tick(t))
@@ -92,8 +79,8 @@ def test_silent_caller_is_reprompted_from_the_mark_then_told_goodbye_and_hung_up
     assert acts[0]["response"]["instructions"] == core.control.silence_goodbye_instructions
     assert core.hangup_after == "silent caller"
     # the goodbye: its response.done marks the end of its audio; the hang-up waits for that mark
-    out = _reply(core, t + 10 * MS, "resp_4", "item_g")
-    assert _last_mark(out) == "goodbye"
+    out = reply(core, t + 10 * MS, "resp_4", "item_g")
+    assert marks(out)[-1] == "goodbye"
     hang = [a for a in out if isinstance(a, Hangup)]
     assert hang and hang[0].after_mark == "goodbye" and 3.0 <= hang[0].grace_s <= 3.2
     assert "CloseOpenAI" in kinds(out) and core.ending
@@ -102,7 +89,7 @@ def test_silent_caller_is_reprompted_from_the_mark_then_told_goodbye_and_hung_up
 
 def test_the_caller_speaking_stops_the_timer_and_resets_the_prompts():
     core, tw = _quiet_core()
-    _reply(core, 10 * MS, "resp_1", "item_A")
+    reply(core, 10 * MS, "resp_1", "item_A")
     core.twilio_message(150 * MS, tw.mark("0:1:800"))
     core.tick(core.response_deadline_ns())
     assert core.silence.prompts == 1
@@ -115,24 +102,16 @@ def test_the_caller_speaking_stops_the_timer_and_resets_the_prompts():
 
 # ---------------------------------------------------------------- end_call
 
-def _end_call(core: CallCore, t: int, resp: str) -> list:
-    out = core.openai_message(t, json.dumps({
-        "type": "response.function_call_arguments.done", "response_id": resp, "item_id": "fc_1",
-        "call_id": "call_1", "name": END_CALL, "arguments": '{"reason":"bye"}'}))
-    assert "RunTool" not in kinds(out)  # the core answers end_call itself
-    return out
-
-
 def test_end_call_then_the_goodbye_hangs_up_once_the_goodbye_played():
     core, tw = started_core(SessionParams())
     core.openai_message(10 * MS, response_created("resp_1"))
-    _end_call(core, 20 * MS, "resp_1")
+    call_tool(core, 20 * MS, "resp_1", END_CALL, "bye")
     asked = oa_out(core.openai_message(30 * MS, response_done("resp_1")))  # no audio: ask for the goodbye
     assert [m["type"] for m in asked] == ["conversation.item.create", "response.create"]
     assert asked[0]["item"]["type"] == "function_call_output" and asked[0]["item"]["call_id"] == "call_1"
     assert not core.ending
-    out = _reply(core, 40 * MS, "resp_2", "item_g", n=8000)  # a 1 s goodbye, all received
-    assert _last_mark(out) == "goodbye" and core.ending and core.ended
+    out = reply(core, 40 * MS, "resp_2", "item_g", n=8000)  # a 1 s goodbye, all received
+    assert marks(out)[-1] == "goodbye" and core.ending and core.ended
     assert [a for a in out if isinstance(a, Hangup)][0].after_mark == "goodbye"
     assert core.twilio_message(60 * MS, tw.media(b64(ulaw(160)))) == []  # nothing more goes to OpenAI
     assert core.twilio_message(1100 * MS, tw.mark("goodbye")) == [Hangup("goodbye played")]
@@ -142,9 +121,9 @@ def test_end_call_with_its_farewell_in_the_same_response_asks_for_nothing_more()
     core, tw = started_core()
     core.openai_message(10 * MS, response_created("resp_1"))
     core.openai_message(11 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
-    _end_call(core, 20 * MS, "resp_1")
+    call_tool(core, 20 * MS, "resp_1", END_CALL, "bye")
     out = core.openai_message(30 * MS, response_done("resp_1"))
-    assert oa_out(out) == [] and _last_mark(out) == "goodbye" and core.ending
+    assert oa_out(out) == [] and marks(out)[-1] == "goodbye" and core.ending
 
 
 def test_goodbye_already_played_hangs_up_at_once():
@@ -152,7 +131,7 @@ def test_goodbye_already_played_hangs_up_at_once():
     core.openai_message(10 * MS, response_created("resp_1"))
     core.openai_message(11 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
     core.twilio_message(200 * MS, tw.mark("0:1:800"))
-    _end_call(core, 210 * MS, "resp_1")
+    call_tool(core, 210 * MS, "resp_1", END_CALL, "bye")
     out = core.openai_message(220 * MS, response_done("resp_1"))
     assert [a for a in out if isinstance(a, Hangup)] == [Hangup("end_call")]
     assert kinds(out) == ["Hangup", "CloseOpenAI"] and tw_out(out) == []  # no goodbye mark to wait for
@@ -162,7 +141,7 @@ def test_a_key_pressed_while_the_caller_speaks_leaves_them_speaking():
     """dtmf_mode=item, the caller speaking: a key is no end of their speech, so no silence
     deadline arms (a re-prompt would talk over them); their speech's end counts from then."""
     core, tw = _quiet_core(dtmf_mode="item")
-    _reply(core, 10 * MS, "resp_1", "item_A")
+    reply(core, 10 * MS, "resp_1", "item_A")
     core.twilio_message(150 * MS, tw.mark("0:1:800"))
     core.tick(core.response_deadline_ns())
     assert core.silence.prompts == 1
@@ -177,7 +156,7 @@ def test_a_key_pressed_while_the_caller_speaks_leaves_them_speaking():
 
 def test_a_key_in_silence_restarts_the_count():
     core, tw = _quiet_core(dtmf_mode="item")
-    _reply(core, 10 * MS, "resp_1", "item_A")
+    reply(core, 10 * MS, "resp_1", "item_A")
     core.twilio_message(150 * MS, tw.mark("0:1:800"))
     assert core.response_deadline_ns() == 2150 * MS
     core.twilio_message(1000 * MS, tw.dtmf("1"))
@@ -187,7 +166,7 @@ def test_a_key_in_silence_restarts_the_count():
 def test_a_session_switch_mid_speech_leaves_the_caller_quiet_from_the_switch():
     """The new session never says the old one's speech stopped: the one record of it is reset."""
     core, _ = _quiet_core()
-    _reply(core, 10 * MS, "resp_1", "item_A")
+    reply(core, 10 * MS, "resp_1", "item_A")
     core.openai_message(3000 * MS, speech_started())
     assert core.caller_speaking and core.response_deadline_ns() is None
     core.session_switched(3500 * MS, ready=True)

@@ -5,35 +5,15 @@ from __future__ import annotations
 
 import json
 
-from callsim.bridge.call import CallCore, TransferCall
+from callsim.bridge.call import TransferCall
 from callsim.bridge.call_control import TRANSFER_CALL, CallControl
 from callsim.bridge.renewal import quiet
 
 from .callcore_kit import (
-    MS, audio_delta, b64, kinds, oa_out, response_created, response_done, started_core, ulaw,
+    MS, audio_delta, b64, call_tool, kinds, marks, oa_out, reply, response_created, response_done, started_core, ulaw,
 )
 
 ON = CallControl(transfer=True)
-
-
-def _transfer_call(core: CallCore, t: int, resp: str) -> list:
-    out = core.openai_message(t, json.dumps({
-        "type": "response.function_call_arguments.done", "response_id": resp, "item_id": "fc_1",
-        "call_id": "call_1", "name": TRANSFER_CALL, "arguments": '{"reason":"wants a person"}'}))
-    assert "RunTool" not in kinds(out)  # the core answers transfer_call itself
-    return out
-
-
-def _reply(core: CallCore, t: int, resp: str, item: str, n: int) -> list:
-    out = core.openai_message(t, response_created(resp))
-    out += core.openai_message(t + 1 * MS, audio_delta(item, resp, b64(ulaw(n))))
-    out += core.openai_message(t + 2 * MS, response_done(resp))
-    return out
-
-
-def _marks(actions: list) -> list[str]:
-    from .callcore_kit import tw_out
-    return [m["mark"]["name"] for m in tw_out(actions) if m["event"] == "mark"]
 
 
 def _transfers(actions: list) -> list[TransferCall]:
@@ -43,12 +23,12 @@ def _transfers(actions: list) -> list[TransferCall]:
 def test_the_call_is_redirected_only_once_the_phrase_that_followed_the_call_has_played():
     core, tw = started_core(control=ON)
     core.openai_message(10 * MS, response_created("resp_1"))
-    _transfer_call(core, 20 * MS, "resp_1")
+    call_tool(core, 20 * MS, "resp_1", TRANSFER_CALL, "wants a person")
     asked = oa_out(core.openai_message(30 * MS, response_done("resp_1")))  # no audio: ask for the phrase
     assert [m["type"] for m in asked] == ["conversation.item.create", "response.create"]
     assert asked[0]["item"]["call_id"] == "call_1" and json.loads(asked[0]["item"]["output"])["status"] == "pending"
-    out = _reply(core, 40 * MS, "resp_2", "item_p", n=8000)  # a 1 s phrase, all received
-    assert _marks(out)[-1] == "transfer"
+    out = reply(core, 40 * MS, "resp_2", "item_p", n=8000)  # a 1 s phrase, all received
+    assert marks(out)[-1] == "transfer"
     (wait,) = _transfers(out)
     assert wait.after_mark == "transfer" and 3.9 < wait.grace_s < 4.1  # ~1 s left + the 3 s grace
     assert not core.ending  # the call stays up until Twilio ends the stream
@@ -66,16 +46,16 @@ def test_a_phrase_in_the_same_response_as_the_call_asks_for_nothing_more():
     core, tw = started_core(control=ON)
     core.openai_message(10 * MS, response_created("resp_1"))
     core.openai_message(11 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
-    _transfer_call(core, 20 * MS, "resp_1")
+    call_tool(core, 20 * MS, "resp_1", TRANSFER_CALL, "wants a person")
     out = core.openai_message(30 * MS, response_done("resp_1"))
-    assert oa_out(out) == [] and _marks(out) == ["transfer"] and _transfers(out)[0].after_mark == "transfer"
+    assert oa_out(out) == [] and marks(out) == ["transfer"] and _transfers(out)[0].after_mark == "transfer"
 
 
 def test_a_mark_that_never_comes_back_still_transfers_once():
     core, tw = started_core(control=ON)
     core.openai_message(10 * MS, response_created("resp_1"))
     core.openai_message(11 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
-    _transfer_call(core, 20 * MS, "resp_1")
+    call_tool(core, 20 * MS, "resp_1", TRANSFER_CALL, "wants a person")
     core.openai_message(30 * MS, response_done("resp_1"))
     assert core.transfer_mark_late(4000 * MS) == [TransferCall()]
     assert core.twilio_message(4100 * MS, tw.mark("transfer")) == []
@@ -86,7 +66,7 @@ def test_a_failed_redirect_is_the_tool_s_error_output_and_the_call_goes_on():
     core.openai_message(10 * MS, response_created("resp_1"))
     core.openai_message(11 * MS, audio_delta("item_A", "resp_1", b64(ulaw(800))))
     core.twilio_message(200 * MS, tw.mark("0:1:800"))  # the phrase already played
-    _transfer_call(core, 210 * MS, "resp_1")
+    call_tool(core, 210 * MS, "resp_1", TRANSFER_CALL, "wants a person")
     assert _transfers(core.openai_message(220 * MS, response_done("resp_1"))) == [TransferCall()]
     out = core.transfer_done(300 * MS, "Twilio answered HTTP 404 (20404): not found", "+15550009999")
     told = oa_out(out)
@@ -100,9 +80,9 @@ def test_a_failed_redirect_is_the_tool_s_error_output_and_the_call_goes_on():
 def test_a_failed_redirect_after_the_pending_output_is_told_as_a_system_item():
     core, tw = started_core(control=ON)
     core.openai_message(10 * MS, response_created("resp_1"))
-    _transfer_call(core, 20 * MS, "resp_1")
+    call_tool(core, 20 * MS, "resp_1", TRANSFER_CALL, "wants a person")
     core.openai_message(30 * MS, response_done("resp_1"))
-    _reply(core, 40 * MS, "resp_2", "item_p", n=800)
+    reply(core, 40 * MS, "resp_2", "item_p", n=800)
     core.twilio_message(300 * MS, tw.mark("transfer"))
     told = oa_out(core.transfer_done(400 * MS, "Twilio did not answer within 10 s"))
     assert told[0]["item"]["role"] == "system" and "did not answer" in told[0]["item"]["content"][0]["text"]

@@ -41,10 +41,7 @@ def test_the_say_is_escaped_and_optional():
     assert "<Say" not in transfer_twiml(DESK, None)
 
 
-async def test_a_refused_redirect_is_one_line_logged_with_the_call_sid(tmp_path, caplog, monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+async def test_a_refused_redirect_is_one_line_logged_with_the_call_sid(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     emu = RestCore(SID, TOKEN, clock=time.time)
     async with serve_emulator(emu) as url:
@@ -82,13 +79,10 @@ async def not_json_api():
         nursery.cancel_scope.cancel()
 
 
-async def test_a_2xx_that_is_no_json_fails_the_transfer_and_the_call_goes_on(tmp_path, caplog, monkeypatch):
+async def test_a_2xx_that_is_no_json_fails_the_transfer_and_the_call_goes_on(tmp_path, caplog):
     """What Twilio's client raises on a body it cannot parse is one failed transfer (logged with the
     CallSid and its traceback), never an exception out of transfer_call (the driver would close the
     call with 1011)."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     caplog.set_level(logging.INFO)
     async with not_json_api() as url:
         app = BridgeApp(settings(tmp_path, transfer_number=DESK, twilio_account_sid=SID, twilio_auth_token=TOKEN,

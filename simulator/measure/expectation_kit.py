@@ -36,6 +36,9 @@ class _Fail:
     message: str
     measured: Any = None
     severity: float = float("inf")  # the worst failure gives the expectation's message
+    #: the harness could not measure it (e.g. a bridge that converts the audio, so caller frames cannot be
+    #: recognised by content): no verdict on the bridge; an expectation whose every failure is this is skipped
+    unmeasured: bool = False
 
 
 class _Ctx:

@@ -337,6 +337,24 @@ def test_heard_goodbye_fails_when_openai_was_closed_before_the_reply_was_sent():
     assert r.status == "failed" and "at the source" in r.message and "900 of the 3550 ms" in r.message
 
 
+def test_heard_goodbye_fails_when_openai_was_closed_while_the_goodbye_was_being_prepared():
+    """The bridge closes right after the tool's output and response.create: the mock was still thinking, so the
+    goodbye has no audio at all (sent 0, total 0) — an earlier reply that played whole must not hide it."""
+    mock = dict(MOCK, responses=[
+        {"reply": "assistant_answer", "status": "completed", "audio_ms_sent": 2000.0, "audio_ms_total": 2000.0},
+        {"reply": "tool:end_call", "status": "completed", "audio_ms_sent": 0.0, "audio_ms_total": 0},
+        {"reply": "assistant_goodbye", "status": "incomplete", "reason": "connection_closed",
+         "audio_ms_sent": 0.0, "audio_ms_total": 0}])
+    c = call(end_reason="closed_by_app", unheard_at_end_ms=0.0, mock=mock)
+    r = evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0]
+    assert r.status == "failed" and "being prepared" in r.message and "connection_closed" in r.message
+    # the goodbye sent whole before the close is no cut, even with a tool call after it
+    mock["responses"][2].update(status="completed", reason=None, audio_ms_sent=3550.0, audio_ms_total=3550.0)
+    mock["responses"].append({"reply": "tool:end_call", "status": "incomplete", "reason": "connection_closed",
+                              "audio_ms_sent": 0.0, "audio_ms_total": 0})
+    assert evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0].status == "passed"
+
+
 def test_heard_goodbye_passes_when_it_played_whole():
     mock = dict(MOCK, responses=[{"reply": "assistant_goodbye", "audio_ms_sent": 3550.0, "audio_ms_total": 3550.0}])
     c = call(end_reason="closed_by_app", unheard_at_end_ms=20.0, mock=mock)

@@ -18,12 +18,28 @@ def _goodbye_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
         return _Fail(c, f"goodbye cut off: the bridge ended the call with {c.unheard_at_end_ms:.0f} ms of its last "
                         f"reply still queued at Twilio, never heard{w} — wait for the mark after the last audio "
                         "before closing the stream or hanging up", _r(c.unheard_at_end_ms), c.unheard_at_end_ms)
-    last = next((r for r in reversed((c.mock or {}).get("responses") or []) if r.get("audio_ms_sent")), None)
+    responses = (c.mock or {}).get("responses") or []
+    final = next((r for r in reversed(responses) if not str(r.get("reply", "")).startswith("tool:")), None)
+    if final is not None and final.get("status") == "incomplete" and _unsent(final):
+        # closed while the mock was still thinking: nothing sent, and no audio yet to count (total 0)
+        sent = final.get("audio_ms_sent") or 0.0
+        return _Fail(c, f"goodbye cut off at the source: the OpenAI session was closed while the last reply was "
+                        f"still {'being sent' if sent else 'being prepared'} ({sent:.0f} ms of it sent, response "
+                        f"{final.get('reason') or 'incomplete'}){w} — after the tool's output and response.create, "
+                        "wait for response.done and the mark after its audio before closing OpenAI",
+                     _r(sent), 1.5)
+    last = next((r for r in reversed(responses) if r.get("audio_ms_sent")), None)
     if last is not None and last.get("audio_ms_total") and last["audio_ms_sent"] + GOODBYE_SLACK_MS < last["audio_ms_total"]:
         return _Fail(c, f"goodbye cut off at the source: OpenAI had sent only {last['audio_ms_sent']:.0f} of the "
                         f"{last['audio_ms_total']:.0f} ms of the last reply when the session ended{w} — let "
                         "response.done arrive before closing OpenAI", _r(last["audio_ms_sent"]), 1.0)
     return None
+
+
+def _unsent(r: dict[str, Any]) -> bool:
+    """The response's audio was not all sent: none of it, or less than it had (past one frame's slack)."""
+    total, sent = r.get("audio_ms_total") or 0.0, r.get("audio_ms_sent") or 0.0
+    return not sent or sent + GOODBYE_SLACK_MS < total
 
 
 #: what may go unheard of a goodbye: one 20 ms frame of playback granularity

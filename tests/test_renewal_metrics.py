@@ -109,3 +109,11 @@ def test_a_session_that_got_no_caller_frame_still_fails():
     res = {e.name: e for e in evaluate(Expectations(switch_gap_max_ms=20, no_caller_audio_lost=True), [c],
                                        mock_in_loop=True)}
     assert res["switch_gap_max_ms"].status == "failed" and res["no_caller_audio_lost"].status == "failed"
+
+
+def test_merged_view_keeps_the_keys_every_session_was_told():
+    """A renewed call told of one key per session: both keys, with their parallel times, in order."""
+    a = _session("s1", range(0, 10), extra={"dtmf": ["1"], "dtmf_ns": [T0 + 50 * MS]})
+    b = _session("s2", range(10, 20), extra={"dtmf": ["2", "3"], "dtmf_ns": [T0 + 300 * MS, T0 + 350 * MS]})
+    m = merge_sessions([a, b])
+    assert m["dtmf"] == ["1", "2", "3"] and m["dtmf_ns"] == [T0 + 50 * MS, T0 + 300 * MS, T0 + 350 * MS]

@@ -12,7 +12,7 @@ from callsim.simulator.measure.measurements import (
     CodecMetrics,
     TurnMetrics,
 )
-from callsim.simulator.scenario import Expectations
+from callsim.simulator.scenario import Expectations, find_scenario
 
 MOCK = {"id": "sess", "close": {"t_ns": 1, "by": "client"}, "truncates": [], "responses": [], "turns": []}
 
@@ -374,6 +374,27 @@ def test_replies_after_last_utterance_counts_exactly():
     dead = evaluate(Expectations(replies_after_last_utterance=4), [call(replies_after_last_utterance=1)],
                     mock_in_loop=True)[0]
     assert dead.status == "failed" and "dead air" in dead.message and dead.measured == 1
+
+
+def test_replies_after_last_utterance_min_counts_at_least():
+    def judged(n):
+        return evaluate(Expectations(replies_after_last_utterance_min=3), [call(replies_after_last_utterance=n)],
+                        mock_in_loop=True)[0]
+    for n in (3, 4, 5):  # one, two or three re-prompts: the count is the bridge's own setting
+        assert judged(n).status == "passed" and judged(n).measured == n
+    dead = judged(1)
+    assert dead.status == "failed" and "dead air" in dead.message and "at least 3" in dead.message
+    assert dead.measured == 1
+    assert judged(2).status == "failed" and "no re-prompt" in judged(2).message
+
+
+def test_silent_caller_accepts_any_number_of_re_prompts_but_none():
+    """silent_caller is for any bridge: its [bridge] table (our re-prompt count) is never seen by another."""
+    expect = dataclasses.replace(find_scenario("silent_caller").expect, heard_goodbye=None, end_reason=None,
+                                 dead_air_max_ms=None, no_twilio_warnings=None)
+    for n, status in ((3, "passed"), (4, "passed"), (5, "passed"), (2, "failed"), (1, "failed")):
+        (r,) = evaluate(expect, [call(replies_after_last_utterance=n)], mock_in_loop=True)
+        assert r.status == status, (n, r)
 
 
 def test_dtmf_heard_compares_the_keys_the_mock_was_told_of():

@@ -71,6 +71,8 @@ HINTS: dict[str, _Hint] = {
                             "from it; hold frames while a session is set up instead of dropping them",
     "replies_after_last_utterance": "count the replies a silent caller hears: the answer, each re-prompt, the "
                                     "goodbye — re-prompt after a quiet spell, then say goodbye and hang up",
+    "replies_after_last_utterance_min": "a silent caller must hear the answer, at least one re-prompt after a "
+                                        "quiet spell, then a goodbye before the bridge hangs up",
     "dtmf_heard": "forward Twilio's dtmf events to the model as a conversation item naming the key",
     "transferred_to": "on transfer_call, let the phrase before it play, then update the call over Twilio's REST "
                       "API with <Dial><Number> (calls(sid).update(twiml=...))",
@@ -121,7 +123,7 @@ def show_measured(name: str, v: Any) -> str:
         shown = f"{v} renewal(s)"
     elif name == "no_caller_audio_lost":
         shown = f"{_number('_ms', float(v))} lost"
-    elif name == "replies_after_last_utterance":
+    elif name in ("replies_after_last_utterance", "replies_after_last_utterance_min"):
         shown = f"{v} reply(ies)"
     elif name == "dtmf_heard":
         shown = f"keys {v!r}" if v else "no key"
@@ -154,6 +156,8 @@ def show_limit(name: str, v: Any) -> str:
         return f"expected {v} barge-in(s)"
     if name == "replies_after_last_utterance":
         return f"expected {v} reply(ies) after the caller's last utterance"
+    if name == "replies_after_last_utterance_min":
+        return f"expected ≥ {v} reply(ies) after the caller's last utterance"
     if name == "dtmf_heard":
         return f"expected keys {v!r}"
     if name == "transferred_to":

@@ -43,6 +43,7 @@ from .expectations_calls import (
     _no_lost,
     _renewals,
     _replies_after,
+    _replies_after_min,
     _switch_gap,
     _transferred,
 )
@@ -431,6 +432,7 @@ CHECKS: dict[str, Check] = {
     "switch_gap_max_ms": _switch_gap,
     "no_caller_audio_lost": _no_lost,
     "replies_after_last_utterance": _replies_after,
+    "replies_after_last_utterance_min": _replies_after_min,
     "dtmf_heard": _dtmf_heard,
     "transferred_to": _transferred,
 }

@@ -137,6 +137,21 @@ _replies_after = _per_call(_replies_one, lambda c: c.replies_after_last_utteranc
                            lambda lim, m: f"{lim} reply(ies) heard after the caller's last utterance")
 
 
+def _replies_min_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    n = c.replies_after_last_utterance
+    if n >= limit:
+        return None
+    hint = (" — a silent caller was left in dead air: re-prompt after a quiet spell (the bridge's own timer "
+            "from the mark of its last audio), then say goodbye and hang up") if n <= 1 else \
+           " — no re-prompt before the goodbye, or the call ended before it"
+    return _Fail(c, f"the caller heard {n} reply(ies) after its last utterance, expected at least {limit}"
+                    f"{ctx.where(c)}{hint}", n, limit - n)
+
+
+_replies_after_min = _per_call(_replies_min_one, lambda c: c.replies_after_last_utterance, min,
+                               lambda lim, m: f"{m} reply(ies) heard after the caller's last utterance ≥ {lim}")
+
+
 def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     keys = "".join((c.mock or {}).get("dtmf") or [])
     if keys == limit:

@@ -322,6 +322,10 @@ def _goodbye(**kw):
 def test_heard_goodbye_needs_the_bridge_to_end_the_call():
     r = _goodbye()  # the caller hung up
     assert r.status == "failed" and r.message.startswith("no goodbye: the bridge never ended the call")
+    # a bridge hanging up over REST is invisible to Media Streams alone: the message says where it is seen
+    assert "REST API" in r.message and "`callsim dial` with `callsim twilio-emulator`" in r.message
+    (e,) = evaluate(Expectations(end_reason="closed_by_app"), [call()], mock_in_loop=True)
+    assert e.status == "failed" and "`callsim dial` with `callsim twilio-emulator`" in e.message
 
 
 def test_heard_goodbye_fails_when_the_goodbye_was_still_queued():

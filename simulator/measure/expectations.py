@@ -26,6 +26,7 @@ from .expectation_kit import (  # noqa: F401 (SKIP_NO_MOCK and the others are re
     END_REASONS,
     NO_BARGE_IN,
     NO_MOCK_SESSION,
+    REST_HANGUP,
     SKIP_NO_MOCK,
     SKIP_NO_TWILIO,
     Check,
@@ -338,8 +339,9 @@ def _end_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     hint = ""
     if c.end_reason == "closed_by_app" and limit == "hangup":
         hint = " — the bridge ended the call before the caller was done"
-    elif c.end_reason == "hangup" and limit == "closed_by_app":
-        hint = " — the bridge never ended the call; the caller hung up at the end of its script"
+    elif c.end_reason != "closed_by_app" and limit == "closed_by_app":
+        hint = (" — the bridge never ended the call; the caller hung up at the end of its script"
+                if c.end_reason == "hangup" else " — the bridge never ended the call") + f" ({REST_HANGUP})"
     return _Fail(c, f"the call ended with {c.end_reason} ({got}), expected {limit} ({want}){ctx.where(c)}{hint}",
                  c.end_reason)
 

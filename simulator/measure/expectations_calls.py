@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .expectation_kit import END_REASONS, _Ctx, _Fail, _per_call, _r, _with_mock
+from .expectation_kit import END_REASONS, REST_HANGUP, _Ctx, _Fail, _per_call, _r, _with_mock
 from .measurements import CallMetrics, RenewalMetrics
 
 def _goodbye_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
@@ -13,7 +13,7 @@ def _goodbye_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     if c.end_reason != "closed_by_app":
         how = END_REASONS.get(c.end_reason or "", c.end_reason or "the call did not end")
         return _Fail(c, f"no goodbye: the bridge never ended the call{w} ({how}) — end it yourself after the "
-                        "goodbye (an end_call tool), once its audio has played", c.end_reason, 2.0)
+                        f"goodbye (an end_call tool), once its audio has played; {REST_HANGUP}", c.end_reason, 2.0)
     if c.unheard_at_end_ms > GOODBYE_SLACK_MS:
         return _Fail(c, f"goodbye cut off: the bridge ended the call with {c.unheard_at_end_ms:.0f} ms of its last "
                         f"reply still queued at Twilio, never heard{w} — wait for the mark after the last audio "

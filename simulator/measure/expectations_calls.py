@@ -78,13 +78,17 @@ def _unmeasurable(r: RenewalMetrics) -> bool:
     return r.sessions > 0 and r.caller_audio_lost_ms is None
 
 
+def _why(r: RenewalMetrics) -> str:
+    return r.note.removeprefix("not measured: ")
+
+
 def _gap_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     r = c.renewal
     w = ctx.where(c)
     if r is None or not r.renewals:
         return _Fail(c, f"no switch-over to measure{w}: the call used one OpenAI session{_ended_early(c)}", None, 1.0)
     if r.switch_gap_ms is None:
-        return _Fail(c, f"the switch-over gap could not be measured{w}: {r.note}", None, 1.0,
+        return _Fail(c, f"the switch-over gap could not be measured{w}: {_why(r)}", None, 1.0,
                      unmeasured=_unmeasurable(r))
     if r.switch_gap_ms <= limit:
         return None
@@ -106,7 +110,7 @@ def _lost_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     r = c.renewal
     w = ctx.where(c)
     if r is None or r.caller_audio_lost_ms is None:
-        return _Fail(c, f"caller audio lost could not be measured{w}: {r.note if r else 'no mock session'}",
+        return _Fail(c, f"caller audio lost could not be measured{w}: {_why(r) if r else 'no mock session'}",
                      None, 1.0, unmeasured=r is not None and _unmeasurable(r))
     if r.caller_audio_lost_ms == 0:
         return None

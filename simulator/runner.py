@@ -115,6 +115,17 @@ def _behaviour_json(behaviour: Behaviour) -> dict[str, Any]:
 
 #: at most this many further sessions per call are given the scenario's behaviour
 MAX_RENEWAL_SESSIONS = 16
+#: further sessions per call given the scenario's behaviour in every scenario: a bridge that reconnects
+#: after OpenAI drops it (or retries a refused handshake) must meet the scenario's mock again, not the
+#: mock's default behaviour (which makes the call an error). Those not used are withdrawn after the calls.
+RECONNECT_SESSIONS = 3
+
+
+def spare_sessions(scenario: Scenario) -> int:
+    """Further mock sessions queued per call of ``scenario``, beyond the call's first: its renewals, and
+    at least :data:`RECONNECT_SESSIONS` for a bridge that reconnects — whatever the scenario, since
+    whether a bridge reconnects is how it is built, not what the scenario asks."""
+    return max(renewal_sessions(scenario), RECONNECT_SESSIONS)
 
 
 def renewal_sessions(scenario: Scenario) -> int:
@@ -253,7 +264,7 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
     t_start, started_at = time.monotonic(), time.time()
     since_ns = time.monotonic_ns()
     tag = f"{scenario.name}#{uuid.uuid4().hex[:12]}"
-    spare = n * renewal_sessions(scenario)
+    spare = n * spare_sessions(scenario)
     if mock is not None:
         await mock.queue(scenario.mock, n + spare, tag)
     withdrawn = 0
@@ -270,7 +281,7 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
         snaps = await mock.snapshots(tag, {t for r in results if (t := call_tag_hex(r))}, since_ns)
     pairings = pair_calls(results, snaps) if mock is not None else [Pairing(None) for _ in results]
     run = _measure(scenario, results, pairings, mock is not None, bank, tag)
-    withdrawn = max(0, withdrawn - spare)  # the renewal sessions a bridge did not need are not calls
+    withdrawn = max(0, withdrawn - spare)  # the spare sessions a bridge did not need are not calls
     if withdrawn:
         run.notes.append(f"{withdrawn} call(s) never opened an OpenAI session: their share of the scenario's mock "
                          "behaviour was withdrawn, so no later call runs with it")

@@ -99,6 +99,9 @@ class Expectations:
     # exactly this many assistant replies heard after the caller's last utterance (a silent caller's
     # answer, re-prompts and goodbye); replies are told apart by a gap of REPLY_GAP_MS
     replies_after_last_utterance: int | None = None
+    # at least this many of them: how many re-prompts a silent caller gets is the bridge's own setting, so a
+    # scenario written for any bridge asks for the answer, ≥ 1 re-prompt and the goodbye (3), not an exact count
+    replies_after_last_utterance_min: int | None = None
     dtmf_heard: str | None = None  # needs the mock: the keys the model was told of, in order ("1", "12#")
     # needs a Twilio in the loop (callsim dial): Twilio dialled this number (E.164) from the call, as its REST
     # records show (a child call, direction outbound-dial) — the bridge transferred the call there

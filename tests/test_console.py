@@ -216,6 +216,11 @@ def test_every_expectation_kind_has_a_hint_and_reads_with_its_unit():
     assert show_measured("snr_min_db", 21.04) == "measured 21.0 dB" and show_limit("snr_min_db", 30) == \
         "limit ≥ 30.0 dB"
     assert show_limit("heard_max_ms", 9000) == "limit ≤ 9000 ms"
+    for name, measured, limit in (("heard_goodbye", "hangup", True), ("end_reason", "hangup", "closed_by_app")):
+        assert "`callsim dial` + `callsim twilio-emulator`" in hint(name, measured, limit)
+    assert show_limit("replies_after_last_utterance_min", 3) == \
+        "expected ≥ 3 reply(ies) after the caller's last utterance"
+    assert show_measured("replies_after_last_utterance_min", 1) == "measured 1 reply(ies)"
     assert show_limit("end_reason", "hangup") == "expected hangup"
     assert "before the caller was done" in hint("end_reason", "closed_by_app", "hangup")
 

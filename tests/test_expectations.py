@@ -12,7 +12,7 @@ from callsim.simulator.measure.measurements import (
     CodecMetrics,
     TurnMetrics,
 )
-from callsim.simulator.scenario import Expectations
+from callsim.simulator.scenario import Expectations, find_scenario
 
 MOCK = {"id": "sess", "close": {"t_ns": 1, "by": "client"}, "truncates": [], "responses": [], "turns": []}
 
@@ -322,6 +322,10 @@ def _goodbye(**kw):
 def test_heard_goodbye_needs_the_bridge_to_end_the_call():
     r = _goodbye()  # the caller hung up
     assert r.status == "failed" and r.message.startswith("no goodbye: the bridge never ended the call")
+    # a bridge hanging up over REST is invisible to Media Streams alone: the message says where it is seen
+    assert "REST API" in r.message and "`callsim dial` with `callsim twilio-emulator`" in r.message
+    (e,) = evaluate(Expectations(end_reason="closed_by_app"), [call()], mock_in_loop=True)
+    assert e.status == "failed" and "`callsim dial` with `callsim twilio-emulator`" in e.message
 
 
 def test_heard_goodbye_fails_when_the_goodbye_was_still_queued():
@@ -335,6 +339,24 @@ def test_heard_goodbye_fails_when_openai_was_closed_before_the_reply_was_sent():
     c = call(end_reason="closed_by_app", mock=mock)
     r = evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0]
     assert r.status == "failed" and "at the source" in r.message and "900 of the 3550 ms" in r.message
+
+
+def test_heard_goodbye_fails_when_openai_was_closed_while_the_goodbye_was_being_prepared():
+    """The bridge closes right after the tool's output and response.create: the mock was still thinking, so the
+    goodbye has no audio at all (sent 0, total 0) — an earlier reply that played whole must not hide it."""
+    mock = dict(MOCK, responses=[
+        {"reply": "assistant_answer", "status": "completed", "audio_ms_sent": 2000.0, "audio_ms_total": 2000.0},
+        {"reply": "tool:end_call", "status": "completed", "audio_ms_sent": 0.0, "audio_ms_total": 0},
+        {"reply": "assistant_goodbye", "status": "incomplete", "reason": "connection_closed",
+         "audio_ms_sent": 0.0, "audio_ms_total": 0}])
+    c = call(end_reason="closed_by_app", unheard_at_end_ms=0.0, mock=mock)
+    r = evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0]
+    assert r.status == "failed" and "being prepared" in r.message and "connection_closed" in r.message
+    # the goodbye sent whole before the close is no cut, even with a tool call after it
+    mock["responses"][2].update(status="completed", reason=None, audio_ms_sent=3550.0, audio_ms_total=3550.0)
+    mock["responses"].append({"reply": "tool:end_call", "status": "incomplete", "reason": "connection_closed",
+                              "audio_ms_sent": 0.0, "audio_ms_total": 0})
+    assert evaluate(Expectations(heard_goodbye=True), [c], mock_in_loop=True)[0].status == "passed"
 
 
 def test_heard_goodbye_passes_when_it_played_whole():
@@ -356,6 +378,27 @@ def test_replies_after_last_utterance_counts_exactly():
     dead = evaluate(Expectations(replies_after_last_utterance=4), [call(replies_after_last_utterance=1)],
                     mock_in_loop=True)[0]
     assert dead.status == "failed" and "dead air" in dead.message and dead.measured == 1
+
+
+def test_replies_after_last_utterance_min_counts_at_least():
+    def judged(n):
+        return evaluate(Expectations(replies_after_last_utterance_min=3), [call(replies_after_last_utterance=n)],
+                        mock_in_loop=True)[0]
+    for n in (3, 4, 5):  # one, two or three re-prompts: the count is the bridge's own setting
+        assert judged(n).status == "passed" and judged(n).measured == n
+    dead = judged(1)
+    assert dead.status == "failed" and "dead air" in dead.message and "at least 3" in dead.message
+    assert dead.measured == 1
+    assert judged(2).status == "failed" and "no re-prompt" in judged(2).message
+
+
+def test_silent_caller_accepts_any_number_of_re_prompts_but_none():
+    """silent_caller is for any bridge: its [bridge] table (our re-prompt count) is never seen by another."""
+    expect = dataclasses.replace(find_scenario("silent_caller").expect, heard_goodbye=None, end_reason=None,
+                                 dead_air_max_ms=None, no_twilio_warnings=None)
+    for n, status in ((3, "passed"), (4, "passed"), (5, "passed"), (2, "failed"), (1, "failed")):
+        (r,) = evaluate(expect, [call(replies_after_last_utterance=n)], mock_in_loop=True)
+        assert r.status == status, (n, r)
 
 
 def test_dtmf_heard_compares_the_keys_the_mock_was_told_of():

@@ -33,7 +33,7 @@ NO_RENEWAL = ("failed_with", {"renewals_min": "session_expired"})
 #: bunched at the wrong moment: on the jittery line it may pass, but if it fails it must be for that
 TIMESTAMPS_MAY_FAIL = ("passed_or_failed", {"truncate_error_max_ms": "computed from Twilio media timestamps"})
 #: issue 17: no foreign bridge re-prompts a silent caller, forwards keypresses or offers end_call
-_SILENT = {"replies_after_last_utterance": "dead air", "heard_goodbye": "no goodbye",
+_SILENT = {"replies_after_last_utterance_min": "dead air", "heard_goodbye": "no goodbye",
            "end_reason": "the bridge never ended the call", "dead_air_max_ms": "dead air: the caller waited"}
 _KEYS = {"dtmf_heard": "never told of a keypress", "heard_min_ms": "expected at least 13000 ms"}
 SILENT = ("failed", _SILENT)

@@ -95,3 +95,26 @@ async def test_a_transcoding_bridge_is_paired_by_timing_and_says_so():
     assert m.pairing is not None and m.pairing.startswith("timing")
     assert m.mock is not None and m.status == "passed"
     assert run.calls[0].mock_snapshot["line_tags"] == {}
+
+
+async def test_every_scenario_queues_spare_sessions_for_a_bridge_that_reconnects():
+    """openai_drops has no renewal, but a bridge that reconnects after the drop opens a second session: it
+    must run this scenario's behaviour (not the mock's default, which makes the call an error). The spares
+    a bridge does not use are withdrawn, and are not reported as calls that never reached OpenAI."""
+    queued: list[int] = []
+    async with running_mock(MockConfig(any_key=True)) as mock:
+        set_behaviour = mock.set_behaviour
+
+        def spy(behaviour, *, next_sessions=None, tag=None):
+            queued.append(next_sessions)
+            set_behaviour(behaviour, next_sessions=next_sessions, tag=tag)
+
+        mock.set_behaviour = spy
+        scenario = find_scenario("openai_drops")
+        assert runner.renewal_sessions(scenario) == 0
+        run = await run_with_mock(scenario, _closed_port_url(), mock, seed=1)
+    assert queued == [1 + runner.RECONNECT_SESSIONS]
+    assert run.status == "error" and not mock._next_behaviours
+    assert [n for n in run.notes if "withdrawn" in n] == [
+        "1 call(s) never opened an OpenAI session: their share of the scenario's mock behaviour was withdrawn, "
+        "so no later call runs with it"]

@@ -30,6 +30,7 @@ from callsim.simulator.caller.script import (
 )
 from callsim.simulator.caller.sids import make_sid
 from callsim.simulator.caller.call_result import CallResult
+from callsim.simulator.measure.bridge_share import attach_mock
 from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
 from callsim.simulator.measure.timeline import DtmfSent, Event, SpeechEnd, SpeechStart, Stop, UtteranceStart
 from callsim.simulator.measure.metrics import (
@@ -598,3 +599,18 @@ def test_summarize():
     empty = summarize([])
     assert empty["turn_latency_ms"]["p95"] is None and empty["truncate_error_ms"] == {"max": None}
     assert empty["codec"]["min_snr_db"] is None
+
+
+def test_an_idle_timeout_turn_is_not_taken_for_the_callers_turn():
+    """The mock's idle timeout commits the silence as a turn of its own (t_committed_ns, idle_timeout): it
+    falls in the caller's window after the caller's own turn, but the caller's turn is the one answered."""
+    ms = 1_000_000
+    caller = {"item_id": "item_caller", "heard": "caller_weather_question", "t_speech_started_ns": 1_000 * ms,
+              "t_speech_stopped_ns": 3_000 * ms, "vad_wait_wall_ms": 500.0}
+    idle = {"item_id": "item_idle", "heard": None, "idle_timeout": True, "t_committed_ns": 9_000 * ms}
+    responses = [{"id": "resp_1", "reply": "assistant_short_reply", "t_trigger_ns": 3_000 * ms,
+                  "t_created_ns": 3_000 * ms, "think_ms": 400.0}]
+    t = TurnMetrics(0, "caller_weather_question", 2_900 * ms, first_audio_ns=3_600 * ms)
+    attach_mock(t, 1_000 * ms, None, [caller, idle], responses, 0.0)
+    assert (t.mock_item_id, t.heard, t.mock_vad_wait_ms) == ("item_caller", "caller_weather_question", 500.0)
+    assert t.response_ids == ["resp_1"]

@@ -93,7 +93,7 @@ async def test_renewal_by_close_then_open_is_caught():
 async def test_silent_caller_left_in_dead_air_is_caught():
     run = await run_embedded(find_scenario("silent_caller"), hook="tests.broken_bridges:no_reprompt")
     assert not run.passed
-    e = _failed(run, "replies_after_last_utterance")
+    e = _failed(run, "replies_after_last_utterance_min")
     assert e is not None and "dead air" in e.message and e.measured == 1  # only the answer, no re-prompt
     g = _failed(run, "heard_goodbye")
     assert g is not None and g.message.startswith("no goodbye")

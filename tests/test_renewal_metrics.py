@@ -74,3 +74,46 @@ def test_merged_view_orders_records_and_keeps_the_last_close():
     assert m["close"] == {"by": "server"} and m["id"] == "s1" and [s["id"] for s in m["sessions"]] == ["s1", "s2"]
     assert m["behaviour_tag"] == "y"  # a session that ran another behaviour is not hidden
     assert "block_ns" not in m
+
+
+def test_a_bridge_that_converts_the_audio_leaves_the_switch_unmeasured_not_failed():
+    """Transcoded frames match no CRC: the gap and the loss are skipped with the reason, not failed."""
+    core = _core(300)
+    sessions = [_session("s1", range(0, 150)), _session("s2", range(150, 300))]
+    for s in sessions:
+        s["block_crc"] = [7 + x for x in s["block_crc"]]  # what a pcm16 bridge sends: other bytes
+    r = measure_renewals(core, sessions)
+    assert r.sessions == 2 and r.caller_audio_lost_ms is None
+    c = CallMetrics("long_call", 0, "CA1", renewal=r)
+    res = {e.name: e for e in evaluate(Expectations(renewals_min=1, switch_gap_max_ms=20, no_caller_audio_lost=True),
+                                       [c], mock_in_loop=True)}
+    assert res["renewals_min"].status == "passed"
+    for name in ("switch_gap_max_ms", "no_caller_audio_lost"):
+        assert res[name].status == "skipped" and "converts the audio" in res[name].message, res[name]
+        assert res[name].failures == []
+
+
+def test_no_switch_over_still_fails_when_the_audio_cannot_be_followed():
+    s = _session("s1", range(0, 300))
+    s["block_crc"] = [7 + x for x in s["block_crc"]]
+    c = CallMetrics("long_call", 0, "CA1", renewal=measure_renewals(_core(300), [s]))
+    res = {e.name: e for e in evaluate(Expectations(switch_gap_max_ms=20), [c], mock_in_loop=True)}
+    assert res["switch_gap_max_ms"].status == "failed" and "no switch-over" in res["switch_gap_max_ms"].message
+
+
+def test_a_session_that_got_no_caller_frame_still_fails():
+    """Frames were followed, but the new session received none of them: the bridge's fault, not unmeasured."""
+    s2 = _session("s2", range(150, 300))
+    s2["block_crc"] = [7 + x for x in s2["block_crc"]]
+    c = CallMetrics("long_call", 0, "CA1", renewal=measure_renewals(_core(300), [_session("s1", range(0, 150)), s2]))
+    res = {e.name: e for e in evaluate(Expectations(switch_gap_max_ms=20, no_caller_audio_lost=True), [c],
+                                       mock_in_loop=True)}
+    assert res["switch_gap_max_ms"].status == "failed" and res["no_caller_audio_lost"].status == "failed"
+
+
+def test_merged_view_keeps_the_keys_every_session_was_told():
+    """A renewed call told of one key per session: both keys, with their parallel times, in order."""
+    a = _session("s1", range(0, 10), extra={"dtmf": ["1"], "dtmf_ns": [T0 + 50 * MS]})
+    b = _session("s2", range(10, 20), extra={"dtmf": ["2", "3"], "dtmf_ns": [T0 + 300 * MS, T0 + 350 * MS]})
+    m = merge_sessions([a, b])
+    assert m["dtmf"] == ["1", "2", "3"] and m["dtmf_ns"] == [T0 + 50 * MS, T0 + 300 * MS, T0 + 350 * MS]

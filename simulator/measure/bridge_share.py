@@ -67,8 +67,9 @@ def attach_mock(t: TurnMetrics, start_ns: int, next_start_ns: int | None, mock_t
                  up_ms: float | None = None) -> None:
     """Pair a caller turn with the mock's turn (by time) and the responses that led to the reply."""
     hi = next_start_ns if next_start_ns is not None else math.inf
-    cands = [mt for mt in mock_turns
-             if start_ns <= (mt.get("t_speech_started_ns") or mt.get("t_committed_ns") or -1) < hi]
+    # an idle-timeout turn (mock/timeouts.py: the silence the mock committed itself) is not the caller's
+    cands = [mt for mt in mock_turns if not mt.get("idle_timeout")
+             and start_ns <= (mt.get("t_speech_started_ns") or mt.get("t_committed_ns") or -1) < hi]
     if not cands:
         return
     mt = cands[-1]  # if the mock's VAD split the utterance, the last part is the one answered

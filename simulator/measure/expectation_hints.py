@@ -19,13 +19,16 @@ _EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reaso
                        "barge_ins", "replies_after_last_utterance", "dtmf_heard", "transferred_to"})
 
 _Hint = str | Callable[[Any, Any], str]
+#: why a REST hang-up reads as "never ended" here
+_REST = "a hang-up over Twilio's REST API shows only with `callsim dial` + `callsim twilio-emulator`"
 
 
 def _end_reason_hint(measured: Any, limit: Any) -> str:
     if measured == "closed_by_app":
         return "the bridge ended the call before the caller was done: check what makes it close the stream"
     if measured == "hangup":
-        return "the bridge never ended the call: it should close the stream when the conversation is over"
+        return ("the bridge never ended the call: it should close the stream when the conversation is over "
+                f"({_REST})")
     return "check when and why the bridge closes Twilio's stream"
 
 
@@ -62,7 +65,7 @@ HINTS: dict[str, _Hint] = {
     "heard_max_ms": "the caller heard too much: the bridge did not stop the reply when it should have",
     "no_twilio_warnings": "the bridge sent messages Twilio would reject: see the report for the first one",
     "heard_goodbye": "end the call yourself after the goodbye, and only once the mark after its last audio "
-                     "has come back",
+                     f"has come back ({_REST})",
     "renewals_min": "renew the OpenAI session before its maximum duration: open the next one ahead of time, "
                     "configured the same and seeded with the conversation, and switch the call to it",
     "switch_gap_max_ms": "switch to a session already configured, between two caller frames; never close the "
@@ -71,6 +74,8 @@ HINTS: dict[str, _Hint] = {
                             "from it; hold frames while a session is set up instead of dropping them",
     "replies_after_last_utterance": "count the replies a silent caller hears: the answer, each re-prompt, the "
                                     "goodbye — re-prompt after a quiet spell, then say goodbye and hang up",
+    "replies_after_last_utterance_min": "a silent caller must hear the answer, at least one re-prompt after a "
+                                        "quiet spell, then a goodbye before the bridge hangs up",
     "dtmf_heard": "forward Twilio's dtmf events to the model as a conversation item naming the key",
     "transferred_to": "on transfer_call, let the phrase before it play, then update the call over Twilio's REST "
                       "API with <Dial><Number> (calls(sid).update(twiml=...))",
@@ -121,7 +126,7 @@ def show_measured(name: str, v: Any) -> str:
         shown = f"{v} renewal(s)"
     elif name == "no_caller_audio_lost":
         shown = f"{_number('_ms', float(v))} lost"
-    elif name == "replies_after_last_utterance":
+    elif name in ("replies_after_last_utterance", "replies_after_last_utterance_min"):
         shown = f"{v} reply(ies)"
     elif name == "dtmf_heard":
         shown = f"keys {v!r}" if v else "no key"
@@ -154,6 +159,8 @@ def show_limit(name: str, v: Any) -> str:
         return f"expected {v} barge-in(s)"
     if name == "replies_after_last_utterance":
         return f"expected {v} reply(ies) after the caller's last utterance"
+    if name == "replies_after_last_utterance_min":
+        return f"expected ≥ {v} reply(ies) after the caller's last utterance"
     if name == "dtmf_heard":
         return f"expected keys {v!r}"
     if name == "transferred_to":

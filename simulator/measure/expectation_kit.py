@@ -26,6 +26,9 @@ BETA_REFUSED = ("OpenAI refused the session{where}: the bridge speaks the retire
                 "(OpenAI-Beta: realtime=v1 or a beta-shaped session.update), which the real API answers with "
                 "beta_api_shape_disabled and close code 4000 — move to the GA session shape "
                 "(session.type \"realtime\", audio.input/output.format)")
+#: said wherever a call the bridge should have ended was not: Media Streams alone cannot see a REST hang-up
+REST_HANGUP = ("a bridge that hangs up over Twilio's REST API (calls(CallSid).update(status=\"completed\")) "
+               "instead of closing the stream is seen only through `callsim dial` with `callsim twilio-emulator`")
 END_REASONS = {"hangup": "the caller hung up", "closed_by_app": "the bridge closed the stream",
                "max_duration": "the call hit its maximum duration", "aborted": "the call was aborted"}
 
@@ -36,6 +39,9 @@ class _Fail:
     message: str
     measured: Any = None
     severity: float = float("inf")  # the worst failure gives the expectation's message
+    #: the harness could not measure it (e.g. a bridge that converts the audio, so caller frames cannot be
+    #: recognised by content): no verdict on the bridge; an expectation whose every failure is this is skipped
+    unmeasured: bool = False
 
 
 class _Ctx:

@@ -5,25 +5,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from .expectation_kit import END_REASONS, _Ctx, _Fail, _per_call, _r, _with_mock
-from .measurements import CallMetrics
+from .expectation_kit import END_REASONS, REST_HANGUP, _Ctx, _Fail, _per_call, _r, _with_mock
+from .measurements import CallMetrics, RenewalMetrics
 
 def _goodbye_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     w = ctx.where(c)
     if c.end_reason != "closed_by_app":
         how = END_REASONS.get(c.end_reason or "", c.end_reason or "the call did not end")
         return _Fail(c, f"no goodbye: the bridge never ended the call{w} ({how}) — end it yourself after the "
-                        "goodbye (an end_call tool), once its audio has played", c.end_reason, 2.0)
+                        f"goodbye (an end_call tool), once its audio has played; {REST_HANGUP}", c.end_reason, 2.0)
     if c.unheard_at_end_ms > GOODBYE_SLACK_MS:
         return _Fail(c, f"goodbye cut off: the bridge ended the call with {c.unheard_at_end_ms:.0f} ms of its last "
                         f"reply still queued at Twilio, never heard{w} — wait for the mark after the last audio "
                         "before closing the stream or hanging up", _r(c.unheard_at_end_ms), c.unheard_at_end_ms)
-    last = next((r for r in reversed((c.mock or {}).get("responses") or []) if r.get("audio_ms_sent")), None)
+    responses = (c.mock or {}).get("responses") or []
+    final = next((r for r in reversed(responses) if not str(r.get("reply", "")).startswith("tool:")), None)
+    if final is not None and final.get("status") == "incomplete" and _unsent(final):
+        # closed while the mock was still thinking: nothing sent, and no audio yet to count (total 0)
+        sent = final.get("audio_ms_sent") or 0.0
+        return _Fail(c, f"goodbye cut off at the source: the OpenAI session was closed while the last reply was "
+                        f"still {'being sent' if sent else 'being prepared'} ({sent:.0f} ms of it sent, response "
+                        f"{final.get('reason') or 'incomplete'}){w} — after the tool's output and response.create, "
+                        "wait for response.done and the mark after its audio before closing OpenAI",
+                     _r(sent), 1.5)
+    last = next((r for r in reversed(responses) if r.get("audio_ms_sent")), None)
     if last is not None and last.get("audio_ms_total") and last["audio_ms_sent"] + GOODBYE_SLACK_MS < last["audio_ms_total"]:
         return _Fail(c, f"goodbye cut off at the source: OpenAI had sent only {last['audio_ms_sent']:.0f} of the "
                         f"{last['audio_ms_total']:.0f} ms of the last reply when the session ended{w} — let "
                         "response.done arrive before closing OpenAI", _r(last["audio_ms_sent"]), 1.0)
     return None
+
+
+def _unsent(r: dict[str, Any]) -> bool:
+    """The response's audio was not all sent: none of it, or less than it had (past one frame's slack)."""
+    total, sent = r.get("audio_ms_total") or 0.0, r.get("audio_ms_sent") or 0.0
+    return not sent or sent + GOODBYE_SLACK_MS < total
 
 
 #: what may go unheard of a goodbye: one 20 ms frame of playback granularity
@@ -55,13 +71,25 @@ _renewals = _per_call(_renewals_one, lambda c: c.renewal.renewals if c.renewal e
                       lambda lim, m: f"{m} session renewal(s) ≥ {lim}")
 
 
+def _unmeasurable(r: RenewalMetrics) -> bool:
+    """The renewal's audio could not be followed at all, though the call had sessions: the harness's limit
+    (a bridge that converts the caller's audio, so no frame is recognised by content), not the bridge's fault.
+    A session that received no caller frame while others did is the bridge's fault and stays a failure."""
+    return r.sessions > 0 and r.caller_audio_lost_ms is None
+
+
+def _why(r: RenewalMetrics) -> str:
+    return r.note.removeprefix("not measured: ")
+
+
 def _gap_one(limit: float, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     r = c.renewal
     w = ctx.where(c)
-    if r is None or not r.switches:
+    if r is None or not r.renewals:
         return _Fail(c, f"no switch-over to measure{w}: the call used one OpenAI session{_ended_early(c)}", None, 1.0)
     if r.switch_gap_ms is None:
-        return _Fail(c, f"the switch-over gap could not be measured{w}: {r.note}", None, 1.0)
+        return _Fail(c, f"the switch-over gap could not be measured{w}: {_why(r)}", None, 1.0,
+                     unmeasured=_unmeasurable(r))
     if r.switch_gap_ms <= limit:
         return None
     sw = max((s for s in r.switches if s["gap_ms"] is not None), key=lambda s: s["gap_ms"])
@@ -82,8 +110,8 @@ def _lost_one(limit: bool, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
     r = c.renewal
     w = ctx.where(c)
     if r is None or r.caller_audio_lost_ms is None:
-        return _Fail(c, f"caller audio lost could not be measured{w}: {r.note if r else 'no mock session'}",
-                     None, 1.0)
+        return _Fail(c, f"caller audio lost could not be measured{w}: {_why(r) if r else 'no mock session'}",
+                     None, 1.0, unmeasured=r is not None and _unmeasurable(r))
     if r.caller_audio_lost_ms == 0:
         return None
     return _Fail(c, f"{r.caller_audio_lost_ms:.0f} ms of the caller's audio reached no OpenAI session{w} — "
@@ -111,6 +139,21 @@ def _replies_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
 
 _replies_after = _per_call(_replies_one, lambda c: c.replies_after_last_utterance, lambda vs: vs[0],
                            lambda lim, m: f"{lim} reply(ies) heard after the caller's last utterance")
+
+
+def _replies_min_one(limit: int, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+    n = c.replies_after_last_utterance
+    if n >= limit:
+        return None
+    hint = (" — a silent caller was left in dead air: re-prompt after a quiet spell (the bridge's own timer "
+            "from the mark of its last audio), then say goodbye and hang up") if n <= 1 else \
+           " — no re-prompt before the goodbye, or the call ended before it"
+    return _Fail(c, f"the caller heard {n} reply(ies) after its last utterance, expected at least {limit}"
+                    f"{ctx.where(c)}{hint}", n, limit - n)
+
+
+_replies_after_min = _per_call(_replies_min_one, lambda c: c.replies_after_last_utterance, min,
+                               lambda lim, m: f"{m} reply(ies) heard after the caller's last utterance ≥ {lim}")
 
 
 def _dtmf_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:

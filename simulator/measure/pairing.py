@@ -41,7 +41,9 @@ class Pairing:
     sessions: list[dict[str, Any]] = field(default_factory=list)  # each of the call's sessions, by open time
 
 
-_LISTS = ("turns", "responses", "truncates", "errors", "events", "vad_decisions", "invalid_sent", "faults")
+#: per-session records joined in session order (``dtmf`` and ``dtmf_ns`` are parallel: both are joined)
+_LISTS = ("turns", "responses", "truncates", "errors", "events", "vad_decisions", "invalid_sent", "faults",
+          "dtmf", "dtmf_ns")
 
 
 def merge_sessions(snaps: list[dict[str, Any]]) -> dict[str, Any] | None:

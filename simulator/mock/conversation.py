@@ -114,7 +114,8 @@ class ConversationPart(SessionBase):
                     "Assistant audio messages cannot be created by the client.", eid, "item.content"))
                 return
             item.content = content
-            key = key_named(content) if item.role == "user" else None
+            # a system message is as valid a way to tell the model of a key (the GA API allows it)
+            key = key_named(content) if item.role in ("user", "system") else None
             if key is not None:
                 self._pending_key = key
                 if len(self.dtmf) < MAX_RECORDS:

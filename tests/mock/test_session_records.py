@@ -118,3 +118,14 @@ def test_snapshot(drive):
     assert data["counts"]["appends"] == d.s.counts["appends"] > 0
     small = d.s.snapshot(full=False)
     assert "events" not in small and small["turns"] == 2 and small["responses"] == 1
+
+
+def test_a_keypress_told_as_a_user_or_system_message_is_recorded(drive):
+    """The GA API lets a bridge tell the model of a key in a system message as well as a user one."""
+    d = drive()
+    configure(d)
+    for role, key in (("user", "1"), ("system", "2"), ("assistant", "3")):
+        part = "output_text" if role == "assistant" else "input_text"
+        d.send({"type": "conversation.item.create",
+                "item": {"type": "message", "role": role, "content": [{"type": part, "text": f"The caller pressed {key}"}]}})
+    assert d.s.snapshot()["dtmf"] == ["1", "2"] and len(d.s.snapshot()["dtmf_ns"]) == 2

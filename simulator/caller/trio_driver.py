@@ -27,9 +27,10 @@ import httpx
 import trio
 
 from ..audio.utterances import UtteranceBank
+from ..core_io import Outputs
 from ..net.clocks import Clock, MonotonicClock, TrioClock  # noqa: F401 -- TrioClock re-exported
-from ..net.drive import CallServices, apply, drive, open_call_services
-from ..net.wsconn import ConnectionClosed, HandshakeError, open_websocket
+from ..net.drive import CallServices, drive_call, open_call_services
+from ..net.wsconn import HandshakeError, open_websocket
 from . import twilio_wire as tw
 from .call_result import CallResult  # re-exported
 from .core import CallerCore
@@ -130,19 +131,11 @@ async def _run(ws, core: CallerCore, clock: Clock, timings: dict[str, int],  # t
     if services is None:
         async with open_call_services(clock) as own:
             return await _run(ws, core, clock, timings, own)
-    try:
-        await apply(ws, core.begin(clock.now_ns()))
-        timings["started_ns"] = clock.now_ns()
-        closed = await drive(core, ws, clock, services)
-        if closed is not None:
-            log.info("call %s: stream closed by the app (%s)", core.ident.call_sid, closed)
-    except ConnectionClosed as exc:
-        core.peer_closed(clock.now_ns(), exc.code, exc.reason)
-    finally:
-        if not core.finished:
-            # Cancelled from outside: hang up like Twilio would, briefly and shielded.
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await apply(ws, core.hang_up(clock.now_ns()))
-                except ConnectionClosed:
-                    pass
+
+    def begin(now_ns: int) -> Outputs:
+        timings["started_ns"] = now_ns
+        return core.begin(now_ns)
+
+    closed = await drive_call(core, ws, clock, services, begin=begin)
+    if closed is not None:
+        log.info("call %s: stream closed by the app (%s)", core.ident.call_sid, closed)

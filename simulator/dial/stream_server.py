@@ -39,7 +39,7 @@ from ..caller.call_result import CallResult
 from ..caller.core import CallerConfig, CallerCore
 from ..core_io import Close
 from ..net.clocks import MonotonicClock
-from ..net.drive import CallServices, apply, drive, open_call_services
+from ..net.drive import CallServices, drive_call, open_call_services
 from ..net.http1 import read_request
 from ..net.wsconn import ConnectionClosed, HandshakeError, ServerHandshake, WebSocket
 from ..scenario import Scenario
@@ -242,22 +242,14 @@ class DialStreamServer:
         self.say(f"stream {start.stream_sid} of {start.call_sid} accepted: playing scenario {s.name}")
         self._accepted.set()
         try:
-            closed = await drive(line, ws, clock, services)
+            closed = await drive_call(line, ws, clock, services)  # cancelled (max duration, Ctrl-C): hangs up
             if closed is not None:
                 log.info("dial: stream closed by Twilio (%s)", closed)
-        except ConnectionClosed as exc:
-            line.peer_closed(clock.now_ns(), exc.code, exc.reason)
         except BaseException as exc:
             if not isinstance(exc, trio.Cancelled):
                 result.error = f"the stream broke: {type(exc).__name__}: {exc}"
             raise
         finally:
-            if not core.finished:  # cancelled (max duration, Ctrl-C): close the stream, briefly and shielded
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    try:
-                        await apply(ws, line.hang_up(clock.now_ns()))
-                    except ConnectionClosed:
-                        pass
             self._done.set()
 
     # ------------------------------------------------------------ status callbacks

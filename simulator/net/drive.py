@@ -43,7 +43,8 @@ from .reactor import Reactor
 from .timers import Timer, TimerService
 from .wsconn import ConnectionClosed
 
-__all__ = ["FLUSH", "CallServices", "Core", "apply", "apply_nowait", "drive", "finish", "open_call_services"]
+__all__ = ["FLUSH", "CallServices", "Caller", "Core", "apply", "apply_nowait", "drive", "drive_call", "finish",
+           "open_call_services"]
 
 
 class Core(Protocol):
@@ -56,6 +57,12 @@ class Core(Protocol):
 
     @property
     def finished(self) -> bool: ...
+
+
+class Caller(Core, Protocol):
+    """A core that is the caller's side of a media stream (Twilio's, in callsim): it can hang up."""
+
+    def hang_up(self, now_ns: int) -> Outputs: ...
 
 
 @dataclass
@@ -217,3 +224,25 @@ async def drive(core: Core, ws: Any, clock: Clock, services: CallServices, *, ti
     finally:
         services.timers.unschedule(timer)
     return closed
+
+
+async def drive_call(core: Caller, ws: Any, clock: Clock, services: CallServices, *,
+                     begin: Callable[[int], Outputs] | None = None, **kw: Any) -> ConnectionClosed | None:
+    """:func:`drive` a caller's side of a stream to its end, as Twilio ends one: ``begin(now)``'s
+    outputs first (``connected``/``start``), a close by the app told to ``core`` (``peer_closed``),
+    and a call cancelled from outside (max duration, Ctrl-C, the test's end) still hung up, briefly
+    and shielded, so the app sees ``stop``."""
+    try:
+        if begin is not None:
+            await apply(ws, begin(clock.now_ns()))
+        return await drive(core, ws, clock, services, **kw)
+    except ConnectionClosed as exc:
+        core.peer_closed(clock.now_ns(), exc.code, exc.reason)
+        return None
+    finally:
+        if not core.finished:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await apply(ws, core.hang_up(clock.now_ns()))
+                except ConnectionClosed:
+                    pass

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections import deque
 
-import trio
 from callsim.simulator.caller import twilio_wire as tw
 from callsim.simulator.caller.core import CallerConfig, CallerCore
 from callsim.simulator.caller.webhook import sign
 from callsim.simulator.core_io import NOTHING
 from callsim.simulator.net.clocks import MonotonicClock
-from callsim.simulator.net.drive import apply, drive, open_call_services
-from callsim.simulator.net.wsconn import ConnectionClosed, open_websocket
+from callsim.simulator.net.drive import drive_call, open_call_services
+from callsim.simulator.net.wsconn import open_websocket
 
 ACCOUNT = "AC" + "12" * 16
 AUTH = "emulator-token"
@@ -59,6 +58,9 @@ class Downlink:
     def peer_closed(self, now_ns, code=None, reason=None):
         self.inner.peer_closed(now_ns, code, reason)
 
+    def hang_up(self, now_ns):
+        return self.inner.hang_up(now_ns)
+
 
 def agent(script, *, call_sid: str, token: str, scenario: str = "greeting_two_turns",
           stream_sid: str = "MZ" + "ab" * 16) -> CallerCore:
@@ -75,16 +77,5 @@ async def run_agent(port: int, core: CallerCore, *, delay_ms: float = 0.0, path:
     wrapped = Downlink(core, delay_ms)
     async with open_websocket(f"ws://127.0.0.1:{port}{path}", headers, connect_timeout=5) as ws:
         async with open_call_services(clock) as services:
-            try:
-                await apply(ws, core.begin(clock.now_ns()))
-                await drive(wrapped, ws, clock, services, rewake=True)
-            except ConnectionClosed as exc:
-                core.peer_closed(clock.now_ns(), exc.code, exc.reason)
-            finally:
-                if not core.finished:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        try:
-                            await apply(ws, core.hang_up(clock.now_ns()))
-                        except ConnectionClosed:
-                            pass
+            await drive_call(wrapped, ws, clock, services, begin=core.begin, rewake=True)
     return wrapped

@@ -40,6 +40,20 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+async def serve_lifespan(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Answer a ``lifespan`` scope (hypercorn starts with it) until shutdown and say True; False for
+    any other scope, which the caller serves."""
+    if scope["type"] != "lifespan":
+        return False
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return True
+
+
 class RestApp:
     """ASGI: HTTP requests to the core; lifespan acknowledged; nothing else served."""
 
@@ -47,15 +61,7 @@ class RestApp:
         self.core = core
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        if await serve_lifespan(scope, receive, send) or scope["type"] != "http":
             return
         body = bytearray()
         while True:

@@ -12,11 +12,9 @@ from urllib.parse import parse_qsl
 import trio
 from callsim.simulator.twilio_emu.rest import RestCore
 from callsim.simulator.twilio_emu.server import serve_emulator
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from tests.asgi_kit import read_body, serve_lifespan
+from tests.asgi_kit import read_body, serve_app, serve_lifespan
 
 SID = "AC" + "34" * 16
 TOKEN = "delivery-token"
@@ -55,18 +53,9 @@ class Receiver:
 
 @asynccontextmanager
 async def receiving(app: Receiver):
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as n:
-        binds = await n.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
-                                                        task_status=task_status))
-        app.base = binds[0]
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
+    async with serve_app(app) as base:
+        app.base = base
+        yield base
 
 
 def client(url: str) -> Client:

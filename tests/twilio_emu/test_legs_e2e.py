@@ -27,7 +27,7 @@ from callsim.simulator.twilio_emu.tunnels import Tunnels, parse_tunnel
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from trio_websocket import ConnectionClosed, serve_websocket
-from tests.asgi_kit import read_body, serve_lifespan
+from tests.asgi_kit import read_body, serve_app, serve_lifespan
 
 SID = "AC" + "5a" * 16
 TOKEN = "legs-token"
@@ -259,19 +259,9 @@ class TwimlApp:
         await send({"type": "http.response.body", "body": self.twiml})
 
 
-@asynccontextmanager
-async def webhook(app: TwimlApp):
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as n:
-        binds = await n.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
-                                                         task_status=task_status))
-        yield binds[0]
-        stop.set()
+def webhook(app: TwimlApp):
+    """The voice webhook served on loopback: an async context manager yielding its base URL."""
+    return serve_app(app)
 
 
 async def test_a_first_reject_leaves_both_calls_unanswered_busy():

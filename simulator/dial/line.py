@@ -312,9 +312,9 @@ class LineCore:
             return NOTHING
         event = msg.get("event") if isinstance(msg, dict) else None
         if event == "media":
-            media = msg.get("media") or {}
-            payload = media.get("payload")
-            if not isinstance(payload, str) or media.get("track", "inbound") not in ("inbound", "inbound_track"):
+            media = msg.get("media")
+            payload = media.get("payload") if isinstance(media, dict) else None
+            if not isinstance(payload, str) or media.get("track", "inbound") not in ("inbound", "inbound_track"):  # type: ignore[union-attr]
                 self.counts["other_in"] += 1
                 return NOTHING
             self.counts["media_in"] += 1
@@ -324,7 +324,8 @@ class LineCore:
                 self.core.receive(now_ns, self._fed_prefix + payload + '"}}')
             return NOTHING
         if event == "mark":
-            name = (msg.get("mark") or {}).get("name")
+            mark_msg = msg.get("mark")
+            name = mark_msg.get("name") if isinstance(mark_msg, dict) else None
             mark = self.marks.get(name) if isinstance(name, str) else None
             if mark is None or mark.echo_ns is not None:
                 self.counts["unknown_echoes"] += 1

@@ -178,3 +178,18 @@ def test_the_reaction_ends_with_the_last_frame_of_the_agents_voice_heard_over_ou
     (b,) = run.metrics[0].barge_ins
     assert b.talk_over_ms == 80.0 and b.clear_ms == 80.0
     assert b.clear_ns == b.playback_stop_ns == b.onset_ns + 80_000_000
+
+
+def test_malformed_twilio_messages_are_counted_not_fatal():
+    """A media or mark that is not an object, bad base64, a list for a message: counted as other
+    traffic, and the line goes on (one bad message must not end a dial)."""
+    ident = tw.StreamIdentity(START.account_sid, START.call_sid, START.stream_sid, START.parameters)
+    core = CallerCore(CallerConfig(ident, max_duration_ms=10_000, line_tag=False), [Pause(400), Hangup()])
+    line = LineCore(core, START)
+    line.begin(1_000_000_000)
+    for bad in ({"event": "media", "media": "x"}, {"event": "media", "media": None},
+                {"event": "mark", "mark": ["m1"]}, {"event": "mark", "mark": 7}, [1, 2],
+                {"event": "media", "media": {"payload": "not base64!", "chunk": "1", "timestamp": "0"}}):
+        assert line.receive(1_000_000_000, orjson.dumps(bad)) == ()
+    assert line.counts["other_in"] == 3 and line.counts["unknown_echoes"] == 2
+    assert not core.finished

@@ -54,11 +54,22 @@ def ulaw_to_pcm16(data: bytes) -> np.ndarray:
     return samples
 
 
+def downmix(x: np.ndarray) -> np.ndarray:
+    """Average the channels of ``x`` (frames × channels) keeping its scale: integer samples stay
+    integers (rounded mean, in a wider type so the sum cannot overflow), float samples stay float.
+    ``mean`` alone would turn int16 into float64 that the float branch then scales by 32767."""
+    if np.issubdtype(x.dtype, np.integer):
+        mixed = np.rint(x.astype(np.int64).sum(axis=1) / x.shape[1])
+        info = np.iinfo(x.dtype)
+        return np.clip(mixed, info.min, info.max).astype(x.dtype)
+    return x.mean(axis=1)
+
+
 def to_ulaw_8k(samples: np.ndarray, rate: int) -> bytes:
     """Fixture audio (any rate, int16 or float) → 8 kHz μ-law, as a phone line carries it."""
     x = np.asarray(samples)
     if x.ndim > 1:
-        x = x.mean(axis=1)
+        x = downmix(x)
     if x.dtype != np.int16:
         if np.issubdtype(x.dtype, np.floating):
             x = np.clip(np.round(x * 32767.0), -32768, 32767)

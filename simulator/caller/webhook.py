@@ -97,6 +97,22 @@ def stream_headers(auth_token: str | None, stream_url: str) -> list[tuple[bytes,
 #: text, and is only known by listening — so the note says it is an estimate.
 SAY_WORDS_PER_MINUTE = 150
 PAUSE_DEFAULT_S = 1.0  # <Pause> without length (Twilio's documented default)
+#: ``loop="0"`` on ``<Say>``/``<Play>``: Twilio repeats the verb until the call ends; taken as
+#: this many plays (a bound, not Twilio's), and also the most any ``loop`` counts.
+MAX_LOOP = 100
+
+
+def say_seconds(text: str, loop: int = 1) -> float:
+    """How long ``<Say>`` takes to speak ``text`` ``loop`` times at :data:`SAY_WORDS_PER_MINUTE`."""
+    return len(text.split()) * loop * 60 / SAY_WORDS_PER_MINUTE
+
+
+def loop_count(raw: str | None) -> int:
+    """Times a ``<Say>``/``<Play>`` with ``loop=raw`` plays: default 1, ``0`` (Twilio: until the
+    call ends) is :data:`MAX_LOOP`, anything else clamped to 1…:data:`MAX_LOOP`.
+    ``ValueError`` when ``raw`` is not an integer."""
+    n = 1 if raw is None else int(raw)
+    return MAX_LOOP if n == 0 else max(1, min(n, MAX_LOOP))
 
 
 @dataclass(frozen=True)
@@ -113,9 +129,9 @@ class Preamble:
 
 
 def _loop(verb: ET.Element) -> int:
-    """``loop`` of a ``<Say>``/``<Play>``: times played (0 means "many" to Twilio: counted once)."""
+    """``loop`` of a ``<Say>``/``<Play>`` (:func:`loop_count`; not an integer counts once)."""
     try:
-        return max(1, int(verb.get("loop", "1")))
+        return loop_count(verb.get("loop"))
     except ValueError:
         return 1
 
@@ -131,10 +147,13 @@ def _preamble(verb: ET.Element) -> Preamble | None:
         return Preamble("Pause", ms, f"<Pause length=\"{raw or '1'}\"> before <Connect>: "
                                      f"the stream opened {ms:.0f} ms later, as Twilio would")
     if verb.tag == "Say":
-        words = len((verb.text or "").split()) * _loop(verb)
-        ms = words * 60_000 / SAY_WORDS_PER_MINUTE
+        loop = _loop(verb)
+        words = len((verb.text or "").split()) * loop
+        ms = say_seconds(verb.text or "", loop) * 1000
+        forever = (" (loop=\"0\": Twilio repeats it until the call ends and never reaches <Connect>; "
+                   f"counted as {MAX_LOOP} plays)") if verb.get("loop", "").strip() == "0" else ""
         return Preamble("Say", ms, f"<Say> before <Connect> ({words} word(s)): the stream opened {ms:.0f} ms "
-                                   f"later, an estimate at {SAY_WORDS_PER_MINUTE} words per minute")
+                                   f"later, an estimate at {SAY_WORDS_PER_MINUTE} words per minute{forever}")
     if verb.tag == "Play":
         what = (verb.text or "").strip() or f"digits={verb.get('digits', '')}"
         return Preamble("Play", None, f"<Play> {what} before <Connect>: its length is unknown offline; "
@@ -172,7 +191,11 @@ class TwimlError(ValueError):
     pass
 
 
-def _to_ws(url: str) -> tuple[str, list[str]]:
+def to_ws(url: str) -> tuple[str, list[str]]:
+    """A ``<Stream url>`` (absolute) as the WebSocket URL to open: ``http``→``ws``,
+    ``https``→``wss``, an empty path made ``/``; and notes on what real Twilio would refuse or
+    change (a URL that is not ``wss://``, a query string). :class:`TwimlError` for a scheme that
+    is not a WebSocket's or HTTP's."""
     notes: list[str] = []
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -188,14 +211,21 @@ def _to_ws(url: str) -> tuple[str, list[str]]:
     return urlunsplit((mapped, parts.netloc, parts.path or "/", parts.query, "")), notes
 
 
-def parse_twiml(xml: str | bytes, webhook_url: str) -> StreamTarget | NoStream:
-    """Read the webhook's TwiML the way Twilio executes it, up to the stream."""
+def twiml_root(xml: str | bytes, what: str = "TwiML") -> ET.Element:
+    """The ``<Response>`` element of a TwiML document; :class:`TwimlError` when ``xml`` (named
+    ``what`` in the message) is not XML or its root is another element."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise TwimlError(f"webhook answer is not XML: {exc}") from None
+        raise TwimlError(f"{what} is not XML: {exc}") from None
     if root.tag != "Response":
         raise TwimlError(f"TwiML root is <{root.tag}>, expected <Response>")
+    return root
+
+
+def parse_twiml(xml: str | bytes, webhook_url: str) -> StreamTarget | NoStream:
+    """Read the webhook's TwiML the way Twilio executes it, up to the stream."""
+    root = twiml_root(xml, "webhook answer")
     says: list[str] = []
     verbs: list[str] = []
     preamble: list[Preamble] = []
@@ -213,7 +243,7 @@ def parse_twiml(xml: str | bytes, webhook_url: str) -> StreamTarget | NoStream:
             raw = s.get("url")
             if not raw:
                 raise TwimlError("<Stream> without a url attribute")
-            url, notes = _to_ws(urljoin(webhook_url, raw))
+            url, notes = to_ws(urljoin(webhook_url, raw))
             params = {p.get("name", ""): p.get("value", "") for p in s if p.tag == "Parameter"}
             return StreamTarget(url, raw, params, tuple(notes), tuple(says), tuple(preamble))
         elif verb.tag == "Start" and any(c.tag == "Stream" for c in verb):

@@ -12,16 +12,8 @@ async def read_request(conn: h11.Connection, stream: trio.abc.ReceiveStream,
                        max_body: int) -> tuple[h11.Request | None, bytes, bool]:
     """(the request, or None if the peer left before it was whole; its body; whether the body went
     over ``max_body`` — reading stops there). h11's protocol errors propagate."""
-    req = conn.next_event()
-    while req is h11.NEED_DATA:
-        data = await stream.receive_some(4096)
-        if not data:
-            return None, b"", False
-        conn.receive_data(data)
-        req = conn.next_event()
-    if not isinstance(req, h11.Request):
-        return None, b"", False
-    body = b""
+    req: h11.Request | None = None
+    body = bytearray()
     while True:
         ev = conn.next_event()
         if ev is h11.NEED_DATA:
@@ -29,9 +21,13 @@ async def read_request(conn: h11.Connection, stream: trio.abc.ReceiveStream,
             if not data:
                 return None, b"", False
             conn.receive_data(data)
+        elif req is None:
+            if not isinstance(ev, h11.Request):
+                return None, b"", False
+            req = ev
         elif isinstance(ev, h11.Data):
             body += ev.data
             if len(body) > max_body:
-                return req, body, True
+                return req, bytes(body), True
         else:
-            return req, body, False
+            return req, bytes(body), False

@@ -29,7 +29,7 @@ from twilio.request_validator import RequestValidator
 
 from ..caller.webhook import WEBHOOK_USER_AGENT
 from .calls import ENDED, IN_PROGRESS, RINGING, Call, CallEvent
-from .rest import API_VERSION, rfc2822
+from .form import API_VERSION, rfc2822
 
 CALLBACK_SOURCE: Final = "call-progress-events"
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"

@@ -47,6 +47,7 @@ import trio
 
 from ..caller.dialer import describe, tls_context
 from ..caller.sids import E164_RE
+from ..caller.webhook import WEBHOOK_USER_AGENT
 from ..net.wsconn import ConnectionClosed, HandshakeError, WebSocket, connect
 from .calls import BUSY, CANCELED, COMPLETED, ENDED, FAILED, IN_PROGRESS, NO_ANSWER, RINGING, CallEvent, Instructions
 from .leg import Bridge, End, Fetch, FetchAudio, Join, Leg, OpenStream, Speak, Step, Wait
@@ -442,7 +443,7 @@ class CallEngine:
         after a media it cannot fetch)."""
         assert self._http is not None
         try:
-            resp = await self._http.get(self.tunnels.local(url), headers={"User-Agent": "TwilioProxy/1.1"})
+            resp = await self._http.get(self.tunnels.local(url), headers={"User-Agent": WEBHOOK_USER_AGENT})
             if resp.status_code != 200:
                 raise ValueError(f"HTTP {resp.status_code}")
             return await trio.to_thread.run_sync(to_line_audio, resp.content, resp.headers.get("content-type"))

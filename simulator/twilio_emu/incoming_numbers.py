@@ -23,21 +23,16 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final
-from urllib.parse import urlencode
+from typing import Any
 
 from . import errors
 from .errors import TwilioError
-from .form import check_url, integer
+from .form import API_VERSION, check_url, formatted, page, rfc2822
 from .form import method as form_method
 from .numbers import PhoneNumber
 
-API_VERSION: Final = "2010-04-01"
-DEFAULT_PAGE_SIZE: Final = 50
-MAX_PAGE_SIZE: Final = 1000
 LIST_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers\.json$")
 ONE_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers/(?P<sid>[^/]+)\.json$")
-_NANP = re.compile(r"^\+1(\d{3})(\d{3})(\d{4})$")
 
 
 def number_sid(account_sid: str, number: str) -> str:
@@ -72,7 +67,7 @@ class IncomingNumbers:
         self.records: dict[str, NumberRecord] = {}
         for number in numbers:
             sid = number_sid(account_sid, number)
-            self.records[sid] = NumberRecord(sid, number, _friendly(number), now, now)
+            self.records[sid] = NumberRecord(sid, number, formatted(number), now, now)
 
     def handle(self, method: str, path: str, query: list[tuple[str, str]],
                form: list[tuple[str, str]]) -> tuple[int, dict[str, Any]] | None:
@@ -117,7 +112,7 @@ class IncomingNumbers:
         if "StatusCallback" in f:
             record.status_callback = f["StatusCallback"]
         if "FriendlyName" in f:
-            record.friendly_name = f["FriendlyName"][:64] or _friendly(record.number)
+            record.friendly_name = f["FriendlyName"][:64] or formatted(record.number)
         record.voice_fallback_method = fallback_method
         record.status_callback_method = callback_method
         record.date_updated = self.clock()
@@ -129,32 +124,13 @@ class IncomingNumbers:
         pattern = _number_pattern(want_number) if want_number else None
         records = [r for r in self.records.values()
                    if (pattern is None or pattern.search(r.number)) and (not want_name or r.friendly_name == want_name)]
-        size = max(1, min(integer(q.get("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
-        page = max(0, integer(q.get("Page"), "Page", 0))
-        start = page * size
-        chunk = records[start:start + size]
         kept = [(k, v) for k, v in (("PhoneNumber", want_number), ("FriendlyName", want_name)) if v]
-
-        def uri(page_no: int) -> str:
-            return f"{path}?{urlencode([*kept, ('PageSize', str(size)), ('Page', str(page_no))])}"
-
-        return {
-            "incoming_phone_numbers": [self.render(r) for r in chunk],
-            "end": start + max(len(chunk), 1) - 1,
-            "first_page_uri": uri(0),
-            "next_page_uri": uri(page + 1) if start + size < len(records) else None,
-            "page": page,
-            "page_size": size,
-            "previous_page_uri": uri(page - 1) if page > 0 else None,
-            "start": start,
-            "uri": uri(page),
-        }
+        return page(records, "incoming_phone_numbers", path, kept, q.get("PageSize"), q.get("Page"),
+                    q.get("PageToken"), self.render)
 
     # -- rendering -------------------------------------------------------------------------
 
     def render(self, r: NumberRecord) -> dict[str, Any]:
-        from .rest import rfc2822  # the one date format of the emulator (rest imports this module)
-
         phone = self.numbers[r.number]
         base = f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers/{r.sid}"
         return {
@@ -195,12 +171,6 @@ class IncomingNumbers:
             "voice_receive_mode": "voice",
             "voice_url": phone.voice_url,
         }
-
-
-def _friendly(number: str) -> str:
-    """Twilio names a new number as it displays it: ``(415) 555-0100`` for a North American one."""
-    m = _NANP.match(number)
-    return f"({m[1]}) {m[2]}-{m[3]}" if m else number
 
 
 def _number_pattern(text: str) -> re.Pattern[str]:

@@ -32,13 +32,20 @@ from ..audio.codec import SILENCE_BYTE, SILENCE_FRAME
 from ..caller import twilio_wire as tw
 from ..caller.playback import Playback
 from ..caller.sids import make_sid
-from ..caller.webhook import CallParties, sign, stream_headers, webhook_form, webhook_headers
+from ..caller.webhook import (
+    WEBHOOK_USER_AGENT,
+    CallParties,
+    say_seconds,
+    sign,
+    stream_headers,
+    webhook_form,
+    webhook_headers,
+)
 from .calls import BUSY, COMPLETED, NO_ANSWER, Instructions
 from .twiml import ConnectStream, Dial, Hangup, Pause, Play, Redirect, Reject, Say, TwimlInvalid, Verb, parse
 
 log = logging.getLogger("callsim.twilio_emu")
 
-SAY_WORDS_PER_MINUTE: Final = 150  # the pace of <Say> when no speech can be synthesised
 _SAY_DONE: Final = "\x00say-done"  # internal mark: never reaches a stream
 
 
@@ -171,8 +178,7 @@ class Leg:
             if isinstance(verb, Say):
                 if not verb.text:
                     continue
-                words = len(verb.text.split()) * verb.loop
-                return Speak(verb.text, verb.voice, verb.language, verb.loop, words * 60 / SAY_WORDS_PER_MINUTE)
+                return Speak(verb.text, verb.voice, verb.language, verb.loop, say_seconds(verb.text, verb.loop))
             if isinstance(verb, Pause):
                 return Wait(verb.seconds)
             if isinstance(verb, Hangup):
@@ -189,6 +195,8 @@ class Leg:
                 return Bridge(verb)
             assert isinstance(verb, ConnectStream)
             self._pending_stream = verb
+            for note in verb.notes:
+                log.warning("call %s: %s", self.call_sid, note)
             return OpenStream(verb.url, stream_headers(self.auth_token, verb.url))
         return End(COMPLETED, "no TwiML left", self.answered)
 
@@ -215,7 +223,7 @@ class Leg:
         if method == "GET":
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(form)}"
             self._document_url = url
-            return Fetch(url, "GET", {"User-Agent": "TwilioProxy/1.1", "X-Twilio-Signature": sign(self.auth_token, url)},
+            return Fetch(url, "GET", {"User-Agent": WEBHOOK_USER_AGENT, "X-Twilio-Signature": sign(self.auth_token, url)},
                          b"")
         return Fetch(url, "POST", webhook_headers(self.auth_token, url, form), urlencode(form).encode())
 

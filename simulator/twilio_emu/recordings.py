@@ -27,6 +27,7 @@ import soundfile as sf
 
 from ..audio.codec import ulaw_to_pcm16
 from ..caller.sids import make_sid
+from .form import API_VERSION, rfc2822
 
 SAMPLE_RATE: Final = 8000
 
@@ -92,12 +93,13 @@ class RecordingStore:
         return [r for r in reversed(self.recordings.values()) if call_sid is None or r.call_sid == call_sid]
 
 
-def render(r: Recording, api_version: str, rfc2822: Any) -> dict[str, Any]:
-    """A recording as Twilio's JSON (``rfc2822``: the REST module's date formatter)."""
-    base = f"/{api_version}/Accounts/{r.account_sid}/Recordings/{r.sid}"
+def render(r: Recording, base_url: str) -> dict[str, Any]:
+    """A recording as Twilio's JSON; ``media_url`` on ``base_url``, the origin the API is served
+    from (``https://api.twilio.com`` for Twilio, the emulator's own address for it)."""
+    base = f"/{API_VERSION}/Accounts/{r.account_sid}/Recordings/{r.sid}"
     return {
         "account_sid": r.account_sid,
-        "api_version": api_version,
+        "api_version": API_VERSION,
         "call_sid": r.call_sid,
         "conference_sid": None,
         "date_created": rfc2822(r.date_created),
@@ -116,5 +118,5 @@ def render(r: Recording, api_version: str, rfc2822: Any) -> dict[str, Any]:
         "encryption_details": None,
         "subresource_uris": {"add_on_results": f"{base}/AddOnResults.json",
                              "transcriptions": f"{base}/Transcriptions.json"},
-        "media_url": f"https://api.twilio.com{base}",
+        "media_url": f"{base_url}{base}",
     }

@@ -31,29 +31,25 @@ import binascii
 import hmac
 import random
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from . import errors
 from .calls import CANCELED, COMPLETED, DEFAULT_TIMEOUT_S, Call, CallStore, Instructions
 from .errors import TwilioError
-from .form import check_url, integer
+from .form import API_VERSION, check_url, formatted, integer, page, rfc2822
 from .form import method as form_method
 from .incoming_numbers import LIST_PATH as NUMBERS_PATH
 from .incoming_numbers import ONE_PATH as NUMBER_PATH
 from .incoming_numbers import IncomingNumbers
 from .numbers import PhoneNumber
-from .recordings import RecordingStore
+from .recordings import Recording, RecordingStore
 from .recordings import render as render_recording
 
-API_VERSION: Final = "2010-04-01"
-DEFAULT_PAGE_SIZE: Final = 50
-MAX_PAGE_SIZE: Final = 1000
 MAX_TIMEOUT_S: Final = 600  # Twilio caps the ring time of a REST-created call at 600 s
 CALLBACK_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
 JSON_HEADERS: Final = (("Content-Type", "application/json; charset=utf-8"),)
@@ -63,9 +59,6 @@ _CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]
 _RECORDINGS = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?:/Calls/(?P<call>[^/]+))?/Recordings\.json$")
 _RECORDING = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?:/Calls/[^/]+)?/Recordings/"
                         r"(?P<sid>RE[0-9a-f]{32})(?P<ext>\.json|\.wav|\.mp3)?$")
-_NANP = re.compile(r"^\+1(\d{3})(\d{3})(\d{4})$")
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SUBRESOURCES = (
     ("feedback", "Feedback"), ("feedback_summaries", "FeedbackSummary"), ("notifications", "Notifications"),
     ("recordings", "Recordings"), ("streams", "Streams"), ("payments", "Payments"),
@@ -83,23 +76,6 @@ class Response:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
-
-
-def rfc2822(ts: float | None) -> str | None:
-    """``Tue, 31 Aug 2010 20:36:28 +0000`` as Twilio writes dates (English names, whatever the locale).
-
-    ``gmtime`` only converts the instant it is given: no clock is read here."""
-    if ts is None:
-        return None
-    t = time.gmtime(int(ts))
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
-
-
-def formatted(number: str) -> str:
-    """A number for display: ``(415) 555-1212`` for North American numbers, else as given."""
-    m = _NANP.match(number)
-    return f"({m[1]}) {m[2]}-{m[3]}" if m else number
 
 
 class RestCore:
@@ -255,53 +231,21 @@ class RestCore:
         q = _Form(query)
         filters = {k: q.one(k) for k in ("To", "From", "Status", "ParentCallSid")}
         calls = [c for c in self.store.newest_first() if _matches(c, filters)]
-        size = max(1, min(integer(q.one("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
-        page = max(0, integer(q.one("Page"), "Page", 0))
-        start = page * size
-        token = q.one("PageToken") or ""
-        if token.startswith("PA"):  # "PA" + the last SID of the previous page: stable while calls are added
-            after = next((i for i, c in enumerate(calls) if c.sid == token[2:]), None)
-            if after is not None:
-                start = after + 1
-        chunk = calls[start:start + size]
         kept = [(k, v) for k, v in filters.items() if v]
-
-        def uri(page_no: int, page_token: str | None = None) -> str:
-            params = [*kept, ("PageSize", str(size)), ("Page", str(page_no))]
-            if page_token:
-                params.append(("PageToken", page_token))
-            return f"{path}?{urlencode(params)}"
-
-        more = start + size < len(calls)
-        return {
-            "calls": [self._render(c) for c in chunk],
-            "end": start + max(len(chunk), 1) - 1,
-            "first_page_uri": uri(0),
-            "next_page_uri": uri(page + 1, "PA" + chunk[-1].sid) if more and chunk else None,
-            "page": page,
-            "page_size": size,
-            "previous_page_uri": uri(page - 1) if page > 0 else None,
-            "start": start,
-            "uri": uri(page, token or None),
-        }
+        return page(calls, "calls", path, kept, q.one("PageSize"), q.one("Page"), q.one("PageToken"),
+                    self._render)
 
     def _list_recordings(self, path: str, query: list[tuple[str, str]], call_sid: str | None) -> dict[str, Any]:
-        """One page of recordings, newest first (the whole list: an emulator's run is short)."""
+        """A page of recordings, newest first; ``CallSid`` filters unless the path names the call."""
         q = _Form(query)
         wanted = call_sid or q.one("CallSid")
         recs = self.recordings.newest_first(wanted or None)
-        size = max(1, min(integer(q.one("PageSize"), "PageSize", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE))
-        chunk = recs[:size]
         kept = [("CallSid", wanted)] if wanted and not call_sid else []
-        uri = f"{path}?{urlencode([*kept, ('PageSize', str(size)), ('Page', '0')])}"
-        return {"recordings": [self._render_recording(r) for r in chunk], "end": max(len(chunk), 1) - 1,
-                "first_page_uri": uri, "next_page_uri": None, "page": 0, "page_size": size,
-                "previous_page_uri": None, "start": 0, "uri": uri}
+        return page(recs, "recordings", path, kept, q.one("PageSize"), q.one("Page"), q.one("PageToken"),
+                    self._render_recording)
 
-    def _render_recording(self, rec) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        out = render_recording(rec, API_VERSION, rfc2822)
-        out["media_url"] = f"{self.base_url}/{API_VERSION}/Accounts/{rec.account_sid}/Recordings/{rec.sid}"
-        return out
+    def _render_recording(self, rec: Recording) -> dict[str, Any]:
+        return render_recording(rec, self.base_url)
 
     def _media(self, sid: str, path: str, ext: str | None) -> Response:
         rec = self.recordings.recordings.get(sid)

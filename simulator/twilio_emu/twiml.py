@@ -12,7 +12,11 @@ a ``url``) raises
 against the emulator must not pass on TwiML it did not run.
 
 URLs (``<Redirect>``, ``<Stream url>``) are resolved against the document's own URL, as
-Twilio resolves relative ones; ``http(s)`` stream URLs become ``ws(s)``.
+Twilio resolves relative ones; ``http(s)`` stream URLs become ``ws(s)``. What the two share with
+``callsim call``'s reading of TwiML (:mod:`..caller.webhook`) comes from there: the root check,
+the stream URL, ``loop`` and ``<Pause>``'s default. A stream URL real Twilio would refuse
+(not ``wss://``: error 31922) is still opened, for local runs without a tunnel, and the
+:class:`ConnectStream` carries the note the leg logs; a query string is dropped, as Twilio drops it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-PAUSE_DEFAULT_S: Final = 1.0  # <Pause> without length (Twilio's documented default)
-MAX_LOOP: Final = 100  # loop="0" means "until the call ends" to Twilio; bounded here
+from ..caller.webhook import PAUSE_DEFAULT_S, TwimlError, loop_count, to_ws, twiml_root
+from .errors import TwilioError
+from .form import method as form_method
+
 DIAL_TIMEOUT_DEFAULT_S: Final = 30  # <Dial timeout> (Twilio's documented default)
 DIAL_TIMEOUT_MAX_S: Final = 600
 MAX_DIAL_NUMBERS: Final = 10  # Twilio dials up to 10 <Number>s at once
@@ -65,11 +71,12 @@ class Redirect:
 @dataclass(frozen=True, slots=True)
 class ConnectStream:
     """``<Connect><Stream url>``: ``url`` is absolute ``ws(s)://``; ``parameters`` become the
-    ``start`` message's ``customParameters``."""
+    ``start`` message's ``customParameters``; ``notes``: what real Twilio would refuse or change."""
 
     url: str
     parameters: dict[str, str] = field(default_factory=dict)
     name: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +105,9 @@ Verb = Say | Pause | Hangup | Reject | Redirect | ConnectStream | Play | Dial
 def parse(xml: str | bytes, base_url: str | None = None) -> tuple[Verb, ...]:
     """The verbs of a TwiML document; ``base_url``: where it came from (None for inline TwiML)."""
     try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise TwimlInvalid(f"TwiML is not XML: {exc}") from None
-    if root.tag != "Response":
-        raise TwimlInvalid(f"TwiML root is <{root.tag}>, expected <Response>")
+        root = twiml_root(xml)
+    except TwimlError as exc:
+        raise TwimlInvalid(str(exc)) from None
     return tuple(_verb(el, base_url) for el in root)
 
 
@@ -141,12 +146,12 @@ def _verb(el: ET.Element, base_url: str | None) -> Verb:
         raw = s.get("url")
         if not raw:
             raise TwimlInvalid("<Stream> without a url attribute")
-        url = _absolute(raw, base_url, ("ws", "wss", "http", "https"), "<Stream url>")
+        url, notes = to_ws(_absolute(raw, base_url, ("ws", "wss", "http", "https"), "<Stream url>"))
         parts = urlsplit(url)
-        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-        url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        if parts.query:  # Twilio drops it (to_ws's note says so)
+            url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         params = {p.get("name", ""): p.get("value", "") for p in s if p.tag == "Parameter"}
-        return ConnectStream(url, params, s.get("name"))
+        return ConnectStream(url, params, s.get("name"), tuple(notes))
     if tag == "Play":
         if el.get("digits") is not None:
             raise TwimlInvalid("<Play digits>: the emulator plays no DTMF")
@@ -182,19 +187,18 @@ def _dial(el: ET.Element, base_url: str | None) -> Dial:
 
 
 def _loop(el: ET.Element) -> int:
-    raw = el.get("loop", "1")
+    raw = el.get("loop")
     try:
-        n = int(raw)
+        return loop_count(raw)
     except ValueError:
         raise TwimlInvalid(f"<{el.tag} loop={raw!r}> is not an integer") from None
-    return MAX_LOOP if n == 0 else max(1, min(n, MAX_LOOP))
 
 
 def _method(value: str | None) -> str:
-    method = (value or "POST").upper()
-    if method not in ("GET", "POST"):
-        raise TwimlInvalid(f"method={value!r}: expected GET or POST")
-    return method
+    try:
+        return form_method(value, "method")
+    except TwilioError as exc:
+        raise TwimlInvalid(exc.message) from None
 
 
 def _absolute(url: str, base_url: str | None, schemes: tuple[str, ...], what: str) -> str:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import orjson
 import pytest
 from callsim.simulator.audio.codec import FRAME_BYTES, SILENCE_FRAME
+from callsim.simulator.caller.webhook import MAX_LOOP, loop_count, parse_twiml, say_seconds
 from callsim.simulator.twilio_emu.calls import Instructions
 from callsim.simulator.twilio_emu.leg import End, Fetch, Join, Leg, OpenStream, Speak, Wait
 from callsim.simulator.twilio_emu.tunnels import Tunnels, parse_tunnel
@@ -182,3 +183,36 @@ def test_say_without_synthesis_plays_silence_for_its_duration():
         lg.play()
         frames += 1
     assert frames == pytest.approx(step.estimate_s / 0.02 + 1, abs=1)
+
+
+@pytest.mark.parametrize("raw, times", [("0", 100), ("3", 3), ("500", 100), ("-2", 1), (None, 1)])
+def test_loop_counts_as_callsim_call_counts_it(raw, times):
+    """loop="0" is Twilio's "until the call ends": the emulator and ``callsim call``'s webhook
+    reading both take it as MAX_LOOP plays, and clamp any other count the same way."""
+    attr = "" if raw is None else f' loop="{raw}"'
+    (say,) = parse(f"<Response><Say{attr}>hello there</Say></Response>")
+    target = parse_twiml(f'<Response><Say{attr}>hello there</Say><Connect><Stream url="wss://a.example/s"/>'
+                         "</Connect></Response>", "https://a.example/voice")
+    assert say.loop == loop_count(raw) == times and MAX_LOOP == 100
+    assert target.preamble[0].ms == pytest.approx(say_seconds("hello there", times) * 1000)
+    if raw == "0":
+        assert "until the call ends" in target.preamble[0].note
+
+
+def test_a_stream_url_real_twilio_refuses_is_opened_with_twilios_note_logged(caplog):
+    caplog.set_level(logging.WARNING, logger="callsim.twilio_emu")
+    (stream,) = parse('<Response><Connect><Stream url="http://127.0.0.1:5050/media"/></Connect></Response>')
+    assert stream.url == "ws://127.0.0.1:5050/media" and any("31922" in n for n in stream.notes)
+    lg = leg("CA" + "cd" * 16)
+    lg.answered = True
+    step = lg.load(Instructions(twiml='<Response><Connect><Stream url="ws://127.0.0.1:5050/media"/>'
+                                      "</Connect></Response>"), "in-progress")
+    assert isinstance(step, OpenStream) and step.url == "ws://127.0.0.1:5050/media"
+    assert any("CA" + "cd" * 16 in r.getMessage() and "31922" in r.getMessage() for r in caplog.records)
+    (wss,) = parse('<Response><Connect><Stream url="wss://a.example/s"/></Connect></Response>')
+    assert wss.notes == ()
+
+
+def test_a_stream_url_query_string_is_dropped_as_twilio_drops_it():
+    (stream,) = parse('<Response><Connect><Stream url="wss://a.example/s?token=1"/></Connect></Response>')
+    assert stream.url == "wss://a.example/s" and any("query string" in n for n in stream.notes)

@@ -77,6 +77,23 @@ async def test_a_mono_recording_mixes_both_parties_and_a_bad_recording_channels_
     assert bad.value.status == 400 and "RecordingChannels" in bad.value.msg
 
 
+async def test_recordings_longer_than_a_page_are_listed_whole_page_by_page():
+    core = RestCore(SID, TOKEN, clock=lambda: T0, rng=random.Random(5))
+    call, _ = recorded_call(core, 1, seconds=0.1)
+    for _ in range(4):
+        core.recordings.add(call.sid, Recorder(1, started_at=T0), T0 + 1)
+    newest_first = [r.sid for r in core.recordings.newest_first()]
+    async with serve_rest(core) as url:
+        c = client(url)
+        listed = await in_thread(lambda: c.recordings.list(page_size=2))
+        by_call = await in_thread(lambda: c.calls(call.sid).recordings.list(page_size=2))
+        second = await in_thread(lambda: c.recordings.page(page_size=2, page_number=1))
+        last = await in_thread(lambda: c.recordings.page(page_size=2, page_number=2))
+    assert [r.sid for r in listed] == [r.sid for r in by_call] == newest_first
+    assert [r.sid for r in second] == newest_first[2:4]
+    assert [r.sid for r in last] == newest_first[4:] and last.next_page_url is None
+
+
 def test_dial_polls_for_a_late_recording_then_saves_it(tmp_path, monkeypatch):
     listed = [[], [SimpleNamespace(status="processing")],
               [SimpleNamespace(sid="RE" + "1" * 32, status="completed", duration="3", channels=2,

@@ -30,11 +30,11 @@ def _texts(session) -> list[tuple[str, str]]:
 
 async def test_the_exchange_between_the_seed_and_the_switch_reaches_the_new_session(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="callsim.bridge.renewal")
-    # the next session opens 0.5 s into the first; the greeting starts after 0.8 s of thinking and
+    # the next session opens 0.5 s into the first; the greeting starts after 1.5 s of thinking and
     # plays for a second or so: the switch comes at the quiet moment after it, long before the limit
-    behaviour = Behaviour(think=ThinkTime("fixed", 800.0), seed=7, max_session_s=30)
+    behaviour = Behaviour(think=ThinkTime("fixed", 1500.0), seed=7, max_session_s=30)
     async with stack(tmp_path, behaviour, ai_greeting="Greet the caller warmly.",
-                     openai_session_max_s=6.0, openai_renew_before_s=5.5) as (mock, app, base):
+                     openai_session_max_s=8.0, openai_renew_before_s=7.5) as (mock, app, base):
         result = await place_call(base + "/incoming-call", [WaitForReply(timeout_ms=8000), Pause(1500), Hangup()])
         assert await mock.wait_all_closed(2.0)
     assert result.ok, result.error

@@ -111,6 +111,8 @@ class BridgeApp:
         self.session_configured = ss.configured(s, self._tool_names)
         self.session_values = self._stored_session_settings()
         self.params = ss.apply(self.params, self.session_values, self.tools.schemas())
+        # one console change at a time: each reads the values, awaits the store, then sets them
+        self._settings_lock = trio.Lock()
         self.quart = self._build_quart()
         self.console_auth.log_state()
         self.metrics.bind_calls(lambda: self.calls)
@@ -353,13 +355,18 @@ class BridgeApp:
 
     async def change_session_settings(self, changes: dict[str, Any] | None, *, who: str) -> list[str]:
         """Apply ``changes`` to NEW calls (None: back to the configured values), store them, log
-        who did it. Running calls keep the parameters they were built with. Returns what changed."""
-        before = self.session_values
-        values = self.session_configured if changes is None else ss.merged(before, changes, self._tool_names)
-        changed = sorted(k for k, v in values.model_dump().items() if v != getattr(before, k))
-        await self.store.put_console_settings(ss.overrides_of(values, self.session_configured), who)
-        self.session_values = values
-        self.params = ss.apply(self.params, values, self.tools.schemas())
+        who did it. Running calls keep the parameters they were built with. Returns what changed.
+
+        Serialised: two changes at once would both start from the same values (the first one lost)
+        and could leave the store and the running bridge with different ones.
+        """
+        async with self._settings_lock:
+            before = self.session_values
+            values = self.session_configured if changes is None else ss.merged(before, changes, self._tool_names)
+            changed = sorted(k for k, v in values.model_dump().items() if v != getattr(before, k))
+            await self.store.put_console_settings(ss.overrides_of(values, self.session_configured), who)
+            self.session_values = values
+            self.params = ss.apply(self.params, values, self.tools.schemas())
         log.info("console: session settings %s by %s: %s (new calls only)",
                  "reset" if changes is None else "changed", who, ", ".join(changed) or "nothing changed")
         return changed

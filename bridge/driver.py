@@ -328,6 +328,11 @@ class CallDriver:
         for sess in list(self._sessions):
             sess.close()
 
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` as a guarded task of the call's nursery (ended with the call)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._guarded, fn, *args)
+
     def start_openai(self, sess: OpenAISession) -> None:
         """Open one OpenAI session of this call, as a task of the call's nursery."""
         assert self._nursery is not None
@@ -357,7 +362,7 @@ class CallDriver:
                     assert renewer is not None
                     if sess.current:  # switched to while it was connecting
                         self.openai = ws
-                    await renewer.configure(ws)
+                    await renewer.configure(sess, ws)
                 receive, core = ws.receive_message, self.core
                 while True:
                     data = await receive()

@@ -5,11 +5,12 @@ a ``session_expired`` error and a close 1001. A phone call may last longer, so t
 next session ahead of time (:attr:`RenewalPolicy.open_at_ns`), configures it the same
 (``session.update``), seeds it with the conversation so far (:class:`TranscriptLog`: the recent
 transcript as ``conversation.item.create`` text items, bounded), and switches the call over at a
-*quiet moment* (:func:`quiet`): no reply due or in progress, no assistant audio still unplayed at Twilio
-(its marks not all echoed), no tool running, and the caller not speaking (per the old session's
-VAD). Caller frames go to the new session from the switch on, so no caller audio is lost; a caller
-speaking at the switch would have their utterance split between two sessions, which is why the
-switch waits for the caller's silence.
+*quiet moment* (:func:`quiet`; the lines saved since the seed are sent then: :mod:`.renewal_seed`):
+no reply due or in progress, no assistant audio still unplayed at Twilio (its marks not all
+echoed), no tool running, and the caller not speaking (per the old session's VAD). Caller frames
+go to the new session from the switch on, so no caller audio is lost; a caller speaking at the switch
+would have their utterance split between two sessions, which is why the switch waits for the
+caller's silence.
 
 If no quiet moment comes before :attr:`RenewalPolicy.hard_ns` (a little before the limit), the
 switch happens anyway (logged). If the old session expires first (``session_expired``), the call
@@ -23,9 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import orjson
-
 from .actions import SaveTranscript
+from .renewal_seed import seed_item
 
 if TYPE_CHECKING:
     from .call import CallCore
@@ -108,29 +108,26 @@ class TranscriptLog:
         return len(self._items)
 
     def recent(self) -> list[tuple[str, str]]:
-        """The most recent items, oldest first, within :data:`MAX_SEED_ITEMS` and :data:`MAX_SEED_CHARS`."""
-        out: deque[tuple[str, str]] = deque()
+        """The most recent items as (role, text), oldest first (see :meth:`recent_items`)."""
+        return [(role, text) for _, role, text in self.recent_items()]
+
+    def recent_items(self) -> list[tuple[str, str, str]]:
+        """The most recent items as (item id, role, text), oldest first, within :data:`MAX_SEED_ITEMS`
+        and :data:`MAX_SEED_CHARS`."""
+        out: deque[tuple[str, str, str]] = deque()
         chars = 0
-        for role, text in reversed(list(self._items.values())):
+        for item_id, (role, text) in reversed(list(self._items.items())):
             if len(out) >= MAX_SEED_ITEMS or chars + len(text) > MAX_SEED_CHARS:
                 break
-            out.appendleft((role, text))
+            out.appendleft((item_id, role, text))
             chars += len(text)
         return list(out)
 
 
 def seed_messages(items: list[tuple[str, str]], dialect: str) -> list[str]:
-    """``conversation.item.create`` text items replaying ``items`` (role caller|assistant, text).
+    """``conversation.item.create`` text items replaying ``items`` (role caller|assistant, text), appended.
 
-    The caller's words are ``user`` ``input_text``; the assistant's are ``assistant`` text
-    (``output_text`` in GA, ``text`` in beta), so the model continues as the same assistant.
+    A renewal session is seeded through :class:`.renewal_seed.Seeding`, which also names the items
+    so the switch can catch the session up.
     """
-    out_type = "output_text" if dialect == "ga" else "text"
-    msgs = []
-    for role, text in items:
-        if role == "assistant":
-            item = {"type": "message", "role": "assistant", "content": [{"type": out_type, "text": text}]}
-        else:
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-        msgs.append(orjson.dumps({"type": "conversation.item.create", "item": item}).decode())
-    return msgs
+    return [seed_item(role, text, dialect) for role, text in items]

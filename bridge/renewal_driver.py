@@ -7,9 +7,11 @@ in the call's nursery, inside its own cancel scope: cancelling the scope closes 
 :class:`Renewer` sleeps until the current session's renewal time, opens the next session (configured
 and seeded as it connects, :meth:`Renewer.configure`), waits for it to be configured and for a quiet
 moment, and switches: from then on caller frames go to the new socket and its events to the core;
-the old one is closed. The switch itself is synchronous — no ``await`` between the last frame sent
-to the old socket and the first sent to the new one — so it can also happen inside the core's handling
-of ``session_expired`` (:meth:`Renewer.expired`), before the old socket's close is read.
+the old one is closed. The transcript lines saved between the seed and the switch (usually the
+exchange right before it) are sent to the new session at the switch (:mod:`.renewal_seed`).
+The switch itself is synchronous — no ``await`` between the last frame sent to the old socket and
+the first sent to the new one — so it can also happen inside the core's handling of
+``session_expired`` (:meth:`Renewer.expired`), before the old socket's close is read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import trio
 from . import realtime as rt
 from .actions import Notice, SaveTranscript
 from .logsafe import wire
-from .renewal import NS_PER_S, RETRY_S, RenewalPolicy, TranscriptLog, quiet, seed_messages
+from .renewal import NS_PER_S, RETRY_S, RenewalPolicy, TranscriptLog, quiet
+from .renewal_seed import Seeding
+from .wsconn import ConnectionClosed
 
 if TYPE_CHECKING:
     from .driver import CallDriver
@@ -38,7 +42,8 @@ POLL_S = 0.02  # how often a pending switch looks for a quiet moment: one Twilio
 class OpenAISession:
     """One OpenAI socket of a call, from opening to close."""
 
-    __slots__ = ("n", "ws", "scope", "current", "retired", "ready", "opened", "t_open_ns")
+    __slots__ = ("n", "ws", "scope", "current", "retired", "ready", "opened", "t_open_ns", "seeding",
+                 "catch_up")
 
     def __init__(self, n: int, *, current: bool = False) -> None:
         self.n = n  # 0 = the call's first session
@@ -49,6 +54,8 @@ class OpenAISession:
         self.ready = trio.Event()  # session.updated seen (a renewal session, before the switch)
         self.opened = trio.Event()
         self.t_open_ns: int | None = None
+        self.seeding: Seeding | None = None  # what it was told of the transcript, once all of it is sent
+        self.catch_up = False  # switched to before its seed was all sent: configure() catches it up
 
     def close(self) -> None:
         self.retired = True
@@ -74,12 +81,27 @@ class Renewer:
     def saved(self, t: SaveTranscript) -> None:
         self.transcript.add(t)
 
-    async def configure(self, ws: WebSocket) -> None:
-        """A renewal session just connected: the same ``session.update``, then the conversation so far."""
+    async def configure(self, sess: OpenAISession, ws: WebSocket) -> None:
+        """A renewal session just connected: the same ``session.update``, then the conversation so far.
+
+        If the call switched to it meanwhile, the lines saved since this seed follow at once (this
+        task reads none of the session's own events before it returns, so the transcript holds only
+        the conversation before it); otherwise :meth:`_switch` sends them.
+        """
         core = self.driver.core
+        seeding = Seeding(sess.n, core.p.dialect)
+        msgs = seeding.seed(self.transcript.recent_items())
         await ws.send_text(rt.session_update(core.p))
-        for msg in seed_messages(self.transcript.recent(), core.p.dialect):
+        for msg in msgs:
             await ws.send_text(msg)
+        # no await from here to the end of the check: a switch is either before it or sees ``seeding``
+        sess.seeding = seeding
+        if sess.catch_up:
+            more, n = seeding.catch_up(self.transcript.recent_items())
+            log.info("call %s: OpenAI session %d seeded after the switch: %d transcript item(s) when it"
+                     " connected, %d new or changed since", self.driver.tag, sess.n, len(msgs), n)
+            for msg in more:
+                await ws.send_text(msg)
 
     def pending_message(self, sess: OpenAISession, data: str | bytes) -> None:
         """An event of a session not switched to yet: only its configuration and errors matter."""
@@ -184,15 +206,35 @@ class Renewer:
             old.close()
         self.renewals += 1
         self._wake.set()
-        log.info("call %s: OpenAI session renewed (%d): switched %s%s, %d transcript item(s) seeded",
+        seeding, seed = nxt.seeding, ""
+        data: dict[str, object] = {"renewal": self.renewals, "switch": why, "waited_ms": round(waited_ns / 1e6),
+                                   "next_ready": ready}
+        if seeding is None:  # its seed is not all sent yet: configure() catches it up
+            nxt.catch_up = True
+            seed = ", its transcript seed still being sent"
+        else:
+            seeded = len(seeding)
+            msgs, sent = seeding.catch_up(self.transcript.recent_items())
+            if msgs:
+                assert nxt.ws is not None  # seeded, so connected
+                driver.spawn(_send_all, nxt.ws, msgs)
+            seed = f"; transcript: {seeded} item(s) seeded when it connected, {sent} new or changed since sent now"
+            data.update(seeded_items=seeded, caught_up_items=sent)
+        log.info("call %s: OpenAI session renewed (%d): switched %s%s%s",
                  driver.tag, self.renewals, {"quiet": "at a quiet moment", "limit": "at the limit, not quiet",
                                              "expired": "after the old session expired"}[why],
-                 f" after {waited_ns / 1e6:.0f} ms" if waited_ns else "", len(self.transcript.recent()))
-        data = {"renewal": self.renewals, "switch": why, "waited_ms": round(waited_ns / 1e6),
-                "next_ready": ready, "seeded_items": len(self.transcript.recent())}
+                 f" after {waited_ns / 1e6:.0f} ms" if waited_ns else "", seed)
         if busy:
             data["busy"] = busy
         driver.app.notice(core, Notice("session_renewed", data))
+
+
+async def _send_all(ws: WebSocket, msgs: list[str]) -> None:
+    try:
+        for msg in msgs:
+            await ws.send_text(msg)
+    except ConnectionClosed:
+        pass  # the session's task reports the loss
 
 
 async def _sleep_until_ns(t_ns: int) -> None:

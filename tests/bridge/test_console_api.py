@@ -5,6 +5,7 @@ search, and session settings that apply to the next call, not the running one, a
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import httpx
 import orjson
@@ -214,3 +215,25 @@ async def test_a_feed_client_gone_before_the_body_starts_holds_no_place(tmp_path
         assert refused[1] == 503 and refused[0] == {"error": "too many feed subscribers"}
         await chunks.aclose()
     assert app.feed.subscribers == 0
+
+
+async def test_two_settings_changes_at_once_both_land_in_the_bridge_and_in_the_store(tmp_path):
+    """Each change reads the values, waits for the store, then sets them: at once, both must land."""
+    settings = Settings(_env_file=None, openai_api_key="k", database_path=tmp_path / "b.sqlite3")
+    app = BridgeApp(settings)
+    put = app.store.put_console_settings
+
+    async def slow_put(values, who):  # a store write that takes a while, as a busy disk's does
+        await trio.sleep(0.05)
+        await put(values, who)
+
+    app.store.put_console_settings = slow_put
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(app.change_session_settings, {"voice": "cedar"}, who="a"))
+        nursery.start_soon(partial(app.change_session_settings, {"instructions": "Be brief."}, who="b"))
+    assert (app.session_values.voice, app.session_values.instructions) == ("cedar", "Be brief.")
+    assert (app.params.voice, app.params.instructions) == ("cedar", "Be brief.")
+    await app.store.aclose()
+    restarted = BridgeApp(settings)  # what the store holds
+    assert (restarted.params.voice, restarted.params.instructions) == ("cedar", "Be brief.")
+    await restarted.store.aclose()

@@ -95,14 +95,19 @@ class _Driver:
         self.core = core
         self.openai = None
         self.opened: list = []
+        self.spawned: list = []
+        self.notices: list = []
         self.app = self
 
     def start_openai(self, sess) -> None:
         self.opened.append(sess)
         sess.ready.set()
 
+    def spawn(self, fn, *args) -> None:
+        self.spawned.append((fn, args))
+
     def notice(self, core, n) -> None:
-        pass
+        self.notices.append((n.kind, n.data))
 
 
 def _due_renewer(core):
@@ -162,3 +167,97 @@ async def test_a_next_session_opened_before_the_call_began_ending_is_closed_not_
         with trio.fail_after(1):
             await done.wait()
     assert nxt.retired and renewer.next is None and renewer.renewals == 0 and renewer.current.n == 0
+
+
+def _replay(msgs: list[str]) -> list[tuple[str, str, str]]:
+    """The conversation a session ends up with from ``msgs``: (item id, role, text), in order."""
+    conv: list[tuple[str, str, str]] = []
+    for m in map(json.loads, msgs):
+        if m["type"] == "conversation.item.delete":
+            (i,) = [k for k, c in enumerate(conv) if c[0] == m["item_id"]]
+            conv.pop(i)
+            continue
+        assert m["type"] == "conversation.item.create"
+        item, prev = m["item"], m.get("previous_item_id")
+        at = len(conv) if prev is None else 0 if prev == "root" else [c[0] for c in conv].index(prev) + 1
+        conv.insert(at, (item["id"], item["role"], item["content"][0]["text"]))
+    return conv
+
+
+def test_a_seeding_sends_only_the_lines_new_or_changed_since_and_keeps_their_order():
+    from callsim.bridge.renewal_seed import Seeding
+
+    log = TranscriptLog()
+    log.add(SaveTranscript("u1", "caller", "hello"))
+    log.add(SaveTranscript("a1", "assistant", "Sure, I can help with that."))
+    seeding = Seeding(1, "ga")
+    sent = seeding.seed(log.recent_items())
+    assert [r[1:] for r in _replay(sent)] == [("user", "hello"), ("assistant", "Sure, I can help with that.")]
+    log.add(SaveTranscript("a1", "assistant", "Sure, I", truncated=True, audio_end_ms=500))  # barged in
+    log.add(SaveTranscript("u2", "caller", "what's the weather"))
+    log.add(SaveTranscript("a2", "assistant", "Sunny."))
+    more, n = seeding.catch_up(log.recent_items())
+    assert n == 3 and sum('"conversation.item.delete"' in m for m in more) == 1
+    conv = _replay(sent + more)
+    assert [r[1:] for r in conv] == [("user", "hello"), ("assistant", "Sure, I"), ("user", "what's the weather"),
+                                     ("assistant", "Sunny.")]
+    assert len({r[0] for r in conv}) == 4 and all(len(r[0]) <= 32 for r in conv)  # the API caps ids at 32
+    assert seeding.catch_up(log.recent_items()) == ([], 0)  # nothing new: nothing sent
+
+
+class _Ws:
+    """A connected socket: records what is sent; ``on_send`` runs before each send completes."""
+
+    def __init__(self, on_send=None) -> None:
+        self.sent: list[str] = []
+        self.on_send = on_send
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+        if self.on_send is not None:
+            self.on_send(text)
+        import trio
+
+        await trio.lowlevel.checkpoint()
+
+
+async def test_the_switch_sends_the_lines_saved_since_the_seed_and_reports_them():
+    from callsim.bridge.renewal_driver import OpenAISession
+
+    core, _ = started_core()
+    driver, renewer = _due_renewer(core)
+    renewer.saved(SaveTranscript("u1", "caller", "hello"))
+    nxt = OpenAISession(1)
+    nxt.ws = ws = _Ws()
+    await renewer.configure(nxt, ws)
+    assert len(_replay(ws.sent[1:])) == 1  # session.update, then the seed
+    renewer.saved(SaveTranscript("a1", "assistant", "Hi! How can I help?"))  # the exchange before the switch
+    renewer.saved(SaveTranscript("u2", "caller", "what's the weather"))
+    renewer._switch(0, "quiet", nxt)
+    ((fn, args),) = driver.spawned
+    await fn(*args)
+    assert [r[1:] for r in _replay(ws.sent[1:])] == [("user", "hello"), ("assistant", "Hi! How can I help?"),
+                                                    ("user", "what's the weather")]
+    ((name, data),) = driver.notices
+    assert name == "session_renewed" and (data["seeded_items"], data["caught_up_items"]) == (1, 2)
+
+
+async def test_a_switch_during_the_seed_catches_the_session_up_once_the_seed_is_sent():
+    """Switched to while its seed is still going out (an expiry): what is saved meanwhile follows it."""
+    from callsim.bridge.renewal_driver import OpenAISession
+
+    core, _ = started_core()
+    driver, renewer = _due_renewer(core)
+    renewer.saved(SaveTranscript("u1", "caller", "hello"))
+    renewer.saved(SaveTranscript("a1", "assistant", "Sure, I can help with that."))
+    nxt = OpenAISession(1)
+
+    def during_the_seed(text: str) -> None:
+        if "Sure, I can" in text and not nxt.current:
+            renewer.saved(SaveTranscript("a1", "assistant", "Sure, I", truncated=True, audio_end_ms=500))
+            renewer._switch(0, "expired", nxt)
+
+    nxt.ws = ws = _Ws(during_the_seed)
+    await renewer.configure(nxt, ws)
+    assert driver.spawned == []  # configure() sent it, in order after the seed
+    assert [r[1:] for r in _replay(ws.sent[1:])] == [("user", "hello"), ("assistant", "Sure, I")]

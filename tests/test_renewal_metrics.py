@@ -8,7 +8,8 @@ from array import array
 from types import SimpleNamespace
 
 from callsim.simulator.measure.expectations import evaluate
-from callsim.simulator.measure.measurements import CallMetrics
+from callsim.simulator.measure.bridge_share import attach_mock
+from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
 from callsim.simulator.measure.pairing import merge_sessions
 from callsim.simulator.measure.renewals import measure_renewals
 from callsim.simulator.scenario import Expectations
@@ -117,3 +118,24 @@ def test_merged_view_keeps_the_keys_every_session_was_told():
     b = _session("s2", range(10, 20), extra={"dtmf": ["2", "3"], "dtmf_ns": [T0 + 300 * MS, T0 + 350 * MS]})
     m = merge_sessions([a, b])
     assert m["dtmf"] == ["1", "2", "3"] and m["dtmf_ns"] == [T0 + 50 * MS, T0 + 300 * MS, T0 + 350 * MS]
+
+
+def test_merged_view_puts_turns_and_responses_in_time_order():
+    """While switching, a bridge may feed both sessions: the old one's later response must not hide the
+    new one's reply (attach_mock stops at the first response triggered after the reply was heard), and the
+    caller turn takes the mock turn that came last in time, whichever session heard it."""
+    at = lambda ms: T0 + ms * MS  # noqa: E731
+    a = _session("s1", range(0, 10), extra={
+        "turns": [{"item_id": "old", "t_speech_started_ns": at(1100), "t_speech_stopped_ns": at(1400)},
+                  {"item_id": "old-late", "t_committed_ns": at(1700)}, {"item_id": "untimed"}],
+        "responses": [{"id": "r_old", "t_trigger_ns": at(3500)}, {"id": "r_untimed"}]})
+    b = _session("s2", range(10, 20), extra={
+        "turns": [{"item_id": "new", "t_speech_started_ns": at(1600), "t_speech_stopped_ns": at(2000)}],
+        "responses": [{"id": "r_new", "t_trigger_ns": at(2050), "t_first_audio_ns": at(2400)}]})
+    m = merge_sessions([a, b])
+    assert [t["item_id"] for t in m["turns"]] == ["old", "new", "old-late", "untimed"]
+    assert [r["id"] for r in m["responses"]] == ["r_new", "r_old", "r_untimed"]
+    m["turns"].pop(2)  # without the old session's late piece, the new session's turn is the one answered
+    t = TurnMetrics(0, "hello", speech_end_ns=at(1900), first_audio_ns=at(3000))
+    attach_mock(t, at(1000), None, m["turns"], m["responses"], 0.0)
+    assert t.mock_item_id == "new" and t.response_ids == ["r_new"]

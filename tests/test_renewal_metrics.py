@@ -7,12 +7,15 @@ from __future__ import annotations
 from array import array
 from types import SimpleNamespace
 
+import httpx
+
 from callsim.simulator.measure.expectations import evaluate
 from callsim.simulator.measure.bridge_share import attach_mock
 from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
 from callsim.simulator.measure.pairing import merge_sessions
-from callsim.simulator.measure.renewals import measure_renewals
-from callsim.simulator.scenario import Expectations
+from callsim.simulator.measure.renewals import measure_renewals, needs_frame_timings
+from callsim.simulator.runner import HttpMock
+from callsim.simulator.scenario import Expectations, find_scenario
 
 MS = 1_000_000
 T0 = 1_000 * MS
@@ -139,3 +142,30 @@ def test_merged_view_puts_turns_and_responses_in_time_order():
     t = TurnMetrics(0, "hello", speech_end_ns=at(1900), first_audio_ns=at(3000))
     attach_mock(t, at(1000), None, m["turns"], m["responses"], 0.0)
     assert t.mock_item_id == "new" and t.response_ids == ["r_new"]
+
+
+def test_frame_timings_are_fetched_only_for_the_expectations_that_read_them():
+    """append_ns/delta_ns/block_ns/block_crc of every session (over HTTP for an external mock) are read by
+    switch_gap_max_ms and no_caller_audio_lost alone: other scenarios do not ask the mock for them."""
+    assert not needs_frame_timings(Expectations(renewals_min=1, turn_latency_p95_ms=1500))
+    assert not needs_frame_timings(Expectations(no_caller_audio_lost=False))
+    assert needs_frame_timings(Expectations(switch_gap_max_ms=20))
+    assert needs_frame_timings(Expectations(no_caller_audio_lost=True))
+    assert needs_frame_timings(find_scenario("long_call").expect)
+    assert not needs_frame_timings(find_scenario("greeting_two_turns").expect)
+
+
+async def test_an_external_mock_is_asked_for_frame_timings_only_when_they_are_needed():
+    asked: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/_mock/sessions":
+            return httpx.Response(200, json={"sessions": [{"id": "s1", "behaviour_tag": "t"}]})
+        asked.append(request.url.params.get("timings"))
+        return httpx.Response(200, json={"id": "s1"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        mock = HttpMock(http, "http://mock.invalid")
+        assert await mock.snapshots("t", set(), 0) == [{"id": "s1"}]
+        await mock.snapshots("t", set(), 0, timings=True)
+    assert asked == ["0", "1"]

@@ -48,6 +48,7 @@ from .measure.expectations import evaluate, judge
 from .measure.measurements import CallMetrics, ExpectationResult
 from .measure.metrics import measure_call
 from .measure.pairing import Pairing, call_tag_hex, pair_calls
+from .measure.renewals import needs_frame_timings
 from .measure.report import CallArtifacts
 from .measure.truncate_diagnosis import diagnose_truncate
 from .mock.behaviour import Behaviour
@@ -176,7 +177,11 @@ class MockAccess(Protocol):
     async def queue(self, behaviour: Behaviour, n: int, tag: str) -> None: ...
     async def withdraw(self, tag: str) -> int: ...
     async def wait_closed(self, tag: str, timeout: float) -> None: ...
-    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int) -> list[dict[str, Any]]: ...
+    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int,
+                        timings: bool = False) -> list[dict[str, Any]]:
+        """This run's sessions' full records; ``timings`` adds each session's per-frame arrays (append_ns,
+        delta_ns, block_ns, block_crc), which only the renewal's frame-timed expectations read."""
+        ...
 
 
 def _ours(s: dict[str, Any], tag: str, line_tags: set[str], since_ns: int) -> bool:
@@ -200,12 +205,13 @@ class InProcessMock:
             while any(not s.closed and s.behaviour_tag == tag for s in self.server.sessions.values()):
                 await trio.sleep(0.02)
 
-    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int) -> list[dict[str, Any]]:
+    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int,
+                        timings: bool = False) -> list[dict[str, Any]]:
         out = []
         for s in list(self.server.sessions.values()):
             short = s.snapshot(full=False)
             if _ours(short, tag, line_tags, since_ns):
-                out.append(s.snapshot(timings=True))  # block_ns/block_crc: renewal switch-overs
+                out.append(s.snapshot(timings=timings))
         return out
 
 
@@ -231,12 +237,13 @@ class HttpMock:
             while any(s.get("open") and s.get("behaviour_tag") == tag for s in await self._listing()):
                 await trio.sleep(0.1)
 
-    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int) -> list[dict[str, Any]]:
+    async def snapshots(self, tag: str, line_tags: set[str], since_ns: int,
+                        timings: bool = False) -> list[dict[str, Any]]:
         out = []
         for s in await self._listing():
             if _ours(s, tag, line_tags, since_ns):
                 out.append((await self.http.get(f"{self.base}/_mock/sessions/{s['id']}",
-                                                params={"timings": "1"})).json())
+                                                params={"timings": "1" if timings else "0"})).json())
         return out
 
 
@@ -278,7 +285,8 @@ async def _run(scenario: Scenario, target: str, mock: MockAccess | None, *, n: i
     snaps: list[dict[str, Any]] = []
     if mock is not None:
         await mock.wait_closed(tag, _close_wait_s(scenario))
-        snaps = await mock.snapshots(tag, {t for r in results if (t := call_tag_hex(r))}, since_ns)
+        snaps = await mock.snapshots(tag, {t for r in results if (t := call_tag_hex(r))}, since_ns,
+                                     timings=needs_frame_timings(scenario.expect))
     pairings = pair_calls(results, snaps) if mock is not None else [Pairing(None) for _ in results]
     run = _measure(scenario, results, pairings, mock is not None, bank, tag)
     withdrawn = max(0, withdrawn - spare)  # the spare sessions a bridge did not need are not calls

@@ -26,6 +26,7 @@ from callsim.simulator.console import (
     wrap,
 )
 from callsim.simulator.measure.expectation_hints import HINTS, hint, show_limit, show_measured
+from callsim.simulator.measure.expectation_text import unit
 from callsim.simulator.measure.expectations import CHECKS
 from callsim.simulator.measure.measurements import BargeInMetrics, CallMetrics, CodecMetrics, TurnMetrics
 from callsim.simulator.measure.report import CallArtifacts
@@ -222,6 +223,10 @@ def test_every_expectation_kind_has_a_hint_and_reads_with_its_unit():
         "expected ≥ 3 reply(ies) after the caller's last utterance"
     assert show_measured("replies_after_last_utterance_min", 1) == "measured 1 reply(ies)"
     assert show_limit("end_reason", "hangup") == "expected hangup"
+    # one source of units: the console line reads each amount with the unit the reports give it
+    for name in CHECKS:
+        if unit(name):
+            assert show_measured(name, 12).startswith("measured 12") and f" {unit(name)}" in show_measured(name, 12), name
     assert "before the caller was done" in hint("end_reason", "closed_by_app", "hangup")
 
 

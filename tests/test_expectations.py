@@ -166,6 +166,10 @@ def test_transferred_to_is_judged_from_twilio_s_records_and_skipped_without_them
                                    "from": "+15550002222", "to": "+15550009999", "status": "completed"}
     r = one(Expectations(transferred_to=desk), [call(twilio_calls=[child])], mock_in_loop=False)
     assert (r.status, r.measured) == ("passed", desk)
+    # measured is what Twilio dialled (the first child call), not the limit repeated
+    r = one(Expectations(transferred_to=desk), [call(twilio_calls=[{**child, "to": "+19005550000"}, child])],
+            mock_in_loop=False)
+    assert (r.status, r.measured) == ("passed", "+19005550000")
     r = one(Expectations(transferred_to=desk), [call(twilio_calls=[])], mock_in_loop=False)
     assert r.status == "failed" and r.message.startswith("the call was never transferred")
     r = one(Expectations(transferred_to=desk), [call(twilio_calls=[{**child, "to": "+19005550000"}])])

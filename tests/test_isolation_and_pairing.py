@@ -51,6 +51,10 @@ async def test_a_failed_call_changes_nothing_for_the_calls_after_it(tmp_path):
     assert m.behaviour_tag is not None and m.behaviour_tag.startswith("barge_in#")
     assert m.pairing == "line_tag"
     assert mock.open_sessions == 0 and not mock._next_behaviours
+    # barge_in sets no frame-timed expectation: the mock was not asked for its per-frame arrays over HTTP
+    snap = second.calls[0].mock_snapshot
+    assert not {"append_ns", "delta_ns", "block_ns", "block_crc"} & set(snap) and snap["turns"]
+    assert m.renewal is not None and m.renewal.sessions == 1 and "fetches them only" in m.renewal.note
 
 
 async def test_a_session_running_another_scenarios_behaviour_is_an_error_with_the_reason(tmp_path):
@@ -83,6 +87,7 @@ async def test_calls_started_in_the_same_instant_pair_by_line_tag_with_a_bridge_
         tag = f"{c.result.core.line_tag:08x}"
         assert list(snap["line_tags"]) == [tag]  # its own session heard only its own line
         assert snap["t_open_ns"] < c.result.core.t0_ns - 150_000_000  # opened well before the stream
+        assert "block_ns" not in snap and "append_ns" not in snap  # not needed by this scenario: not taken
         sids.add(snap["id"])
     assert len(sids) == 3
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 from array import array
 from types import SimpleNamespace
 
+import httpx
+
 from callsim.simulator.measure.expectations import evaluate
-from callsim.simulator.measure.measurements import CallMetrics
+from callsim.simulator.measure.bridge_share import attach_mock
+from callsim.simulator.measure.measurements import CallMetrics, TurnMetrics
 from callsim.simulator.measure.pairing import merge_sessions
-from callsim.simulator.measure.renewals import measure_renewals
-from callsim.simulator.scenario import Expectations
+from callsim.simulator.measure.renewals import measure_renewals, needs_frame_timings
+from callsim.simulator.runner import HttpMock
+from callsim.simulator.scenario import Expectations, find_scenario
 
 MS = 1_000_000
 T0 = 1_000 * MS
@@ -117,3 +121,51 @@ def test_merged_view_keeps_the_keys_every_session_was_told():
     b = _session("s2", range(10, 20), extra={"dtmf": ["2", "3"], "dtmf_ns": [T0 + 300 * MS, T0 + 350 * MS]})
     m = merge_sessions([a, b])
     assert m["dtmf"] == ["1", "2", "3"] and m["dtmf_ns"] == [T0 + 50 * MS, T0 + 300 * MS, T0 + 350 * MS]
+
+
+def test_merged_view_puts_turns_and_responses_in_time_order():
+    """While switching, a bridge may feed both sessions: the old one's later response must not hide the
+    new one's reply (attach_mock stops at the first response triggered after the reply was heard), and the
+    caller turn takes the mock turn that came last in time, whichever session heard it."""
+    at = lambda ms: T0 + ms * MS  # noqa: E731
+    a = _session("s1", range(0, 10), extra={
+        "turns": [{"item_id": "old", "t_speech_started_ns": at(1100), "t_speech_stopped_ns": at(1400)},
+                  {"item_id": "old-late", "t_committed_ns": at(1700)}, {"item_id": "untimed"}],
+        "responses": [{"id": "r_old", "t_trigger_ns": at(3500)}, {"id": "r_untimed"}]})
+    b = _session("s2", range(10, 20), extra={
+        "turns": [{"item_id": "new", "t_speech_started_ns": at(1600), "t_speech_stopped_ns": at(2000)}],
+        "responses": [{"id": "r_new", "t_trigger_ns": at(2050), "t_first_audio_ns": at(2400)}]})
+    m = merge_sessions([a, b])
+    assert [t["item_id"] for t in m["turns"]] == ["old", "new", "old-late", "untimed"]
+    assert [r["id"] for r in m["responses"]] == ["r_new", "r_old", "r_untimed"]
+    m["turns"].pop(2)  # without the old session's late piece, the new session's turn is the one answered
+    t = TurnMetrics(0, "hello", speech_end_ns=at(1900), first_audio_ns=at(3000))
+    attach_mock(t, at(1000), None, m["turns"], m["responses"], 0.0)
+    assert t.mock_item_id == "new" and t.response_ids == ["r_new"]
+
+
+def test_frame_timings_are_fetched_only_for_the_expectations_that_read_them():
+    """append_ns/delta_ns/block_ns/block_crc of every session (over HTTP for an external mock) are read by
+    switch_gap_max_ms and no_caller_audio_lost alone: other scenarios do not ask the mock for them."""
+    assert not needs_frame_timings(Expectations(renewals_min=1, turn_latency_p95_ms=1500))
+    assert not needs_frame_timings(Expectations(no_caller_audio_lost=False))
+    assert needs_frame_timings(Expectations(switch_gap_max_ms=20))
+    assert needs_frame_timings(Expectations(no_caller_audio_lost=True))
+    assert needs_frame_timings(find_scenario("long_call").expect)
+    assert not needs_frame_timings(find_scenario("greeting_two_turns").expect)
+
+
+async def test_an_external_mock_is_asked_for_frame_timings_only_when_they_are_needed():
+    asked: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/_mock/sessions":
+            return httpx.Response(200, json={"sessions": [{"id": "s1", "behaviour_tag": "t"}]})
+        asked.append(request.url.params.get("timings"))
+        return httpx.Response(200, json={"id": "s1"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        mock = HttpMock(http, "http://mock.invalid")
+        assert await mock.snapshots("t", set(), 0) == [{"id": "s1"}]
+        await mock.snapshots("t", set(), 0, timings=True)
+    assert asked == ["0", "1"]

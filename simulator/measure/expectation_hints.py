@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .expectation_text import comparison
+from .expectation_text import comparison, requirement, unit
 
-#: kinds judged by equality or presence: the line says "expected", not "limit"
+#: kinds judged by equality, presence or a count to reach: the line says "expected", not "limit"
 _EXPECTED = frozenset({"transcript_contains", "tool_called", "codec", "end_reason", "openai_session",
-                       "barge_ins", "replies_after_last_utterance", "dtmf_heard", "transferred_to"})
+                       "barge_ins", "replies_after_last_utterance", "replies_after_last_utterance_min",
+                       "dtmf_heard", "transferred_to", "heard_goodbye", "renewals_min"})
 
 _Hint = str | Callable[[Any, Any], str]
 #: why a REST hang-up reads as "never ended" here
@@ -90,12 +91,19 @@ def hint(name: str, measured: Any = None, limit: Any = None) -> str:
     return h(measured, limit) if callable(h) else h
 
 
-def _number(name: str, v: float) -> str:
-    if name.endswith("_db"):
-        return f"{v:.1f} dB"
-    if name.endswith("_ms"):
-        return f"{v:.0f} ms"
-    return f"{v:g}"
+def _amount(name: str, v: Any, tail: str = "") -> str:
+    """``v`` with the unit :mod:`.expectation_text` gives ``name`` (and a console ``tail``), in the console's
+    spelling: whole milliseconds, decibels to a tenth, counts as they are. A value of a kind measured in
+    ms or dB that is no number reads as it is."""
+    u = unit(name)
+    timed = u.startswith("ms") or u == "dB"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if timed:
+            return str(v)
+        text = str(v)
+    else:
+        text = f"{v:.0f}" if u.startswith("ms") else f"{v:.1f}" if u == "dB" else str(v) if u else f"{v:g}"
+    return " ".join(x for x in (text, u, tail) if x)
 
 
 def _quoted(values: Any) -> str:
@@ -103,76 +111,54 @@ def _quoted(values: Any) -> str:
     return ", ".join(f'"{s}"' for s in items)
 
 
+#: console words after the unit, where the unit alone would not say what was counted
+_MEASURED_TAIL = {"no_underruns": "of underruns", "no_caller_audio_lost": "lost"}
+_LIMIT_TAIL = {"replies_after_last_utterance": "after the caller's last utterance",
+               "replies_after_last_utterance_min": "after the caller's last utterance"}
+
+#: kinds whose measured value is not an amount
+_MEASURED_PHRASE: dict[str, Callable[[Any], str]] = {
+    "transcript_contains": lambda v: f"the mock heard {_quoted(v)}" if v else "the mock recognised nothing",
+    "tool_called": lambda v: "called " + (", ".join(v) if v else "no tool"),
+    "codec": lambda v: "measured " + ("bit-exact" if v is True else "not bit-exact"),
+    "dtmf_heard": lambda v: "measured " + (f"keys {v!r}" if v else "no key"),
+    "heard_goodbye": lambda v: "measured " + (_amount("heard_goodbye", float(v)) if isinstance(v, (int, float))
+                                              else f"end {v}"),
+}
+#: kinds whose setting is not an amount
+_LIMIT_PHRASE: dict[str, Callable[[Any], str]] = {
+    "transcript_contains": lambda v: f"expected {_quoted(v)}",
+    "tool_called": lambda v: f"expected {v} called and answered",
+    "codec": lambda v: "expected bit-exact",
+    "dtmf_heard": lambda v: f"expected keys {v!r}",
+    "transferred_to": lambda v: f"expected a transfer to {v}",
+}
+
+
 def show_measured(name: str, v: Any) -> str:
     """``v`` (a failure's ``measured``) as a phrase: ``measured 1040 ms``, ``the mock heard "…"``;
-    "" when nothing was measured."""
+    "" when nothing was measured. Units are :func:`.expectation_text.unit`'s."""
     if v is None:
         return ""
-    if name == "transcript_contains":
-        return f"the mock heard {_quoted(v)}" if v else "the mock recognised nothing"
-    if name == "tool_called":
-        return "called " + (", ".join(v) if v else "no tool")
-    if name == "codec":
-        shown = "bit-exact" if v is True else "not bit-exact"
-    elif name == "no_rejected_truncate":
-        shown = f"{v} rejected"
-    elif name == "no_twilio_warnings":
-        shown = f"{v} warning(s)"
-    elif name == "no_underruns":
-        shown = f"{_number('_ms', v)} of underruns"
-    elif name == "barge_ins":
-        shown = f"{v} barge-in(s)"
-    elif name == "renewals_min":
-        shown = f"{v} renewal(s)"
-    elif name == "no_caller_audio_lost":
-        shown = f"{_number('_ms', float(v))} lost"
-    elif name in ("replies_after_last_utterance", "replies_after_last_utterance_min"):
-        shown = f"{v} reply(ies)"
-    elif name == "dtmf_heard":
-        shown = f"keys {v!r}" if v else "no key"
-    elif name == "heard_goodbye":
-        shown = f"{_number('_ms', float(v))} unheard" if isinstance(v, (int, float)) else f"end {v}"
-    elif isinstance(v, bool) or not isinstance(v, (int, float)):
-        shown = str(v)
-    else:
-        shown = _number(name, float(v))
-    return f"measured {shown}"
+    if name in _MEASURED_PHRASE:
+        return _MEASURED_PHRASE[name](v)
+    return f"measured {_amount(name, v, _MEASURED_TAIL.get(name, ''))}"
 
 
 def show_limit(name: str, v: Any) -> str:
-    """The setting ``v`` of expectation ``name`` as ``limit ≤ 1500 ms``, ``limit ≥ 30.0 dB``, ``expected …``."""
-    if name == "transcript_contains":
-        return f"expected {_quoted(v)}"
-    if name == "tool_called":
-        return f"expected {v} called and answered"
-    if name == "codec":
-        return "expected bit-exact"
-    if name == "openai_session":
-        return "expected accepted"
-    if name == "no_rejected_truncate":
-        return "limit 0 rejected"
-    if name == "no_twilio_warnings":
-        return "limit 0 warnings"
-    if name == "no_underruns":
-        return "limit 0 ms"
-    if name == "barge_ins":
-        return f"expected {v} barge-in(s)"
-    if name == "replies_after_last_utterance":
-        return f"expected {v} reply(ies) after the caller's last utterance"
-    if name == "replies_after_last_utterance_min":
-        return f"expected ≥ {v} reply(ies) after the caller's last utterance"
-    if name == "dtmf_heard":
-        return f"expected keys {v!r}"
-    if name == "transferred_to":
-        return f"expected a transfer to {v}"
-    if name == "heard_goodbye":
-        return "expected ended by the bridge, 0 ms unheard"
-    if name == "renewals_min":
-        return f"expected ≥ {v} renewal(s)"
-    if name == "no_caller_audio_lost":
-        return "limit 0 ms"
-    if name in _EXPECTED:
-        return f"expected {v}"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    """The setting ``v`` of expectation ``name`` as ``limit ≤ 1500 ms``, ``limit ≥ 30.0 dB``, ``expected …``:
+    the comparison and unit are :mod:`.expectation_text`'s, "=" going without saying after "expected"."""
+    if name in _LIMIT_PHRASE:
+        return _LIMIT_PHRASE[name](v)
+    word = "expected" if name in _EXPECTED else "limit"
+    if (req := requirement(name)) is not None:
+        return f"{word} {req}"  # a "no X" expectation: what it requires
+    cmp = comparison(name)
+    if word == "expected":  # a count (with its unit) or a value as it is
+        cmp = "" if cmp == "=" else cmp
+        shown = _amount(name, v, _LIMIT_TAIL.get(name, "")) if unit(name) else str(v)
+    elif isinstance(v, bool) or not isinstance(v, (int, float)):
         return f"limit {v}"
-    return f"limit {comparison(name) or '≤'} {_number(name, float(v))}"
+    else:
+        cmp, shown = cmp or "≤", _amount(name, v)
+    return " ".join(x for x in (word, cmp, shown) if x)

@@ -83,15 +83,7 @@ def _per_call(fn: Callable[[Any, CallMetrics, _Ctx], _Fail | None], measure: Cal
 
 def _with_mock(fn: Callable[[Any, CallMetrics, _Ctx], _Fail | None], measure: Callable[[CallMetrics], Any],
                worst: Callable[[list[Any]], Any], ok: Callable[[Any, Any], str]) -> Check:
-    """A per-call check that needs the call's mock session."""
-    def check(limit: Any, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
-        fails = []
-        for c in calls:
-            f = _Fail(c, NO_MOCK_SESSION.format(where=ctx.where(c))) if c.mock is None else fn(limit, c, ctx)
-            if f:
-                fails.append(f)
-        if fails:
-            return max(fails, key=lambda f: f.severity).measured, fails, ""
-        m = worst([measure(c) for c in calls])
-        return m, fails, ok(limit, m)
-    return check
+    """A per-call check that needs the call's mock session: a call without one fails on that."""
+    def one(limit: Any, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
+        return _Fail(c, NO_MOCK_SESSION.format(where=ctx.where(c))) if c.mock is None else fn(limit, c, ctx)
+    return _per_call(one, measure, worst, ok)

@@ -60,12 +60,18 @@ _MEASURED_UNIT = {
 }
 
 
-def _unit(name: str) -> str:
+def unit(name: str) -> str:
+    """The unit a measured value of expectation ``name`` reads with: ``ms``, ``dB``, ``warning(s)``, ``ms unheard``."""
     if name in _MEASURED_UNIT:
         return _MEASURED_UNIT[name]
     if name in _LIMITS:
         return _LIMITS[name][1]
-    return "ms" if name.endswith("_ms") else ""
+    return "ms" if name.endswith("_ms") else "dB" if name.endswith("_db") else ""
+
+
+def requirement(name: str) -> str | None:
+    """What a "no X" expectation (set to true) requires, as read: ``0 warnings``; None for other kinds."""
+    return _REQUIRED.get(name)
 
 
 def value_text(v: Any, unit: str = "") -> str:
@@ -107,13 +113,13 @@ def limit_text(name: str, limit: Any) -> str:
     if limit is None:
         return DASH
     if limit is True:
-        return _REQUIRED.get(name, "required")
+        return requirement(name) or "required"
     if limit is False:
         return "not checked"
     if name == "transcript_contains":
         return "heard: " + _quoted(limit)
-    cmp, unit = _LIMITS.get(name, ("≤" if name.endswith("_ms") else "", _unit(name)))
-    return f"{cmp} {value_text(limit, unit)}".strip()
+    cmp, u = _LIMITS.get(name, ("≤" if name.endswith("_ms") else "", unit(name)))
+    return f"{cmp} {value_text(limit, u)}".strip()
 
 
 def measured_text(name: str, measured: Any) -> str:
@@ -122,7 +128,7 @@ def measured_text(name: str, measured: Any) -> str:
         return DASH
     if name == "transcript_contains":
         return _quoted(measured)
-    return value_text(measured, _unit(name))
+    return value_text(measured, unit(name))
 
 
 def expectation_line(e: dict[str, Any]) -> str:

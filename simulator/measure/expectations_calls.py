@@ -192,8 +192,10 @@ def _transfer_one(limit: str, c: CallMetrics, ctx: _Ctx) -> _Fail | None:
                     "bridge's settings, never from the model", to, 1)
 
 
-def _transferred(limit: str, calls: list[CallMetrics], ctx: _Ctx) -> tuple[Any, list[_Fail], str]:
-    fails = [f for c in calls if (f := _transfer_one(limit, c, ctx))]
-    if fails:
-        return max(fails, key=lambda f: f.severity).measured, fails, ""
-    return limit, fails, f"Twilio dialled {limit} from the call (a child call, direction outbound-dial)"
+def _dialled(c: CallMetrics) -> str | None:
+    """The number Twilio dialled first from the call (a child call, direction outbound-dial)."""
+    return next((x.get("to") for x in c.twilio_calls or [] if x.get("direction") == "outbound-dial"), None)
+
+
+_transferred = _per_call(_transfer_one, _dialled, lambda vs: next(iter(vs), None),
+                         lambda lim, m: f"Twilio dialled {lim} from the call (a child call, direction outbound-dial)")

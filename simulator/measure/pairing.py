@@ -25,7 +25,7 @@ session answered it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..caller.call_result import CallResult
 from .timeline import SpeechStart
@@ -45,10 +45,27 @@ class Pairing:
 _LISTS = ("turns", "responses", "truncates", "errors", "events", "vad_decisions", "invalid_sent", "faults",
           "dtmf", "dtmf_ns")
 
+#: records joined then put in time order: while a bridge switches sessions it may feed both, so an old
+#: session's later turn or response must not come before the new one's earlier ones (the metrics pick
+#: a caller turn's mock turn and its responses by position in these lists)
+_TIMED: dict[str, Callable[[dict[str, Any]], int | None]] = {
+    "turns": lambda t: t.get("t_speech_started_ns") or t.get("t_committed_ns"),
+    "responses": lambda r: r.get("t_trigger_ns"),
+}
+
+
+def _in_time_order(records: list[Any], when: Callable[[dict[str, Any]], int | None]) -> list[Any]:
+    """Stable sort by time; a record with no time (nothing to place it by) keeps its order, at the end."""
+    def key(r: Any) -> tuple[bool, int]:
+        t = when(r) if isinstance(r, dict) else None
+        return (t is None, t or 0)
+    return sorted(records, key=key)
+
 
 def merge_sessions(snaps: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One snapshot standing for a call's sessions (ordered by open time): records concatenated in
-    order, counts summed, the first session's identity and configuration, the last one's close.
+    order (turns and responses then put in time order), counts summed, the first session's identity
+    and configuration, the last one's close.
     ``behaviour_tag`` is the first that differs from the first session's, so a session that ran
     another scenario's behaviour is still caught. ``sessions`` lists each one briefly."""
     if not snaps:
@@ -61,6 +78,8 @@ def merge_sessions(snaps: list[dict[str, Any]]) -> dict[str, Any] | None:
         vals = [s.get(key) for s in snaps]
         if all(isinstance(v, list) for v in vals if v is not None):
             d[key] = [x for v in vals if v for x in v]
+            if key in _TIMED:
+                d[key] = _in_time_order(d[key], _TIMED[key])
         elif all(isinstance(v, int) for v in vals if v is not None):
             d[key] = sum(v or 0 for v in vals)
     counts: dict[str, int] = {}

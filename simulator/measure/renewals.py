@@ -32,6 +32,15 @@ from .measurements import RenewalMetrics
 MS = 1_000_000
 END_SLACK_MS = 200.0
 
+#: the expectations judged from the sessions' per-frame receive times and CRCs: a run fetches those
+#: (four arrays per session, over HTTP for an external mock) only when the scenario sets one of them
+FRAME_TIMED = ("switch_gap_max_ms", "no_caller_audio_lost")
+
+
+def needs_frame_timings(expect: Any) -> bool:
+    """Does a scenario's ``[expect]`` set an expectation measured from per-frame receive times?"""
+    return any(getattr(expect, name, None) not in (None, False) for name in FRAME_TIMED)
+
 
 def measure_renewals(core: CallerCore, sessions: list[dict[str, Any]]) -> RenewalMetrics:
     """What the call's mock sessions (ordered by open time) received of the caller's audio."""
@@ -43,7 +52,8 @@ def measure_renewals(core: CallerCore, sessions: list[dict[str, Any]]) -> Renewa
     blocks = [(np.asarray(s.get("block_ns") or [], dtype=np.int64), np.asarray(s.get("block_crc") or [], dtype=np.int64))
               for s in sessions]
     if not any(len(ns) for ns, _ in blocks) or any("block_ns" not in s for s in sessions):
-        m.note = "not measured: the mock's per-frame receive times are missing from its records"
+        m.note = ("not measured: no per-frame receive times from the mock (a run fetches them only for "
+                  + " and ".join(FRAME_TIMED) + ")")
         return m
     r_ns = np.concatenate([ns for ns, _ in blocks])
     r_crc = np.concatenate([crc for _, crc in blocks])

@@ -132,12 +132,22 @@ def frames(audio: bytes) -> list[bytes]:
 
 def first_at(heard: list[bytes], phrase: bytes) -> int | None:
     """Index of the heard frame where ``phrase`` (μ-law, queued from a frame boundary) begins,
-    found by its first voiced frames."""
+    found by its first voiced frames, in order; silent frames between them are skipped (a stall
+    of the machine under load inserts silence on the line without changing what plays)."""
     pf = frames(phrase)
     k = next(i for i, f in enumerate(pf) if not is_silent(f))
     probe = pf[k:k + 5]
-    for i in range(len(heard) - len(probe) + 1):
-        if heard[i:i + len(probe)] == probe:
+    for i, f in enumerate(heard):
+        if f != probe[0]:
+            continue
+        j, rest = i + 1, probe[1:]
+        while rest and j < len(heard):
+            if heard[j] == rest[0]:
+                rest = rest[1:]
+            elif not is_silent(heard[j]):
+                break
+            j += 1
+        if not rest:
             return i - k
     return None
 
